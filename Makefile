@@ -1,0 +1,36 @@
+# hf-nas developer tasks. `make test` is the test command (README and CI use it).
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+# torch goes in first with an exact pin: here it resolves to the CPU build, while an unpinned
+# torch pulled in by the project's requirements would download the multi-GB CUDA build.
+TORCH_PIN := torch==2.13.0
+LINT_PATHS := hf_nas scripts tests
+
+.PHONY: venv demo test lint bench
+
+venv: $(VENV)/.stamp
+
+$(VENV)/.stamp: setup.cfg pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --upgrade pip
+	$(BIN)/python -m pip install $(TORCH_PIN)
+	$(BIN)/python -m pip install -e '.[test]'
+	touch $@
+
+$(VENV)/.stamp-bench: $(VENV)/.stamp
+	$(BIN)/python -m pip install -e '.[test,bench]'
+	touch $@
+
+demo: venv
+	$(BIN)/python scripts/demo.py
+
+test: venv
+	$(BIN)/python -m pytest tests -q
+
+lint: venv
+	$(BIN)/ruff check $(LINT_PATHS)
+	$(BIN)/ruff format --check $(LINT_PATHS)
+
+bench: $(VENV)/.stamp-bench
+	$(BIN)/python scripts/bench_elastic.py

@@ -1,0 +1,174 @@
+"""Extraction: copy a subnet's weights out of a supernet into an ordinary transformers model.
+
+A uniform subnet (same heads and FFN width in every layer, heads x head size == hidden size) becomes the vanilla
+class (`BertForSequenceClassification`, ...) and saves as a vanilla checkpoint. Any other subnet becomes the
+matching class of the self-contained `modeling_bert_subnet.py`, which `save_pretrained` copies into the folder with
+an `auto_map`, so `AutoModel*.from_pretrained(folder, trust_remote_code=True)` loads it without hf-nas.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from typing import Any
+
+import torch
+import transformers
+from transformers import PreTrainedModel
+
+from .modules import ELASTIC_PRIMITIVES
+from .search_space import SubnetConfig
+
+__all__ = ["extract_subnet", "is_vanilla_subnet", "save_subnet", "subnet_model_config"]
+
+# Per-model-family: the vanilla classes and the per-layer ("subnet") classes, by the elastic class's
+# `static_class_name`. Filled by each family's registration in `hf_nas/__init__.py`.
+SUBNET_CLASSES: dict[str, type[PreTrainedModel]] = {}
+SUBNET_CONFIG_CLASSES: dict[str, type] = {}
+VANILLA_MODEL_TYPES: dict[str, str] = {"elastic_bert": "bert"}
+
+
+def is_vanilla_subnet(subnet: SubnetConfig, attention_head_size: int) -> bool:
+    """Whether `subnet` is expressible as the vanilla model type (and so needs no remote code)."""
+    return subnet.is_uniform and subnet.num_attention_heads[0] * attention_head_size == subnet.hidden_size
+
+
+def subnet_model_config(supernet: PreTrainedModel, subnet: SubnetConfig):
+    """The config of the standalone model for `subnet`: vanilla when possible, per-layer otherwise."""
+    config = supernet.config
+    head_size = config.attention_head_size
+    data: dict[str, Any] = config.to_dict()
+    for key in ("search_space", "model_type", "transformers_version", "auto_map", "architectures"):
+        data.pop(key, None)
+    data.update(
+        hidden_size=subnet.hidden_size,
+        num_hidden_layers=subnet.num_hidden_layers,
+        num_attention_heads=subnet.hidden_size // head_size,
+        intermediate_size=max(subnet.intermediate_size),
+    )
+    if is_vanilla_subnet(subnet, head_size):
+        config_class = transformers.CONFIG_MAPPING[VANILLA_MODEL_TYPES[config.model_type]]
+        data["intermediate_size"] = subnet.intermediate_size[0]
+    else:
+        config_class = SUBNET_CONFIG_CLASSES[config.model_type]
+        data.update(
+            layer_num_attention_heads=list(subnet.num_attention_heads),
+            layer_intermediate_sizes=list(subnet.intermediate_size),
+        )
+    static_config = config_class(**data)
+    static_config._attn_implementation = config._attn_implementation
+    return static_config
+
+
+@torch.no_grad()
+def extract_subnet(supernet: PreTrainedModel, subnet: SubnetConfig | None = None) -> PreTrainedModel:
+    """A standalone `PreTrainedModel` holding a copy (never a view) of `subnet`'s weights.
+
+    Args:
+        supernet: an elastic model (`ElasticBert*`).
+        subnet: the architecture to extract; defaults to the active subnet. It must lie in `supernet.search_space`.
+
+    Returns:
+        A vanilla transformers model for uniform subnets whose heads fill the hidden size, otherwise the per-layer
+        model of `modeling_bert_subnet.py`. In eval mode, its outputs equal the supernet's with `subnet` active.
+
+    Example:
+
+    ```python
+    >>> small = extract_subnet(model, model.search_space.smallest())  # doctest: +SKIP
+    >>> small.save_pretrained("out/small")  # doctest: +SKIP
+    ```
+    """
+    subnet = supernet.active_subnet if subnet is None else subnet
+    if subnet != supernet.max_subnet():
+        supernet.search_space.validate(subnet)
+    static_config = subnet_model_config(supernet, subnet)
+    if isinstance(static_config, tuple(SUBNET_CONFIG_CLASSES.values())):
+        model_class = SUBNET_CLASSES[supernet.static_class_name]
+    else:
+        model_class = getattr(transformers, supernet.static_class_name)
+    reference = next(supernet.parameters())
+    static = model_class(static_config).to(device=reference.device, dtype=reference.dtype)
+
+    previous = supernet.active_subnet
+    supernet._activate(subnet)
+    try:
+        state = _active_state_dict(supernet, static)
+    finally:
+        supernet._activate(previous)
+    static.load_state_dict(state, strict=True)
+    static.train(supernet.training)
+    return static
+
+
+def _active_state_dict(supernet: PreTrainedModel, static: PreTrainedModel) -> dict[str, torch.Tensor]:
+    """The supernet's active slices under the names of `static`'s state dict (modules missing from `static`,
+    such as dropped layers, are skipped)."""
+    target = static.state_dict()
+    state: dict[str, torch.Tensor] = {}
+    for name, module in supernet.named_modules():
+        if not isinstance(module, ELASTIC_PRIMITIVES):
+            continue
+        prefix = f"{name}." if name else ""
+        if not any(key.startswith(prefix) for key in target):
+            continue
+        for key, value in module.to_static().state_dict().items():
+            state[prefix + key] = value
+    full = supernet.state_dict()
+    for key, value in target.items():
+        if key in state:
+            continue
+        if key not in full:
+            raise RuntimeError(f"Cannot extract `{key}`: the supernet has no such tensor.")
+        state[key] = full[key].clone()
+    for key, value in target.items():
+        if state[key].shape != value.shape:
+            raise RuntimeError(f"Extracted `{key}` has shape {tuple(state[key].shape)}, expected {tuple(value.shape)}.")
+    return {k: state[k] for k in target}
+
+
+def save_subnet(
+    supernet: PreTrainedModel,
+    save_directory: str | os.PathLike,
+    subnet: SubnetConfig | None = None,
+    processor: Any | None = None,
+    **save_kwargs: Any,
+) -> PreTrainedModel:
+    """Extract `subnet` and save it (with `processor`, a tokenizer or image processor, if given) atomically.
+
+    The folder is written under a temporary name beside `save_directory` and renamed into place only when complete,
+    so a crash never leaves half a checkpoint and an existing folder is replaced only by a complete one.
+    """
+    model = extract_subnet(supernet, subnet)
+    with atomic_directory(save_directory) as tmp:
+        model.save_pretrained(tmp, **save_kwargs)
+        if processor is not None:
+            processor.save_pretrained(tmp)
+    return model
+
+
+class atomic_directory:  # noqa: N801 - used like a function: `with atomic_directory(path) as tmp:`
+    """Context manager yielding a temporary folder that replaces `path` on success and vanishes on failure."""
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = os.path.abspath(os.fspath(path))
+
+    def __enter__(self) -> str:
+        parent = os.path.dirname(self.path)
+        os.makedirs(parent, exist_ok=True)
+        self.tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(self.path)}.tmp-", dir=parent)
+        return self.tmp
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is not None:
+            shutil.rmtree(self.tmp, ignore_errors=True)
+            return
+        old = None
+        if os.path.exists(self.path):
+            old = tempfile.mkdtemp(prefix=f".{os.path.basename(self.path)}.old-", dir=os.path.dirname(self.path))
+            os.rmdir(old)
+            os.rename(self.path, old)
+        os.rename(self.tmp, self.path)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)

@@ -1,0 +1,1 @@
+def reorder_by_importance(*a, **k): raise NotImplementedError

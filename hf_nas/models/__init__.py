@@ -1,0 +1,3 @@
+from .supernet import SupernetMixin
+
+__all__ = ["SupernetMixin"]

@@ -1,0 +1,91 @@
+"""What every elastic model shares: setting, scoping and extracting subnets."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, ClassVar
+
+from ..search_space import SearchSpace, SubnetConfig
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel
+
+__all__ = ["SupernetMixin"]
+
+
+class SupernetMixin:
+    """Mixed into an elastic `PreTrainedModel`. The host implements `_apply_subnet(subnet)`, which sets the active
+    sizes of its elastic modules without validation, and names its vanilla twin in `static_class_name`."""
+
+    static_class_name: ClassVar[str]
+
+    # ------------------------------------------------------------------------------------------------------------
+    # the space
+    @property
+    def search_space(self) -> SearchSpace:
+        """The choices of each dimension, stored in `config.search_space` (and so saved with the supernet)."""
+        return SearchSpace.from_dict(self.config.search_space)
+
+    @search_space.setter
+    def search_space(self, space: SearchSpace) -> None:
+        if not isinstance(space, SearchSpace):
+            raise TypeError(f"search_space must be a SearchSpace, got {type(space).__name__}.")
+        previous = self.config.search_space
+        self.config.search_space = space.to_dict()
+        try:
+            self.config._check_space()
+        except ValueError:
+            self.config.search_space = previous
+            raise
+
+    def max_subnet(self) -> SubnetConfig:
+        """The whole supernet as a subnet config (all layers, heads, neurons and channels)."""
+        c = self.config
+        return SubnetConfig.uniform(c.num_hidden_layers, c.num_attention_heads, c.intermediate_size, c.hidden_size)
+
+    # ------------------------------------------------------------------------------------------------------------
+    # the active subnet
+    @property
+    def active_subnet(self) -> SubnetConfig:
+        subnet = self.__dict__.get("_active_subnet")
+        return self.max_subnet() if subnet is None else subnet
+
+    def set_subnet(self, subnet: SubnetConfig) -> None:
+        """Make `subnet` active: the forward now computes with its weights only.
+
+        Raises `ValueError` naming the field, the value and the allowed choices if `subnet` is outside
+        `self.search_space`.
+        """
+        self.search_space.validate(subnet)
+        self._activate(subnet)
+
+    @contextmanager
+    def subnet(self, subnet: SubnetConfig) -> Iterator[PreTrainedModel]:
+        """Context manager form of [`set_subnet`]; restores the previously active subnet on exit."""
+        previous = self.active_subnet
+        self.set_subnet(subnet)
+        try:
+            yield self
+        finally:
+            self._activate(previous)
+
+    def reset_supernet(self) -> None:
+        """Make the whole supernet active again."""
+        self._activate(self.max_subnet())
+
+    def _activate(self, subnet: SubnetConfig) -> None:
+        self._apply_subnet(subnet)
+        self.__dict__["_active_subnet"] = subnet
+
+    def _apply_subnet(self, subnet: SubnetConfig) -> None:  # pragma: no cover - implemented by each model
+        raise NotImplementedError
+
+    # ------------------------------------------------------------------------------------------------------------
+    # leaving the supernet
+    def extract_subnet(self, subnet: SubnetConfig | None = None) -> PreTrainedModel:
+        """A standalone model with copied weights of `subnet` (default: the active one). See
+        [`hf_nas.extraction.extract_subnet`]."""
+        from ..extraction import extract_subnet
+
+        return extract_subnet(self, subnet)

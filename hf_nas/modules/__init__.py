@@ -1,0 +1,18 @@
+"""Elastic primitives: each is-a torch module with the vanilla parameter names, computes with the active slice of
+its weights, and copies that slice into a plain module with `to_static()`."""
+
+from .attention import ElasticSelfAttention, SelfAttention
+from .embedding import ElasticEmbedding
+from .layernorm import ElasticLayerNorm
+from .linear import ElasticLinear
+
+ELASTIC_PRIMITIVES = (ElasticEmbedding, ElasticLayerNorm, ElasticLinear)
+
+__all__ = [
+    "ELASTIC_PRIMITIVES",
+    "ElasticEmbedding",
+    "ElasticLayerNorm",
+    "ElasticLinear",
+    "ElasticSelfAttention",
+    "SelfAttention",
+]

@@ -1,0 +1,330 @@
+"""Search spaces and subnet configs.
+
+A [`SearchSpace`] lists the allowed choices of each dimension of a supernet; a [`SubnetConfig`] is one point in it.
+Dimensions follow the vanilla config names: `num_hidden_layers` (depth, the first layers are kept),
+`num_attention_heads` and `intermediate_size` (one value per kept layer) and `hidden_size`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import random
+import tempfile
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+__all__ = ["SearchSpace", "SubnetConfig"]
+
+_SUBNET_FIELDS = ("num_hidden_layers", "num_attention_heads", "intermediate_size", "hidden_size")
+_SPACE_FIELDS = ("num_hidden_layers", "num_attention_heads", "intermediate_size", "hidden_size")
+
+
+def _atomic_write_text(path: str | os.PathLike, text: str) -> None:
+    """Write `text` to `path` through a temporary file in the same folder, so a crash never leaves half a file."""
+    path = os.fspath(path)
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".json", dir=folder)
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+
+
+def _check_int(field: str, value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"`{field}` must be an int, got {value!r} of type {type(value).__name__}.")
+    return value
+
+
+@dataclass(frozen=True)
+class SubnetConfig:
+    """One architecture inside a supernet.
+
+    Args:
+        num_hidden_layers (`int`): number of layers kept (the first ones).
+        num_attention_heads (`tuple[int, ...]`): attention heads of each kept layer (length `num_hidden_layers`).
+        intermediate_size (`tuple[int, ...]`): FFN width of each kept layer (length `num_hidden_layers`).
+        hidden_size (`int`): width of the residual stream.
+
+    Example:
+
+    ```python
+    >>> from hf_nas import SubnetConfig
+    >>> subnet = SubnetConfig(num_hidden_layers=2, num_attention_heads=(4, 2), intermediate_size=(64, 32), hidden_size=32)
+    >>> SubnetConfig.from_dict(subnet.to_dict()) == subnet
+    True
+    ```
+    """
+
+    num_hidden_layers: int
+    num_attention_heads: tuple[int, ...]
+    intermediate_size: tuple[int, ...]
+    hidden_size: int
+
+    def __post_init__(self):
+        _check_int("num_hidden_layers", self.num_hidden_layers)
+        _check_int("hidden_size", self.hidden_size)
+        if self.num_hidden_layers < 1:
+            raise ValueError(f"`num_hidden_layers` must be >= 1, got {self.num_hidden_layers}.")
+        if self.hidden_size < 1:
+            raise ValueError(f"`hidden_size` must be >= 1, got {self.hidden_size}.")
+        for name in ("num_attention_heads", "intermediate_size"):
+            values = getattr(self, name)
+            if isinstance(values, (str, bytes)) or not isinstance(values, Iterable):
+                raise TypeError(f"`{name}` must be a sequence of ints (one per layer), got {values!r}.")
+            values = tuple(_check_int(f"{name}[{i}]", v) for i, v in enumerate(values))
+            if len(values) != self.num_hidden_layers:
+                raise ValueError(
+                    f"`{name}` has {len(values)} entries but `num_hidden_layers` is {self.num_hidden_layers}: "
+                    "give exactly one value per kept layer."
+                )
+            for i, v in enumerate(values):
+                if v < 1:
+                    raise ValueError(f"`{name}[{i}]` must be >= 1, got {v}.")
+            object.__setattr__(self, name, values)
+
+    @property
+    def is_uniform(self) -> bool:
+        """Whether every layer has the same head count and FFN width."""
+        return len(set(self.num_attention_heads)) == 1 and len(set(self.intermediate_size)) == 1
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "num_hidden_layers": self.num_hidden_layers,
+            "num_attention_heads": list(self.num_attention_heads),
+            "intermediate_size": list(self.intermediate_size),
+            "hidden_size": self.hidden_size,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> SubnetConfig:
+        if not isinstance(data, dict):
+            raise TypeError(f"A subnet config must be a dict, got {type(data).__name__}.")
+        unknown = sorted(set(data) - set(_SUBNET_FIELDS))
+        if unknown:
+            raise ValueError(f"Unknown keys in subnet config: {unknown}. Allowed keys: {list(_SUBNET_FIELDS)}.")
+        missing = [k for k in _SUBNET_FIELDS if k not in data]
+        if missing:
+            raise ValueError(f"Missing keys in subnet config: {missing}. Required keys: {list(_SUBNET_FIELDS)}.")
+        return cls(**data)
+
+    def to_json_string(self) -> str:
+        return json.dumps(self.to_dict(), indent=2) + "\n"
+
+    def save(self, path: str | os.PathLike) -> None:
+        """Write the subnet as JSON (atomically)."""
+        _atomic_write_text(path, self.to_json_string())
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> SubnetConfig:
+        with open(path) as f:
+            try:
+                data = json.load(f)
+            except json.JSONDecodeError as e:
+                raise ValueError(f"{os.fspath(path)} is not valid JSON: {e}") from e
+        return cls.from_dict(data)
+
+    @classmethod
+    def uniform(cls, num_hidden_layers: int, num_attention_heads: int, intermediate_size: int, hidden_size: int):
+        """A subnet with the same head count and FFN width in every layer."""
+        return cls(
+            num_hidden_layers=num_hidden_layers,
+            num_attention_heads=(num_attention_heads,) * num_hidden_layers,
+            intermediate_size=(intermediate_size,) * num_hidden_layers,
+            hidden_size=hidden_size,
+        )
+
+
+def _choices(field: str, values: Any) -> tuple[int, ...]:
+    if isinstance(values, (str, bytes)) or not isinstance(values, Iterable):
+        raise TypeError(f"`{field}` choices must be a sequence of ints, got {values!r}.")
+    values = tuple(_check_int(f"{field} choice", v) for v in values)
+    if not values:
+        raise ValueError(f"`{field}` needs at least one choice, got none.")
+    for v in values:
+        if v < 1:
+            raise ValueError(f"`{field}` choices must be >= 1, got {v} in {list(values)}.")
+    return tuple(sorted(set(values)))
+
+
+@dataclass(frozen=True)
+class SearchSpace:
+    """The choices of each dimension of a supernet.
+
+    The largest choice of each dimension is the supernet's own size. `attention_head_size` is fixed (heads are
+    added or removed whole), and every `hidden_size` choice must be a multiple of it so that a uniform subnet with
+    `hidden_size // attention_head_size` heads is an ordinary model.
+
+    Example:
+
+    ```python
+    >>> from hf_nas import SearchSpace
+    >>> space = SearchSpace(num_hidden_layers=(1, 2), num_attention_heads=(2, 4), intermediate_size=(32, 64),
+    ...                     hidden_size=(16, 32), attention_head_size=8)
+    >>> space.largest().num_attention_heads
+    (4, 4)
+    >>> space.contains(space.sample(seed=0))
+    True
+    ```
+    """
+
+    num_hidden_layers: tuple[int, ...]
+    num_attention_heads: tuple[int, ...]
+    intermediate_size: tuple[int, ...]
+    hidden_size: tuple[int, ...]
+    attention_head_size: int
+
+    def __post_init__(self):
+        for field in _SPACE_FIELDS:
+            object.__setattr__(self, field, _choices(field, getattr(self, field)))
+        _check_int("attention_head_size", self.attention_head_size)
+        if self.attention_head_size < 1:
+            raise ValueError(f"`attention_head_size` must be >= 1, got {self.attention_head_size}.")
+        bad = [h for h in self.hidden_size if h % self.attention_head_size]
+        if bad:
+            raise ValueError(
+                f"`hidden_size` choices {bad} are not divisible by attention_head_size={self.attention_head_size}: "
+                f"allowed hidden sizes are multiples of {self.attention_head_size}."
+            )
+
+    # ----------------------------------------------------------------------------------------------------------
+    # construction
+    @classmethod
+    def from_model_config(cls, config: Any) -> SearchSpace:
+        """The default space of a vanilla config: depth from half to all layers; heads and FFN at 25/50/75/100%;
+        hidden size at 50/75/100% (rounded to whole heads)."""
+        num_layers = config.num_hidden_layers
+        heads = config.num_attention_heads
+        ffn = config.intermediate_size
+        hidden = config.hidden_size
+        if hidden % heads:
+            raise ValueError(
+                f"hidden_size={hidden} is not divisible by num_attention_heads={heads}: elastic heads need a "
+                "whole attention_head_size."
+            )
+        head_size = hidden // heads
+        return cls(
+            num_hidden_layers=tuple(range(max(1, math.ceil(num_layers / 2)), num_layers + 1)),
+            num_attention_heads=tuple(max(1, round(heads * m)) for m in (0.25, 0.5, 0.75, 1.0)),
+            intermediate_size=tuple(max(1, round(ffn * m)) for m in (0.25, 0.5, 0.75, 1.0)),
+            hidden_size=tuple(max(1, round(heads * m)) * head_size for m in (0.5, 0.75, 1.0)),
+            attention_head_size=head_size,
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        data = {f: list(getattr(self, f)) for f in _SPACE_FIELDS}
+        data["attention_head_size"] = self.attention_head_size
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> SearchSpace:
+        if not isinstance(data, dict):
+            raise TypeError(f"A search space must be a dict, got {type(data).__name__}.")
+        allowed = (*_SPACE_FIELDS, "attention_head_size")
+        unknown = sorted(set(data) - set(allowed))
+        if unknown:
+            raise ValueError(f"Unknown keys in search space: {unknown}. Allowed keys: {list(allowed)}.")
+        missing = [k for k in allowed if k not in data]
+        if missing:
+            raise ValueError(f"Missing keys in search space: {missing}. Required keys: {list(allowed)}.")
+        return cls(**data)
+
+    def save(self, path: str | os.PathLike) -> None:
+        _atomic_write_text(path, json.dumps(self.to_dict(), indent=2) + "\n")
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> SearchSpace:
+        with open(path) as f:
+            return cls.from_dict(json.load(f))
+
+    def narrow(self, **choices: Sequence[int]) -> SearchSpace:
+        """A smaller space: each given dimension keeps only the listed choices, which must be in this space.
+
+        ```python
+        >>> space = space.narrow(num_hidden_layers=[2], hidden_size=[32])  # doctest: +SKIP
+        ```
+        """
+        for field, values in choices.items():
+            if field not in _SPACE_FIELDS:
+                raise ValueError(f"Cannot narrow unknown dimension {field!r}; dimensions are {list(_SPACE_FIELDS)}.")
+            values = _choices(field, values)
+            outside = [v for v in values if v not in getattr(self, field)]
+            if outside:
+                raise ValueError(
+                    f"Cannot narrow `{field}` to {list(values)}: {outside} not in the allowed choices "
+                    f"{list(getattr(self, field))}."
+                )
+        return dataclasses.replace(self, **choices)
+
+    # ----------------------------------------------------------------------------------------------------------
+    # points
+    def largest(self) -> SubnetConfig:
+        return SubnetConfig.uniform(
+            max(self.num_hidden_layers), max(self.num_attention_heads), max(self.intermediate_size), max(self.hidden_size)
+        )
+
+    def smallest(self) -> SubnetConfig:
+        return SubnetConfig.uniform(
+            min(self.num_hidden_layers), min(self.num_attention_heads), min(self.intermediate_size), min(self.hidden_size)
+        )
+
+    def sample(self, seed: int | None = None, generator: random.Random | None = None) -> SubnetConfig:
+        """A subnet drawn uniformly per dimension (per layer for heads and FFN).
+
+        Randomness is explicit: pass `seed` (an int) or `generator` (a `random.Random`); never the global RNG.
+        """
+        if (seed is None) == (generator is None):
+            raise ValueError("Pass exactly one of `seed` (int) or `generator` (random.Random) to `sample`.")
+        rng = generator if generator is not None else random.Random(seed)
+        depth = rng.choice(self.num_hidden_layers)
+        return SubnetConfig(
+            num_hidden_layers=depth,
+            num_attention_heads=tuple(rng.choice(self.num_attention_heads) for _ in range(depth)),
+            intermediate_size=tuple(rng.choice(self.intermediate_size) for _ in range(depth)),
+            hidden_size=rng.choice(self.hidden_size),
+        )
+
+    def validate(self, subnet: SubnetConfig) -> None:
+        """Raise `ValueError` naming the field, the value and the allowed choices if `subnet` is outside the space."""
+        if not isinstance(subnet, SubnetConfig):
+            raise TypeError(f"Expected a SubnetConfig, got {type(subnet).__name__}.")
+        if subnet.num_hidden_layers not in self.num_hidden_layers:
+            raise ValueError(
+                f"`num_hidden_layers`={subnet.num_hidden_layers} is not in the search space; "
+                f"allowed: {list(self.num_hidden_layers)}."
+            )
+        if subnet.hidden_size not in self.hidden_size:
+            raise ValueError(
+                f"`hidden_size`={subnet.hidden_size} is not in the search space; allowed: {list(self.hidden_size)}."
+            )
+        for field in ("num_attention_heads", "intermediate_size"):
+            for i, v in enumerate(getattr(subnet, field)):
+                if v not in getattr(self, field):
+                    raise ValueError(
+                        f"`{field}[{i}]`={v} is not in the search space; allowed: {list(getattr(self, field))}."
+                    )
+
+    def contains(self, subnet: SubnetConfig) -> bool:
+        try:
+            self.validate(subnet)
+        except (ValueError, TypeError):
+            return False
+        return True
+
+    def __contains__(self, subnet: SubnetConfig) -> bool:
+        return self.contains(subnet)
+
+    @property
+    def size(self) -> int:
+        """Number of distinct subnets in the space."""
+        per_layer = len(self.num_attention_heads) * len(self.intermediate_size)
+        return len(self.hidden_size) * sum(per_layer**d for d in self.num_hidden_layers)
