@@ -16,7 +16,7 @@ from transformers import (
 )
 
 from . import extraction
-from .costs import count_macs, count_parameters, measure_latency
+from .costs import LatencyResult, count_macs, count_macs_measured, count_parameters, measure_latency, time_forward
 from .extraction import extract_subnet, save_subnet
 from .importance import reorder_by_importance
 from .models.bert import (
@@ -39,7 +39,10 @@ from .search_space import SearchSpace, SubnetConfig
 def _register() -> None:
     auto_classes = {
         AutoModel: (ElasticBertModel, BertSubnetModel),
-        AutoModelForSequenceClassification: (ElasticBertForSequenceClassification, BertSubnetForSequenceClassification),
+        AutoModelForSequenceClassification: (
+            ElasticBertForSequenceClassification,
+            BertSubnetForSequenceClassification,
+        ),
         AutoModelForTokenClassification: (ElasticBertForTokenClassification, BertSubnetForTokenClassification),
         AutoModelForQuestionAnswering: (ElasticBertForQuestionAnswering, BertSubnetForQuestionAnswering),
         AutoModelForMaskedLM: (ElasticBertForMaskedLM, BertSubnetForMaskedLM),
@@ -71,13 +74,16 @@ __all__ = [
     "ElasticBertForSequenceClassification",
     "ElasticBertForTokenClassification",
     "ElasticBertModel",
+    "LatencyResult",
     "SearchSpace",
     "SubnetConfig",
     "__version__",
     "count_macs",
+    "count_macs_measured",
     "count_parameters",
     "extract_subnet",
     "measure_latency",
     "reorder_by_importance",
     "save_subnet",
+    "time_forward",
 ]

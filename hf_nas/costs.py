@@ -1,3 +1,567 @@
-def count_macs(*a): pass
-def count_parameters(*a): pass
-def measure_latency(*a): pass
+"""Costs of a subnet: parameters, multiply-accumulates (MACs) and latency.
+
+[`count_parameters`] and [`count_macs`] are analytic: arithmetic on the config and the [`SubnetConfig`], with no
+extraction and no forward pass, so a search can call them on thousands of candidates. Each equals what the extracted
+subnet really has or does: `sum(p.numel() for p in extract_subnet(model, subnet).parameters())` for parameters, and
+the MACs `torch.utils.flop_counter.FlopCounterMode` counts on its forward for MACs (see [`count_macs_measured`]).
+[`measure_latency`] times the *extracted* subnet with `torch.utils.benchmark`; [`time_forward`] times any model.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import math
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+from torch.utils import benchmark
+from torch.utils.flop_counter import FlopCounterMode
+
+from .extraction import extract_subnet
+from .models.supernet import SupernetMixin
+from .search_space import SubnetConfig
+
+__all__ = [
+    "LatencyResult",
+    "count_macs",
+    "count_macs_measured",
+    "count_parameters",
+    "measure_latency",
+    "time_forward",
+]
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# argument checks
+def _check_positive_int(field: str, value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"`{field}` must be an int, got {value!r} of type {type(value).__name__}.")
+    if value < 1:
+        raise ValueError(f"`{field}` must be a positive int (>= 1), got {value}.")
+    return value
+
+
+def _check_sequence_length(config: Any, sequence_length: int) -> int:
+    _check_positive_int("sequence_length", sequence_length)
+    limit = getattr(config, "max_position_embeddings", None)
+    if limit is not None and sequence_length > limit:
+        raise ValueError(
+            f"`sequence_length`={sequence_length} exceeds the model's max_position_embeddings={limit}; "
+            f"allowed: 1 to {limit}."
+        )
+    return sequence_length
+
+
+def _check_device(device: Any) -> torch.device:
+    if not isinstance(device, (str, torch.device)):
+        raise TypeError(f"`device` must be a string such as 'cpu' or 'cuda:0', got {device!r}.")
+    try:
+        parsed = torch.device(device)
+    except RuntimeError as e:
+        raise ValueError(f"`device`={device!r} is not a valid torch device string (e.g. 'cpu', 'cuda:0'): {e}") from e
+    if parsed.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(f"`device`={device!r} asks for CUDA, but torch.cuda.is_available() is False; use 'cpu'.")
+        count = torch.cuda.device_count()
+        if parsed.index is not None and parsed.index >= count:
+            raise ValueError(f"`device`={device!r} is out of range: this machine has CUDA devices 0 to {count - 1}.")
+    return parsed
+
+
+def _check_min_run_time(min_run_time: Any) -> float:
+    if isinstance(min_run_time, bool) or not isinstance(min_run_time, (int, float)):
+        raise TypeError(f"`min_run_time` must be a number of seconds, got {min_run_time!r}.")
+    if not (math.isfinite(min_run_time) and min_run_time > 0):
+        raise ValueError(f"`min_run_time` must be a positive, finite number of seconds, got {min_run_time}.")
+    return float(min_run_time)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# the architecture a cost is computed for
+@dataclass(frozen=True)
+class _Architecture:
+    """What the cost formulas read: the subnet's sizes, the fixed head size and the (full) model config."""
+
+    subnet: SubnetConfig
+    attention_head_size: int
+    config: Any
+    head: _HeadCost
+
+
+def _architecture(model: nn.Module, subnet: SubnetConfig | None) -> _Architecture:
+    """The architecture of `subnet` in a supernet, or of a plain BERT model (vanilla or extracted) as built."""
+    if isinstance(model, SupernetMixin):
+        if subnet is None:
+            subnet = model.active_subnet
+        elif not isinstance(subnet, SubnetConfig):
+            raise TypeError(f"`subnet` must be a SubnetConfig or None, got {type(subnet).__name__}.")
+        elif subnet != model.max_subnet():
+            model.search_space.validate(subnet)  # what extract_subnet accepts, so the cost is of a real model
+        config = model.config
+        return _Architecture(subnet, config.attention_head_size, config, _head_cost(model.static_class_name))
+    if subnet is not None:
+        raise ValueError(
+            f"`subnet` is only for supernets; {type(model).__name__} is a plain model whose architecture is its "
+            "config. Pass subnet=None."
+        )
+    config = getattr(model, "config", None)
+    if config is None or not hasattr(config, "num_attention_heads"):
+        raise TypeError(f"Cannot read an architecture from {type(model).__name__}: expected an (elastic) BERT model.")
+    head_size = config.hidden_size // config.num_attention_heads
+    layers = config.num_hidden_layers
+    # An extracted heterogeneous subnet (`BertSubnetConfig`) stores per-layer sizes; vanilla BERT is uniform.
+    heads = getattr(config, "layer_num_attention_heads", None) or (config.num_attention_heads,) * layers
+    ffn = getattr(config, "layer_intermediate_sizes", None) or (config.intermediate_size,) * layers
+    plain = SubnetConfig(layers, tuple(heads), tuple(ffn), config.hidden_size)
+    head = next((_HEAD_COSTS[c.__name__] for c in type(model).__mro__ if c.__name__ in _HEAD_COSTS), None)
+    if head is None:
+        raise TypeError(
+            f"No cost formulas for {type(model).__name__}; supported: supernets and plain models of the classes "
+            f"{sorted(_HEAD_COSTS)} (and their subclasses)."
+        )
+    return _Architecture(plain, head_size, config, head)
+
+
+def _base_model(model: nn.Module) -> nn.Module:
+    """The backbone (`model.bert` for heads, the model itself for `*Model`)."""
+    return getattr(model, getattr(model, "base_model_prefix", ""), model)
+
+
+def _linear_params(in_features: int, out_features: int) -> int:
+    return in_features * out_features + out_features  # weight + bias
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# heads: one small class per kind, found by the vanilla class name (`static_class_name` of a supernet)
+class _HeadCost(ABC):
+    """Parameters and MACs of what a head class adds on top of the backbone's last hidden state."""
+
+    @abstractmethod
+    def num_parameters(self, model: nn.Module, hidden_size: int) -> int: ...
+
+    @abstractmethod
+    def macs(self, model: nn.Module, hidden_size: int, batch_size: int, sequence_length: int) -> int: ...
+
+
+class _NoHead(_HeadCost):
+    def num_parameters(self, model: nn.Module, hidden_size: int) -> int:
+        return 0
+
+    def macs(self, model: nn.Module, hidden_size: int, batch_size: int, sequence_length: int) -> int:
+        return 0
+
+
+@dataclass(frozen=True)
+class _LinearHead(_HeadCost):
+    """A linear layer `attribute` on the pooled output (`per_token=False`, once per sequence) or on every token."""
+
+    attribute: str
+    per_token: bool
+
+    def num_parameters(self, model: nn.Module, hidden_size: int) -> int:
+        return _linear_params(hidden_size, getattr(model, self.attribute).out_features)
+
+    def macs(self, model: nn.Module, hidden_size: int, batch_size: int, sequence_length: int) -> int:
+        rows = batch_size * sequence_length if self.per_token else batch_size
+        return rows * hidden_size * getattr(model, self.attribute).out_features
+
+
+class _MaskedLMHead(_HeadCost):
+    """`cls.predictions`: transform (dense + LayerNorm) and the vocabulary decoder, usually tied to the word
+    embeddings (weight) and to `cls.predictions.bias` (bias), and then counted once, as `parameters()` does."""
+
+    def num_parameters(self, model: nn.Module, hidden_size: int) -> int:
+        predictions = model.cls.predictions
+        decoder = predictions.decoder
+        vocab_size = decoder.out_features
+        n = _linear_params(hidden_size, hidden_size) + 2 * hidden_size  # transform.dense + transform.LayerNorm
+        n += predictions.bias.numel()
+        if decoder.weight is not _base_model(model).embeddings.word_embeddings.weight:
+            n += vocab_size * hidden_size
+        if decoder.bias is not None and decoder.bias is not predictions.bias:
+            n += vocab_size
+        return n
+
+    def macs(self, model: nn.Module, hidden_size: int, batch_size: int, sequence_length: int) -> int:
+        vocab_size = model.cls.predictions.decoder.out_features
+        return batch_size * sequence_length * hidden_size * (hidden_size + vocab_size)  # transform + decoder
+
+
+_HEAD_COSTS: dict[str, _HeadCost] = {
+    "BertModel": _NoHead(),
+    "BertForSequenceClassification": _LinearHead("classifier", per_token=False),
+    "BertForTokenClassification": _LinearHead("classifier", per_token=True),
+    "BertForQuestionAnswering": _LinearHead("qa_outputs", per_token=True),
+    "BertForMaskedLM": _MaskedLMHead(),
+}
+
+
+def _head_cost(class_name: str) -> _HeadCost:
+    if class_name not in _HEAD_COSTS:
+        raise TypeError(f"No cost formulas for heads of class {class_name!r}; supported: {sorted(_HEAD_COSTS)}.")
+    return _HEAD_COSTS[class_name]
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# parameters
+def count_parameters(model: nn.Module, subnet: SubnetConfig | None = None) -> int:
+    """Number of parameters of the extracted `subnet`, computed without extracting it.
+
+    The count is exactly `sum(p.numel() for p in extract_subnet(model, subnet).parameters())`: embeddings (the
+    vocabulary is never cut), every kept layer, the pooler if the model has one, and the head; a masked-LM decoder
+    tied to the word embeddings is counted once, as `parameters()` does. It is plain arithmetic on the config and
+    `subnet` (a few microseconds), so a search can call it on thousands of candidates.
+
+    Args:
+        model (`nn.Module`):
+            An elastic supernet (`ElasticBert*`). A plain model (e.g. an extracted subnet) is also accepted: its
+            parameters are simply summed.
+        subnet (`SubnetConfig`, *optional*):
+            The subnet to count; defaults to `model.active_subnet`. It must lie in `model.search_space` (the whole
+            supernet, `model.max_subnet()`, is always allowed), as for `extract_subnet`.
+
+    Returns:
+        `int`: the number of parameters (tied parameters counted once).
+
+    Example:
+
+    ```python
+    >>> from hf_nas import ElasticBertConfig, ElasticBertForSequenceClassification, count_parameters, extract_subnet
+    >>> config = ElasticBertConfig(vocab_size=99, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+    ...                            intermediate_size=64)
+    >>> model = ElasticBertForSequenceClassification(config)
+    >>> subnet = model.search_space.smallest()
+    >>> count_parameters(model, subnet) == sum(p.numel() for p in extract_subnet(model, subnet).parameters())
+    True
+    ```
+    """
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"`model` must be a torch.nn.Module, got {type(model).__name__}.")
+    if not isinstance(model, SupernetMixin):
+        if subnet is not None:
+            raise ValueError(
+                f"`subnet` is only for supernets; {type(model).__name__} is a plain model. Pass subnet=None."
+            )
+        return sum(p.numel() for p in model.parameters())
+    arch = _architecture(model, subnet)
+    config, s, hs = arch.config, arch.subnet, arch.attention_head_size
+    h = s.hidden_size
+    # Embeddings: word, position and token-type tables of width h, and their LayerNorm.
+    n = (config.vocab_size + config.max_position_embeddings + config.type_vocab_size) * h + 2 * h
+    for heads, ffn in zip(s.num_attention_heads, s.intermediate_size, strict=True):
+        inner = heads * hs
+        n += 3 * _linear_params(h, inner)  # query, key, value
+        n += _linear_params(inner, h) + 2 * h  # attention.output.dense + LayerNorm
+        n += _linear_params(h, ffn) + _linear_params(ffn, h) + 2 * h  # intermediate, output.dense + LayerNorm
+    if getattr(_base_model(model), "pooler", None) is not None:
+        n += _linear_params(h, h)
+    return n + arch.head.num_parameters(model, h)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# MACs
+def count_macs(
+    model: nn.Module, subnet: SubnetConfig | None = None, sequence_length: int = 128, batch_size: int = 1
+) -> int:
+    """Multiply-accumulates of one forward pass of the extracted `subnet`, computed without extracting it.
+
+    Counted, for `N = batch_size * sequence_length` tokens, hidden size `h` and, in layer `i`, `a_i` = heads x head
+    size and FFN width `f_i`:
+    - every linear layer, per token: query/key/value `3 N h a_i`, attention output `N a_i h`, FFN `2 N h f_i`;
+    - the attention matmuls, per layer: scores `q k^T` and `probs v`, `2 * batch_size * T^2 * a_i`;
+    - the pooler (`h x h`) and the sequence-classification classifier once per sequence, on the first token;
+      token-classification and question-answering outputs per token; the masked-LM transform (`h x h`) and
+      vocabulary decoder (`h x vocab_size`) per token.
+
+    Not counted: bias additions, elementwise ops (residuals, activations, masking, scaling), softmax, LayerNorm and
+    embedding lookups. This is exactly what `torch.utils.flop_counter.FlopCounterMode` counts (its FLOPs are 2 x MACs
+    for `mm`/`addmm`/`bmm`), so `count_macs` equals [`count_macs_measured`].
+
+    Args:
+        model (`nn.Module`):
+            An elastic supernet (`ElasticBert*`), or a plain BERT model (vanilla `Bert*` or an extracted
+            `BertSubnet*`), whose architecture is then read from its config.
+        subnet (`SubnetConfig`, *optional*):
+            The subnet; defaults to `model.active_subnet`. Must be None for a plain model.
+        sequence_length (`int`, *optional*, defaults to 128):
+            Tokens per sequence (at most `config.max_position_embeddings`).
+        batch_size (`int`, *optional*, defaults to 1):
+            Sequences per forward pass.
+
+    Returns:
+        `int`: the MACs of one forward pass.
+
+    Example:
+
+    ```python
+    >>> from hf_nas import ElasticBertConfig, ElasticBertForSequenceClassification, count_macs
+    >>> from hf_nas.costs import count_macs_measured
+    >>> config = ElasticBertConfig(vocab_size=99, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+    ...                            intermediate_size=64)
+    >>> model = ElasticBertForSequenceClassification(config)
+    >>> subnet = model.search_space.smallest()
+    >>> count_macs(model, subnet, sequence_length=16) == count_macs_measured(model, subnet, sequence_length=16)
+    True
+    ```
+    """
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"`model` must be a torch.nn.Module, got {type(model).__name__}.")
+    arch = _architecture(model, subnet)
+    T = _check_sequence_length(arch.config, sequence_length)
+    B = _check_positive_int("batch_size", batch_size)
+    s, hs = arch.subnet, arch.attention_head_size
+    h = s.hidden_size
+    N = B * T  # tokens
+    macs = 0
+    for heads, ffn in zip(s.num_attention_heads, s.intermediate_size, strict=True):
+        inner = heads * hs
+        macs += N * (3 * h * inner + inner * h + 2 * h * ffn)  # q, k, v, attention output, FFN in and out
+        macs += 2 * B * T * T * inner  # scores (B, nh, T, T) = q k^T, then probs @ v: T * hs MACs per score each
+    if getattr(_base_model(model), "pooler", None) is not None:
+        macs += B * h * h  # first token of each sequence
+    return macs + arch.head.macs(model, h, B, T)
+
+
+def _random_inputs(
+    vocab_size: int, batch_size: int, sequence_length: int, device: torch.device | str, seed: int
+) -> dict[str, torch.Tensor]:
+    """Random `input_ids` from a seeded generator (never the global RNG) and an all-ones `attention_mask`."""
+    generator = torch.Generator().manual_seed(seed)
+    input_ids = torch.randint(0, vocab_size, (batch_size, sequence_length), generator=generator)  # (B, T)
+    attention_mask = torch.ones_like(input_ids)  # (B, T)
+    return {"input_ids": input_ids.to(device), "attention_mask": attention_mask.to(device)}
+
+
+def count_macs_measured(
+    model: nn.Module, subnet: SubnetConfig | None = None, sequence_length: int = 128, batch_size: int = 1
+) -> int:
+    """MACs of one forward pass of the extracted `subnet`, counted by `torch.utils.flop_counter.FlopCounterMode`.
+
+    Extracts `subnet` (a plain model is deep-copied instead), runs one forward in eval mode on random `input_ids` of
+    shape `(batch_size, sequence_length)` and returns the counted FLOPs // 2. Slow compared to [`count_macs`], which
+    it checks; meant for tests and benchmarks.
+
+    The copy runs with *eager* attention: on CPU, SDPA dispatches to `aten._scaled_dot_product_flash_attention_for_cpu`,
+    for which FlopCounterMode (torch 2.13) has no formula, so it would silently miss the attention matmuls. Eager
+    attention computes them as two `bmm`s, which it counts. The model passed in is not changed.
+
+    Args:
+        model (`nn.Module`): an elastic supernet, or a plain BERT model (then `subnet` must be None).
+        subnet (`SubnetConfig`, *optional*): the subnet; defaults to `model.active_subnet`.
+        sequence_length (`int`, *optional*, defaults to 128): tokens per sequence.
+        batch_size (`int`, *optional*, defaults to 1): sequences per forward pass.
+
+    Returns:
+        `int`: the measured MACs.
+
+    Example:
+
+    ```python
+    >>> from hf_nas import ElasticBertConfig, ElasticBertModel
+    >>> from hf_nas.costs import count_macs_measured
+    >>> config = ElasticBertConfig(vocab_size=99, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+    ...                            intermediate_size=64)
+    >>> count_macs_measured(ElasticBertModel(config), sequence_length=8) > 0
+    True
+    ```
+    """
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"`model` must be a torch.nn.Module, got {type(model).__name__}.")
+    arch = _architecture(model, subnet)  # validates `subnet` and the model kind
+    _check_sequence_length(arch.config, sequence_length)
+    _check_positive_int("batch_size", batch_size)
+    if isinstance(model, SupernetMixin):
+        static = extract_subnet(model, arch.subnet)
+    else:
+        static = copy.deepcopy(model)
+    static.set_attn_implementation("eager")
+    static.eval()
+    device = next(static.parameters()).device
+    inputs = _random_inputs(static.config.vocab_size, batch_size, sequence_length, device, seed=0)
+    counter = FlopCounterMode(display=False)
+    with counter, torch.no_grad():
+        static(**inputs)
+    return counter.get_total_flops() // 2
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# latency
+@dataclass(frozen=True)
+class LatencyResult:
+    """Forward-pass latency of a model, as measured by [`time_forward`] / [`measure_latency`].
+
+    Args:
+        median_ms (`float`): median time of one forward pass, in milliseconds.
+        iqr_ms (`float`): interquartile range of the per-pass times, in milliseconds.
+        device (`str`): the torch device it ran on, e.g. `"cpu"` or `"cuda:0"`.
+        batch_size (`int`): sequences per forward pass.
+        sequence_length (`int`): tokens per sequence.
+        num_threads (`int`): torch intra-op threads used.
+        num_runs (`int`): forward passes timed in all (`torch.utils.benchmark` blocks x passes per block).
+
+    Example:
+
+    ```python
+    >>> from hf_nas.costs import LatencyResult
+    >>> LatencyResult(1.5, 0.1, "cpu", 1, 128, 4, 200).to_dict()["median_ms"]
+    1.5
+    ```
+    """
+
+    median_ms: float
+    iqr_ms: float
+    device: str
+    batch_size: int
+    sequence_length: int
+    num_threads: int
+    num_runs: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def time_forward(
+    model: nn.Module,
+    batch_size: int,
+    sequence_length: int,
+    device: str = "cpu",
+    num_threads: int | None = None,
+    min_run_time: float = 1.0,
+    seed: int = 0,
+) -> LatencyResult:
+    """Time the forward pass of any text model (supernet, vanilla or extracted) on random `input_ids`.
+
+    The model is moved to `device` (in place, like `model.to`) and run in eval mode under `torch.no_grad` (its
+    training flag is restored afterwards) on random `input_ids` drawn from a generator seeded with `seed` and an
+    all-ones `attention_mask`. After one warm-up pass, `torch.utils.benchmark.Timer.blocked_autorange` times it for
+    at least `min_run_time` seconds (synchronizing accelerators) and the median over its blocks is reported.
+
+    Args:
+        model (`nn.Module`): a model that takes `input_ids` and `attention_mask` and has `config.vocab_size`.
+        batch_size (`int`): sequences per forward pass.
+        sequence_length (`int`): tokens per sequence (at most `config.max_position_embeddings`).
+        device (`str`, *optional*, defaults to `"cpu"`): torch device string, e.g. `"cpu"` or `"cuda:0"`.
+        num_threads (`int`, *optional*): torch intra-op threads; defaults to `torch.get_num_threads()`.
+        min_run_time (`float`, *optional*, defaults to 1.0): seconds of timed runs at least.
+        seed (`int`, *optional*, defaults to 0): seed of the random `input_ids`.
+
+    Returns:
+        [`LatencyResult`].
+
+    Example:
+
+    ```python
+    >>> from hf_nas import ElasticBertConfig, ElasticBertModel
+    >>> from hf_nas.costs import time_forward
+    >>> config = ElasticBertConfig(vocab_size=99, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+    ...                            intermediate_size=64)
+    >>> result = time_forward(ElasticBertModel(config), batch_size=1, sequence_length=8, min_run_time=0.05)
+    >>> result.median_ms > 0
+    True
+    ```
+    """
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"`model` must be a torch.nn.Module, got {type(model).__name__}.")
+    config = getattr(model, "config", None)
+    if getattr(config, "vocab_size", None) is None:
+        raise TypeError(f"`model` ({type(model).__name__}) has no `config.vocab_size` to draw random input_ids from.")
+    _check_positive_int("batch_size", batch_size)
+    _check_sequence_length(config, sequence_length)
+    parsed_device = _check_device(device)
+    num_threads = torch.get_num_threads() if num_threads is None else _check_positive_int("num_threads", num_threads)
+    min_run_time = _check_min_run_time(min_run_time)
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        raise TypeError(f"`seed` must be an int, got {seed!r}.")
+
+    inputs = _random_inputs(config.vocab_size, batch_size, sequence_length, parsed_device, seed)
+    was_training = model.training
+    model.to(parsed_device).eval()
+    try:
+        timer = benchmark.Timer(
+            stmt="model(**inputs)",
+            globals={"model": model, "inputs": inputs},
+            num_threads=num_threads,
+            label=type(model).__name__,
+            description=f"batch {batch_size} x {sequence_length} tokens on {parsed_device}",
+        )
+        with torch.no_grad():  # grad mode is per thread, and the Timer runs the statement in this one
+            model(**inputs)  # warm-up: lazy initialization and allocator caches stay out of the timings
+            measurement = timer.blocked_autorange(min_run_time=min_run_time)
+    finally:
+        model.train(was_training)
+    return LatencyResult(
+        median_ms=measurement.median * 1e3,
+        iqr_ms=measurement.iqr * 1e3,
+        device=str(parsed_device),
+        batch_size=batch_size,
+        sequence_length=sequence_length,
+        num_threads=num_threads,
+        num_runs=len(measurement.times) * measurement.number_per_run,
+    )
+
+
+def measure_latency(
+    model: nn.Module,
+    subnet: SubnetConfig | None = None,
+    batch_size: int = 1,
+    sequence_length: int = 128,
+    device: str = "cpu",
+    num_threads: int | None = None,
+    min_run_time: float = 1.0,
+) -> LatencyResult:
+    """Latency of one forward pass of the *extracted* `subnet` (a standalone copy, not the supernet).
+
+    The subnet is extracted with `extract_subnet` and timed with [`time_forward`] on `device`, in eval mode, under
+    `torch.no_grad`, on seeded random `input_ids` of shape `(batch_size, sequence_length)`; the supernet itself is
+    neither moved nor changed.
+
+    Args:
+        model (`nn.Module`): an elastic supernet (`ElasticBert*`).
+        subnet (`SubnetConfig`, *optional*): the subnet; defaults to `model.active_subnet`.
+        batch_size (`int`, *optional*, defaults to 1): sequences per forward pass.
+        sequence_length (`int`, *optional*, defaults to 128): tokens per sequence.
+        device (`str`, *optional*, defaults to `"cpu"`): torch device string, e.g. `"cpu"` or `"cuda:0"`.
+        num_threads (`int`, *optional*): torch intra-op threads; defaults to `torch.get_num_threads()`.
+        min_run_time (`float`, *optional*, defaults to 1.0): seconds of timed runs at least.
+
+    Returns:
+        [`LatencyResult`]: median and interquartile range in milliseconds, with the conditions of the measurement.
+
+    Example:
+
+    ```python
+    >>> from hf_nas import ElasticBertConfig, ElasticBertForSequenceClassification, measure_latency
+    >>> config = ElasticBertConfig(vocab_size=99, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+    ...                            intermediate_size=64)
+    >>> model = ElasticBertForSequenceClassification(config)
+    >>> result = measure_latency(model, model.search_space.smallest(), sequence_length=8, min_run_time=0.05)
+    >>> result.sequence_length, result.device
+    (8, 'cpu')
+    ```
+    """
+    if not isinstance(model, SupernetMixin):
+        raise TypeError(
+            f"`model` must be an elastic supernet, got {type(model).__name__}; time a plain model with `time_forward`."
+        )
+    # Check everything before the (comparatively slow) extraction.
+    _check_positive_int("batch_size", batch_size)
+    _check_sequence_length(model.config, sequence_length)
+    _check_device(device)
+    if num_threads is not None:
+        _check_positive_int("num_threads", num_threads)
+    _check_min_run_time(min_run_time)
+    arch = _architecture(model, subnet)
+
+    static = extract_subnet(model, arch.subnet)
+    return time_forward(
+        static,
+        batch_size=batch_size,
+        sequence_length=sequence_length,
+        device=device,
+        num_threads=num_threads,
+        min_run_time=min_run_time,
+    )

@@ -89,7 +89,9 @@ def extract_subnet(supernet: PreTrainedModel, subnet: SubnetConfig | None = None
     else:
         model_class = getattr(transformers, supernet.static_class_name)
     reference = next(supernet.parameters())
-    static = model_class(static_config).to(device=reference.device, dtype=reference.dtype)
+    static = model_class(static_config, **supernet._static_init_kwargs()).to(
+        device=reference.device, dtype=reference.dtype
+    )
 
     previous = supernet.active_subnet
     supernet._activate(subnet)
@@ -116,7 +118,7 @@ def _active_state_dict(supernet: PreTrainedModel, static: PreTrainedModel) -> di
         for key, value in module.to_static().state_dict().items():
             state[prefix + key] = value
     full = supernet.state_dict()
-    for key, value in target.items():
+    for key in target:
         if key in state:
             continue
         if key not in full:
@@ -124,7 +126,9 @@ def _active_state_dict(supernet: PreTrainedModel, static: PreTrainedModel) -> di
         state[key] = full[key].clone()
     for key, value in target.items():
         if state[key].shape != value.shape:
-            raise RuntimeError(f"Extracted `{key}` has shape {tuple(state[key].shape)}, expected {tuple(value.shape)}.")
+            raise RuntimeError(
+                f"Extracted `{key}` has shape {tuple(state[key].shape)}, expected {tuple(value.shape)}."
+            )
     return {k: state[k] for k in target}
 
 
@@ -158,6 +162,9 @@ class atomic_directory:  # noqa: N801 - used like a function: `with atomic_direc
         parent = os.path.dirname(self.path)
         os.makedirs(parent, exist_ok=True)
         self.tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(self.path)}.tmp-", dir=parent)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(self.tmp, 0o777 & ~umask)  # mkdtemp makes 0o700; the saved folder gets the usual permissions
         return self.tmp
 
     def __exit__(self, exc_type, exc, tb) -> None:

@@ -30,6 +30,9 @@ def _atomic_write_text(path: str | os.PathLike, text: str) -> None:
     os.makedirs(folder, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".json", dir=folder)
     try:
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0o600; the saved file gets the usual permissions
         with os.fdopen(fd, "w") as f:
             f.write(text)
         os.replace(tmp, path)
@@ -269,12 +272,18 @@ class SearchSpace:
     # points
     def largest(self) -> SubnetConfig:
         return SubnetConfig.uniform(
-            max(self.num_hidden_layers), max(self.num_attention_heads), max(self.intermediate_size), max(self.hidden_size)
+            max(self.num_hidden_layers),
+            max(self.num_attention_heads),
+            max(self.intermediate_size),
+            max(self.hidden_size),
         )
 
     def smallest(self) -> SubnetConfig:
         return SubnetConfig.uniform(
-            min(self.num_hidden_layers), min(self.num_attention_heads), min(self.intermediate_size), min(self.hidden_size)
+            min(self.num_hidden_layers),
+            min(self.num_attention_heads),
+            min(self.intermediate_size),
+            min(self.hidden_size),
         )
 
     def sample(self, seed: int | None = None, generator: random.Random | None = None) -> SubnetConfig:

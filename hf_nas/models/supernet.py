@@ -81,6 +81,10 @@ class SupernetMixin:
     def _apply_subnet(self, subnet: SubnetConfig) -> None:  # pragma: no cover - implemented by each model
         raise NotImplementedError
 
+    def _static_init_kwargs(self) -> dict:
+        """Extra constructor arguments of the vanilla twin (e.g. `add_pooling_layer`)."""
+        return {}
+
     # ------------------------------------------------------------------------------------------------------------
     # leaving the supernet
     def extract_subnet(self, subnet: SubnetConfig | None = None) -> PreTrainedModel:

@@ -64,7 +64,7 @@ def _resize_layers(encoder: nn.Module, config: BertSubnetConfig) -> None:
     """Give every layer its own head count and FFN width (built at the uniform size first)."""
     hidden = config.hidden_size
     head_size = config.hidden_size // config.num_attention_heads
-    layers = zip(encoder.layer, config.layer_num_attention_heads, config.layer_intermediate_sizes)
+    layers = zip(encoder.layer, config.layer_num_attention_heads, config.layer_intermediate_sizes, strict=True)
     for layer, heads, ffn in layers:
         inner = heads * head_size
         attention = layer.attention.self

@@ -25,6 +25,7 @@ from transformers.pytorch_utils import apply_chunking_to_forward
 from transformers.utils.output_capturing import capture_outputs
 
 from ...modules import ElasticEmbedding, ElasticLayerNorm, ElasticLinear, ElasticSelfAttention
+from ...modules.attention import head_permutation_index
 from ...search_space import SubnetConfig
 from ..supernet import SupernetMixin
 from .configuration_elastic_bert import ElasticBertConfig
@@ -71,7 +72,9 @@ class ElasticBertEmbeddings(nn.Module):
             token_type_ids = self.token_type_ids[:, :seq_length].expand(batch_size, seq_length)  # (B, T)
         if inputs_embeds is None:
             inputs_embeds = self.word_embeddings(input_ids)  # (B, T, h)
-        embeddings = inputs_embeds + self.token_type_embeddings(token_type_ids) + self.position_embeddings(position_ids)
+        embeddings = (
+            inputs_embeds + self.token_type_embeddings(token_type_ids) + self.position_embeddings(position_ids)
+        )
         embeddings = self.LayerNorm(embeddings)
         return self.dropout(embeddings)
 
@@ -101,7 +104,9 @@ class ElasticBertAttention(nn.Module):
 
     def set_active(self, hidden_size: int, num_attention_heads: int) -> None:
         self.self.set_active(hidden_size=hidden_size, num_attention_heads=num_attention_heads)
-        self.output.dense.set_active(in_features=num_attention_heads * self.self.attention_head_size, out_features=hidden_size)
+        self.output.dense.set_active(
+            in_features=num_attention_heads * self.self.attention_head_size, out_features=hidden_size
+        )
         self.output.LayerNorm.set_active(hidden_size)
 
     def forward(self, hidden_states: torch.Tensor, attention_mask: torch.Tensor | None = None, **kwargs):
@@ -147,6 +152,33 @@ class ElasticBertLayer(GradientCheckpointingLayer):
         self.output.dense.set_active(in_features=intermediate_size, out_features=hidden_size)
         self.output.LayerNorm.set_active(hidden_size)
 
+    # -- importance reordering: which modules emit heads / neurons, and how to permute them -------------------
+    @property
+    def attention_head_size(self) -> int:
+        return self.attention.self.attention_head_size
+
+    @property
+    def max_num_attention_heads(self) -> int:
+        return self.attention.self.max_num_attention_heads
+
+    @property
+    def max_intermediate_size(self) -> int:
+        return self.intermediate.dense.max_out_features
+
+    def head_output_module(self) -> nn.Module:
+        return self.attention.self  # output[0]: (B, T, heads * head_size)
+
+    def neuron_output_module(self) -> nn.Module:
+        return self.intermediate  # output: (B, T, intermediate_size)
+
+    def permute_heads(self, order: torch.Tensor) -> None:
+        self.attention.self.permute_heads(order)
+        self.attention.output.dense.permute_in_features(head_permutation_index(order, self.attention_head_size))
+
+    def permute_neurons(self, order: torch.Tensor) -> None:
+        self.intermediate.dense.permute_out_features(order)
+        self.output.dense.permute_in_features(order)
+
     def forward(self, hidden_states: torch.Tensor, attention_mask: torch.Tensor | None = None, **kwargs):
         attention_output, _ = self.attention(hidden_states, attention_mask, **kwargs)
         return apply_chunking_to_forward(
@@ -166,7 +198,8 @@ class ElasticBertEncoder(nn.Module):
 
     def set_active(self, subnet: SubnetConfig) -> None:
         self.active_num_hidden_layers = subnet.num_hidden_layers
-        for layer, heads, ffn in zip(self.layer, subnet.num_attention_heads, subnet.intermediate_size):
+        # zip stops at the kept layers; the dropped ones keep whatever sizes they had (they do not run).
+        for layer, heads, ffn in zip(self.layer, subnet.num_attention_heads, subnet.intermediate_size, strict=False):
             layer.set_active(subnet.hidden_size, heads, ffn)
 
     def forward(self, hidden_states: torch.Tensor, attention_mask: torch.Tensor | None = None, **kwargs):
@@ -240,12 +273,16 @@ class ElasticBertPreTrainedModel(SupernetMixin, PreTrainedModel):
 
     def _apply_subnet(self, subnet: SubnetConfig) -> None:
         # Heads: the base model, then the head's own modules, which read `hidden_size` channels.
-        self.bert._apply_subnet(subnet)
+        self.bert._activate(subnet)
         for module in self._head_modules():
             module.set_active(in_features=subnet.hidden_size)
 
     def _head_modules(self) -> list[ElasticLinear]:
         return []
+
+    def elastic_layers(self) -> list[ElasticBertLayer]:
+        """The transformer layers, in order (all of them, whatever the active depth)."""
+        return list(self.base_model.encoder.layer)
 
 
 class ElasticBertModel(ElasticBertPreTrainedModel):
@@ -280,6 +317,9 @@ class ElasticBertModel(ElasticBertPreTrainedModel):
     def set_input_embeddings(self, value: nn.Embedding) -> None:
         self.embeddings.word_embeddings = value
 
+    def _static_init_kwargs(self) -> dict:
+        return {"add_pooling_layer": self.pooler is not None}
+
     def _apply_subnet(self, subnet: SubnetConfig) -> None:
         self.embeddings.set_active(subnet.hidden_size)
         self.encoder.set_active(subnet)
@@ -304,10 +344,14 @@ class ElasticBertModel(ElasticBertPreTrainedModel):
         attention_mask = create_bidirectional_mask(
             config=self.config, inputs_embeds=embedding_output, attention_mask=attention_mask
         )
-        encoder_outputs = self.encoder(embedding_output, attention_mask=attention_mask, position_ids=position_ids, **kwargs)
+        encoder_outputs = self.encoder(
+            embedding_output, attention_mask=attention_mask, position_ids=position_ids, **kwargs
+        )
         sequence_output = encoder_outputs.last_hidden_state
         pooled_output = self.pooler(sequence_output) if self.pooler is not None else None
-        return BaseModelOutputWithPoolingAndCrossAttentions(last_hidden_state=sequence_output, pooler_output=pooled_output)
+        return BaseModelOutputWithPoolingAndCrossAttentions(
+            last_hidden_state=sequence_output, pooler_output=pooled_output
+        )
 
 
 def _classifier_dropout(config: ElasticBertConfig) -> float:
@@ -395,7 +439,7 @@ class ElasticBertForMaskedLM(ElasticBertPreTrainedModel):
         self.cls.predictions.bias = new_embeddings.bias
 
     def _apply_subnet(self, subnet: SubnetConfig) -> None:
-        self.bert._apply_subnet(subnet)
+        self.bert._activate(subnet)
         transform = self.cls.predictions.transform
         transform.dense.set_active(in_features=subnet.hidden_size, out_features=subnet.hidden_size)
         transform.LayerNorm.set_active(subnet.hidden_size)

