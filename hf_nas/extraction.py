@@ -9,8 +9,6 @@ an `auto_map`, so `AutoModel*.from_pretrained(folder, trust_remote_code=True)` l
 from __future__ import annotations
 
 import os
-import shutil
-import tempfile
 from typing import Any
 
 import torch
@@ -19,6 +17,7 @@ from transformers import PreTrainedModel
 
 from .modules import ELASTIC_PRIMITIVES
 from .search_space import SubnetConfig
+from .utils import atomic_directory
 
 __all__ = ["extract_subnet", "is_vanilla_subnet", "save_subnet", "subnet_model_config"]
 
@@ -150,32 +149,3 @@ def save_subnet(
         if processor is not None:
             processor.save_pretrained(tmp)
     return model
-
-
-class atomic_directory:  # noqa: N801 - used like a function: `with atomic_directory(path) as tmp:`
-    """Context manager yielding a temporary folder that replaces `path` on success and vanishes on failure."""
-
-    def __init__(self, path: str | os.PathLike):
-        self.path = os.path.abspath(os.fspath(path))
-
-    def __enter__(self) -> str:
-        parent = os.path.dirname(self.path)
-        os.makedirs(parent, exist_ok=True)
-        self.tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(self.path)}.tmp-", dir=parent)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(self.tmp, 0o777 & ~umask)  # mkdtemp makes 0o700; the saved folder gets the usual permissions
-        return self.tmp
-
-    def __exit__(self, exc_type, exc, tb) -> None:
-        if exc_type is not None:
-            shutil.rmtree(self.tmp, ignore_errors=True)
-            return
-        old = None
-        if os.path.exists(self.path):
-            old = tempfile.mkdtemp(prefix=f".{os.path.basename(self.path)}.old-", dir=os.path.dirname(self.path))
-            os.rmdir(old)
-            os.rename(self.path, old)
-        os.rename(self.tmp, self.path)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)

