@@ -268,6 +268,19 @@ class SearchSpace:
             min(self.hidden_size),
         )
 
+    def middle(self) -> SubnetConfig:
+        """The uniform subnet with the median choice of every dimension (the upper median for even counts)."""
+
+        def median(values: tuple[int, ...]) -> int:
+            return values[len(values) // 2]
+
+        return SubnetConfig.uniform(
+            median(self.num_hidden_layers),
+            median(self.num_attention_heads),
+            median(self.intermediate_size),
+            median(self.hidden_size),
+        )
+
     def sample(self, seed: int | None = None, generator: random.Random | None = None) -> SubnetConfig:
         """A subnet drawn uniformly per dimension (per layer for heads and FFN).
 

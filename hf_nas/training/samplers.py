@@ -1,0 +1,534 @@
+"""Subnet samplers: which subnets the supernet trains at each step.
+
+A [`SubnetSampler`] returns the subnets of one optimizer step (and gradient-accumulation micro step). Its output is a
+pure function of `(seed, step, micro_step)` and of its state: the random generator of each call is derived from those
+numbers alone (`random.Random(f"{seed}-{step}-{micro_step}")`, which Python seeds through SHA-512, so it does not
+depend on `PYTHONHASHSEED`), never from the global RNG nor from a generator that advances with calls. Every process of
+a distributed run therefore trains the same subnets, and a resumed run (with the sampler state restored from the
+checkpoint) continues the identical sequence.
+
+Samplers are found by name in [`SAMPLERS`] (see [`get_sampler`]); add one with the [`register_sampler`] decorator.
+
+- `"sandwich"` (BigNAS): the largest, the smallest and `num_random_subnets` uniform random subnets.
+- `"instatune"` (InstaTune): the largest and one uniform random subnet.
+- `"random"`: `num_subnets` uniform random subnets.
+- `"shiftnas"` (ShiftNAS-style): the largest, the smallest and subnets drawn from complexity bins whose probability
+  shifts toward the bins that lag behind (higher training loss).
+"""
+
+from __future__ import annotations
+
+import bisect
+import functools
+import inspect
+import logging
+import math
+import numbers
+import random
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Sequence
+from typing import Any, ClassVar
+
+from ..search_space import SearchSpace, SubnetConfig
+
+__all__ = [
+    "SAMPLERS",
+    "InstaTuneSampler",
+    "RandomSampler",
+    "SandwichSampler",
+    "ShiftNASSampler",
+    "SubnetSampler",
+    "get_sampler",
+    "register_sampler",
+]
+
+logger = logging.getLogger(__name__)
+
+
+def _check_int(field: str, value: Any, minimum: int | None = None) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"`{field}` must be an int, got {value!r} of type {type(value).__name__}.")
+    if minimum is not None and value < minimum:
+        raise ValueError(f"`{field}` must be an int >= {minimum}, got {value}.")
+    return value
+
+
+def _check_float(field: str, value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"`{field}` must be a real number, got {value!r} of type {type(value).__name__}.")
+    value = float(value)
+    if not math.isfinite(value):
+        raise ValueError(f"`{field}` must be finite, got {value}.")
+    return value
+
+
+def _check_update_args(subnets: Sequence[SubnetConfig], losses: Sequence[float]) -> list[float]:
+    """Validate the arguments of `update` and return the losses as floats (tensors with one element are accepted)."""
+    for i, subnet in enumerate(subnets):
+        if not isinstance(subnet, SubnetConfig):
+            raise TypeError(f"`subnets[{i}]` must be a SubnetConfig, got {type(subnet).__name__}.")
+    if len(subnets) != len(losses):
+        raise ValueError(
+            f"`update` needs one loss per subnet, got {len(subnets)} subnets and {len(losses)} losses: pass the "
+            "losses in the order of the subnets returned by `sample`."
+        )
+    floats = []
+    for i, loss in enumerate(losses):
+        if isinstance(loss, bool) or not hasattr(loss, "__float__"):
+            raise TypeError(f"`losses[{i}]` must be a number, got {loss!r} of type {type(loss).__name__}.")
+        floats.append(float(loss))
+    return floats
+
+
+class SubnetSampler(ABC):
+    """Picks the subnets that the supernet trains at each step.
+
+    Subclasses set the class attribute `name` (the key in [`SAMPLERS`]), take their options as keyword arguments
+    after `search_space` and `seed`, and implement `sample`. Samplers that learn from the training loss override
+    `update`, `state_dict` and `load_state_dict`.
+
+    Args:
+        search_space (`SearchSpace`): the space the subnets are drawn from.
+        seed (`int`, *optional*, defaults to 0): the seed of every random draw, combined with the step.
+
+    Example:
+
+    ```python
+    >>> from hf_nas import SearchSpace
+    >>> from hf_nas.training.samplers import get_sampler
+    >>> space = SearchSpace(num_hidden_layers=(1, 2), num_attention_heads=(2, 4), intermediate_size=(32, 64),
+    ...                     hidden_size=(16, 32), attention_head_size=8)
+    >>> sampler = get_sampler("sandwich", space, seed=0, num_random_subnets=1)
+    >>> subnets = sampler.sample(step=3)
+    >>> len(subnets), subnets[0] == space.largest(), subnets == sampler.sample(step=3)
+    (3, True, True)
+    ```
+    """
+
+    name: ClassVar[str]
+
+    def __init__(self, search_space: SearchSpace, seed: int = 0):
+        if not isinstance(search_space, SearchSpace):
+            raise TypeError(f"`search_space` must be a SearchSpace, got {type(search_space).__name__}.")
+        self.search_space = search_space
+        self.seed = _check_int("seed", seed)
+
+    def generator(self, step: int, micro_step: int = 0) -> random.Random:
+        """The random generator of one call: derived from `(seed, step, micro_step)` only."""
+        _check_int("step", step, 0)
+        _check_int("micro_step", micro_step, 0)
+        return random.Random(f"{self.seed}-{step}-{micro_step}")
+
+    @abstractmethod
+    def sample(self, step: int, micro_step: int = 0) -> list[SubnetConfig]:
+        """The subnets to train at optimizer step `step` (and gradient-accumulation micro step `micro_step`).
+
+        A pure function of (seed, step, micro_step, sampler state): every process of a distributed run computes the
+        same list, and a resumed run continues the identical sequence.
+        """
+
+    def update(self, subnets: list[SubnetConfig], losses: list[float]) -> None:
+        """Report the training loss of each subnet of a step (averaged across processes by the trainer, so that the
+        state stays identical on every process). The default checks the arguments and does nothing else."""
+        _check_update_args(subnets, losses)
+
+    def state_dict(self) -> dict[str, Any]:
+        """The sampler state, JSON-serializable, saved in checkpoints."""
+        return {"name": self.name}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore a state returned by `state_dict`."""
+        self._check_state(state, ("name",))
+
+    def _check_state(self, state: Any, keys: Sequence[str]) -> None:
+        if not isinstance(state, dict):
+            raise TypeError(f"A sampler state must be a dict, got {type(state).__name__}.")
+        missing = [k for k in keys if k not in state]
+        unknown = sorted(set(state) - set(keys))
+        if missing or unknown:
+            raise ValueError(
+                f"Invalid state for sampler {self.name!r}: missing keys {missing}, unknown keys {unknown}; "
+                f"expected keys {list(keys)}."
+            )
+        if state["name"] != self.name:
+            raise ValueError(f"The state was saved by sampler {state['name']!r}, not by {self.name!r}.")
+
+    @property
+    def largest_first(self) -> bool:
+        """True if `sample` always puts `search_space.largest()` first (the trainer then uses its logits as the
+        in-place teacher)."""
+        return False
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(name={self.name!r}, seed={self.seed})"
+
+
+SAMPLERS: dict[str, type[SubnetSampler]] = {}
+
+
+def register_sampler(cls: type[SubnetSampler]) -> type[SubnetSampler]:
+    """Class decorator adding a [`SubnetSampler`] subclass to [`SAMPLERS`] under its `name`.
+
+    ```python
+    >>> @register_sampler  # doctest: +SKIP
+    ... class MySampler(SubnetSampler):
+    ...     name = "mine"
+    ...     def sample(self, step, micro_step=0):
+    ...         return [self.search_space.sample(generator=self.generator(step, micro_step))]
+    ```
+    """
+    if not (isinstance(cls, type) and issubclass(cls, SubnetSampler)):
+        raise TypeError(f"`register_sampler` decorates SubnetSampler subclasses, got {cls!r}.")
+    name = getattr(cls, "name", None)
+    if not isinstance(name, str) or not name:
+        raise TypeError(f"{cls.__name__} must set the class attribute `name` to a non-empty str, got {name!r}.")
+    if name in SAMPLERS and SAMPLERS[name] is not cls:
+        raise ValueError(f"A sampler named {name!r} is already registered ({SAMPLERS[name].__name__}).")
+    SAMPLERS[name] = cls
+    return cls
+
+
+def _options(cls: type[SubnetSampler]) -> tuple[list[str], bool]:
+    """The keyword options of a sampler class (beyond `search_space` and `seed`) and whether it takes `**kwargs`."""
+    parameters = list(inspect.signature(cls.__init__).parameters.values())[1:]  # drop `self`
+    named = [p.name for p in parameters if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+    var_keyword = any(p.kind is p.VAR_KEYWORD for p in parameters)
+    return [n for n in named if n not in ("search_space", "seed")], var_keyword
+
+
+def get_sampler(name: str, search_space: SearchSpace, seed: int = 0, **kwargs: Any) -> SubnetSampler:
+    """Build the sampler registered as `name` with its options `kwargs`.
+
+    ```python
+    >>> sampler = get_sampler("random", space, seed=1, num_subnets=2)  # doctest: +SKIP
+    ```
+
+    Raises:
+        ValueError: for an unknown name (the message lists the registered ones) or an option value out of range.
+        TypeError: for an option the sampler does not take, or of the wrong type.
+    """
+    if not isinstance(name, str):
+        raise TypeError(f"`name` must be a str, got {name!r} of type {type(name).__name__}.")
+    if name not in SAMPLERS:
+        raise ValueError(f"Unknown sampler {name!r}; allowed: {sorted(SAMPLERS)}.")
+    cls = SAMPLERS[name]
+    allowed, var_keyword = _options(cls)
+    unknown = sorted(set(kwargs) - set(allowed))
+    if unknown and not var_keyword:
+        raise TypeError(f"Sampler {name!r} got unknown option(s) {unknown}; allowed options: {allowed}.")
+    return cls(search_space, seed=seed, **kwargs)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# samplers
+@register_sampler
+class SandwichSampler(SubnetSampler):
+    """The sandwich rule of BigNAS: the largest subnet, the smallest and `num_random_subnets` uniform random ones.
+
+    Args:
+        search_space (`SearchSpace`): the space the subnets are drawn from.
+        seed (`int`, *optional*, defaults to 0): the seed of every random draw, combined with the step.
+        num_random_subnets (`int`, *optional*, defaults to 2): uniform random subnets after the two extremes (>= 0).
+
+    Example:
+
+    ```python
+    >>> sampler = SandwichSampler(space, seed=0)  # doctest: +SKIP
+    >>> [s.num_hidden_layers for s in sampler.sample(step=0)]  # doctest: +SKIP
+    [2, 1, 2, 1]
+    ```
+    """
+
+    name = "sandwich"
+
+    def __init__(self, search_space: SearchSpace, seed: int = 0, *, num_random_subnets: int = 2):
+        super().__init__(search_space, seed)
+        self.num_random_subnets = _check_int("num_random_subnets", num_random_subnets, 0)
+
+    @property
+    def largest_first(self) -> bool:
+        return True
+
+    def sample(self, step: int, micro_step: int = 0) -> list[SubnetConfig]:
+        rng = self.generator(step, micro_step)
+        space = self.search_space
+        return [
+            space.largest(),
+            space.smallest(),
+            *(space.sample(generator=rng) for _ in range(self.num_random_subnets)),
+        ]
+
+
+@register_sampler
+class InstaTuneSampler(SubnetSampler):
+    """InstaTune: the largest subnet (the teacher) and one uniform random subnet per step.
+
+    Example:
+
+    ```python
+    >>> sampler = InstaTuneSampler(space, seed=0)  # doctest: +SKIP
+    >>> len(sampler.sample(step=0))  # doctest: +SKIP
+    2
+    ```
+    """
+
+    name = "instatune"
+
+    @property
+    def largest_first(self) -> bool:
+        return True
+
+    def sample(self, step: int, micro_step: int = 0) -> list[SubnetConfig]:
+        rng = self.generator(step, micro_step)
+        return [self.search_space.largest(), self.search_space.sample(generator=rng)]
+
+
+@register_sampler
+class RandomSampler(SubnetSampler):
+    """`num_subnets` uniform random subnets per step (no extremes, so no in-place teacher).
+
+    Args:
+        search_space (`SearchSpace`): the space the subnets are drawn from.
+        seed (`int`, *optional*, defaults to 0): the seed of every random draw, combined with the step.
+        num_subnets (`int`, *optional*, defaults to 1): subnets per step (>= 1).
+
+    Example:
+
+    ```python
+    >>> sampler = RandomSampler(space, seed=0, num_subnets=3)  # doctest: +SKIP
+    >>> len(sampler.sample(step=0))  # doctest: +SKIP
+    3
+    ```
+    """
+
+    name = "random"
+
+    def __init__(self, search_space: SearchSpace, seed: int = 0, *, num_subnets: int = 1):
+        super().__init__(search_space, seed)
+        self.num_subnets = _check_int("num_subnets", num_subnets, 1)
+
+    def sample(self, step: int, micro_step: int = 0) -> list[SubnetConfig]:
+        rng = self.generator(step, micro_step)
+        return [self.search_space.sample(generator=rng) for _ in range(self.num_subnets)]
+
+
+def _mac_proxy(subnet: SubnetConfig, attention_head_size: int) -> float:
+    """Per-token MACs of the encoder layers: Q, K, V and output projections (4 * hidden * heads * head size) and the
+    two FFN matrices (2 * hidden * ffn), summed over the kept layers."""
+    h = subnet.hidden_size
+    return float(
+        sum(
+            4 * h * heads * attention_head_size + 2 * h * ffn
+            for heads, ffn in zip(subnet.num_attention_heads, subnet.intermediate_size, strict=True)
+        )
+    )
+
+
+@register_sampler
+class ShiftNASSampler(SubnetSampler):
+    """Complexity-aware sampling in the spirit of ShiftNAS: probability shifts toward the complexity ranges whose
+    subnets lag behind.
+
+    Each step trains the largest and the smallest subnet (if `include_extremes`) and `num_random_subnets` subnets
+    drawn from complexity bins. The bins split the complexity range at the quantiles of a fixed pool of `pool_size`
+    uniform samples (seeded by `seed`), so that under uniform sampling every bin is equally likely. The sampler keeps
+    an exponential moving average of the training loss of each bin (fed by `update`); bin `k` is chosen with
+    probability `softmax(beta * lag_k / mean)`, where `lag_k` is its average loss minus `mean`, the mean over the bins
+    that have seen a loss (bins without a loss get lag 0). Dividing by the mean loss makes `beta` unit-free; with
+    `beta=0` or before any update the bins are uniform.
+
+    ShiftNAS trains an architecture generator that maps a complexity to a subnet; here a subnet of the chosen bin is
+    found by rejection sampling: uniform subnets are drawn (with the generator of the call) until one falls in the
+    bin, and after `max_attempts` misses the candidate with the closest complexity is taken. Bins that hold no
+    sample of the pool (possible when the complexity takes few distinct values) get probability 0.
+
+    Args:
+        search_space (`SearchSpace`): the space the subnets are drawn from.
+        seed (`int`, *optional*, defaults to 0): the seed of every random draw (and of the pool), combined with the step.
+        num_random_subnets (`int`, *optional*, defaults to 2): subnets drawn from the bins each step (>= 0).
+        include_extremes (`bool`, *optional*, defaults to `True`): put the largest and the smallest subnet first.
+        num_bins (`int`, *optional*, defaults to 4): number of complexity bins (>= 1).
+        pool_size (`int`, *optional*, defaults to 2000): uniform samples whose complexity quantiles are the bin edges.
+        ema (`float`, *optional*, defaults to 0.9): decay of the moving average of each bin's loss, in (0, 1).
+        beta (`float`, *optional*, defaults to 2.0): strength of the shift (>= 0; 0 keeps the bins uniform).
+        complexity_fn (`Callable[[SubnetConfig], float]`, *optional*): the complexity of a subnet. Defaults to an
+            analytic per-token MAC proxy of the encoder layers:
+            `sum(4 * hidden * heads * attention_head_size + 2 * hidden * ffn)` over the kept layers.
+        max_attempts (`int`, *optional*, defaults to 1000): uniform draws per subnet before taking the closest one.
+
+    Example:
+
+    ```python
+    >>> from hf_nas import SearchSpace
+    >>> from hf_nas.training.samplers import ShiftNASSampler
+    >>> space = SearchSpace(num_hidden_layers=(1, 2), num_attention_heads=(2, 4), intermediate_size=(32, 64),
+    ...                     hidden_size=(16, 32), attention_head_size=8)
+    >>> sampler = ShiftNASSampler(space, seed=0, num_bins=2)
+    >>> sampler.bin_probabilities()
+    [0.5, 0.5]
+    >>> sampler.update([space.smallest(), space.largest()], [3.0, 1.0])
+    >>> sampler.bin_probabilities()[0] > 0.5  # the small subnets lag: their bin is sampled more
+    True
+    ```
+    """
+
+    name = "shiftnas"
+
+    def __init__(
+        self,
+        search_space: SearchSpace,
+        seed: int = 0,
+        *,
+        num_random_subnets: int = 2,
+        include_extremes: bool = True,
+        num_bins: int = 4,
+        pool_size: int = 2000,
+        ema: float = 0.9,
+        beta: float = 2.0,
+        complexity_fn: Callable[[SubnetConfig], float] | None = None,
+        max_attempts: int = 1000,
+    ):
+        super().__init__(search_space, seed)
+        self.num_random_subnets = _check_int("num_random_subnets", num_random_subnets, 0)
+        if not isinstance(include_extremes, bool):
+            raise TypeError(f"`include_extremes` must be a bool, got {include_extremes!r}.")
+        if not include_extremes and num_random_subnets == 0:
+            raise ValueError(
+                "`include_extremes=False` with `num_random_subnets=0` would sample no subnet: set "
+                "`num_random_subnets` >= 1 or `include_extremes=True`."
+            )
+        self.include_extremes = include_extremes
+        self.num_bins = _check_int("num_bins", num_bins, 1)
+        self.pool_size = _check_int("pool_size", pool_size, 1)
+        if pool_size < num_bins:
+            raise ValueError(f"`pool_size` ({pool_size}) must be >= `num_bins` ({num_bins}) to place the bin edges.")
+        self.ema = _check_float("ema", ema)
+        if not 0.0 < self.ema < 1.0:
+            raise ValueError(f"`ema` must be in the open interval (0, 1), got {ema}.")
+        self.beta = _check_float("beta", beta)
+        if self.beta < 0:
+            raise ValueError(f"`beta` must be >= 0, got {beta}.")
+        if complexity_fn is not None and not callable(complexity_fn):
+            raise TypeError(
+                f"`complexity_fn` must be callable (SubnetConfig -> float) or None, got {complexity_fn!r}."
+            )
+        self.complexity_fn = complexity_fn or functools.partial(
+            _mac_proxy, attention_head_size=search_space.attention_head_size
+        )
+        self.max_attempts = _check_int("max_attempts", max_attempts, 1)
+
+        pool_rng = random.Random(f"{self.seed}-shiftnas-pool")
+        self._pool = sorted(self.complexity(search_space.sample(generator=pool_rng)) for _ in range(pool_size))
+        self._set_bins([self._pool[k * pool_size // num_bins] for k in range(1, num_bins)], [None] * num_bins)
+
+    def _set_bins(self, edges: list[float], ema_losses: list[float | None]) -> None:
+        self._bin_edges = list(edges)
+        self._ema_losses = list(ema_losses)
+        # how many pool samples each bin holds: a bin without any cannot be drawn from
+        self._pool_counts = [
+            bisect.bisect_left(self._pool, hi) - bisect.bisect_left(self._pool, lo)
+            for lo, hi in (self._bin_interval(k) for k in range(self.num_bins))
+        ]
+
+    @property
+    def largest_first(self) -> bool:
+        return self.include_extremes
+
+    @property
+    def bin_edges(self) -> tuple[float, ...]:
+        """The `num_bins - 1` inner edges; bin `k` holds the complexities in `[edges[k - 1], edges[k])`."""
+        return tuple(self._bin_edges)
+
+    def complexity(self, subnet: SubnetConfig) -> float:
+        """The complexity of `subnet` according to `complexity_fn`."""
+        value = self.complexity_fn(subnet)
+        if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value):
+            raise ValueError(f"`complexity_fn` must return a finite real number, got {value!r} for {subnet}.")
+        return float(value)
+
+    def bin_of(self, subnet: SubnetConfig) -> int:
+        """The index of the complexity bin of `subnet` (0 is the least complex)."""
+        return bisect.bisect_right(self._bin_edges, self.complexity(subnet))
+
+    def _bin_interval(self, k: int) -> tuple[float, float]:
+        lo = self._bin_edges[k - 1] if k > 0 else -math.inf
+        hi = self._bin_edges[k] if k < self.num_bins - 1 else math.inf
+        return lo, hi
+
+    def bin_probabilities(self) -> list[float]:
+        """The probability of each bin at the next `sample` (for logging)."""
+        sampleable = [k for k in range(self.num_bins) if self._pool_counts[k] > 0]
+        seen = [self._ema_losses[k] for k in sampleable if self._ema_losses[k] is not None]
+        mean = sum(seen) / len(seen) if seen else 0.0
+        logits = {}
+        for k in sampleable:
+            loss = self._ema_losses[k]
+            lag = 0.0 if loss is None or mean == 0 else (loss - mean) / abs(mean)
+            logits[k] = self.beta * lag
+        top = max(logits.values())
+        weights = {k: math.exp(v - top) for k, v in logits.items()}
+        total = sum(weights.values())
+        return [weights[k] / total if k in weights else 0.0 for k in range(self.num_bins)]
+
+    def _draw_in_bin(self, rng: random.Random, k: int) -> SubnetConfig:
+        lo, hi = self._bin_interval(k)
+        closest, closest_distance = None, math.inf
+        for _ in range(self.max_attempts):
+            candidate = self.search_space.sample(generator=rng)
+            c = self.complexity(candidate)
+            if lo <= c < hi:
+                return candidate
+            distance = lo - c if c < lo else c - hi
+            if distance < closest_distance:
+                closest, closest_distance = candidate, distance
+        return closest
+
+    def sample(self, step: int, micro_step: int = 0) -> list[SubnetConfig]:
+        rng = self.generator(step, micro_step)
+        space = self.search_space
+        subnets = [space.largest(), space.smallest()] if self.include_extremes else []
+        probabilities = self.bin_probabilities()
+        for _ in range(self.num_random_subnets):
+            k = rng.choices(range(self.num_bins), weights=probabilities)[0]
+            subnets.append(self._draw_in_bin(rng, k))
+        return subnets
+
+    def update(self, subnets: list[SubnetConfig], losses: list[float]) -> None:
+        """Fold each subnet's loss into the moving average of its complexity bin. Non-finite losses (an overflowing
+        mixed-precision step) are skipped with a warning, so that one bad step cannot poison the averages."""
+        for subnet, loss in zip(subnets, _check_update_args(subnets, losses), strict=True):
+            if not math.isfinite(loss):
+                logger.warning("ShiftNASSampler.update: skipping the non-finite loss %s of %s.", loss, subnet)
+                continue
+            k = self.bin_of(subnet)
+            previous = self._ema_losses[k]
+            self._ema_losses[k] = loss if previous is None else self.ema * previous + (1.0 - self.ema) * loss
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "bin_edges": list(self._bin_edges), "ema_losses": list(self._ema_losses)}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self._check_state(state, ("name", "bin_edges", "ema_losses"))
+        edges, ema_losses = state["bin_edges"], state["ema_losses"]
+        if not isinstance(edges, list) or len(edges) != self.num_bins - 1:
+            raise ValueError(
+                f"`bin_edges` must be a list of num_bins - 1 = {self.num_bins - 1} numbers, got {edges!r}: was the "
+                "state saved with another `num_bins`?"
+            )
+        edges = [_check_float(f"bin_edges[{i}]", v) for i, v in enumerate(edges)]
+        if edges != sorted(edges):
+            raise ValueError(f"`bin_edges` must be non-decreasing, got {edges}.")
+        if not isinstance(ema_losses, list) or len(ema_losses) != self.num_bins:
+            raise ValueError(
+                f"`ema_losses` must be a list of num_bins = {self.num_bins} entries (a number or None), got "
+                f"{ema_losses!r}."
+            )
+        ema_losses = [None if v is None else _check_float(f"ema_losses[{i}]", v) for i, v in enumerate(ema_losses)]
+        self._set_bins(edges, ema_losses)
+
+    def __repr__(self) -> str:
+        return (
+            f"{type(self).__name__}(name={self.name!r}, seed={self.seed}, num_random_subnets={self.num_random_subnets}, "
+            f"include_extremes={self.include_extremes}, num_bins={self.num_bins}, pool_size={self.pool_size}, "
+            f"ema={self.ema}, beta={self.beta})"
+        )

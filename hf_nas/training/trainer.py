@@ -1,0 +1,361 @@
+"""`SupernetTrainer`: fine-tune a supernet so that every subnet in its search space is good (InstaTune, BigNAS).
+
+The Trainer is thin: the sampler (samplers.py) says which subnets a step trains, the pure loss functions
+(distillation.py) say how each learns. One optimizer step accumulates the gradients of all the step's subnets;
+each subnet's backward runs right after its forward, so memory holds one graph at a time, and under DDP gradients
+are synchronized once per step (on the last subnet's backward), not once per subnet.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import transformers
+from torch import nn
+from transformers import PreTrainedModel, Trainer
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
+
+from ..models.supernet import SupernetMixin
+from ..search_space import SubnetConfig
+from ..utils import atomic_write_text
+from .distillation import attention_relation_loss, hidden_state_loss, soft_cross_entropy
+from .samplers import SubnetSampler, get_sampler
+from .training_args import SupernetTrainingArguments
+
+__all__ = ["SAMPLER_STATE_NAME", "SupernetTrainer"]
+
+logger = logging.getLogger(__name__)
+
+SAMPLER_STATE_NAME = "sampler_state.json"
+
+# The Auto class that loads a teacher checkpoint for a supernet head, by the head's vanilla class name suffix.
+_TEACHER_AUTO_CLASSES = {
+    "ForSequenceClassification": "AutoModelForSequenceClassification",
+    "ForTokenClassification": "AutoModelForTokenClassification",
+    "ForQuestionAnswering": "AutoModelForQuestionAnswering",
+    "ForMaskedLM": "AutoModelForMaskedLM",
+    "ForImageClassification": "AutoModelForImageClassification",
+    "Model": "AutoModel",
+}
+
+
+@dataclass
+class TeacherTargets:
+    """What a teacher forward leaves for the students (all detached)."""
+
+    logits: list[torch.Tensor]
+    qkv: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None
+    hidden: torch.Tensor | None = None
+
+
+class SupernetTrainer(Trainer):
+    """[`Trainer`] that trains a supernet with a subnet sampler and distillation.
+
+    Args:
+        model: an elastic model (`ElasticBert*`, ...).
+        args: [`SupernetTrainingArguments`].
+        teacher_model: an external teacher (model object or path) for `distillation="teacher"`; defaults to
+            `args.teacher_model_name_or_path`. Its forward runs once per batch, without gradients.
+        sampler: a [`SubnetSampler`] to use instead of the one named by `args.sampler`.
+        **kwargs: everything else [`Trainer`] takes (datasets, collator, `compute_metrics`, callbacks, ...).
+
+    Example:
+
+    ```python
+    >>> trainer = SupernetTrainer(model=supernet, args=SupernetTrainingArguments("out"), train_dataset=train,
+    ...                           eval_dataset=dev, compute_metrics=compute_metrics)  # doctest: +SKIP
+    >>> trainer.train()  # doctest: +SKIP
+    >>> trainer.evaluate()["eval_smallest_accuracy"]  # doctest: +SKIP
+    ```
+    """
+
+    def __init__(
+        self,
+        model: PreTrainedModel | None = None,
+        args: SupernetTrainingArguments | None = None,
+        teacher_model: PreTrainedModel | str | None = None,
+        sampler: SubnetSampler | None = None,
+        **kwargs: Any,
+    ):
+        if not isinstance(args, SupernetTrainingArguments):
+            raise TypeError(f"`args` must be SupernetTrainingArguments, got {type(args).__name__}.")
+        if not isinstance(model, SupernetMixin):
+            raise TypeError(
+                f"SupernetTrainer trains an elastic supernet (ElasticBert*, ...), got {type(model).__name__}."
+            )
+        space = model.search_space
+        if sampler is None:
+            sampler_kwargs = {}
+            if args.sampler in ("sandwich", "shiftnas"):
+                sampler_kwargs["num_random_subnets"] = args.num_random_subnets
+            seed = args.seed if args.sampler_seed is None else args.sampler_seed
+            sampler = get_sampler(args.sampler, space, seed=seed, **sampler_kwargs)
+        elif not isinstance(sampler, SubnetSampler):
+            raise TypeError(f"`sampler` must be a SubnetSampler, got {type(sampler).__name__}.")
+        self.sampler = sampler
+        self.teacher_model = self._build_teacher(model, args, teacher_model)
+        super().__init__(model=model, args=args, **kwargs)
+        if self.teacher_model is not None:
+            self.teacher_model.to(self.args.device)
+        named = {"largest": space.largest(), "middle": space.middle(), "smallest": space.smallest()}
+        self.eval_subnets: dict[str, SubnetConfig] = {name: named[name] for name in args.eval_subnet_names}
+        self._micro_step = (-1, 0)  # (optimizer step, micro step within it)
+
+    # ------------------------------------------------------------------------------------------------------------
+    # set-up
+    @staticmethod
+    def _build_teacher(
+        model: PreTrainedModel, args: SupernetTrainingArguments, teacher: PreTrainedModel | str | None
+    ) -> PreTrainedModel | None:
+        teacher = teacher if teacher is not None else args.teacher_model_name_or_path
+        if args.distillation != "teacher":
+            if teacher is not None:
+                raise ValueError(
+                    f"A teacher model was given but distillation={args.distillation!r}; set distillation='teacher'."
+                )
+            return None
+        if teacher is None:
+            raise ValueError("distillation='teacher' needs `teacher_model` or `teacher_model_name_or_path`.")
+        if isinstance(teacher, (str, os.PathLike)):
+            suffix = next(s for s in _TEACHER_AUTO_CLASSES if model.static_class_name.endswith(s))
+            auto_class = getattr(transformers, _TEACHER_AUTO_CLASSES[suffix])
+            teacher = auto_class.from_pretrained(os.fspath(teacher), num_labels=model.config.num_labels)
+        if not isinstance(teacher, nn.Module):
+            raise TypeError(f"`teacher_model` must be a model or a path, got {type(teacher).__name__}.")
+        for key in ("vocab_size", "num_labels"):
+            mine, theirs = getattr(model.config, key, None), getattr(teacher.config, key, None)
+            if mine is not None and theirs is not None and mine != theirs:
+                raise ValueError(
+                    f"The teacher's {key}={theirs} differs from the supernet's {key}={mine}: a teacher must share "
+                    "the student's vocabulary and labels."
+                )
+        teacher.eval()
+        teacher.requires_grad_(False)
+        return teacher
+
+    @property
+    def supernet(self) -> PreTrainedModel:
+        return self.accelerator.unwrap_model(self.model)
+
+    # ------------------------------------------------------------------------------------------------------------
+    # training
+    def _next_micro_step(self) -> tuple[int, int]:
+        step = self.state.global_step
+        previous_step, micro = self._micro_step
+        self._micro_step = (step, micro + 1 if step == previous_step else 0)
+        return self._micro_step
+
+    def training_step(
+        self, model: nn.Module, inputs: dict[str, Any], num_items_in_batch: torch.Tensor | int | None = None
+    ) -> torch.Tensor:
+        model.train()
+        inputs = self._prepare_inputs(inputs)
+        supernet = self.supernet
+        step, micro = self._next_micro_step()
+        subnets = self.sampler.sample(step, micro)
+        args = self.args
+        need_qkv, need_hidden = args.attention_loss_weight > 0, args.hidden_loss_weight > 0
+        largest = supernet.search_space.largest()
+
+        teacher: TeacherTargets | None = None
+        if self.teacher_model is not None:
+            teacher = self._teacher_targets(self.teacher_model, inputs, need_qkv, need_hidden)
+        elif args.distillation == "inplace" and subnets[0] != largest:
+            with supernet.subnet(largest):
+                teacher = self._teacher_targets(model, inputs, need_qkv, need_hidden)
+
+        scale = 1.0 / self.current_gradient_accumulation_steps
+        distributed = self.accelerator.num_processes > 1
+        losses = []
+        previous = supernet.active_subnet
+        try:
+            for i, subnet in enumerate(subnets):
+                supernet._activate(subnet)
+                last = i == len(subnets) - 1
+                teaches = args.distillation == "inplace" and teacher is None and subnet == largest
+                sync = contextlib.nullcontext() if last or not distributed else self.accelerator.no_sync(model)
+                with sync:
+                    with _capture_qkv(supernet, enabled=need_qkv) as qkv:
+                        outputs = model(**inputs, output_hidden_states=need_hidden)
+                    hidden = outputs.hidden_states[-1] if need_hidden else None
+                    if teaches or teacher is None:
+                        loss = _task_loss(outputs)
+                    else:
+                        loss = self._student_loss(outputs, teacher, qkv, hidden, inputs)
+                    if teaches:
+                        teacher = TeacherTargets(
+                            logits=[t.detach() for t in _logits(outputs)],
+                            qkv=tuple(t.detach() for t in qkv) if qkv else None,
+                            hidden=hidden.detach() if hidden is not None else None,
+                        )
+                    if last and distributed:
+                        # DDP reduces the gradients on this backward: every parameter must be in its graph, also
+                        # those of layers this subnet drops (their gradients came from the earlier subnets).
+                        loss = loss + 0.0 * sum(p.view(-1)[0] for p in model.parameters() if p.requires_grad)
+                    self.accelerator.backward(loss * scale)
+                losses.append(loss.detach())
+        finally:
+            supernet._activate(previous)
+
+        per_subnet = torch.stack(losses)  # (num_subnets,)
+        if type(self.sampler).update is not SubnetSampler.update:
+            reduced = self.accelerator.reduce(per_subnet, reduction="mean") if distributed else per_subnet
+            self.sampler.update(subnets, reduced.tolist())
+        return per_subnet.mean() * scale
+
+    def _student_loss(
+        self,
+        outputs: Any,
+        teacher: TeacherTargets,
+        qkv: tuple[torch.Tensor, ...] | None,
+        hidden: torch.Tensor | None,
+        inputs: dict[str, Any],
+    ) -> torch.Tensor:
+        args = self.args
+        mask = inputs.get("attention_mask")
+        terms = []
+        task = getattr(outputs, "loss", None)
+        if task is not None and args.task_loss_weight > 0:
+            terms.append(args.task_loss_weight * task)
+        student_logits = _logits(outputs)
+        if args.kd_loss_weight > 0 and student_logits and teacher.logits:
+            kd = [
+                soft_cross_entropy(s, t, args.distillation_temperature, mask=_token_mask(s, mask))
+                for s, t in zip(student_logits, teacher.logits, strict=True)
+            ]
+            terms.append(args.kd_loss_weight * torch.stack(kd).mean())
+        if args.attention_loss_weight > 0 and qkv and teacher.qkv:
+            terms.append(
+                args.attention_loss_weight
+                * attention_relation_loss(qkv, teacher.qkv, mask, num_relation_heads=args.num_relation_heads)
+            )
+        if args.hidden_loss_weight > 0 and hidden is not None and teacher.hidden is not None:
+            terms.append(args.hidden_loss_weight * hidden_state_loss(hidden, teacher.hidden, mask))
+        if not terms:
+            raise ValueError(
+                "No loss term applies to the student subnets: give labels (task_loss_weight > 0) or a teacher signal "
+                "(kd_loss_weight, attention_loss_weight or hidden_loss_weight > 0)."
+            )
+        return torch.stack(terms).sum()
+
+    @torch.no_grad()
+    def _teacher_targets(
+        self, teacher: nn.Module, inputs: dict[str, Any], need_qkv: bool, need_hidden: bool
+    ) -> TeacherTargets:
+        was_training = teacher.training
+        teacher.eval()
+        inputs = {k: v for k, v in inputs.items() if k not in ("labels", "start_positions", "end_positions")}
+        with _capture_qkv(self.accelerator.unwrap_model(teacher), enabled=need_qkv) as qkv:
+            outputs = teacher(**inputs, output_hidden_states=need_hidden)
+        teacher.train(was_training)
+        return TeacherTargets(
+            logits=_logits(outputs),
+            qkv=tuple(qkv) if qkv else None,
+            hidden=outputs.hidden_states[-1] if need_hidden else None,
+        )
+
+    # ------------------------------------------------------------------------------------------------------------
+    # evaluation of named subnets
+    def evaluate(
+        self,
+        eval_dataset: Any | None = None,
+        ignore_keys: list[str] | None = None,
+        metric_key_prefix: str = "eval",
+    ) -> dict[str, float]:
+        """Evaluate each of `args.eval_subnets` (largest, middle, smallest) and return their metrics as
+        `{metric_key_prefix}_{subnet}_{metric}`, e.g. `eval_smallest_accuracy`."""
+        if not self.eval_subnets:
+            return super().evaluate(eval_dataset, ignore_keys, metric_key_prefix)
+        supernet = self.supernet
+        previous = supernet.active_subnet
+        metrics: dict[str, float] = {}
+        try:
+            for name, subnet in self.eval_subnets.items():
+                supernet._activate(subnet)
+                metrics.update(super().evaluate(eval_dataset, ignore_keys, f"{metric_key_prefix}_{name}"))
+        finally:
+            supernet._activate(previous)
+        return metrics
+
+    # ------------------------------------------------------------------------------------------------------------
+    # checkpoints carry the sampler state, so a resumed run continues the identical sequence
+    def _save_checkpoint(self, model: nn.Module, trial: Any) -> None:
+        super()._save_checkpoint(model, trial)
+        if self.args.should_save:
+            folder = os.path.join(
+                self._get_output_dir(trial=trial), f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}"
+            )
+            if os.path.isdir(folder):
+                atomic_write_text(os.path.join(folder, SAMPLER_STATE_NAME), json.dumps(self.sampler.state_dict()))
+
+    def _load_from_checkpoint(self, resume_from_checkpoint: str, model: nn.Module | None = None) -> None:
+        super()._load_from_checkpoint(resume_from_checkpoint, model)
+        path = os.path.join(resume_from_checkpoint, SAMPLER_STATE_NAME)
+        if os.path.isfile(path):
+            with open(path) as f:
+                self.sampler.load_state_dict(json.load(f))
+        else:
+            logger.warning("No %s in %s: the sampler starts from its initial state.", SAMPLER_STATE_NAME, path)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# helpers
+def _task_loss(outputs: Any) -> torch.Tensor:
+    loss = getattr(outputs, "loss", None)
+    if loss is None:
+        raise ValueError(
+            "The teacher subnet has no task loss: the batches carry no labels. Use distillation='teacher' with a "
+            "teacher model for unlabeled text (task-agnostic mode)."
+        )
+    return loss
+
+
+def _logits(outputs: Any) -> list[torch.Tensor]:
+    if getattr(outputs, "logits", None) is not None:
+        return [outputs.logits]
+    if getattr(outputs, "start_logits", None) is not None:
+        return [outputs.start_logits, outputs.end_logits]
+    return []
+
+
+def _token_mask(logits: torch.Tensor, attention_mask: torch.Tensor | None) -> torch.Tensor | None:
+    """Token-level logits (B, T, C) are distilled on real tokens only; (B, C) and QA's (B, T) need no mask."""
+    if logits.dim() == 3 and attention_mask is not None:
+        return attention_mask.bool()
+    return None
+
+
+def _last_attention(model: nn.Module) -> nn.Module:
+    """The self-attention module (with `query`, `key`, `value`) of the last layer that runs."""
+    if isinstance(model, SupernetMixin):
+        layers = model.elastic_layers()
+        return layers[model.active_subnet.num_hidden_layers - 1].head_output_module()
+    layer = model.base_model.encoder.layer[-1]
+    attention = layer.attention
+    return attention.self if hasattr(attention, "self") else attention.attention
+
+
+@contextlib.contextmanager
+def _capture_qkv(model: nn.Module, enabled: bool) -> Iterator[list[torch.Tensor]]:
+    """Collect the query, key and value projections (B, T, inner) of the last layer during a forward."""
+    captured: list[torch.Tensor] = []
+    if not enabled:
+        yield captured
+        return
+    attention = _last_attention(model)
+    hooks = [
+        proj.register_forward_hook(lambda module, args, output: captured.append(output))
+        for proj in (attention.query, attention.key, attention.value)
+    ]
+    try:
+        yield captured
+    finally:
+        for hook in hooks:
+            hook.remove()

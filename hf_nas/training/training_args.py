@@ -1,0 +1,90 @@
+"""Arguments of supernet fine-tuning: `TrainingArguments` plus sampling and distillation."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from transformers import TrainingArguments
+
+__all__ = ["SupernetTrainingArguments"]
+
+DISTILLATION_MODES = ("inplace", "teacher", "none")
+EVAL_SUBNET_NAMES = ("largest", "middle", "smallest")
+
+
+@dataclass
+class SupernetTrainingArguments(TrainingArguments):
+    """[`TrainingArguments`] for [`SupernetTrainer`]: which subnets each step trains and how they learn.
+
+    Each optimizer step trains the subnets the sampler picks for it (BigNAS sandwich by default), accumulating
+    their gradients into one optimizer step. The largest subnet (or an external teacher) learns from the labels; the
+    other subnets learn from the labels (`task_loss_weight`) and from the teacher's logits (`kd_loss_weight`), its
+    last-layer self-attention relations (`attention_loss_weight`) and its last hidden state (`hidden_loss_weight`).
+
+    Example:
+
+    ```python
+    >>> args = SupernetTrainingArguments("out", sampler="sandwich", num_random_subnets=2, kd_loss_weight=1.0)
+    ```
+    """
+
+    sampler: str = field(
+        default="sandwich",
+        metadata={"help": "Subnet sampler: sandwich (BigNAS), instatune, random or shiftnas."},
+    )
+    num_random_subnets: int = field(
+        default=2, metadata={"help": "Random subnets per step besides the largest and smallest (sandwich, shiftnas)."}
+    )
+    sampler_seed: int | None = field(default=None, metadata={"help": "Seed of the sampler (default: `seed`)."})
+    distillation: str = field(
+        default="inplace",
+        metadata={
+            "help": "inplace: the largest subnet teaches the others (needs a sampler that puts it first); teacher: "
+            "an external model teaches every subnet; none: labels only."
+        },
+    )
+    teacher_model_name_or_path: str | None = field(
+        default=None, metadata={"help": "External teacher (distillation='teacher'), if no model object is given."}
+    )
+    distillation_temperature: float = field(default=1.0, metadata={"help": "Softmax temperature of logit KD."})
+    task_loss_weight: float = field(
+        default=1.0, metadata={"help": "Weight of the label loss of the subnets that are not the teacher."}
+    )
+    kd_loss_weight: float = field(default=1.0, metadata={"help": "Weight of the soft cross-entropy to the teacher."})
+    attention_loss_weight: float = field(
+        default=0.0, metadata={"help": "Weight of the last-layer self-attention relation loss (AutoDistil/MiniLM)."}
+    )
+    hidden_loss_weight: float = field(default=0.0, metadata={"help": "Weight of the last hidden-state MSE."})
+    num_relation_heads: int | None = field(
+        default=None, metadata={"help": "Relation heads of the attention loss (default: chosen per pair of sizes)."}
+    )
+    eval_subnets: str = field(
+        default="largest,middle,smallest",
+        metadata={"help": "Comma-separated subnets evaluated at each evaluation: largest, middle, smallest."},
+    )
+
+    def __post_init__(self):
+        super().__post_init__()
+        from .samplers import SAMPLERS
+
+        if self.sampler not in SAMPLERS:
+            raise ValueError(f"Unknown sampler {self.sampler!r}; allowed: {sorted(SAMPLERS)}.")
+        if self.num_random_subnets < 0:
+            raise ValueError(f"`num_random_subnets` must be >= 0, got {self.num_random_subnets}.")
+        if self.distillation not in DISTILLATION_MODES:
+            raise ValueError(f"Unknown distillation {self.distillation!r}; allowed: {list(DISTILLATION_MODES)}.")
+        if self.distillation_temperature <= 0:
+            raise ValueError(f"`distillation_temperature` must be > 0, got {self.distillation_temperature}.")
+        for name in ("task_loss_weight", "kd_loss_weight", "attention_loss_weight", "hidden_loss_weight"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"`{name}` must be >= 0, got {getattr(self, name)}.")
+        if self.num_relation_heads is not None and self.num_relation_heads < 1:
+            raise ValueError(f"`num_relation_heads` must be >= 1, got {self.num_relation_heads}.")
+        names = self.eval_subnet_names
+        unknown = [n for n in names if n not in EVAL_SUBNET_NAMES]
+        if unknown:
+            raise ValueError(f"Unknown eval_subnets {unknown}; allowed: {list(EVAL_SUBNET_NAMES)}.")
+
+    @property
+    def eval_subnet_names(self) -> list[str]:
+        return [n.strip() for n in self.eval_subnets.split(",") if n.strip()]

@@ -1,0 +1,192 @@
+"""Fine-tune a vanilla BERT checkpoint into a supernet whose every subnet is good (InstaTune + BigNAS sandwich).
+
+In the style of transformers' run_glue.py: arguments from the command line or one JSON file.
+
+    python scripts/train_supernet.py --train_file data/sst2_sample.tsv --validation_file data/sst2_sample_dev.tsv \
+        --output_dir out/supernet --max_steps 50 --per_device_train_batch_size 16 --eval_strategy steps
+    accelerate launch scripts/train_supernet.py args.json        # or: torchrun --nproc_per_node 2 ...
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+import os
+import sys
+from dataclasses import dataclass, field
+
+import datasets
+import torch
+import transformers
+from datasets import load_dataset
+from torch.utils.data import DataLoader
+from transformers import AutoTokenizer, DataCollatorWithPadding, HfArgumentParser, set_seed
+from transformers.trainer_utils import get_last_checkpoint
+
+from hf_nas import ElasticBertForSequenceClassification, SearchSpace, reorder_by_importance
+from hf_nas.metrics import build_compute_metrics
+from hf_nas.training import SupernetTrainer, SupernetTrainingArguments
+from hf_nas.utils import default_text_checkpoint
+
+logger = logging.getLogger("hf_nas.train_supernet")
+
+
+@dataclass
+class ModelArguments:
+    model_name_or_path: str | None = field(
+        default=None, metadata={"help": "Vanilla BERT checkpoint or saved supernet (default: all-MiniLM-L6-v2)."}
+    )
+    search_space_file: str | None = field(
+        default=None, metadata={"help": "JSON of a SearchSpace narrowing the default one (SearchSpace.save)."}
+    )
+    reorder_by_importance: bool = field(
+        default=True, metadata={"help": "Reorder heads and neurons by importance first (vanilla checkpoints only)."}
+    )
+    importance_batches: int = field(default=8, metadata={"help": "Training batches used to measure importance."})
+    attn_implementation: str = field(default="sdpa", metadata={"help": "eager or sdpa."})
+
+
+@dataclass
+class DataArguments:
+    dataset_name: str | None = field(default=None, metadata={"help": "A dataset on the Hub (e.g. nyu-mll/glue)."})
+    dataset_config_name: str | None = field(default=None, metadata={"help": "Its configuration (e.g. sst2)."})
+    train_file: str | None = field(default=None, metadata={"help": "A csv, tsv or json(l) training file."})
+    validation_file: str | None = field(default=None, metadata={"help": "A csv, tsv or json(l) validation file."})
+    text_column: str | None = field(default=None, metadata={"help": "Default: sentence, text or the first str."})
+    text_pair_column: str | None = field(default=None, metadata={"help": "Second text of sentence pairs."})
+    label_column: str = field(default="label")
+    max_seq_length: int = field(default=128)
+    max_train_samples: int | None = field(default=None, metadata={"help": "Seeded subset of the training set."})
+    max_eval_samples: int | None = field(default=None)
+    metrics: str = field(default="accuracy", metadata={"help": "Comma-separated evaluate metrics."})
+
+    def __post_init__(self):
+        if self.dataset_name is None and self.train_file is None:
+            raise ValueError("Give --dataset_name or --train_file (csv, tsv or json).")
+        for path in (self.train_file, self.validation_file):
+            if path is not None and os.path.splitext(path)[1] not in (".csv", ".tsv", ".json", ".jsonl"):
+                raise ValueError(f"{path}: unsupported file type; allowed: .csv, .tsv, .json, .jsonl.")
+
+
+def load_raw_datasets(data: DataArguments) -> datasets.DatasetDict:
+    if data.dataset_name is not None:
+        return load_dataset(data.dataset_name, data.dataset_config_name)
+    files = {"train": data.train_file}
+    if data.validation_file is not None:
+        files["validation"] = data.validation_file
+    extension = os.path.splitext(data.train_file)[1]
+    if extension == ".tsv":
+        return load_dataset("csv", data_files=files, delimiter="\t", quoting=csv.QUOTE_NONE)
+    builder = "json" if extension in (".json", ".jsonl") else "csv"
+    return load_dataset(builder, data_files=files)
+
+
+def main() -> None:
+    parser = HfArgumentParser((ModelArguments, DataArguments, SupernetTrainingArguments))
+    if len(sys.argv) == 2 and sys.argv[1].endswith(".json"):
+        model_args, data_args, training_args = parser.parse_json_file(os.path.abspath(sys.argv[1]))
+    else:
+        model_args, data_args, training_args = parser.parse_args_into_dataclasses()
+
+    logging.basicConfig(
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s", handlers=[logging.StreamHandler(sys.stdout)]
+    )
+    log_level = training_args.get_process_log_level()
+    logger.setLevel(log_level)
+    datasets.utils.logging.set_verbosity(log_level)
+    transformers.utils.logging.set_verbosity(log_level)
+    logger.warning(
+        "process rank %s, device %s, world size %s",
+        training_args.process_index,
+        training_args.device,
+        training_args.world_size,
+    )
+
+    last_checkpoint = None
+    if os.path.isdir(training_args.output_dir) and training_args.do_train:
+        last_checkpoint = get_last_checkpoint(training_args.output_dir)
+        if last_checkpoint is not None and training_args.resume_from_checkpoint is None:
+            logger.info("Resuming from %s", last_checkpoint)
+    set_seed(training_args.seed)
+
+    raw = load_raw_datasets(data_args)
+    train = raw["train"]
+    text_column = data_args.text_column or next(
+        (c for c in ("sentence", "text") if c in train.column_names),
+        next(c for c in train.column_names if train.features[c].dtype == "string"),
+    )
+    labels = sorted(set(train[data_args.label_column]))
+    label2id = {label: i for i, label in enumerate(labels)}
+
+    path = model_args.model_name_or_path or default_text_checkpoint()
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    model = ElasticBertForSequenceClassification.from_pretrained(
+        path,
+        num_labels=len(labels),
+        id2label={i: str(label) for label, i in label2id.items()},
+        label2id={str(label): i for label, i in label2id.items()},
+        attn_implementation=model_args.attn_implementation,
+    )
+    # Importance reordering is for a vanilla checkpoint; a saved supernet was reordered (and trained) already.
+    is_vanilla = transformers.PreTrainedConfig.get_config_dict(path)[0].get("model_type") == "bert"
+    if model_args.search_space_file is not None:
+        model.search_space = SearchSpace.load(model_args.search_space_file)
+    logger.info("search space: %s", model.search_space)
+
+    def preprocess(batch):
+        texts = (
+            (batch[text_column],)
+            if data_args.text_pair_column is None
+            else (batch[text_column], batch[data_args.text_pair_column])
+        )
+        encoded = tokenizer(*texts, truncation=True, max_length=data_args.max_seq_length)
+        encoded["labels"] = [label2id[label] for label in batch[data_args.label_column]]
+        return encoded
+
+    with training_args.main_process_first(desc="tokenize"):
+        splits = {}
+        for split in ("train", "validation"):
+            if split not in raw:
+                continue
+            ds = raw[split]
+            limit = data_args.max_train_samples if split == "train" else data_args.max_eval_samples
+            if limit is not None and limit < len(ds):
+                ds = ds.shuffle(seed=training_args.seed).select(range(limit))
+            splits[split] = ds.map(preprocess, batched=True, remove_columns=ds.column_names, desc=f"tokenize {split}")
+    collator = DataCollatorWithPadding(tokenizer)
+
+    if model_args.reorder_by_importance and is_vanilla and last_checkpoint is None and training_args.do_train:
+        loader = DataLoader(splits["train"], batch_size=training_args.per_device_train_batch_size, collate_fn=collator)
+        reorder_by_importance(
+            model,
+            loader,
+            num_batches=model_args.importance_batches,
+            show_progress=training_args.local_process_index == 0,
+        )
+
+    trainer = SupernetTrainer(
+        model=model,
+        args=training_args,
+        train_dataset=splits.get("train"),
+        eval_dataset=splits.get("validation"),
+        processing_class=tokenizer,
+        data_collator=collator,
+        compute_metrics=build_compute_metrics([m.strip() for m in data_args.metrics.split(",") if m.strip()]),
+    )
+    if training_args.do_train:
+        checkpoint = training_args.resume_from_checkpoint or last_checkpoint
+        result = trainer.train(resume_from_checkpoint=checkpoint)
+        trainer.save_model()  # the supernet (config carries the search space) and the tokenizer
+        trainer.log_metrics("train", result.metrics)
+        trainer.save_metrics("train", result.metrics)
+        trainer.save_state()
+    if training_args.do_eval and "validation" in splits:
+        metrics = trainer.evaluate()
+        trainer.log_metrics("eval", metrics)
+        trainer.save_metrics("eval", metrics)
+    if torch.distributed.is_initialized():
+        torch.distributed.destroy_process_group()
+
+
+if __name__ == "__main__":
+    main()
