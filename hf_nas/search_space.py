@@ -250,6 +250,29 @@ class SearchSpace:
                 )
         return dataclasses.replace(self, **choices)
 
+    def partition(self, k: int = 3) -> list[SearchSpace]:
+        """Split the space into `k` compact sub-spaces (AutoDistil), from the smallest models to the largest.
+
+        The hidden-size choices are cut into `k` contiguous groups (and so are the depth choices when there are at
+        least `k` of them); each sub-space keeps all head and FFN choices. With k=3 these are AutoDistil's tiny, small
+        and base sub-spaces; train one supernet per sub-space to avoid interference between very different sizes.
+        """
+        if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+            raise ValueError(f"`k` must be a positive int, got {k!r}.")
+        if k > len(self.hidden_size):
+            raise ValueError(
+                f"Cannot partition into k={k} sub-spaces: only {len(self.hidden_size)} hidden_size choices "
+                f"{list(self.hidden_size)}; allowed: k <= {len(self.hidden_size)}."
+            )
+
+        def groups(values: tuple[int, ...]) -> list[tuple[int, ...]]:
+            n = len(values)
+            return [values[i * n // k : (i + 1) * n // k] for i in range(k)]
+
+        hidden = groups(self.hidden_size)
+        depth = groups(self.num_hidden_layers) if len(self.num_hidden_layers) >= k else [self.num_hidden_layers] * k
+        return [self.narrow(hidden_size=h, num_hidden_layers=d) for h, d in zip(hidden, depth, strict=True)]
+
     # ----------------------------------------------------------------------------------------------------------
     # points
     def largest(self) -> SubnetConfig:

@@ -81,6 +81,16 @@ def load_raw_datasets(data: DataArguments) -> datasets.DatasetDict:
     return load_dataset(builder, data_files=files)
 
 
+def pick_text_column(dataset: datasets.Dataset) -> str:
+    for name in ("sentence", "text"):
+        if name in dataset.column_names:
+            return name
+    strings = [c for c in dataset.column_names if getattr(dataset.features[c], "dtype", None) == "string"]
+    if not strings:
+        raise ValueError(f"No text column found among {dataset.column_names}; pass --text_column.")
+    return strings[0]
+
+
 def main() -> None:
     parser = HfArgumentParser((ModelArguments, DataArguments, SupernetTrainingArguments))
     if len(sys.argv) == 2 and sys.argv[1].endswith(".json"):
@@ -111,10 +121,7 @@ def main() -> None:
 
     raw = load_raw_datasets(data_args)
     train = raw["train"]
-    text_column = data_args.text_column or next(
-        (c for c in ("sentence", "text") if c in train.column_names),
-        next(c for c in train.column_names if train.features[c].dtype == "string"),
-    )
+    text_column = data_args.text_column or pick_text_column(train)
     labels = sorted(set(train[data_args.label_column]))
     label2id = {label: i for i, label in enumerate(labels)}
 
