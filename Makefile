@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 TORCH_PIN := torch==2.13.0
 LINT_PATHS := hf_nas scripts tests
 
-.PHONY: venv demo test lint bench
+.PHONY: venv demo test lint bench bench-supernet
 
 venv: $(VENV)/.stamp
 
@@ -34,3 +34,6 @@ lint: venv
 
 bench: $(VENV)/.stamp-bench
 	$(BIN)/python scripts/bench_elastic.py
+
+bench-supernet: $(VENV)/.stamp-bench
+	$(BIN)/python scripts/bench_supernet.py

@@ -39,6 +39,7 @@ class DemoArguments:
     importance_batches: int = field(default=4)
     latency_batch_size: int = field(default=8)
     latency_sequence_length: int = field(default=64)
+    latency_min_run_time: float = field(default=1.0, metadata={"help": "Seconds of timing per subnet."})
 
 
 def read_tsv(path: str) -> tuple[list[str], list[int]]:
@@ -60,14 +61,14 @@ RELOAD_SCRIPT = r"""
 import sys, json, torch
 sys.modules["hf_nas"] = None  # prove the folders load without hf-nas
 from transformers import AutoModelForSequenceClassification
-folder, inputs_path = sys.argv[1], sys.argv[2]
-cfg = json.load(open(folder + "/config.json"))
-model = AutoModelForSequenceClassification.from_pretrained(folder, trust_remote_code="auto_map" in cfg).eval()
-inputs = torch.load(inputs_path)
-with torch.no_grad():
-    logits = torch.cat([model(**b).logits for b in inputs])
-torch.save(logits, folder + "/.reload_logits.pt")
-print(type(model).__name__)
+inputs = torch.load(sys.argv[1])
+for folder in sys.argv[2:]:
+    cfg = json.load(open(folder + "/config.json"))
+    model = AutoModelForSequenceClassification.from_pretrained(folder, trust_remote_code="auto_map" in cfg).eval()
+    with torch.no_grad():
+        logits = torch.cat([model(**b).logits for b in inputs])
+    torch.save(logits, folder + "/.reload_logits.pt")
+    print(folder, type(model).__name__)
 """
 
 
@@ -104,30 +105,37 @@ def main() -> None:
         "smallest": space.smallest(),
     }
     full_macs = count_macs(model, model.max_subnet(), sequence_length=args.latency_sequence_length)
+    folders = {name: os.path.join(args.output_dir, name) for name in subnets}
+    for name, subnet in subnets.items():
+        hf_nas.save_subnet(model, folders[name], subnet, processor=tokenizer)
+    # One fresh process, in which `import hf_nas` fails, reloads every folder with plain transformers.
+    reload = subprocess.run(
+        [sys.executable, "-c", RELOAD_SCRIPT, inputs_path, *folders.values()],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    classes = dict(line.rsplit(" ", 1) for line in reload.stdout.strip().splitlines())
+
     rows, latencies = [], []
     for name, subnet in subnets.items():
-        folder = os.path.join(args.output_dir, name)
-        hf_nas.save_subnet(model, folder, subnet, processor=tokenizer)
         with torch.no_grad(), model.subnet(subnet):
             supernet_logits = torch.cat([model(**b).logits for b in dev])
-        kind = (
-            subprocess.run(
-                [sys.executable, "-c", RELOAD_SCRIPT, folder, inputs_path], check=True, capture_output=True, text=True
-            )
-            .stdout.strip()
-            .splitlines()[-1]
-        )
-        reloaded = torch.load(os.path.join(folder, ".reload_logits.pt"))
-        os.remove(os.path.join(folder, ".reload_logits.pt"))
+        reloaded = torch.load(os.path.join(folders[name], ".reload_logits.pt"))
+        os.remove(os.path.join(folders[name], ".reload_logits.pt"))
         macs = count_macs(model, subnet, sequence_length=args.latency_sequence_length)
         latency = measure_latency(
-            model, subnet, batch_size=args.latency_batch_size, sequence_length=args.latency_sequence_length
+            model,
+            subnet,
+            batch_size=args.latency_batch_size,
+            sequence_length=args.latency_sequence_length,
+            min_run_time=args.latency_min_run_time,
         )
         latencies.append(latency)
         rows.append(
             {
                 "subnet": name,
-                "class": kind,
+                "class": classes[folders[name]],
                 "params (M)": f"{count_parameters(model, subnet) / 1e6:.2f}",
                 "MACs %": f"{100 * macs / full_macs:.0f}",
                 "latency ms": f"{latency.median_ms:.1f}",

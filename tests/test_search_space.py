@@ -300,3 +300,36 @@ def test_saved_json_has_the_same_permissions_as_open(tmp_path, space, kind):
     mode = stat.S_IMODE(os.stat(tmp_path / "saved.json").st_mode)
     expected = stat.S_IMODE(os.stat(tmp_path / "plain.json").st_mode)
     assert mode == expected, f"{kind}.save wrote mode {oct(mode)}, open() writes {oct(expected)}"
+
+
+def test_middle_is_the_median_choice_of_every_dimension():
+    space = SearchSpace(
+        num_hidden_layers=(1, 2, 3),
+        num_attention_heads=(1, 2, 3, 4),
+        intermediate_size=(16, 32, 48, 64),
+        hidden_size=(16, 24, 32),
+        attention_head_size=8,
+    )
+    assert space.middle() == SubnetConfig.uniform(2, 3, 48, 24)
+    assert space.contains(space.middle())
+
+
+def test_partition_splits_hidden_and_depth_into_contiguous_subspaces():
+    space = SearchSpace(
+        num_hidden_layers=(3, 4, 5, 6),
+        num_attention_heads=(3, 6, 9, 12),
+        intermediate_size=(384, 768),
+        hidden_size=(192, 288, 384),
+        attention_head_size=32,
+    )
+    tiny, small, base = space.partition(3)
+    assert (tiny.hidden_size, small.hidden_size, base.hidden_size) == ((192,), (288,), (384,))
+    assert (tiny.num_hidden_layers, small.num_hidden_layers, base.num_hidden_layers) == ((3,), (4,), (5, 6))
+    for sub in (tiny, small, base):
+        assert sub.num_attention_heads == space.num_attention_heads
+        assert space.contains(sub.largest()) and space.contains(sub.smallest())
+    assert space.partition(1) == [space]
+    with pytest.raises(ValueError, match=r"k=4 .*hidden_size choices \[192, 288, 384\].*k <= 3"):
+        space.partition(4)
+    with pytest.raises(ValueError, match="positive int"):
+        space.partition(0)

@@ -80,6 +80,15 @@ class SupernetTrainingArguments(TrainingArguments):
                 raise ValueError(f"`{name}` must be >= 0, got {getattr(self, name)}.")
         if self.num_relation_heads is not None and self.num_relation_heads < 1:
             raise ValueError(f"`num_relation_heads` must be >= 1, got {self.num_relation_heads}.")
+        # Under DDP the last subnet's backward carries every parameter (see SupernetTrainer.training_step), so DDP must
+        # not look for unused parameters: it would mark the layers that subnet drops ready twice.
+        if self.ddp_find_unused_parameters is None:
+            self.ddp_find_unused_parameters = False
+        elif self.ddp_find_unused_parameters:
+            raise ValueError(
+                "ddp_find_unused_parameters=True is not supported by SupernetTrainer: every step's last backward "
+                "reaches all parameters, so leave it unset (False)."
+            )
         names = self.eval_subnet_names
         unknown = [n for n in names if n not in EVAL_SUBNET_NAMES]
         if unknown:

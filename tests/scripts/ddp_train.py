@@ -46,13 +46,15 @@ def make_dataset(num_examples: int = 32, seq_len: int = 8, seed: int = 0):
 
 
 class RecordingTrainer(SupernetTrainer):
-    """Reads the data in order and records, per optimizer step, the subnets sampled and when DDP reduced."""
+    """Reads the data in order and records, per optimizer step, the batch read, the subnets sampled and the backward
+    calls during which DDP reduced gradients."""
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self.sampled: list[tuple[int, int, list[dict]]] = []  # (step, micro step, subnets)
         self.num_backward = 0
         self.reduced_at: list[int] = []  # the backward call (1-based) during which each DDP bucket was reduced
+        self.input_ids: list[torch.Tensor] = []  # the batch this process read at each step
         self._hooked = False
         backward = self.accelerator.backward
 
@@ -83,6 +85,7 @@ class RecordingTrainer(SupernetTrainer):
 
             model.register_comm_hook(None, recording_allreduce)
             self._hooked = True
+        self.input_ids.append(inputs["input_ids"].detach().cpu().clone())
         return super().training_step(model, inputs, num_items_in_batch)
 
 
@@ -121,8 +124,9 @@ def main() -> None:
         seed=0,
         disable_tqdm=True,
     )
-    trainer = RecordingTrainer(model=make_supernet("BertForSequenceClassification", num_labels=2), args=args,
-                               train_dataset=make_dataset())
+    trainer = RecordingTrainer(
+        model=make_supernet("BertForSequenceClassification", num_labels=2), args=args, train_dataset=make_dataset()
+    )
     trainer.train()
     rank = trainer.args.process_index
     state_dict = {k: v.detach().clone() for k, v in trainer.supernet.state_dict().items()}
@@ -133,6 +137,7 @@ def main() -> None:
             "sampled": trainer.sampled,
             "num_backward": trainer.num_backward,
             "reduced_at": trainer.reduced_at,
+            "input_ids": trainer.input_ids,
             "log_history": trainer.state.log_history,
             "sampler_state": trainer.sampler.state_dict(),
         },
