@@ -1,25 +1,36 @@
-"""End-to-end demo on the shipped SST-2 sample: load all-MiniLM-L6-v2 as an elastic supernet, reorder its heads and
-neurons by importance, extract a few subnets, reload each with plain transformers (no hf-nas classes) and report
-size, MACs, latency and agreement with the supernet.
+"""The whole hf-nas pipeline on the shipped SST-2 sample, offline, in minutes on 2 CPU cores:
 
-    python scripts/demo.py [--output_dir demo_output] [--model_name_or_path PATH]
+1. load all-MiniLM-L6-v2 as an elastic supernet and reorder its heads and neurons by importance;
+2. fine-tune the supernet (sandwich rule, in-place distillation) so that every subnet is usable;
+3. search: NSGA-II screened by predictors, objectives accuracy, MACs and latency of the extracted subnet;
+4. extract the most accurate subnet under half the MACs, with its tokenizer and model card;
+5. reload it in a fresh process where `import hf_nas` fails, with plain transformers, and check its accuracy.
+
+    python scripts/demo.py [--output_dir demo_output] [--max_steps 40] [--num_evaluations 30]
 """
 
 from __future__ import annotations
 
 import csv
+import json
 import logging
 import os
 import subprocess
 import sys
 from dataclasses import dataclass, field
 
+import datasets
 import torch
-from transformers import AutoTokenizer, HfArgumentParser
+import transformers
+from torch.utils.data import DataLoader
+from transformers import AutoTokenizer, DataCollatorWithPadding, HfArgumentParser, set_seed
 
-import hf_nas
-from hf_nas import ElasticBertForSequenceClassification, SubnetConfig, count_macs, count_parameters, measure_latency
-from hf_nas.importance import reorder_by_importance
+from hf_nas import ElasticBertForSequenceClassification, reorder_by_importance
+from hf_nas.hub import export_subnet
+from hf_nas.metrics import build_compute_metrics
+from hf_nas.search import Constraint, SubnetSearch, get_objective
+from hf_nas.search.objectives import TaskMetricObjective
+from hf_nas.training import SupernetTrainer, SupernetTrainingArguments
 from hf_nas.utils import checkpoint_name, default_text_checkpoint
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -33,131 +44,171 @@ class DemoArguments:
     )
     train_file: str = field(default=os.path.join(ROOT, "data", "sst2_sample.tsv"))
     validation_file: str = field(default=os.path.join(ROOT, "data", "sst2_sample_dev.tsv"))
-    output_dir: str = field(default="demo_output", metadata={"help": "Where the extracted subnets are saved."})
-    max_length: int = field(default=64)
-    batch_size: int = field(default=32)
-    importance_batches: int = field(default=4)
-    latency_batch_size: int = field(default=8)
-    latency_sequence_length: int = field(default=64)
-    latency_min_run_time: float = field(default=1.0, metadata={"help": "Seconds of timing per subnet."})
+    output_dir: str = field(default="demo_output")
+    max_length: int = 64
+    batch_size: int = 16
+    max_steps: int = field(default=40, metadata={"help": "Supernet fine-tuning steps."})
+    importance_batches: int = 4
+    num_evaluations: int = field(default=30, metadata={"help": "Subnets measured by the search."})
+    mac_budget: float = field(default=0.5, metadata={"help": "Extract the best subnet under this fraction of MACs."})
+    latency_min_run_time: float = field(default=0.2, metadata={"help": "Seconds of timing per subnet."})
+    seed: int = 0
 
 
-def read_tsv(path: str) -> tuple[list[str], list[int]]:
+def read_tsv(path: str, tokenizer, max_length: int) -> datasets.Dataset:
     with open(path, newline="") as f:
         rows = list(csv.DictReader(f, delimiter="\t", quoting=csv.QUOTE_NONE))
-    return [r["sentence"] for r in rows], [int(r["label"]) for r in rows]
-
-
-def batches(tokenizer, sentences, labels, batch_size, max_length):
-    for i in range(0, len(sentences), batch_size):
-        enc = tokenizer(
-            sentences[i : i + batch_size], padding=True, truncation=True, max_length=max_length, return_tensors="pt"
-        )
-        enc["labels"] = torch.tensor(labels[i : i + batch_size])
-        yield dict(enc)
+    encoded = tokenizer([r["sentence"] for r in rows], truncation=True, max_length=max_length)
+    return datasets.Dataset.from_dict({**encoded, "labels": [int(r["label"]) for r in rows]})
 
 
 RELOAD_SCRIPT = r"""
 import sys, json, torch
-sys.modules["hf_nas"] = None  # prove the folders load without hf-nas
+sys.modules["hf_nas"] = None  # prove the folder loads without hf-nas
 from transformers import AutoModelForSequenceClassification
-inputs = torch.load(sys.argv[1])
-for folder in sys.argv[2:]:
-    cfg = json.load(open(folder + "/config.json"))
-    model = AutoModelForSequenceClassification.from_pretrained(folder, trust_remote_code="auto_map" in cfg).eval()
-    with torch.no_grad():
-        logits = torch.cat([model(**b).logits for b in inputs])
-    torch.save(logits, folder + "/.reload_logits.pt")
-    print(folder, type(model).__name__)
+folder, batches_path = sys.argv[1], sys.argv[2]
+trust = "auto_map" in json.load(open(folder + "/config.json"))
+model = AutoModelForSequenceClassification.from_pretrained(folder, trust_remote_code=trust).eval()
+correct = total = 0
+with torch.inference_mode():
+    for inputs, labels in torch.load(batches_path):
+        correct += (model(**inputs).logits.argmax(-1) == labels).sum().item()
+        total += labels.numel()
+print(type(model).__name__, correct / total)
 """
 
 
 def main() -> None:
     (args,) = HfArgumentParser(DemoArguments).parse_args_into_dataclasses()
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
-    torch.manual_seed(0)
+    transformers.utils.logging.set_verbosity_error()
+    datasets.utils.logging.disable_progress_bar()
+    set_seed(args.seed)
+    os.makedirs(args.output_dir, exist_ok=True)
     path = args.model_name_or_path or default_text_checkpoint()
     tokenizer = AutoTokenizer.from_pretrained(path)
-    model = ElasticBertForSequenceClassification.from_pretrained(path, num_labels=2).eval()
-    logger.info("loaded %s as a supernet; search space: %s", path, model.search_space)
+    train = read_tsv(args.train_file, tokenizer, args.max_length)
+    dev = read_tsv(args.validation_file, tokenizer, args.max_length)
+    collator = DataCollatorWithPadding(tokenizer)
 
-    train_x, train_y = read_tsv(args.train_file)
-    dev_x, dev_y = read_tsv(args.validation_file)
-    reorder_by_importance(
-        model, batches(tokenizer, train_x, train_y, args.batch_size, args.max_length), args.importance_batches
+    # 1. the supernet, rewired so that slicing keeps the most important heads and neurons
+    model = ElasticBertForSequenceClassification.from_pretrained(path, num_labels=2)
+    loader = DataLoader(train, batch_size=args.batch_size, collate_fn=collator)
+    reorder_by_importance(model, loader, num_batches=args.importance_batches)
+    logger.info("supernet %s, search space %s", checkpoint_name(path), model.search_space)
+
+    # 2. supernet fine-tuning
+    training_args = SupernetTrainingArguments(
+        os.path.join(args.output_dir, "supernet"),
+        max_steps=args.max_steps,
+        per_device_train_batch_size=args.batch_size,
+        learning_rate=1e-4,
+        warmup_steps=max(1, args.max_steps // 10),
+        logging_steps=max(1, args.max_steps // 4),
+        save_strategy="no",
+        report_to=[],
+        seed=args.seed,
+        use_cpu=True,
     )
-    dev = [
-        {k: v for k, v in b.items() if k != "labels"}
-        for b in batches(tokenizer, dev_x, dev_y, args.batch_size, args.max_length)
-    ]
-    inputs_path = os.path.join(args.output_dir, "dev_inputs.pt")
-    os.makedirs(args.output_dir, exist_ok=True)
-    torch.save(dev, inputs_path)
-
-    c = model.config
-    space = model.search_space
-    subnets = {
-        "largest": space.largest(),
-        "heads-9_ffn-1152": SubnetConfig.uniform(c.num_hidden_layers, 9, 1152, c.hidden_size),
-        "depth-5_heads-6_ffn-768": SubnetConfig.uniform(5, 6, 768, c.hidden_size),
-        "depth-4_per-layer": SubnetConfig(4, (12, 9, 6, 3), (1536, 1152, 768, 384), c.hidden_size),
-        "hidden-192_heads-6": SubnetConfig.uniform(c.num_hidden_layers, 6, 768, 192),
-        "smallest": space.smallest(),
-    }
-    full_macs = count_macs(model, model.max_subnet(), sequence_length=args.latency_sequence_length)
-    folders = {name: os.path.join(args.output_dir, name) for name in subnets}
-    for name, subnet in subnets.items():
-        hf_nas.save_subnet(model, folders[name], subnet, processor=tokenizer)
-    # One fresh process, in which `import hf_nas` fails, reloads every folder with plain transformers.
-    reload = subprocess.run(
-        [sys.executable, "-c", RELOAD_SCRIPT, inputs_path, *folders.values()],
-        check=True,
-        capture_output=True,
-        text=True,
+    trainer = SupernetTrainer(
+        model=model,
+        args=training_args,
+        train_dataset=train,
+        eval_dataset=dev,
+        processing_class=tokenizer,
+        data_collator=collator,
+        compute_metrics=build_compute_metrics(["accuracy"]),
     )
-    classes = dict(line.rsplit(" ", 1) for line in reload.stdout.strip().splitlines())
+    trainer.train()
+    trainer.save_model()
+    evaluation = trainer.evaluate()
+    model.eval()
 
-    rows, latencies = [], []
-    for name, subnet in subnets.items():
-        with torch.no_grad(), model.subnet(subnet):
-            supernet_logits = torch.cat([model(**b).logits for b in dev])
-        reloaded = torch.load(os.path.join(folders[name], ".reload_logits.pt"))
-        os.remove(os.path.join(folders[name], ".reload_logits.pt"))
-        macs = count_macs(model, subnet, sequence_length=args.latency_sequence_length)
-        latency = measure_latency(
-            model,
-            subnet,
-            batch_size=args.latency_batch_size,
-            sequence_length=args.latency_sequence_length,
-            min_run_time=args.latency_min_run_time,
-        )
-        latencies.append(latency)
-        rows.append(
-            {
-                "subnet": name,
-                "class": classes[folders[name]],
-                "params (M)": f"{count_parameters(model, subnet) / 1e6:.2f}",
-                "MACs %": f"{100 * macs / full_macs:.0f}",
-                "latency ms": f"{latency.median_ms:.1f}",
-                "latency %": "",  # filled in below, relative to the whole model
-                "max |diff|": f"{(reloaded - supernet_logits).abs().max().item():.1e}",
-                "same argmax %": f"{100 * (reloaded.argmax(-1) == supernet_logits.argmax(-1)).float().mean():.0f}",
-            }
-        )
-    os.remove(inputs_path)
-    for r, latency in zip(rows, latencies, strict=True):
-        r["latency %"] = f"{100 * latency.median_ms / latencies[0].median_ms:.0f}"
+    # 3. search
+    accuracy = TaskMetricObjective(dev, batch_size=64, tokenizer=tokenizer)
+    macs = get_objective("macs", sequence_length=args.max_length)
+    latency = get_objective(
+        "latency", batch_size=8, sequence_length=args.max_length, min_run_time=args.latency_min_run_time
+    )
+    search = SubnetSearch(
+        model,
+        [accuracy, macs, latency],
+        "nsga2",
+        num_evaluations=args.num_evaluations,
+        initial_evaluations=args.num_evaluations // 2,
+        candidates_per_round=300,
+        evaluations_per_round=max(1, args.num_evaluations // 6),
+        output_dir=os.path.join(args.output_dir, "search"),
+        seed=args.seed,
+    )
+    results = search.run()
 
-    widths = {k: max(len(k), *(len(r[k]) for r in rows)) for k in rows[0]}
+    # 4. the most accurate subnet under the MAC budget, extracted with its tokenizer and model card
+    full_macs = macs(model, model.max_subnet())
+    budget = Constraint("macs", max_value=args.mac_budget * full_macs)
+    chosen = results.best("accuracy", [budget])
+    if chosen is None:
+        raise SystemExit(f"No measured subnet under {args.mac_budget:.0%} of the MACs; raise --num_evaluations.")
+    record = results.records[chosen]
+    folder = os.path.join(args.output_dir, "subnet")
+    front = results.pareto_indices()
+    export_subnet(
+        model,
+        results.subnet(chosen),
+        folder,
+        processor=tokenizer,
+        base_model=path,
+        metrics={"accuracy": record["values"]["accuracy"]},
+        pareto={"position": front.index(chosen) + 1, "size": len(front), "objectives": results.names}
+        if chosen in front
+        else None,
+        training_recipe=f"SupernetTrainer, sandwich rule, {args.max_steps} steps on {len(train)} SST-2 sentences.",
+    )
+
+    # 5. reload without hf-nas and check the recorded accuracy
+    batches_path = os.path.join(args.output_dir, "dev_batches.pt")
+    torch.save(accuracy.batches, batches_path)
+    out = subprocess.run(
+        [sys.executable, "-c", RELOAD_SCRIPT, folder, batches_path], check=True, capture_output=True, text=True
+    ).stdout.split()
+    os.remove(batches_path)
+    reloaded_class, reloaded_accuracy = out[-2], float(out[-1])
+
+    hv, _ = results.hypervolume()
     print(
-        f"\nSubnets of {checkpoint_name(path)} reloaded with plain transformers "
-        f"(latency: batch {args.latency_batch_size} x {args.latency_sequence_length} tokens, {latencies[0].device}, "
-        f"{latencies[0].num_threads} threads; agreement on {len(dev_x)} dev sentences):"
+        f"\nSupernet after {args.max_steps} steps: dev accuracy largest {evaluation['eval_largest_accuracy']:.3f}, "
+        f"middle {evaluation['eval_middle_accuracy']:.3f}, smallest {evaluation['eval_smallest_accuracy']:.3f}"
     )
-    print("  ".join(k.ljust(w) for k, w in widths.items()))
-    for r in rows:
-        print("  ".join(r[k].ljust(w) for k, w in widths.items()))
-    print(f"\nSaved to {os.path.abspath(args.output_dir)}/<subnet> (config, weights, tokenizer).")
+    print(
+        f"\nPareto front: {len(front)} of {len(results.records)} measured subnets (hypervolume {hv:.4g}); "
+        f"latency of the extracted subnet, batch 8 x {args.max_length} tokens, cpu"
+    )
+    print(f"{'#':>4}  {'accuracy':>8}  {'MACs %':>6}  {'latency ms':>10}  subnet")
+    for i in front:
+        v, s = results.records[i]["values"], results.records[i]["subnet"]
+        print(
+            f"{i:>4}  {v['accuracy']:8.3f}  {100 * v['macs'] / full_macs:6.1f}  {v['latency']:10.2f}  "
+            f"L={s['num_hidden_layers']} heads={s['num_attention_heads']} ffn={s['intermediate_size']} "
+            f"hidden={s['hidden_size']}"
+        )
+    print(
+        f"\nChosen (best accuracy under {args.mac_budget:.0%} MACs): #{chosen}, accuracy {record['values']['accuracy']:.3f}, "
+        f"{100 * record['values']['macs'] / full_macs:.1f}% MACs -> {os.path.abspath(folder)}"
+    )
+    print(
+        f"Reloaded with plain transformers as {reloaded_class}: accuracy {reloaded_accuracy:.3f} "
+        f"({'equal to' if abs(reloaded_accuracy - record['values']['accuracy']) < 1e-9 else 'DIFFERENT from'} "
+        "the search's measurement)"
+    )
+    print(f"Plot: {os.path.abspath(os.path.join(args.output_dir, 'search', 'pareto.png'))}")
+    summary = {
+        "chosen": chosen,
+        "recorded_accuracy": record["values"]["accuracy"],
+        "reloaded_accuracy": reloaded_accuracy,
+        "reloaded_class": reloaded_class,
+    }
+    with open(os.path.join(args.output_dir, "summary.json"), "w") as f:
+        json.dump(summary, f, indent=2)
 
 
 if __name__ == "__main__":

@@ -9,7 +9,6 @@ In the style of transformers' run_glue.py: arguments from the command line or on
 
 from __future__ import annotations
 
-import csv
 import logging
 import os
 import sys
@@ -18,12 +17,12 @@ from dataclasses import dataclass, field
 import datasets
 import torch
 import transformers
-from datasets import load_dataset
 from torch.utils.data import DataLoader
 from transformers import AutoTokenizer, DataCollatorWithPadding, HfArgumentParser, set_seed
 from transformers.trainer_utils import get_last_checkpoint
 
 from hf_nas import ElasticBertForSequenceClassification, SearchSpace, reorder_by_importance
+from hf_nas.data import TextDataArguments, load_text_datasets, tokenize_classification
 from hf_nas.metrics import build_compute_metrics
 from hf_nas.training import SupernetTrainer, SupernetTrainingArguments
 from hf_nas.utils import default_text_checkpoint
@@ -46,53 +45,8 @@ class ModelArguments:
     attn_implementation: str = field(default="sdpa", metadata={"help": "eager or sdpa."})
 
 
-@dataclass
-class DataArguments:
-    dataset_name: str | None = field(default=None, metadata={"help": "A dataset on the Hub (e.g. nyu-mll/glue)."})
-    dataset_config_name: str | None = field(default=None, metadata={"help": "Its configuration (e.g. sst2)."})
-    train_file: str | None = field(default=None, metadata={"help": "A csv, tsv or json(l) training file."})
-    validation_file: str | None = field(default=None, metadata={"help": "A csv, tsv or json(l) validation file."})
-    text_column: str | None = field(default=None, metadata={"help": "Default: sentence, text or the first str."})
-    text_pair_column: str | None = field(default=None, metadata={"help": "Second text of sentence pairs."})
-    label_column: str = field(default="label")
-    max_seq_length: int = field(default=128)
-    max_train_samples: int | None = field(default=None, metadata={"help": "Seeded subset of the training set."})
-    max_eval_samples: int | None = field(default=None)
-    metrics: str = field(default="accuracy", metadata={"help": "Comma-separated evaluate metrics."})
-
-    def __post_init__(self):
-        if self.dataset_name is None and self.train_file is None:
-            raise ValueError("Give --dataset_name or --train_file (csv, tsv or json).")
-        for path in (self.train_file, self.validation_file):
-            if path is not None and os.path.splitext(path)[1] not in (".csv", ".tsv", ".json", ".jsonl"):
-                raise ValueError(f"{path}: unsupported file type; allowed: .csv, .tsv, .json, .jsonl.")
-
-
-def load_raw_datasets(data: DataArguments) -> datasets.DatasetDict:
-    if data.dataset_name is not None:
-        return load_dataset(data.dataset_name, data.dataset_config_name)
-    files = {"train": data.train_file}
-    if data.validation_file is not None:
-        files["validation"] = data.validation_file
-    extension = os.path.splitext(data.train_file)[1]
-    if extension == ".tsv":
-        return load_dataset("csv", data_files=files, delimiter="\t", quoting=csv.QUOTE_NONE)
-    builder = "json" if extension in (".json", ".jsonl") else "csv"
-    return load_dataset(builder, data_files=files)
-
-
-def pick_text_column(dataset: datasets.Dataset) -> str:
-    for name in ("sentence", "text"):
-        if name in dataset.column_names:
-            return name
-    strings = [c for c in dataset.column_names if getattr(dataset.features[c], "dtype", None) == "string"]
-    if not strings:
-        raise ValueError(f"No text column found among {dataset.column_names}; pass --text_column.")
-    return strings[0]
-
-
 def main() -> None:
-    parser = HfArgumentParser((ModelArguments, DataArguments, SupernetTrainingArguments))
+    parser = HfArgumentParser((ModelArguments, TextDataArguments, SupernetTrainingArguments))
     if len(sys.argv) == 2 and sys.argv[1].endswith(".json"):
         model_args, data_args, training_args = parser.parse_json_file(os.path.abspath(sys.argv[1]))
     else:
@@ -119,9 +73,8 @@ def main() -> None:
             logger.info("Resuming from %s", last_checkpoint)
     set_seed(training_args.seed)
 
-    raw = load_raw_datasets(data_args)
+    raw = load_text_datasets(data_args)
     train = raw["train"]
-    text_column = data_args.text_column or pick_text_column(train)
     labels = sorted(set(train[data_args.label_column]))
     label2id = {label: i for i, label in enumerate(labels)}
 
@@ -140,16 +93,6 @@ def main() -> None:
         model.search_space = SearchSpace.load(model_args.search_space_file)
     logger.info("search space: %s", model.search_space)
 
-    def preprocess(batch):
-        texts = (
-            (batch[text_column],)
-            if data_args.text_pair_column is None
-            else (batch[text_column], batch[data_args.text_pair_column])
-        )
-        encoded = tokenizer(*texts, truncation=True, max_length=data_args.max_seq_length)
-        encoded["labels"] = [label2id[label] for label in batch[data_args.label_column]]
-        return encoded
-
     with training_args.main_process_first(desc="tokenize"):
         splits = {}
         for split in ("train", "validation"):
@@ -159,7 +102,7 @@ def main() -> None:
             limit = data_args.max_train_samples if split == "train" else data_args.max_eval_samples
             if limit is not None and limit < len(ds):
                 ds = ds.shuffle(seed=training_args.seed).select(range(limit))
-            splits[split] = ds.map(preprocess, batched=True, remove_columns=ds.column_names, desc=f"tokenize {split}")
+            splits[split] = tokenize_classification(ds, tokenizer, data_args, label2id)
     collator = DataCollatorWithPadding(tokenizer)
 
     if model_args.reorder_by_importance and is_vanilla and last_checkpoint is None and training_args.do_train:

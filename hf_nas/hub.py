@@ -1,0 +1,676 @@
+"""Model cards and Hub uploads for extracted subnets.
+
+[`build_model_card`] renders `model_cards/subnet_card.md` with `huggingface_hub.ModelCard.from_template`: the base
+model, the search space, the chosen subnet, its parameters, MACs and measured latency, its metrics and its place on the
+Pareto front, how to load it and how it was trained. [`export_subnet`] writes a complete, loadable folder (config,
+weights, tokenizer or image processor, README.md and, for a per-layer subnet, the modeling file) atomically, and
+[`push_subnet_folder`] uploads such a folder with `huggingface_hub` (or, with `dry_run=True`, only lists what it would
+upload).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+from pathlib import Path
+from typing import Any
+
+import huggingface_hub
+import torch
+import transformers
+from huggingface_hub import EvalResult, HfApi, ModelCard, ModelCardData
+from huggingface_hub.utils import DEFAULT_IGNORE_PATTERNS, HFValidationError, filter_repo_objects, validate_repo_id
+from transformers import PreTrainedModel
+
+from . import extraction
+from .costs import LatencyResult, count_macs, count_parameters
+from .extraction import extract_subnet, is_vanilla_subnet
+from .models.supernet import SupernetMixin
+from .search_space import SubnetConfig
+from .utils import atomic_directory
+
+__all__ = [
+    "MODEL_CARD_TAGS",
+    "build_model_card",
+    "check_repo_id",
+    "export_subnet",
+    "push_subnet_folder",
+    "subnet_card_template_path",
+]
+
+logger = logging.getLogger(__name__)
+
+MODEL_CARD_TAGS = ["hf-nas", "neural-architecture-search", "subnet"]
+TEMPLATE_NAME = "subnet_card.md"
+# The template's source is the top-level `model_cards/` folder of a source checkout (an editable install finds it
+# there); a wheel ships the identical copy `hf_nas/_templates/subnet_card.md` (tests keep the two equal).
+_SOURCE_TEMPLATE = Path(__file__).resolve().parent.parent / "model_cards" / TEMPLATE_NAME
+_PACKAGED_TEMPLATE = Path(__file__).resolve().parent / "_templates" / TEMPLATE_NAME
+
+# Head class suffix -> (Auto class that loads it, Hub pipeline tag), checked in this order.
+_HEAD_TASKS: dict[str, tuple[str, str]] = {
+    "ForSequenceClassification": ("AutoModelForSequenceClassification", "text-classification"),
+    "ForTokenClassification": ("AutoModelForTokenClassification", "token-classification"),
+    "ForQuestionAnswering": ("AutoModelForQuestionAnswering", "question-answering"),
+    "ForImageClassification": ("AutoModelForImageClassification", "image-classification"),
+    "ForMaskedLM": ("AutoModelForMaskedLM", "fill-mask"),
+    "Model": ("AutoModel", "feature-extraction"),
+}
+_LATENCY_FIELDS = ("median_ms", "iqr_ms", "device", "batch_size", "sequence_length", "num_threads", "num_runs")
+_LATENCY_REQUIRED = ("median_ms", "device", "batch_size", "sequence_length")
+_PARETO_FIELDS = ("position", "size", "objectives", "sorted_by", "values")
+_PARETO_REQUIRED = ("position", "size", "objectives")
+_PRETTY_NAMES = {"macs": "MACs", "params": "parameters", "num_parameters": "parameters", "latency_ms": "latency (ms)"}
+_PLACEHOLDER_REPO = "path/to/this/folder"
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# template
+def subnet_card_template_path() -> str:
+    """Path of the subnet card template: `model_cards/subnet_card.md` in a source checkout, else the copy shipped in
+    the package (`hf_nas/_templates/subnet_card.md`)."""
+    for path in (_SOURCE_TEMPLATE, _PACKAGED_TEMPLATE):
+        if path.is_file():
+            return str(path)
+    raise FileNotFoundError(
+        f"The model card template {TEMPLATE_NAME!r} is missing: looked for {_SOURCE_TEMPLATE} and "
+        f"{_PACKAGED_TEMPLATE}. Reinstall hf-nas."
+    )
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# argument checks
+def _is_number(value: Any) -> bool:
+    return not isinstance(value, bool) and isinstance(value, (int, float)) and math.isfinite(value)
+
+
+def _check_metrics(metrics: dict[str, float] | None) -> dict[str, float]:
+    if metrics is None:
+        return {}
+    if not isinstance(metrics, dict):
+        raise TypeError(f"`metrics` must be a dict of metric name -> number, got {type(metrics).__name__}.")
+    for name, value in metrics.items():
+        if not isinstance(name, str) or not name:
+            raise ValueError(f"`metrics` keys must be non-empty strings, got {name!r}.")
+        if not _is_number(value):
+            raise ValueError(f"`metrics[{name!r}]` must be a finite number, got {value!r}.")
+    return {name: float(value) for name, value in metrics.items()}
+
+
+def _check_latency(latency: LatencyResult | dict[str, Any] | None) -> dict[str, Any] | None:
+    if latency is None:
+        return None
+    if isinstance(latency, LatencyResult):
+        return latency.to_dict()
+    if not isinstance(latency, dict):
+        raise TypeError(f"`latency` must be a LatencyResult, a dict or None, got {type(latency).__name__}.")
+    unknown = sorted(set(latency) - set(_LATENCY_FIELDS))
+    if unknown:
+        raise ValueError(f"Unknown keys in `latency`: {unknown}. Allowed keys: {list(_LATENCY_FIELDS)}.")
+    missing = [k for k in _LATENCY_REQUIRED if k not in latency]
+    if missing:
+        raise ValueError(f"Missing keys in `latency`: {missing}. Required keys: {list(_LATENCY_REQUIRED)}.")
+    if not _is_number(latency["median_ms"]) or latency["median_ms"] <= 0:
+        raise ValueError(f"`latency['median_ms']` must be a positive number, got {latency['median_ms']!r}.")
+    return dict(latency)
+
+
+def _check_pareto(pareto: dict[str, Any] | None) -> dict[str, Any] | None:
+    if pareto is None:
+        return None
+    if not isinstance(pareto, dict):
+        raise TypeError(f"`pareto` must be a dict or None, got {type(pareto).__name__}.")
+    unknown = sorted(set(pareto) - set(_PARETO_FIELDS))
+    if unknown:
+        raise ValueError(f"Unknown keys in `pareto`: {unknown}. Allowed keys: {list(_PARETO_FIELDS)}.")
+    missing = [k for k in _PARETO_REQUIRED if k not in pareto]
+    if missing:
+        raise ValueError(f"Missing keys in `pareto`: {missing}. Required keys: {list(_PARETO_REQUIRED)}.")
+    position, size = pareto["position"], pareto["size"]
+    for key, value in (("position", position), ("size", size)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"`pareto[{key!r}]` must be a positive int, got {value!r}.")
+    if position > size:
+        raise ValueError(f"`pareto['position']`={position} is outside the front: allowed 1 to size={size}.")
+    objectives = pareto["objectives"]
+    if isinstance(objectives, str) or not isinstance(objectives, (list, tuple)) or not objectives:
+        raise ValueError(f"`pareto['objectives']` must be a non-empty list of objective names, got {objectives!r}.")
+    if not all(isinstance(o, str) and o for o in objectives):
+        raise ValueError(f"`pareto['objectives']` must hold non-empty strings, got {objectives!r}.")
+    checked = {"position": position, "size": size, "objectives": list(objectives)}
+    if pareto.get("sorted_by") is not None:
+        if pareto["sorted_by"] not in objectives:
+            raise ValueError(
+                f"`pareto['sorted_by']`={pareto['sorted_by']!r} is not one of the objectives {list(objectives)}."
+            )
+        checked["sorted_by"] = pareto["sorted_by"]
+    if pareto.get("values") is not None:
+        checked["values"] = _check_metrics(pareto["values"])
+    return checked
+
+
+def _check_supernet(supernet: Any, subnet: Any) -> None:
+    if not isinstance(supernet, SupernetMixin):
+        raise TypeError(f"`supernet` must be an elastic supernet (ElasticBert*), got {type(supernet).__name__}.")
+    if not isinstance(subnet, SubnetConfig):
+        raise TypeError(f"`subnet` must be a SubnetConfig, got {type(subnet).__name__}.")
+
+
+def _is_hub_id(name: str) -> bool:
+    """Whether `name` can be a Hub model id (the Hub rejects card metadata whose `base_model` is not one)."""
+    if os.path.exists(name) or name.startswith((".", "/", "~")) or name.count("/") > 1:
+        return False
+    try:
+        validate_repo_id(name)
+    except HFValidationError:
+        return False
+    return True
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# card sections
+def _human(n: float) -> str:
+    for factor, suffix in ((1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "K")):
+        if abs(n) >= factor:
+            return f"{n / factor:.2f}{suffix}"
+    return f"{n:g}"
+
+
+def _pretty(name: str) -> str:
+    return _PRETTY_NAMES.get(name, name)
+
+
+def _format_value(value: float) -> str:
+    return f"{value:.4g}" if abs(value) < 1e4 else _human(value)
+
+
+def _table(header: list[str], rows: list[list[Any]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join(" --- " for _ in header) + "|"]
+    lines += ["| " + " | ".join(str(cell) for cell in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def _head_task(static_class_name: str) -> tuple[str, str]:
+    for suffix, task in _HEAD_TASKS.items():
+        if static_class_name.endswith(suffix):
+            return task
+    raise ValueError(f"No Auto class known for {static_class_name!r}; supported head suffixes: {list(_HEAD_TASKS)}.")
+
+
+def _subnet_table(subnet: SubnetConfig, head_size: int) -> str:
+    rows = [
+        [i, heads, heads * head_size, ffn]
+        for i, (heads, ffn) in enumerate(zip(subnet.num_attention_heads, subnet.intermediate_size, strict=True))
+    ]
+    table = _table(["Layer", "Attention heads", "Attention width (heads x head size)", "FFN width"], rows)
+    return (
+        f"Depth **{subnet.num_hidden_layers}** layers, hidden size **{subnet.hidden_size}**, attention head size "
+        f"{head_size}.\n\n{table}\n\nAs JSON (`hf_nas.SubnetConfig.from_dict`): "
+        f"`{json.dumps(subnet.to_dict(), separators=(', ', ': '))}`"
+    )
+
+
+def _search_space_table(supernet: Any, subnet: SubnetConfig) -> str:
+    space = supernet.search_space
+
+    def join(values: Any) -> str:
+        return ", ".join(str(v) for v in values)
+
+    rows = [
+        ["Depth (`num_hidden_layers`)", join(space.num_hidden_layers), subnet.num_hidden_layers],
+        [
+            "Attention heads, per layer (`num_attention_heads`)",
+            join(space.num_attention_heads),
+            join(subnet.num_attention_heads),
+        ],
+        ["FFN width, per layer (`intermediate_size`)", join(space.intermediate_size), join(subnet.intermediate_size)],
+        ["Hidden size (`hidden_size`)", join(space.hidden_size), subnet.hidden_size],
+        ["Attention head size (fixed)", space.attention_head_size, space.attention_head_size],
+    ]
+    table = _table(["Dimension", "Choices", "This subnet"], rows)
+    return f"{table}\n\nThe space holds {space.size:,} distinct subnets."
+
+
+def _cost_table(num_parameters: int, full_parameters: int, macs: int, full_macs: int, sequence_length: int) -> str:
+    rows = [
+        [
+            "Parameters",
+            f"{_human(num_parameters)} ({num_parameters:,})",
+            f"{_human(full_parameters)}",
+            f"{100 * num_parameters / full_parameters:.1f}%",
+        ],
+        [
+            f"MACs (one forward, batch 1 x {sequence_length} tokens)",
+            f"{_human(macs)} ({macs:,})",
+            f"{_human(full_macs)}",
+            f"{100 * macs / full_macs:.1f}%",
+        ],
+    ]
+    return _table(["", "This subnet", "Whole supernet", "Ratio"], rows) + (
+        "\n\nParameters and MACs are exact counts (`hf_nas.count_parameters`, `hf_nas.count_macs`); MACs count the "
+        "matrix multiplications, as `torch.utils.flop_counter.FlopCounterMode` does."
+    )
+
+
+def _latency_text(latency: dict[str, Any] | None) -> str:
+    if latency is None:
+        return "Latency: not measured."
+    parts = [
+        f"batch {latency['batch_size']} x {latency['sequence_length']} tokens",
+        f"device `{latency['device']}`",
+    ]
+    if latency.get("num_threads") is not None:
+        parts.append(f"torch threads: {latency['num_threads']}")
+    if latency.get("num_runs") is not None:
+        parts.append(f"{latency['num_runs']} timed forward passes")
+    spread = f" (interquartile range {latency['iqr_ms']:.3g} ms)" if latency.get("iqr_ms") is not None else ""
+    return (
+        f"Latency: **{latency['median_ms']:.3g} ms**{spread} per forward pass of this checkpoint, measured with "
+        f"`hf_nas.measure_latency` in eval mode under `torch.no_grad`: {', '.join(parts)}. Latency depends on the "
+        "machine; compare it only with numbers measured on the same one."
+    )
+
+
+def _metrics_text(metrics: dict[str, float], dataset: str | None) -> str:
+    if not metrics:
+        return "No metrics were recorded for this subnet."
+    where = f" on `{dataset}`" if dataset else ""
+    rows = [[_pretty(name), _format_value(value)] for name, value in metrics.items()]
+    return f"Measured{where} with this subnet's weights:\n\n" + _table(["Metric", "Value"], rows)
+
+
+def _pareto_text(pareto: dict[str, Any] | None) -> str:
+    if pareto is None:
+        return "This subnet was not placed on a Pareto front (chosen directly, not from search results)."
+    front = "–".join(_pretty(o) for o in pareto["objectives"])
+    order = f", counted in order of increasing {_pretty(pareto['sorted_by'])}" if pareto.get("sorted_by") else ""
+    text = (
+        f"Point **{pareto['position']} of {pareto['size']}** on the {front} Pareto front{order}: no other measured "
+        "subnet is at least as good on every objective and better on one."
+    )
+    if pareto.get("values"):
+        rows = [[_pretty(name), _format_value(value)] for name, value in pareto["values"].items()]
+        text += "\n\nIts objective values, as measured during the search:\n\n" + _table(["Objective", "Value"], rows)
+    return text
+
+
+def _load_snippet(auto_class: str, repo: str, is_vanilla: bool, processor_class: str | None) -> str:
+    remote = "" if is_vanilla else ", trust_remote_code=True"
+    imports = sorted({auto_class} | ({processor_class} if processor_class else set()))
+    lines = [f"from transformers import {', '.join(imports)}", ""]
+    lines.append(f'model = {auto_class}.from_pretrained("{repo}"{remote})')
+    if processor_class:
+        name = "tokenizer" if processor_class == "AutoTokenizer" else "processor"
+        lines.append(f'{name} = {processor_class}.from_pretrained("{repo}")')
+    return "\n".join(lines)
+
+
+def _processor_class(processor: Any) -> str | None:
+    if processor is None:
+        return None
+    if isinstance(processor, transformers.PreTrainedTokenizerBase):
+        return "AutoTokenizer"
+    if isinstance(processor, transformers.ImageProcessingMixin):
+        return "AutoImageProcessor"
+    return "AutoProcessor"
+
+
+def _versions() -> str:
+    from . import __version__
+
+    return "\n".join(
+        [
+            f"- hf-nas {__version__}",
+            f"- transformers {transformers.__version__}",
+            f"- torch {torch.__version__}",
+            f"- huggingface_hub {huggingface_hub.__version__}",
+        ]
+    )
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# the card
+def build_model_card(
+    supernet: PreTrainedModel,
+    subnet: SubnetConfig,
+    *,
+    base_model: str | None,
+    metrics: dict[str, float] | None = None,
+    latency: LatencyResult | dict[str, Any] | None = None,
+    pareto: dict[str, Any] | None = None,
+    training_recipe: str | None = None,
+    model_name: str | None = None,
+    dataset: str | None = None,
+    repo_id: str | None = None,
+    macs_sequence_length: int | None = None,
+    processor_class: str | None = None,
+    license: str | None = None,
+) -> ModelCard:
+    """The model card (README.md) of `subnet` extracted from `supernet`.
+
+    Rendered with `huggingface_hub.ModelCard.from_template` from `model_cards/subnet_card.md`. The card data (YAML
+    header) holds `library_name="transformers"`, `base_model` (when it is a Hub id), the tags [`MODEL_CARD_TAGS`],
+    `pipeline_tag`, `datasets` and, with `dataset` and `metrics` both given, `eval_results`; everything hf-nas knows
+    about the subnet is also kept, machine-readable, under the plain field `hf_nas` (subnet, search space, parameters,
+    MACs, latency, metrics, Pareto position). The text describes the same and shows how to load the checkpoint:
+    vanilla subnets with plain `AutoModelFor*.from_pretrained(repo)`, per-layer ones with `trust_remote_code=True`.
+
+    Args:
+        supernet (`PreTrainedModel`):
+            The elastic supernet (`ElasticBert*`) the subnet comes from.
+        subnet (`SubnetConfig`):
+            The extracted architecture; must lie in `supernet.search_space`.
+        base_model (`str` or `None`):
+            The vanilla checkpoint the supernet was fine-tuned from. Written into the card data only if it is a Hub
+            model id (the Hub rejects other values); a local path is named in the text only.
+        metrics (`dict[str, float]`, *optional*):
+            Evaluation metrics of the subnet, e.g. `{"accuracy": 0.91}`.
+        latency ([`LatencyResult`] or `dict`, *optional*):
+            Its measured latency ([`measure_latency`] or `LatencyResult.to_dict()`, with at least `median_ms`,
+            `device`, `batch_size` and `sequence_length`).
+        pareto (`dict`, *optional*):
+            Its place on the Pareto front of a search: `position` (1-based) and `size` of the front, `objectives`
+            (names), and optionally `sorted_by` (the objective the positions follow) and `values` (its objective
+            values), e.g. `{"position": 3, "size": 12, "objectives": ["accuracy", "macs"], "sorted_by": "macs"}`.
+        training_recipe (`str`, *optional*):
+            Markdown describing how the supernet was trained and the subnet searched.
+        model_name (`str`, *optional*):
+            The card's title; defaults to the last part of `repo_id`, else a name derived from `base_model`
+            ([`export_subnet`]: the folder's name).
+        dataset (`str`, *optional*):
+            The dataset (Hub id) the metrics were measured on.
+        repo_id (`str`, *optional*):
+            Where the checkpoint will live, used in the loading snippet (defaults to a placeholder path).
+        macs_sequence_length (`int`, *optional*):
+            Tokens per sequence the MACs are counted for; defaults to the latency's sequence length, else to
+            `min(128, config.max_position_embeddings)`.
+        processor_class (`str`, *optional*):
+            The Auto class of the tokenizer or image processor saved beside the weights (e.g. `"AutoTokenizer"`),
+            shown in the loading snippet; none is shown when `None`.
+        license (`str`, *optional*):
+            The license id for the card data (usually the base model's).
+
+    Returns:
+        `huggingface_hub.ModelCard`: save it with `card.save(folder / "README.md")`.
+
+    Example:
+
+    ```python
+    >>> from hf_nas import ElasticBertConfig, ElasticBertForSequenceClassification
+    >>> from hf_nas.hub import build_model_card
+    >>> config = ElasticBertConfig(vocab_size=99, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+    ...                            intermediate_size=64)
+    >>> model = ElasticBertForSequenceClassification(config)
+    >>> card = build_model_card(model, model.search_space.smallest(), base_model="google-bert/bert-base-uncased",
+    ...                         metrics={"accuracy": 0.9}, macs_sequence_length=16)
+    >>> card.data.base_model, card.data.library_name
+    ('google-bert/bert-base-uncased', 'transformers')
+    ```
+    """
+    _check_supernet(supernet, subnet)
+    if base_model is not None and (not isinstance(base_model, str) or not base_model):
+        raise ValueError(f"`base_model` must be a non-empty string (a Hub id or a path) or None, got {base_model!r}.")
+    if repo_id is not None:
+        check_repo_id(repo_id)
+    metrics = _check_metrics(metrics)
+    latency_dict = _check_latency(latency)
+    pareto = _check_pareto(pareto)
+    config = supernet.config
+    if macs_sequence_length is None:
+        if latency_dict is not None:
+            macs_sequence_length = latency_dict["sequence_length"]
+        else:
+            macs_sequence_length = min(128, getattr(config, "max_position_embeddings", 128))
+
+    head_size = config.attention_head_size
+    vanilla = is_vanilla_subnet(subnet, head_size)
+    auto_class, pipeline_tag = _head_task(supernet.static_class_name)
+    num_parameters = count_parameters(supernet, subnet)  # also validates `subnet` against the search space
+    full_parameters = count_parameters(supernet, supernet.max_subnet())
+    macs = count_macs(supernet, subnet, sequence_length=macs_sequence_length)
+    full_macs = count_macs(supernet, supernet.max_subnet(), sequence_length=macs_sequence_length)
+    model_type = extraction.VANILLA_MODEL_TYPES.get(config.model_type, config.model_type)
+    subnet_class = extraction.SUBNET_CLASSES.get(supernet.static_class_name)
+    modeling_file = (
+        f"{subnet_class.__module__.rsplit('.', 1)[-1]}.py" if subnet_class is not None else "the modeling file"
+    )
+
+    hub_base_model = base_model if base_model is not None and _is_hub_id(base_model) else None
+    if base_model is not None and hub_base_model is None:
+        logger.warning("base_model=%r is not a Hub model id; it is named in the card text only.", base_model)
+    if model_name is None:
+        if repo_id is not None:
+            model_name = repo_id.rsplit("/", 1)[-1]
+        else:
+            stem = os.path.basename(os.path.normpath(base_model)) if base_model else "supernet"
+            model_name = f"{stem}-hf-nas-subnet"
+
+    eval_results = None
+    if dataset is not None and metrics:
+        eval_results = [
+            EvalResult(
+                task_type=pipeline_tag,
+                dataset_type=dataset,
+                dataset_name=dataset,
+                metric_type=name,
+                metric_value=value,
+            )
+            for name, value in metrics.items()
+        ]
+    hf_nas_data: dict[str, Any] = {
+        "subnet": subnet.to_dict(),
+        "search_space": supernet.search_space.to_dict(),
+        "vanilla": vanilla,
+        "num_parameters": num_parameters,
+        "macs": macs,
+        "macs_batch_size": 1,
+        "macs_sequence_length": macs_sequence_length,
+        "supernet_num_parameters": full_parameters,
+        "supernet_macs": full_macs,
+    }
+    if latency_dict is not None:
+        hf_nas_data["latency"] = latency_dict
+    if metrics:
+        hf_nas_data["metrics"] = metrics
+    if pareto is not None:
+        hf_nas_data["pareto"] = pareto
+    card_data = ModelCardData(
+        library_name="transformers",
+        base_model=hub_base_model,
+        tags=list(MODEL_CARD_TAGS),
+        pipeline_tag=pipeline_tag,
+        datasets=[dataset] if dataset is not None else None,
+        license=license,
+        model_name=model_name,
+        eval_results=eval_results,
+        hf_nas=hf_nas_data,
+    )
+    if base_model is None:
+        base_model_text = "a pretrained checkpoint"
+    elif hub_base_model is not None:
+        base_model_text = f"[`{base_model}`](https://huggingface.co/{base_model})"
+    else:
+        base_model_text = f"`{base_model}`"
+    if training_recipe is None:
+        training_recipe = (
+            "The weights are copied unchanged from the supernet; nothing was trained after extraction. The "
+            "supernet's training recipe was not recorded."
+        )
+    return ModelCard.from_template(
+        card_data,
+        template_path=subnet_card_template_path(),
+        model_name=model_name,
+        base_model_text=base_model_text,
+        is_vanilla=vanilla,
+        model_type=model_type,
+        modeling_file=modeling_file,
+        load_snippet=_load_snippet(auto_class, repo_id or _PLACEHOLDER_REPO, vanilla, processor_class),
+        subnet_table=_subnet_table(subnet, head_size),
+        search_space_table=_search_space_table(supernet, subnet),
+        cost_table=_cost_table(num_parameters, full_parameters, macs, full_macs, macs_sequence_length),
+        latency_text=_latency_text(latency_dict),
+        metrics_text=_metrics_text(metrics, dataset),
+        pareto_text=_pareto_text(pareto),
+        training_recipe=training_recipe.strip(),
+        versions=_versions(),
+    )
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# export
+def _check_complete(folder: str, has_processor: bool) -> None:
+    """Raise if `folder` lacks a file a loadable subnet checkpoint needs."""
+    names = set(os.listdir(folder))
+    missing = [name for name in ("config.json", "README.md") if name not in names]
+    if not names & {"model.safetensors", "model.safetensors.index.json", "pytorch_model.bin"}:
+        missing.append("model.safetensors")
+    if "config.json" in names:
+        with open(os.path.join(folder, "config.json")) as f:
+            auto_map = json.load(f).get("auto_map", {})
+        for reference in auto_map.values():
+            module = f"{reference.split('.')[0]}.py"
+            if module not in names and module not in missing:
+                missing.append(module)
+    if has_processor and not names & {"tokenizer_config.json", "preprocessor_config.json", "processor_config.json"}:
+        missing.append("tokenizer_config.json or preprocessor_config.json")
+    if missing:
+        raise RuntimeError(f"The exported subnet folder is incomplete, missing {missing}; nothing was written.")
+
+
+def export_subnet(
+    supernet: PreTrainedModel,
+    subnet: SubnetConfig,
+    save_directory: str | os.PathLike,
+    *,
+    processor: Any | None = None,
+    safe_serialization: bool = True,
+    **card_kwargs: Any,
+) -> str:
+    """Extract `subnet` and write a complete checkpoint folder with its model card, atomically.
+
+    The folder holds `config.json`, the weights, `processor` (tokenizer or image processor, if given), `README.md`
+    (the card of [`build_model_card`]) and, for a per-layer subnet, the modeling file its `auto_map` names. Everything
+    is written under a temporary name beside `save_directory` and renamed into place only when complete, so a failure
+    leaves no half folder and an existing `save_directory` untouched.
+
+    Args:
+        supernet (`PreTrainedModel`): the elastic supernet.
+        subnet (`SubnetConfig`): the architecture to extract; must lie in `supernet.search_space`.
+        save_directory (`str` or `os.PathLike`): the folder to write (replaced if it exists).
+        processor (*optional*): a tokenizer or image processor saved beside the weights.
+        safe_serialization (`bool`, *optional*, defaults to `True`): passed to `save_pretrained`.
+        card_kwargs: keyword arguments of [`build_model_card`] (`base_model` is required there, and defaults to
+            `None` here).
+
+    Returns:
+        `str`: the absolute path of the folder.
+
+    Example:
+
+    ```python
+    >>> export_subnet(model, subnet, "out/subnet", processor=tokenizer, base_model="google-bert/bert-base-uncased",
+    ...               metrics={"accuracy": 0.91}, latency=measure_latency(model, subnet))  # doctest: +SKIP
+    ```
+    """
+    _check_supernet(supernet, subnet)
+    card_kwargs.setdefault("base_model", None)
+    card_kwargs.setdefault("processor_class", _processor_class(processor))
+    path = os.path.abspath(os.fspath(save_directory))
+    if card_kwargs.get("model_name") is None and card_kwargs.get("repo_id") is None:
+        card_kwargs["model_name"] = os.path.basename(path)
+    # The card checks every argument, so bad input fails before the (slower) extraction and before any write.
+    card = build_model_card(supernet, subnet, **card_kwargs)
+    model = extract_subnet(supernet, subnet)
+    with atomic_directory(path) as tmp:
+        model.save_pretrained(tmp, safe_serialization=safe_serialization)
+        if processor is not None:
+            processor.save_pretrained(tmp)
+        card.save(os.path.join(tmp, "README.md"))
+        _check_complete(tmp, has_processor=processor is not None)
+    logger.info("exported subnet %s to %s", json.dumps(subnet.to_dict()), path)
+    return path
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# push
+def check_repo_id(repo_id: Any) -> None:
+    """Raise `ValueError` (naming the value and what is allowed) unless `repo_id` is a valid Hub repo id."""
+    if not isinstance(repo_id, str):
+        raise TypeError(f"`repo_id` must be a string such as 'username/model-name', got {type(repo_id).__name__}.")
+    try:
+        validate_repo_id(repo_id)
+    except HFValidationError as e:
+        raise ValueError(
+            f"`repo_id`={repo_id!r} is not a valid Hub repo id; allowed: 'namespace/name' or 'name' (letters, digits, "
+            f"'-', '_', '.'; at most 96 characters). huggingface_hub says: {e}"
+        ) from e
+
+
+def _files_to_upload(folder: str) -> list[str]:
+    """The relative (POSIX) paths `HfApi.upload_folder` uploads from `folder` with no allow/ignore patterns."""
+    root = Path(folder)
+    relative = [p.relative_to(root).as_posix() for p in sorted(root.glob("**/*")) if p.is_file()]
+    return list(filter_repo_objects(relative, ignore_patterns=DEFAULT_IGNORE_PATTERNS))
+
+
+def push_subnet_folder(
+    folder: str | os.PathLike,
+    repo_id: str,
+    *,
+    private: bool = False,
+    token: str | None = None,
+    dry_run: bool = False,
+    commit_message: str = "Upload subnet extracted with hf-nas",
+) -> list[str]:
+    """Upload a folder written by [`export_subnet`] to the Hub model repo `repo_id` (created if needed).
+
+    Uses `huggingface_hub`: `HfApi().create_repo(repo_id, private=private, exist_ok=True)` then `upload_folder`, in one
+    commit. With `dry_run=True` it prints the files it would upload and returns them without touching the network.
+
+    Args:
+        folder (`str` or `os.PathLike`): a complete subnet folder (`config.json` and `README.md` at least).
+        repo_id (`str`): `"namespace/name"` (or `"name"`, in the namespace of the token's user).
+        private (`bool`, *optional*, defaults to `False`): create the repo private (an existing repo keeps its
+            visibility).
+        token (`str`, *optional*): a Hub token; defaults to `HF_TOKEN` or the cached `hf auth login`.
+        dry_run (`bool`, *optional*, defaults to `False`): list the files only; the folder is kept as it is.
+        commit_message (`str`, *optional*): the commit message.
+
+    Returns:
+        `list[str]`: the paths (relative to `folder`, sorted) that are, or would be, uploaded.
+
+    Example:
+
+    ```python
+    >>> push_subnet_folder("out/subnet", "me/bert-subnet", dry_run=True)  # doctest: +SKIP
+    ['README.md', 'config.json', 'model.safetensors', 'tokenizer.json', 'tokenizer_config.json']
+    ```
+    """
+    check_repo_id(repo_id)
+    folder = os.path.abspath(os.fspath(folder))
+    if not os.path.isdir(folder):
+        raise ValueError(f"`folder`={folder!r} is not a directory; export the subnet first (export_subnet).")
+    missing = [name for name in ("config.json", "README.md") if not os.path.isfile(os.path.join(folder, name))]
+    if missing:
+        raise ValueError(
+            f"`folder`={folder!r} is not a complete subnet folder: missing {missing}. Write it with export_subnet."
+        )
+    files = _files_to_upload(folder)
+    if dry_run:
+        print(f"Dry run: would upload {len(files)} files from {folder} to https://huggingface.co/{repo_id}:")
+        for name in files:
+            print(f"  {name}")
+        return files
+    api = HfApi()
+    url = api.create_repo(repo_id, private=private, exist_ok=True, token=token, repo_type="model")
+    commit = api.upload_folder(
+        repo_id=getattr(url, "repo_id", None) or repo_id,
+        folder_path=folder,
+        repo_type="model",
+        commit_message=commit_message,
+        token=token,
+    )
+    logger.info("uploaded %d files to %s", len(files), getattr(commit, "commit_url", repo_id))
+    return files

@@ -1,0 +1,41 @@
+"""Subnet search: objectives, predictors, strategies behind one ask/tell interface, and the Pareto front.
+
+Search code never touches the network: strategies see subnets and objective values only.
+"""
+
+from .objectives import OBJECTIVES, Objective, get_objective, register_objective
+from .pareto import default_reference_point, hypervolume, pareto_front
+from .predictors import Predictor, encode
+from .search import RESULTS_NAME, SearchResults, SubnetSearch, supernet_fingerprint
+from .strategies import (
+    STRATEGIES,
+    Constraint,
+    SearchStrategy,
+    check_constraints,
+    get_strategy,
+    parse_constraints,
+    register_strategy,
+)
+
+__all__ = [
+    "OBJECTIVES",
+    "RESULTS_NAME",
+    "STRATEGIES",
+    "Constraint",
+    "Objective",
+    "Predictor",
+    "SearchResults",
+    "SearchStrategy",
+    "SubnetSearch",
+    "check_constraints",
+    "default_reference_point",
+    "encode",
+    "get_objective",
+    "get_strategy",
+    "hypervolume",
+    "pareto_front",
+    "parse_constraints",
+    "register_objective",
+    "register_strategy",
+    "supernet_fingerprint",
+]

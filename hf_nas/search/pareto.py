@@ -1,0 +1,231 @@
+"""Pareto fronts and exact hypervolumes of multi-objective search results.
+
+Every function takes the objective values as rows (one row per subnet, one column per objective) and one direction
+per column, `"maximize"` or `"minimize"` (the `direction` of each [`~hf_nas.search.objectives.Objective`]).
+
+Point `a` *dominates* point `b` when `a` is at least as good as `b` in every objective and strictly better in at least
+one. Identical points do not dominate each other, so duplicates of a non-dominated point are all on the front.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import numpy as np
+
+__all__ = ["DIRECTIONS", "default_reference_point", "hypervolume", "pareto_front"]
+
+DIRECTIONS = ("maximize", "minimize")
+
+# Rows compared at once in `pareto_front`: bounds the (chunk, n, k) boolean temporaries to a few MB.
+_CHUNK = 256
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# input checks
+def _check_directions(directions: Sequence[str]) -> list[str]:
+    if isinstance(directions, (str, bytes)) or not isinstance(directions, Sequence):
+        raise TypeError(
+            f"`directions` must be a sequence of {list(DIRECTIONS)}, one per objective, got {directions!r}."
+        )
+    if len(directions) == 0:
+        raise ValueError(f"`directions` is empty: give one of {list(DIRECTIONS)} per objective.")
+    for i, direction in enumerate(directions):
+        if direction not in DIRECTIONS:
+            raise ValueError(f"`directions[{i}]`={direction!r} is not a direction; allowed: {list(DIRECTIONS)}.")
+    return list(directions)
+
+
+def _check_vector(field: str, vector: Sequence[float], length: int) -> np.ndarray:
+    if isinstance(vector, (str, bytes)) or not isinstance(vector, (Sequence, np.ndarray)):
+        raise TypeError(f"`{field}` must be a sequence of {length} numbers, got {vector!r}.")
+    if len(vector) != length:
+        raise ValueError(
+            f"`{field}` has {len(vector)} values but there are {length} objectives (`directions`): "
+            f"give exactly {length}."
+        )
+    try:
+        array = np.asarray(vector, dtype=float)
+    except (TypeError, ValueError) as e:
+        raise TypeError(f"`{field}` must hold numbers only, got {list(vector)!r}.") from e
+    if array.shape != (length,):
+        raise ValueError(f"`{field}` must be a flat sequence of {length} numbers, got {list(vector)!r}.")
+    if not np.isfinite(array).all():
+        raise ValueError(f"`{field}` must hold finite numbers only, got {array.tolist()} (no NaN or infinity).")
+    return array
+
+
+def _check_values(values: Sequence[Sequence[float]], directions: Sequence[str]) -> np.ndarray:
+    """Validate `values` against `directions`; return them as an (n, k) array in *minimization* form (the columns
+    to maximize are negated)."""
+    directions = _check_directions(directions)
+    if isinstance(values, (str, bytes)) or not isinstance(values, (Sequence, np.ndarray)):
+        raise TypeError(
+            f"`values` must be a sequence of rows (one per point) of numbers, got {type(values).__name__}."
+        )
+    if len(values) == 0:
+        raise ValueError("`values` is empty: give at least one point.")
+    k = len(directions)
+    rows = [_check_vector(f"values[{i}]", row, k) for i, row in enumerate(values)]
+    return np.stack(rows) * _signs(directions)  # (n, k)
+
+
+def _signs(directions: Sequence[str]) -> np.ndarray:
+    return np.array([1.0 if d == "minimize" else -1.0 for d in directions])
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Pareto front
+def _non_dominated_mask(points: np.ndarray) -> np.ndarray:
+    """Boolean mask of the non-dominated rows of `points` (n, k), all objectives minimized."""
+    n = len(points)
+    mask = np.empty(n, dtype=bool)
+    for start in range(0, n, _CHUNK):
+        block = points[start : start + _CHUNK]  # (c, k)
+        no_worse = (points[None, :, :] <= block[:, None, :]).all(axis=-1)  # (c, n): row j is <= block row i
+        better = (points[None, :, :] < block[:, None, :]).any(axis=-1)  # (c, n): row j is < block row i somewhere
+        mask[start : start + _CHUNK] = ~(no_worse & better).any(axis=1)
+    return mask
+
+
+def pareto_front(values: Sequence[Sequence[float]], directions: Sequence[str]) -> list[int]:
+    """Indices of the non-dominated points, in input order.
+
+    Args:
+        values (`Sequence[Sequence[float]]`):
+            One row per point, one finite number per objective (a list of lists or an `(n, k)` array).
+        directions (`Sequence[str]`):
+            `"maximize"` or `"minimize"` for each objective (column).
+
+    Returns:
+        `list[int]`: the indices of the points that no other point dominates. Identical points do not dominate each
+        other, so every copy of a non-dominated point is listed.
+
+    Example:
+
+    ```python
+    >>> from hf_nas.search.pareto import pareto_front
+    >>> # (accuracy, parameters): the second point is worse than the first in both
+    >>> pareto_front([[0.9, 10], [0.8, 12], [0.7, 5], [0.9, 10]], ["maximize", "minimize"])
+    [0, 2, 3]
+    ```
+    """
+    points = _check_values(values, directions)
+    return np.flatnonzero(_non_dominated_mask(points)).tolist()
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# hypervolume
+def _hypervolume_2d(points: np.ndarray, reference: np.ndarray) -> float:
+    """Area dominated by `points` (n, 2) up to `reference`; every point strictly below it, all minimized."""
+    order = np.lexsort((points[:, 1], points[:, 0]))  # by x, then y
+    x, y = points[order, 0], points[order, 1]  # (n,), (n,)
+    best_y = np.minimum.accumulate(y)  # (n,)
+    keep = np.concatenate(([True], y[1:] < best_y[:-1]))  # a staircase step: better y than every point left of it
+    x, y = x[keep], y[keep]  # x increasing, y decreasing
+    widths = np.diff(np.append(x, reference[0]))  # (m,)
+    return float(np.sum(widths * (reference[1] - y)))
+
+
+def _hypervolume(points: np.ndarray, reference: np.ndarray) -> float:
+    """Exact hypervolume by slicing objectives (HSO): sweep the last objective; each slab between consecutive values
+    is the (k-1)-dimensional hypervolume of the points already passed, times its thickness."""
+    k = points.shape[1]
+    if k == 1:
+        return float(reference[0] - points[:, 0].min())
+    if k == 2:
+        return _hypervolume_2d(points, reference)
+    points = points[np.argsort(points[:, -1], kind="stable")]
+    upper = np.append(points[1:, -1], reference[-1])  # (n,): where each slab ends
+    total = 0.0
+    for i in range(len(points)):
+        thickness = upper[i] - points[i, -1]
+        if thickness > 0:  # ties in the last objective: only the last of them closes a slab
+            below = points[: i + 1, :-1]  # (i + 1, k - 1)
+            if k > 3:  # the slab's points dominated in the projection add nothing: drop them before recursing
+                below = below[_non_dominated_mask(below)]
+            total += thickness * _hypervolume(below, reference[:-1])
+    return total
+
+
+def hypervolume(
+    values: Sequence[Sequence[float]], directions: Sequence[str], reference_point: Sequence[float]
+) -> float:
+    """Exact hypervolume: the measure of the region that the points dominate, bounded by `reference_point`.
+
+    The region is the union of the boxes between each point and the reference point. A point that is not strictly
+    better than the reference point in every objective bounds no box and contributes nothing; if no point is, the
+    hypervolume is 0. Dominated points never change the value. Computed exactly for any number of objectives: a
+    sweep for two, slicing objectives (HSO) for three or more, which is quick for a few hundred points and up to four
+    objectives.
+
+    Args:
+        values (`Sequence[Sequence[float]]`):
+            One row per point, one finite number per objective.
+        directions (`Sequence[str]`):
+            `"maximize"` or `"minimize"` for each objective.
+        reference_point (`Sequence[float]`):
+            One finite number per objective, worse than the points that should count, e.g. from
+            [`default_reference_point`]. Keep it fixed to compare the hypervolumes of different searches.
+
+    Returns:
+        `float`: the hypervolume, in the product of the objectives' units.
+
+    Example:
+
+    ```python
+    >>> from hf_nas.search.pareto import hypervolume
+    >>> # boxes [0.6, 0.9] x [10, 20] and [0.6, 0.7] x [5, 20], overlapping in [0.6, 0.7] x [10, 20]
+    >>> round(hypervolume([[0.9, 10], [0.7, 5]], ["maximize", "minimize"], reference_point=[0.6, 20]), 6)
+    3.5
+    ```
+    """
+    points = _check_values(values, directions)
+    signs = _signs(directions)
+    reference = _check_vector("reference_point", reference_point, len(signs)) * signs
+    points = points[(points < reference).all(axis=1)]
+    if len(points) == 0:
+        return 0.0
+    points = np.unique(points[_non_dominated_mask(points)], axis=0)  # fewer points, same region
+    return _hypervolume(points, reference)
+
+
+def default_reference_point(
+    values: Sequence[Sequence[float]], directions: Sequence[str], margin: float = 0.1
+) -> list[float]:
+    """A reference point for [`hypervolume`]: the worst value of each objective, pushed further out by
+    `margin` times the objective's range.
+
+    For an objective to minimize that is `max + margin * (max - min)`; to maximize, `min - margin * (max - min)`.
+    When all points share one value of an objective (range 0), `margin * max(|value|, 1)` is used as the push instead,
+    so that with `margin > 0` every point is strictly better than the reference point in every objective and each
+    point of the front contributes. With `margin=0` the reference point is the nadir of the points, and the points
+    that reach it in some objective contribute nothing.
+
+    Args:
+        values (`Sequence[Sequence[float]]`): one row per point, one finite number per objective.
+        directions (`Sequence[str]`): `"maximize"` or `"minimize"` for each objective.
+        margin (`float`, *optional*, defaults to 0.1): how far past the worst value, as a fraction of the range.
+
+    Returns:
+        `list[float]`: one value per objective.
+
+    Example:
+
+    ```python
+    >>> from hf_nas.search.pareto import default_reference_point
+    >>> [round(v, 6) for v in default_reference_point([[0.9, 10], [0.7, 5]], ["maximize", "minimize"])]
+    [0.68, 10.5]
+    ```
+    """
+    if isinstance(margin, bool) or not isinstance(margin, (int, float)):
+        raise TypeError(f"`margin` must be a number (a fraction of each objective's range), got {margin!r}.")
+    if not (math.isfinite(margin) and margin >= 0):
+        raise ValueError(f"`margin` must be a finite number >= 0, got {margin}.")
+    points = _check_values(values, directions)  # minimization form: worst is the largest
+    signs = _signs(directions)
+    worst = points.max(axis=0)  # (k,)
+    spread = worst - points.min(axis=0)  # (k,)
+    spread = np.where(spread > 0, spread, np.maximum(np.abs(worst), 1.0))
+    return ((worst + margin * spread) * signs).tolist()

@@ -1,0 +1,225 @@
+"""Extract one subnet of a trained supernet as an ordinary checkpoint with a model card, and push it to the Hub.
+
+The subnet is chosen by exactly one of: a SubnetConfig JSON file (`--subnet_json`), a point of the Pareto front of a
+search (`--pareto_index` with `--results`), or the best feasible subnet of a search under constraints (`--constraint`
+with `--results`, best by `--maximize`). Arguments come from the command line or one JSON file.
+
+    python scripts/extract_subnet.py --supernet out/supernet --subnet_json subnet.json --output_dir out/subnet
+    python scripts/extract_subnet.py --supernet out/supernet --results out/search --pareto_index 3 \
+        --output_dir out/subnet --push_to_hub --hub_model_id me/bert-subnet --dry_run
+    python scripts/extract_subnet.py --supernet out/supernet --results out/search --constraint "macs<=5e8" \
+        --maximize accuracy --output_dir out/subnet
+
+`--results` is the output folder of scripts/search_subnets.py (`SearchResults.from_dir` reads its
+`search_results.json`); the front is the one of `SearchResults.pareto_indices`, as listed in its `pareto.csv`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+from dataclasses import dataclass, field
+
+from huggingface_hub import ModelCard
+from transformers import AutoConfig, AutoTokenizer, HfArgumentParser
+
+import hf_nas
+from hf_nas import SubnetConfig, measure_latency
+from hf_nas.hub import check_repo_id, export_subnet, push_subnet_folder
+from hf_nas.models.supernet import SupernetMixin
+from hf_nas.search import SearchResults, parse_constraints, supernet_fingerprint
+
+logger = logging.getLogger("hf_nas.extract_subnet")
+
+TOKENIZER_FILES = ("tokenizer_config.json", "tokenizer.json", "vocab.txt")
+
+
+@dataclass
+class SelectionArguments:
+    supernet: str = field(metadata={"help": "A supernet folder saved by scripts/train_supernet.py (save_pretrained)."})
+    subnet_json: str | None = field(default=None, metadata={"help": "A SubnetConfig JSON file (SubnetConfig.save)."})
+    results: str | None = field(
+        default=None, metadata={"help": "A search results folder (search_results.json, pareto.csv)."}
+    )
+    pareto_index: int | None = field(
+        default=None, metadata={"help": "Point of the Pareto front to extract (0-based, the rows of pareto.csv)."}
+    )
+    constraint: str | None = field(
+        default=None,
+        metadata={"help": "Comma-separated bounds on objectives, e.g. 'macs<=5e8,latency_ms<=3' (<= or >=)."},
+    )
+    maximize: str = field(
+        default="accuracy", metadata={"help": "With --constraint: the objective the chosen subnet maximizes."}
+    )
+
+    def __post_init__(self):
+        given = [
+            f"--{name}" for name in ("subnet_json", "pareto_index", "constraint") if getattr(self, name) is not None
+        ]
+        if len(given) != 1:
+            raise ValueError(
+                "Choose the subnet with exactly one of --subnet_json PATH, --pareto_index N (with --results) or "
+                f"--constraint 'objective<=value' (with --results); got {given or 'none'}."
+            )
+        if self.subnet_json is not None and self.results is not None:
+            raise ValueError("--results is only used with --pareto_index or --constraint, not with --subnet_json.")
+        if self.subnet_json is None and self.results is None:
+            raise ValueError(f"{given[0]} needs --results, a search results folder.")
+
+
+@dataclass
+class ExportArguments:
+    output_dir: str = field(metadata={"help": "Where the subnet folder is written (replaced if it exists)."})
+    base_model: str | None = field(
+        default=None,
+        metadata={
+            "help": "Hub id of the vanilla checkpoint the supernet was trained from (default: the supernet's card)."
+        },
+    )
+    model_name: str | None = field(default=None, metadata={"help": "Title of the model card."})
+    dataset_name: str | None = field(default=None, metadata={"help": "Hub id of the dataset the metrics come from."})
+    training_recipe: str | None = field(
+        default=None, metadata={"help": "Markdown for the card's training section, or a path to a .md file."}
+    )
+    license: str | None = field(default=None, metadata={"help": "License id for the card (the base model's)."})
+    skip_latency: bool = field(default=False, metadata={"help": "Do not measure latency (the card says so)."})
+    latency_batch_size: int = field(default=1)
+    latency_sequence_length: int = field(
+        default=128, metadata={"help": "Tokens per sequence for latency and for the MACs in the card."}
+    )
+    latency_device: str = field(default="cpu")
+    latency_min_run_time: float = field(default=1.0, metadata={"help": "Seconds of timing."})
+    push_to_hub: bool = field(default=False, metadata={"help": "Upload the folder to --hub_model_id."})
+    hub_model_id: str | None = field(default=None, metadata={"help": "The Hub repo, e.g. username/bert-subnet."})
+    private: bool = field(default=False, metadata={"help": "Create the Hub repo private."})
+    dry_run: bool = field(default=False, metadata={"help": "With --push_to_hub: list the files, upload nothing."})
+
+    def __post_init__(self):
+        if self.push_to_hub and self.hub_model_id is None:
+            raise ValueError("--push_to_hub needs --hub_model_id (e.g. username/bert-subnet).")
+        if (self.private or self.dry_run) and not self.push_to_hub:
+            raise ValueError("--private and --dry_run only apply with --push_to_hub.")
+        if self.hub_model_id is not None:
+            check_repo_id(self.hub_model_id)
+
+
+def select_subnet(args: SelectionArguments) -> tuple[SubnetConfig, str, SearchResults | None, int | None]:
+    """The subnet chosen by `--subnet_json`, `--pareto_index` or `--constraint`, how it was chosen, and (from search
+    results) the results and its record index. Only small files are read: a bad choice fails before any loading."""
+    if args.subnet_json is not None:
+        subnet = SubnetConfig.load(args.subnet_json)
+        return subnet, f"given as JSON (`{os.path.basename(args.subnet_json)}`)", None, None
+    results = SearchResults.from_dir(args.results)
+    if args.pareto_index is not None:
+        index = results.select(pareto_index=args.pareto_index)
+        how = f"point {args.pareto_index + 1} of {len(results.pareto_indices())} on the Pareto front of the search"
+    else:
+        index = results.select(constraints=parse_constraints(args.constraint), maximize=args.maximize)
+        how = (
+            f"the subnet of best {args.maximize} with `{args.constraint}` among the {len(results.records)} measured "
+            "subnets of the search"
+        )
+    return results.subnet(index), how, results, index
+
+
+def load_supernet(path: str):
+    if not os.path.isdir(path):
+        raise ValueError(f"--supernet {path!r} is not a folder; pass a supernet saved with save_pretrained.")
+    config = AutoConfig.from_pretrained(path)
+    architecture = (getattr(config, "architectures", None) or [None])[0]
+    model_class = getattr(hf_nas, architecture or "", None)
+    if not (isinstance(model_class, type) and issubclass(model_class, SupernetMixin)):
+        raise ValueError(
+            f"--supernet {path!r} holds a {config.model_type!r} checkpoint ({architecture}), not an hf-nas supernet; "
+            "train one with scripts/train_supernet.py."
+        )
+    return model_class.from_pretrained(path).eval()
+
+
+def default_base_model(supernet_path: str) -> str | None:
+    """`base_model` from the supernet folder's own model card, if it has one."""
+    readme = os.path.join(supernet_path, "README.md")
+    if not os.path.isfile(readme):
+        return None
+    base_model = ModelCard.load(readme).data.to_dict().get("base_model")
+    return base_model[0] if isinstance(base_model, list) and base_model else base_model
+
+
+def main() -> None:
+    parser = HfArgumentParser((SelectionArguments, ExportArguments))
+    if len(sys.argv) == 2 and sys.argv[1].endswith(".json"):
+        select_args, export_args = parser.parse_json_file(os.path.abspath(sys.argv[1]))
+    else:
+        select_args, export_args = parser.parse_args_into_dataclasses()
+    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
+
+    subnet, how, results, index = select_subnet(select_args)
+    supernet = load_supernet(select_args.supernet)
+    supernet.search_space.validate(subnet)
+    logger.info("subnet (%s): %s", how, json.dumps(subnet.to_dict()))
+    pareto = metrics = None
+    if results is not None:
+        if results.fingerprint and results.fingerprint != supernet_fingerprint(supernet):
+            logger.warning("%s was written for another supernet (fingerprints differ).", select_args.results)
+        pareto = results.pareto_position(index)
+        values = results.records[index]["values"]
+        maximized = [n for n, d in zip(results.names, results.directions, strict=True) if d == "maximize"]
+        metrics = {n: float(values[n]) for n in maximized} or None  # quality metrics; costs are in the card already
+
+    tokenizer = None
+    if any(os.path.isfile(os.path.join(select_args.supernet, name)) for name in TOKENIZER_FILES):
+        tokenizer = AutoTokenizer.from_pretrained(select_args.supernet)
+    else:
+        logger.warning("%s has no tokenizer; the subnet folder will have none.", select_args.supernet)
+
+    latency = None
+    if not export_args.skip_latency:
+        latency = measure_latency(
+            supernet,
+            subnet,
+            batch_size=export_args.latency_batch_size,
+            sequence_length=export_args.latency_sequence_length,
+            device=export_args.latency_device,
+            min_run_time=export_args.latency_min_run_time,
+        )
+        logger.info("latency: %.3f ms (%s)", latency.median_ms, latency)
+
+    recipe = export_args.training_recipe
+    if recipe is not None and recipe.endswith(".md") and os.path.isfile(recipe):
+        with open(recipe) as f:
+            recipe = f.read()
+    if recipe is None:
+        recipe = (
+            f"The supernet was fine-tuned with hf-nas (`scripts/train_supernet.py`). This subnet was chosen as {how}, "
+            "and its weights copied unchanged from the supernet; nothing was trained after extraction."
+        )
+    base_model = export_args.base_model or default_base_model(select_args.supernet)
+    if base_model is None:
+        logger.warning("No --base_model given and none recorded in the supernet folder; the card will not name one.")
+    folder = export_subnet(
+        supernet,
+        subnet,
+        export_args.output_dir,
+        processor=tokenizer,
+        base_model=base_model,
+        metrics=metrics,
+        latency=latency,
+        pareto=pareto,
+        training_recipe=recipe,
+        model_name=export_args.model_name,
+        dataset=export_args.dataset_name,
+        repo_id=export_args.hub_model_id,
+        macs_sequence_length=export_args.latency_sequence_length,
+        license=export_args.license,
+    )
+    print(f"Saved the subnet ({how}) to {folder}")
+    if export_args.push_to_hub:
+        push_subnet_folder(folder, export_args.hub_model_id, private=export_args.private, dry_run=export_args.dry_run)
+        if not export_args.dry_run:
+            print(f"Pushed to https://huggingface.co/{export_args.hub_model_id}")
+
+
+if __name__ == "__main__":
+    main()

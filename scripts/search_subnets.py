@@ -1,0 +1,126 @@
+"""Search a trained supernet for the subnets with the best accuracy for their size and latency.
+
+Writes `search_results.json` (every measured subnet), `pareto.csv`, `pareto.png` and the hypervolume to --output_dir;
+rerun with the same --output_dir to resume an interrupted search.
+
+    python scripts/search_subnets.py --supernet out/supernet --validation_file data/sst2_sample_dev.tsv \
+        --output_dir out/search --objectives accuracy,macs,latency --num_evaluations 100
+    python scripts/search_subnets.py ... --constraint "latency<=10" --constraint "macs<=1e9"
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from dataclasses import dataclass, field
+
+import datasets
+from transformers import AutoTokenizer, HfArgumentParser, set_seed
+
+from hf_nas import ElasticBertForSequenceClassification
+from hf_nas.data import TextDataArguments, load_text_datasets, tokenize_classification
+from hf_nas.search import SubnetSearch, get_objective, parse_constraints
+from hf_nas.search.objectives import TaskMetricObjective
+
+logger = logging.getLogger("hf_nas.search_subnets")
+
+
+@dataclass
+class SearchArguments:
+    supernet: str = field(metadata={"help": "A supernet saved by scripts/train_supernet.py."})
+    output_dir: str = field(metadata={"help": "Results folder (resumed when it holds search_results.json)."})
+    objectives: str = field(default="accuracy,macs,latency", metadata={"help": "Comma-separated objective names."})
+    strategy: str = field(default="nsga2", metadata={"help": "nsga2 or random."})
+    use_predictors: bool = field(default=True, metadata={"help": "Screen candidates with predictors (LINAS)."})
+    num_evaluations: int = field(default=100)
+    candidates_per_round: int = field(default=1000)
+    evaluations_per_round: int = field(default=10)
+    initial_evaluations: int = field(default=20)
+    constraint: list[str] = field(
+        default_factory=list, metadata={"help": 'e.g. "latency<=10" or "macs<=1e9,accuracy>=0.8" (repeatable).'}
+    )
+    sequence_length: int = field(default=128, metadata={"help": "Sequence length of MACs and latency."})
+    latency_batch_size: int = field(default=1)
+    latency_device: str = field(default="cpu")
+    latency_min_run_time: float = field(default=0.5)
+    eval_batch_size: int = field(default=64)
+    seed: int = field(default=0)
+
+
+def main() -> None:
+    parser = HfArgumentParser((SearchArguments, TextDataArguments))
+    if len(sys.argv) == 2 and sys.argv[1].endswith(".json"):
+        args, data_args = parser.parse_json_file(os.path.abspath(sys.argv[1]))
+    else:
+        args, data_args = parser.parse_args_into_dataclasses()
+    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
+    datasets.utils.logging.set_verbosity_warning()
+    set_seed(args.seed)
+
+    model = ElasticBertForSequenceClassification.from_pretrained(args.supernet).eval()
+    tokenizer = AutoTokenizer.from_pretrained(args.supernet)
+    raw = load_text_datasets(data_args)
+    split = "validation" if "validation" in raw else "train"
+    dev = raw[split]
+    if data_args.max_eval_samples is not None:
+        dev = dev.select(range(min(data_args.max_eval_samples, len(dev))))
+    label2id = dict(model.config.label2id)
+    label2id.update({int(k) if str(k).isdigit() else k: v for k, v in model.config.label2id.items()})
+    dev = tokenize_classification(dev, tokenizer, data_args, label2id)
+    objectives = []
+    for name in [n.strip() for n in args.objectives.split(",") if n.strip()]:
+        if name in ("accuracy", "f1"):
+            objectives.append(
+                TaskMetricObjective(dev, metric=name, batch_size=args.eval_batch_size, tokenizer=tokenizer)
+            )
+        elif name == "macs":
+            objectives.append(get_objective("macs", sequence_length=args.sequence_length))
+        elif name == "latency":
+            objectives.append(
+                get_objective(
+                    "latency",
+                    batch_size=args.latency_batch_size,
+                    sequence_length=args.sequence_length,
+                    device=args.latency_device,
+                    min_run_time=args.latency_min_run_time,
+                )
+            )
+        else:
+            objectives.append(get_objective(name))
+    search = SubnetSearch(
+        model,
+        objectives,
+        args.strategy,
+        num_evaluations=args.num_evaluations,
+        constraints=[c for text in args.constraint for c in parse_constraints(text)],
+        use_predictors=args.use_predictors,
+        candidates_per_round=args.candidates_per_round,
+        evaluations_per_round=args.evaluations_per_round,
+        initial_evaluations=args.initial_evaluations,
+        output_dir=args.output_dir,
+        seed=args.seed,
+    )
+    results = search.run()
+    hv, reference = results.hypervolume()
+    names = results.names
+    print(
+        f"\nPareto front ({len(results.pareto_indices())} of {len(results.records)} measured subnets; "
+        f"hypervolume {hv:.4g} w.r.t. {reference}):"
+    )
+    print("  ".join(["#".rjust(4), *[n.rjust(12) for n in names], "  subnet"]))
+    for i in results.pareto_indices():
+        record = results.records[i]
+        subnet = record["subnet"]
+        arch = (
+            f"L={subnet['num_hidden_layers']} H={subnet['num_attention_heads']} "
+            f"F={subnet['intermediate_size']} D={subnet['hidden_size']}"
+        )
+        print("  ".join([str(i).rjust(4), *[f"{record['values'][n]:12.4g}" for n in names], "  " + arch]))
+    for name, score in results.predictor_scores.items():
+        print(f"predictor {name}: MAE {score['mae']:.4g}, Kendall tau {score['kendall_tau']:.3f} (held-out)")
+    print(f"\nResults in {os.path.abspath(args.output_dir)}: search_results.json, pareto.csv, pareto.png")
+
+
+if __name__ == "__main__":
+    main()
