@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 TORCH_PIN := torch==2.13.0
 LINT_PATHS := hf_nas scripts tests
 
-.PHONY: venv demo test lint bench bench-supernet
+.PHONY: venv demo test lint bench bench-supernet bench-search
 
 venv: $(VENV)/.stamp
 
@@ -37,3 +37,6 @@ bench: $(VENV)/.stamp-bench
 
 bench-supernet: $(VENV)/.stamp-bench
 	$(BIN)/python scripts/bench_supernet.py
+
+bench-search: $(VENV)/.stamp-bench
+	$(BIN)/python scripts/bench_search.py

@@ -73,6 +73,7 @@ class BenchArguments:
     timing_rounds: int = 5
     output_dir: str = os.path.join(ROOT, "docs", "benchmarks")
     work_dir: str = field(default="/tmp/hf_nas_bench_supernet", metadata={"help": "Scratch space of the runs."})
+    save_supernet: str | None = field(default=None, metadata={"help": "Also save the trained supernet here."})
     measure: str | None = field(default=None, metadata={"help": "Internal: run one measurement subprocess."})
 
 
@@ -309,6 +310,9 @@ def main() -> None:
     )
     trainer.train()
     supernet_time = time.perf_counter() - start
+    if args.save_supernet is not None:
+        trainer.save_model(args.save_supernet)
+        tokenizer.save_pretrained(args.save_supernet)
     supernet.eval()
 
     def supernet_accuracy(subnet: SubnetConfig) -> float:
