@@ -14,6 +14,7 @@ import hashlib
 import json
 import logging
 import os
+import random
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -517,8 +518,6 @@ class SubnetSearch:
         expensive = [o for o in self.objectives if not o.cheap]
         rng = np.random.default_rng(self.seed)
         # 1. a seeded random start, measured for real
-        import random
-
         generator = random.Random(self.seed)
         while len(self.results.records) < self.initial_evaluations:
             subnet = self.space.sample(generator=generator)
