@@ -47,7 +47,8 @@ class DemoArguments:
     output_dir: str = field(default="demo_output")
     max_length: int = 64
     batch_size: int = 16
-    max_steps: int = field(default=40, metadata={"help": "Supernet fine-tuning steps."})
+    max_steps: int = field(default=60, metadata={"help": "Supernet fine-tuning steps."})
+    fixed_hidden_size: bool = field(default=True, metadata={"help": "Keep the hidden size out of the search space."})
     importance_batches: int = 4
     num_evaluations: int = field(default=30, metadata={"help": "Subnets measured by the search."})
     mac_budget: float = field(default=0.5, metadata={"help": "Extract the best subnet under this fraction of MACs."})
@@ -95,6 +96,8 @@ def main() -> None:
     model = ElasticBertForSequenceClassification.from_pretrained(path, num_labels=2)
     loader = DataLoader(train, batch_size=args.batch_size, collate_fn=collator)
     reorder_by_importance(model, loader, num_batches=args.importance_batches)
+    if args.fixed_hidden_size:  # elastic depth, heads and FFN; the residual width stays whole
+        model.search_space = model.search_space.narrow(hidden_size=[model.config.hidden_size])
     logger.info("supernet %s, search space %s", checkpoint_name(path), model.search_space)
 
     # 2. supernet fine-tuning

@@ -306,9 +306,8 @@ class SearchResults:
         for ax, name in zip(axes[0], others, strict=True):
             j = self.names.index(name)
             ax.scatter(values[:, j], values[:, 0], s=12, c="0.6", label="measured subnets")
-            if front:
-                order = sorted(front, key=lambda i: values[i, j])
-                ax.plot(values[order, j], values[order, 0], "o-", c="C3", ms=5, label="Pareto front")
+            if front:  # the front over all objectives, projected: its points need not be monotone in this plane
+                ax.scatter(values[front, j], values[front, 0], s=28, c="C3", label="Pareto front (all objectives)")
             ax.set_xlabel(name)
             ax.set_ylabel(first)
             ax.grid(alpha=0.3)
