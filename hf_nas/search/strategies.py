@@ -26,7 +26,6 @@ subnet.
 from __future__ import annotations
 
 import contextlib
-import inspect
 import math
 import numbers
 import random
@@ -38,6 +37,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
+from ..registry import Registry
 from ..search_space import SearchSpace, SubnetConfig
 
 __all__ = [
@@ -472,7 +472,7 @@ class SearchStrategy(ABC):
         )
 
 
-STRATEGIES: dict[str, type[SearchStrategy]] = {}
+STRATEGIES: Registry = Registry("strategy", SearchStrategy, ("search_space", "directions", "seed"))
 
 
 def register_strategy(cls: type[SearchStrategy]) -> type[SearchStrategy]:
@@ -490,23 +490,7 @@ def register_strategy(cls: type[SearchStrategy]) -> type[SearchStrategy]:
     ...         raise NotImplementedError
     ```
     """
-    if not (isinstance(cls, type) and issubclass(cls, SearchStrategy)):
-        raise TypeError(f"`register_strategy` decorates SearchStrategy subclasses, got {cls!r}.")
-    name = getattr(cls, "name", None)
-    if not isinstance(name, str) or not name:
-        raise TypeError(f"{cls.__name__} must set the class attribute `name` to a non-empty str, got {name!r}.")
-    if name in STRATEGIES and STRATEGIES[name] is not cls:
-        raise ValueError(f"A strategy named {name!r} is already registered ({STRATEGIES[name].__name__}).")
-    STRATEGIES[name] = cls
-    return cls
-
-
-def _options(cls: type[SearchStrategy]) -> tuple[list[str], bool]:
-    """The keyword options of a strategy class (beyond the base arguments) and whether it takes `**kwargs`."""
-    parameters = list(inspect.signature(cls.__init__).parameters.values())[1:]  # drop `self`
-    named = [p.name for p in parameters if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
-    var_keyword = any(p.kind is p.VAR_KEYWORD for p in parameters)
-    return [n for n in named if n not in ("search_space", "directions", "seed")], var_keyword
+    return STRATEGIES.register(cls)
 
 
 def get_strategy(
@@ -522,15 +506,7 @@ def get_strategy(
         ValueError: for an unknown name (the message lists the registered ones) or an option value out of range.
         TypeError: for an option the strategy does not take, or of the wrong type.
     """
-    if not isinstance(name, str):
-        raise TypeError(f"`name` must be a str, got {name!r} of type {type(name).__name__}.")
-    if name not in STRATEGIES:
-        raise ValueError(f"Unknown strategy {name!r}; allowed: {sorted(STRATEGIES)}.")
-    cls = STRATEGIES[name]
-    allowed, var_keyword = _options(cls)
-    unknown = sorted(set(kwargs) - set(allowed))
-    if unknown and not var_keyword:
-        raise TypeError(f"Strategy {name!r} got unknown option(s) {unknown}; allowed options: {allowed}.")
+    cls = STRATEGIES.lookup(name, kwargs)
     return cls(search_space, directions, seed=seed, **kwargs)
 
 

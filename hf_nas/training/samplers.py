@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import bisect
 import functools
-import inspect
 import logging
 import math
 import numbers
@@ -29,6 +28,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from typing import Any, ClassVar
 
+from ..registry import Registry
 from ..search_space import SearchSpace, SubnetConfig
 
 __all__ = [
@@ -163,7 +163,7 @@ class SubnetSampler(ABC):
         return f"{type(self).__name__}(name={self.name!r}, seed={self.seed})"
 
 
-SAMPLERS: dict[str, type[SubnetSampler]] = {}
+SAMPLERS: Registry = Registry("sampler", SubnetSampler, ("search_space", "seed"))
 
 
 def register_sampler(cls: type[SubnetSampler]) -> type[SubnetSampler]:
@@ -177,23 +177,7 @@ def register_sampler(cls: type[SubnetSampler]) -> type[SubnetSampler]:
     ...         return [self.search_space.sample(generator=self.generator(step, micro_step))]
     ```
     """
-    if not (isinstance(cls, type) and issubclass(cls, SubnetSampler)):
-        raise TypeError(f"`register_sampler` decorates SubnetSampler subclasses, got {cls!r}.")
-    name = getattr(cls, "name", None)
-    if not isinstance(name, str) or not name:
-        raise TypeError(f"{cls.__name__} must set the class attribute `name` to a non-empty str, got {name!r}.")
-    if name in SAMPLERS and SAMPLERS[name] is not cls:
-        raise ValueError(f"A sampler named {name!r} is already registered ({SAMPLERS[name].__name__}).")
-    SAMPLERS[name] = cls
-    return cls
-
-
-def _options(cls: type[SubnetSampler]) -> tuple[list[str], bool]:
-    """The keyword options of a sampler class (beyond `search_space` and `seed`) and whether it takes `**kwargs`."""
-    parameters = list(inspect.signature(cls.__init__).parameters.values())[1:]  # drop `self`
-    named = [p.name for p in parameters if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
-    var_keyword = any(p.kind is p.VAR_KEYWORD for p in parameters)
-    return [n for n in named if n not in ("search_space", "seed")], var_keyword
+    return SAMPLERS.register(cls)
 
 
 def get_sampler(name: str, search_space: SearchSpace, seed: int = 0, **kwargs: Any) -> SubnetSampler:
@@ -207,15 +191,7 @@ def get_sampler(name: str, search_space: SearchSpace, seed: int = 0, **kwargs: A
         ValueError: for an unknown name (the message lists the registered ones) or an option value out of range.
         TypeError: for an option the sampler does not take, or of the wrong type.
     """
-    if not isinstance(name, str):
-        raise TypeError(f"`name` must be a str, got {name!r} of type {type(name).__name__}.")
-    if name not in SAMPLERS:
-        raise ValueError(f"Unknown sampler {name!r}; allowed: {sorted(SAMPLERS)}.")
-    cls = SAMPLERS[name]
-    allowed, var_keyword = _options(cls)
-    unknown = sorted(set(kwargs) - set(allowed))
-    if unknown and not var_keyword:
-        raise TypeError(f"Sampler {name!r} got unknown option(s) {unknown}; allowed options: {allowed}.")
+    cls = SAMPLERS.lookup(name, kwargs)
     return cls(search_space, seed=seed, **kwargs)
 
 
