@@ -66,9 +66,9 @@ def compute_importance(
     hooks = []
     for layer, head_mask, neuron_mask in zip(layers, head_masks, neuron_masks, strict=True):
         hooks.append(
-            layer.head_output_module().register_forward_hook(_mask_hook(head_mask, layer.attention_head_size))
+            layer.head_projection().register_forward_pre_hook(_mask_hook(head_mask, layer.attention_head_size))
         )
-        hooks.append(layer.neuron_output_module().register_forward_hook(_mask_hook(neuron_mask, 1)))
+        hooks.append(layer.neuron_projection().register_forward_pre_hook(_mask_hook(neuron_mask, 1)))
 
     was_training, previous = model.training, model.active_subnet
     model.eval()  # no dropout: the scores measure the function the supernet computes
@@ -99,11 +99,11 @@ def compute_importance(
 
 
 def _mask_hook(mask: torch.Tensor, unit_size: int) -> Callable:
-    def hook(module, args, output):
+    """A forward pre-hook scaling the input of a projection (heads or neurons, at full size) by `mask`."""
+
+    def hook(module, args):
         scale = mask.repeat_interleave(unit_size) if unit_size > 1 else mask  # (units * unit_size,)
-        if isinstance(output, tuple):
-            return (output[0] * scale, *output[1:])
-        return output * scale
+        return (args[0] * scale, *args[1:])
 
     return hook
 

@@ -332,14 +332,18 @@ def _token_mask(logits: torch.Tensor, attention_mask: torch.Tensor | None) -> to
     return None
 
 
-def _last_attention(model: nn.Module) -> nn.Module:
-    """The self-attention module (with `query`, `key`, `value`) of the last layer that runs."""
+def _last_qkv(model: nn.Module) -> tuple[nn.Module, nn.Module, nn.Module]:
+    """The query, key and value projections of the last layer that runs."""
     if isinstance(model, SupernetMixin):
         layers = model.elastic_layers()
-        return layers[model.active_subnet.num_hidden_layers - 1].head_output_module()
-    layer = model.base_model.encoder.layer[-1]
-    attention = layer.attention
-    return attention.self if hasattr(attention, "self") else attention.attention
+        return layers[model.active_subnet.num_hidden_layers - 1].qkv_projections()
+    base = model.base_model
+    layers = base.encoder.layer if hasattr(base, "encoder") else base.layers  # BERT / ViT and BEiT
+    attention = layers[-1].attention
+    if hasattr(attention, "q_proj"):
+        return attention.q_proj, attention.k_proj, attention.v_proj
+    attention = attention.self if hasattr(attention, "self") else attention.attention
+    return attention.query, attention.key, attention.value
 
 
 @contextlib.contextmanager
@@ -349,10 +353,8 @@ def _capture_qkv(model: nn.Module, enabled: bool) -> Iterator[list[torch.Tensor]
     if not enabled:
         yield captured
         return
-    attention = _last_attention(model)
     hooks = [
-        proj.register_forward_hook(lambda module, args, output: captured.append(output))
-        for proj in (attention.query, attention.key, attention.value)
+        proj.register_forward_hook(lambda module, args, output: captured.append(output)) for proj in _last_qkv(model)
     ]
     try:
         yield captured

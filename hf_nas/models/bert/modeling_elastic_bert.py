@@ -165,11 +165,18 @@ class ElasticBertLayer(GradientCheckpointingLayer):
     def max_intermediate_size(self) -> int:
         return self.intermediate.dense.max_out_features
 
-    def head_output_module(self) -> nn.Module:
-        return self.attention.self  # output[0]: (B, T, heads * head_size)
+    def head_projection(self) -> ElasticLinear:
+        """The linear layer whose input is the concatenated head outputs (B, T, heads * head_size)."""
+        return self.attention.output.dense
 
-    def neuron_output_module(self) -> nn.Module:
-        return self.intermediate  # output: (B, T, intermediate_size)
+    def neuron_projection(self) -> ElasticLinear:
+        """The linear layer whose input is the activated FFN neurons (B, T, intermediate_size)."""
+        return self.output.dense
+
+    def qkv_projections(self) -> tuple[ElasticLinear, ElasticLinear, ElasticLinear]:
+        """The query, key and value projections, each (B, T, hidden) -> (B, T, heads * head_size)."""
+        attention = self.attention.self
+        return attention.query, attention.key, attention.value
 
     def permute_heads(self, order: torch.Tensor) -> None:
         self.attention.self.permute_heads(order)
