@@ -1,4 +1,6 @@
-"""Text-classification data for the scripts: a Hub dataset or local csv/tsv/json files, tokenized for a model."""
+"""Data for the scripts: text classification (a Hub dataset or local csv/tsv/json files, tokenized for a model) and
+image classification (a Hub dataset, imagefolder folders or a .tar.gz of one, turned into `pixel_values` by the
+checkpoint's image processor)."""
 
 from __future__ import annotations
 
@@ -11,7 +13,23 @@ from typing import Any
 import datasets
 from datasets import load_dataset
 
-__all__ = ["TextDataArguments", "load_text_datasets", "pick_text_column", "tokenize_classification"]
+__all__ = [
+    "ImageClassificationCollator",
+    "ImageClassificationTransform",
+    "ImageDataArguments",
+    "TextDataArguments",
+    "extract_archive",
+    "image_label_names",
+    "load_image_datasets",
+    "load_image_processor",
+    "load_text_datasets",
+    "needs_interpolate_pos_encoding",
+    "pick_image_column",
+    "pick_text_column",
+    "prepare_image_datasets",
+    "processor_image_size",
+    "tokenize_classification",
+]
 
 _EXTENSIONS = (".csv", ".tsv", ".json", ".jsonl")
 
@@ -86,3 +104,448 @@ def tokenize_classification(
         return encoded
 
     return dataset.map(preprocess, batched=True, remove_columns=dataset.column_names, desc="tokenize")
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# image classification
+_ARCHIVE_EXTENSIONS = (".tar.gz", ".tgz", ".tar")
+_VALIDATION_SPLITS = ("validation", "val", "valid", "test")  # the first one present is the validation split
+
+
+@dataclass
+class ImageDataArguments:
+    """Where the image-classification data comes from and how images become `pixel_values`.
+
+    The data is a dataset on the Hub (`dataset_name`), or local folders in the `imagefolder` layout: `data_dir` holds
+    split folders (`train/` and `validation/`, `val/` or `test/`), each with one folder of images per class, while
+    `train_dir` / `validation_dir` are class folders of one split. Each of them may also be a `.tar.gz` archive of such
+    a folder, extracted once to `cache_dir`.
+
+    Example:
+
+    ```python
+    >>> from hf_nas.data import ImageDataArguments
+    >>> args = ImageDataArguments(data_dir="data/cifar10_sample", image_size=56)
+    >>> args.image_size
+    56
+    ```
+    """
+
+    dataset_name: str | None = field(default=None, metadata={"help": "An image dataset on the Hub (e.g. cifar10)."})
+    dataset_config_name: str | None = field(default=None, metadata={"help": "Its configuration."})
+    data_dir: str | None = field(
+        default=None,
+        metadata={
+            "help": "An imagefolder with split folders (train/ and validation/, val/ or test/), or a .tar.gz of one."
+        },
+    )
+    train_dir: str | None = field(
+        default=None, metadata={"help": "Training images: a folder of class folders (imagefolder), or a .tar.gz."}
+    )
+    validation_dir: str | None = field(
+        default=None, metadata={"help": "Validation images: a folder of class folders (imagefolder), or a .tar.gz."}
+    )
+    cache_dir: str | None = field(
+        default=None, metadata={"help": "Where archives are extracted (default: ~/.cache/hf_nas/archives)."}
+    )
+    image_column: str | None = field(default=None, metadata={"help": "Default: image, img or the first image column."})
+    label_column: str = field(default="label")
+    image_size: int | None = field(
+        default=None, metadata={"help": "Resize images to this many pixels square (default: the image processor's)."}
+    )
+    interpolate_pos_encoding: bool | None = field(
+        default=None,
+        metadata={
+            "help": "Interpolate the position embeddings to the image size (default: when --image_size differs from "
+            "the checkpoint's image_size)."
+        },
+    )
+    random_flip: bool = field(default=False, metadata={"help": "Flip training images horizontally at random."})
+    max_train_samples: int | None = field(default=None, metadata={"help": "Seeded subset of the training set."})
+    max_eval_samples: int | None = field(default=None, metadata={"help": "Seeded subset of the validation set."})
+    metrics: str = field(default="accuracy", metadata={"help": "Comma-separated evaluate metrics."})
+
+    def __post_init__(self):
+        local = [f"--{n}" for n in ("data_dir", "train_dir", "validation_dir") if getattr(self, n) is not None]
+        if self.dataset_name is None and not local:
+            raise ValueError(
+                "Give --dataset_name (a Hub image dataset), --data_dir (an imagefolder with split folders), or "
+                "--train_dir / --validation_dir (folders of class folders); each folder may be a .tar.gz archive."
+            )
+        if self.dataset_name is not None and local:
+            raise ValueError(f"Give either --dataset_name or local folders, not both; got --dataset_name and {local}.")
+        if self.data_dir is not None and (self.train_dir is not None or self.validation_dir is not None):
+            raise ValueError(
+                "Give either --data_dir (with split folders) or --train_dir / --validation_dir, not both."
+            )
+        if self.image_size is not None and (isinstance(self.image_size, bool) or self.image_size < 1):
+            raise ValueError(f"--image_size must be a positive number of pixels, got {self.image_size}.")
+        for name in ("max_train_samples", "max_eval_samples"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise ValueError(f"--{name} must be a positive number of examples, got {value}.")
+
+
+def _is_archive(path: str) -> bool:
+    return path.endswith(_ARCHIVE_EXTENSIONS)
+
+
+def extract_archive(path: str | os.PathLike, cache_dir: str | os.PathLike | None = None) -> str:
+    """Extract a `.tar.gz` / `.tgz` / `.tar` archive once and return the folder holding its contents.
+
+    The folder is named after the archive's name, size and modification time under `cache_dir` (default:
+    `~/.cache/hf_nas/archives`), so a second call reuses it; extraction goes through a temporary folder renamed into
+    place when complete, and only regular files and folders inside the archive are written (`tarfile`'s `data`
+    filter).
+
+    Example:
+
+    ```python
+    >>> from hf_nas.data import extract_archive
+    >>> folder = extract_archive("../shared/data/cifar10/cifar10-jpg.tar.gz")  # doctest: +SKIP
+    >>> sorted(os.listdir(folder))  # doctest: +SKIP
+    ['test', 'train']
+    ```
+    """
+    import hashlib
+    import tarfile
+
+    from .utils import atomic_directory
+
+    path = os.path.abspath(os.fspath(path))
+    if not os.path.isfile(path):
+        raise ValueError(f"{path}: no such archive.")
+    if not _is_archive(path):
+        raise ValueError(f"{path}: unsupported archive type; allowed: {', '.join(_ARCHIVE_EXTENSIONS)}.")
+    stat = os.stat(path)
+    key = hashlib.sha256(f"{path}|{stat.st_size}|{stat.st_mtime_ns}".encode()).hexdigest()[:16]
+    name = os.path.basename(path)
+    for extension in _ARCHIVE_EXTENSIONS:
+        name = name.removesuffix(extension)
+    cache_dir = cache_dir or os.path.join(os.path.expanduser("~"), ".cache", "hf_nas", "archives")
+    folder = os.path.join(os.fspath(cache_dir), f"{name}-{key}")
+    if not os.path.isdir(folder):
+        with atomic_directory(folder) as tmp, tarfile.open(path) as archive:
+            archive.extractall(tmp, filter="data")
+    return folder
+
+
+def _local_folder(path: str, cache_dir: str | None, option: str) -> str:
+    if os.path.isfile(path) and _is_archive(path):
+        return extract_archive(path, cache_dir)
+    if not os.path.isdir(path):
+        raise ValueError(f"--{option} {path!r} is neither a folder nor a {'/'.join(_ARCHIVE_EXTENSIONS)} archive.")
+    return path
+
+
+def _check_class_folders(path: str, option: str) -> None:
+    """An imagefolder split: at least one class folder, no stray files that would be read as images."""
+    classes = [e for e in sorted(os.listdir(path)) if os.path.isdir(os.path.join(path, e))]
+    if not classes:
+        raise ValueError(
+            f"--{option} {path!r} has no class folders; the imagefolder layout is {option}/<class>/<image>, e.g. "
+            f"{option}/cat/0001.jpg."
+        )
+
+
+def _validation_split(splits: list[str]) -> str | None:
+    return next((s for s in _VALIDATION_SPLITS if s in splits), None)
+
+
+def load_image_datasets(data: ImageDataArguments, seed: int = 0) -> datasets.DatasetDict:
+    """The raw image splits `train` and/or `validation` (undecoded transforms come later: [`image_transform`]).
+
+    Hub datasets and `data_dir` folders keep their `train` split, and the first of `validation`, `val`, `valid` or
+    `test` as `validation`. `max_train_samples` / `max_eval_samples` select a subset shuffled with `seed`. The image
+    column must hold images (a `datasets.Image` feature) and the label column must exist; otherwise a `ValueError`
+    names the columns found.
+
+    Example:
+
+    ```python
+    >>> from hf_nas.data import ImageDataArguments, load_image_datasets
+    >>> raw = load_image_datasets(ImageDataArguments(data_dir="data/cifar10_sample"))  # doctest: +SKIP
+    >>> raw["train"].features["label"].names[:2]  # doctest: +SKIP
+    ['airplane', 'automobile']
+    ```
+    """
+    if data.dataset_name is not None:
+        loaded = load_dataset(data.dataset_name, data.dataset_config_name)
+        raw = _train_and_validation(loaded, data.dataset_name)
+    elif data.data_dir is not None:
+        folder = _local_folder(data.data_dir, data.cache_dir, "data_dir")
+        splits = [e for e in sorted(os.listdir(folder)) if os.path.isdir(os.path.join(folder, e))]
+        if "train" not in splits and _validation_split(splits) is None:
+            raise ValueError(
+                f"--data_dir {data.data_dir!r} has the folders {splits}; expected split folders: train and one of "
+                f"{list(_VALIDATION_SPLITS)}, each holding one folder per class. For a single folder of class folders "
+                "use --train_dir or --validation_dir."
+            )
+        files = {}
+        if "train" in splits:
+            _check_class_folders(os.path.join(folder, "train"), "data_dir/train")
+            files["train"] = os.path.join(folder, "train", "**")
+        validation = _validation_split(splits)
+        if validation is not None:
+            _check_class_folders(os.path.join(folder, validation), f"data_dir/{validation}")
+            files["validation"] = os.path.join(folder, validation, "**")
+        raw = load_dataset("imagefolder", data_files=files)
+    else:
+        files = {}
+        for split, option in (("train", "train_dir"), ("validation", "validation_dir")):
+            path = getattr(data, option)
+            if path is None:
+                continue
+            folder = _local_folder(path, data.cache_dir, option)
+            _check_class_folders(folder, option)
+            files[split] = os.path.join(folder, "**")
+        raw = load_dataset("imagefolder", data_files=files)
+    if not raw:
+        raise ValueError("No train or validation split found in the image data.")
+    for split, ds in raw.items():
+        _check_image_columns(ds, data, split)
+    limits = {"train": data.max_train_samples, "validation": data.max_eval_samples}
+    for split, limit in limits.items():
+        if split in raw and limit is not None and limit < len(raw[split]):
+            raw[split] = raw[split].shuffle(seed=seed).select(range(limit))
+    return raw
+
+
+def _train_and_validation(loaded: datasets.DatasetDict, name: str) -> datasets.DatasetDict:
+    splits = list(loaded)
+    out = {}
+    if "train" in loaded:
+        out["train"] = loaded["train"]
+    validation = _validation_split(splits)
+    if validation is not None:
+        out["validation"] = loaded[validation]
+    if not out:
+        raise ValueError(f"{name} has the splits {splits}; expected train and/or one of {list(_VALIDATION_SPLITS)}.")
+    return datasets.DatasetDict(out)
+
+
+def pick_image_column(dataset: datasets.Dataset) -> str:
+    """`image` or `img` if present, else the first column holding images."""
+    for name in ("image", "img"):
+        if name in dataset.column_names:
+            return name
+    images = [c for c in dataset.column_names if isinstance(dataset.features[c], datasets.Image)]
+    if not images:
+        raise ValueError(f"No image column found among {dataset.column_names}; pass --image_column.")
+    return images[0]
+
+
+def _check_image_columns(dataset: datasets.Dataset, data: ImageDataArguments, split: str) -> None:
+    image_column = data.image_column or pick_image_column(dataset)
+    missing = [c for c in (image_column, data.label_column) if c not in dataset.column_names]
+    if missing:
+        raise ValueError(f"Columns {missing} not in the {split} data; columns: {dataset.column_names}.")
+    feature = dataset.features[image_column]
+    if not isinstance(feature, datasets.Image):
+        raise ValueError(
+            f"Column {image_column!r} of the {split} data holds {feature!r}, not images (a datasets.Image feature); "
+            f"pass the image column with --image_column (columns: {dataset.column_names})."
+        )
+
+
+def image_label_names(dataset: datasets.Dataset, label_column: str = "label") -> list[str]:
+    """The class names: those of a `ClassLabel` column (in id order), else the sorted distinct values as strings."""
+    if label_column not in dataset.column_names:
+        raise ValueError(f"Label column {label_column!r} not in the data; columns: {dataset.column_names}.")
+    feature = dataset.features[label_column]
+    if isinstance(feature, datasets.ClassLabel):
+        return list(feature.names)
+    return [str(v) for v in sorted(set(dataset[label_column]))]
+
+
+def load_image_processor(pretrained_model_name_or_path: str | os.PathLike, image_size: int | None = None) -> Any:
+    """The checkpoint's image processor (`AutoImageProcessor`), resizing to `image_size` square when given.
+
+    The new size is part of the processor, so `save_pretrained` records it beside a supernet or an extracted subnet.
+
+    Example:
+
+    ```python
+    >>> from hf_nas.data import load_image_processor
+    >>> processor = load_image_processor("path/to/vit-checkpoint", image_size=56)  # doctest: +SKIP
+    >>> processor.size["height"]  # doctest: +SKIP
+    56
+    ```
+    """
+    from transformers import AutoImageProcessor
+
+    processor = AutoImageProcessor.from_pretrained(pretrained_model_name_or_path)
+    if image_size is None:
+        return processor
+    overrides: dict[str, Any] = {"do_resize": True}
+    size = dict(processor.size) if getattr(processor, "size", None) is not None else {}
+    if size.get("shortest_edge") is not None:
+        overrides["size"] = {"shortest_edge": image_size}
+    else:
+        overrides["size"] = {"height": image_size, "width": image_size}
+    if getattr(processor, "do_center_crop", False) and getattr(processor, "crop_size", None) is not None:
+        overrides["crop_size"] = {"height": image_size, "width": image_size}
+    return AutoImageProcessor.from_pretrained(pretrained_model_name_or_path, **overrides)
+
+
+def processor_image_size(processor: Any) -> int | None:
+    """The side in pixels of the images `processor` produces (its crop size if it crops, else its size)."""
+    for name in ("crop_size", "size"):
+        if name == "crop_size" and not getattr(processor, "do_center_crop", False):
+            continue
+        size = getattr(processor, name, None)
+        if size is None:
+            continue
+        size = dict(size)
+        for key in ("height", "shortest_edge"):
+            if size.get(key) is not None:
+                return int(size[key])
+    return None
+
+
+def needs_interpolate_pos_encoding(config: Any, image_size: int | None) -> bool:
+    """Whether a vision model of `config` needs `interpolate_pos_encoding=True` for images of side `image_size`:
+    True when the size differs from the one its position embeddings were trained at (`config.image_size`)."""
+    if image_size is None:
+        return False
+    trained = getattr(config, "image_size", None)
+    trained = trained[0] if isinstance(trained, (list, tuple)) else trained
+    return trained is not None and int(trained) != int(image_size)
+
+
+class ImageClassificationTransform:
+    """Turn a batch of dataset rows into `pixel_values` (float tensors) and `labels`, for `Dataset.set_transform`.
+
+    Images are converted to RGB and run through the image processor; training transforms may flip images
+    horizontally at random with their own seeded generator. Labels are mapped to the model's ids through the class
+    names: `class_names[label]` for `ClassLabel` columns (or the label itself as a string) looked up in `label2id`.
+
+    Args:
+        processor: an image processor (e.g. from [`load_image_processor`]).
+        image_column (`str`): the column holding the images.
+        label_column (`str`, *optional*, defaults to `"label"`): the column holding the labels.
+        class_names (`list[str]`, *optional*): names of `ClassLabel` ids, in id order.
+        label2id (`dict[str, int]`, *optional*): the model's `config.label2id`; default: labels are ids already.
+        random_flip (`bool`, *optional*, defaults to `False`): flip each image horizontally with probability 1/2.
+        seed (`int`, *optional*, defaults to 0): seed of the flips.
+
+    Example:
+
+    ```python
+    >>> from hf_nas.data import ImageClassificationTransform
+    >>> transform = ImageClassificationTransform(processor, "image")  # doctest: +SKIP
+    >>> dataset.set_transform(transform)  # doctest: +SKIP
+    >>> dataset[0]["pixel_values"].shape  # doctest: +SKIP
+    torch.Size([3, 224, 224])
+    ```
+    """
+
+    def __init__(
+        self,
+        processor: Any,
+        image_column: str,
+        label_column: str = "label",
+        class_names: list[str] | None = None,
+        label2id: Mapping[str, int] | None = None,
+        random_flip: bool = False,
+        seed: int = 0,
+    ):
+        import torch
+
+        self.processor = processor
+        self.image_column = image_column
+        self.label_column = label_column
+        self.class_names = list(class_names) if class_names is not None else None
+        self.label2id = dict(label2id) if label2id is not None else None
+        self.random_flip = random_flip
+        self._generator = torch.Generator().manual_seed(seed)
+
+    def _label_id(self, label: Any) -> int:
+        if self.label2id is None:
+            return int(label)
+        name = self.class_names[label] if self.class_names is not None else str(label)
+        if name not in self.label2id:
+            raise ValueError(f"Label {name!r} is not one of the model's labels {list(self.label2id)}.")
+        return self.label2id[name]
+
+    def __call__(self, batch: dict[str, list[Any]]) -> dict[str, list[Any]]:
+        import torch
+        from PIL import Image, ImageOps
+
+        images = []
+        for i, image in enumerate(batch[self.image_column]):
+            if not isinstance(image, Image.Image):
+                raise ValueError(
+                    f"Row {i} of column {self.image_column!r} holds {type(image).__name__}, not a PIL image."
+                )
+            image = image.convert("RGB")
+            if self.random_flip and torch.rand((), generator=self._generator).item() < 0.5:
+                image = ImageOps.mirror(image)
+            images.append(image)
+        pixel_values = self.processor(images, return_tensors="pt")["pixel_values"].float()  # (B, 3, H, W)
+        return {
+            "pixel_values": list(pixel_values),
+            "labels": [self._label_id(label) for label in batch[self.label_column]],
+        }
+
+
+class ImageClassificationCollator:
+    """Stack `pixel_values` and `labels` into a batch; with `interpolate_pos_encoding=True` the batch also carries
+    that flag, which the Trainer passes to the model's forward as a keyword argument.
+
+    Example:
+
+    ```python
+    >>> import torch
+    >>> from hf_nas.data import ImageClassificationCollator
+    >>> rows = [{"pixel_values": torch.zeros(3, 8, 8), "labels": 1}, {"pixel_values": torch.ones(3, 8, 8), "labels": 0}]
+    >>> batch = ImageClassificationCollator(interpolate_pos_encoding=True)(rows)
+    >>> batch["pixel_values"].shape, batch["labels"].tolist(), batch["interpolate_pos_encoding"]
+    (torch.Size([2, 3, 8, 8]), [1, 0], True)
+    ```
+    """
+
+    def __init__(self, interpolate_pos_encoding: bool = False):
+        self.interpolate_pos_encoding = interpolate_pos_encoding
+
+    def __call__(self, examples: list[Mapping[str, Any]]) -> dict[str, Any]:
+        import torch
+
+        if not examples:
+            raise ValueError("Cannot collate an empty list of examples.")
+        batch: dict[str, Any] = {
+            "pixel_values": torch.stack(
+                [torch.as_tensor(e["pixel_values"]) for e in examples]
+            ).float(),  # (B, 3, H, W)
+            "labels": torch.tensor([int(e["labels"]) for e in examples], dtype=torch.long),  # (B,)
+        }
+        if self.interpolate_pos_encoding:
+            batch["interpolate_pos_encoding"] = True
+        return batch
+
+
+def prepare_image_datasets(
+    raw: datasets.DatasetDict,
+    processor: Any,
+    data: ImageDataArguments,
+    label2id: Mapping[str, int] | None = None,
+    seed: int = 0,
+) -> dict[str, datasets.Dataset]:
+    """Attach an [`ImageClassificationTransform`] to every split of `raw` (`with_transform`, decoded lazily); the
+    training split flips images at random when `data.random_flip` is set."""
+    splits = {}
+    for split, ds in raw.items():
+        image_column = data.image_column or pick_image_column(ds)
+        feature = ds.features[data.label_column]
+        class_names = list(feature.names) if isinstance(feature, datasets.ClassLabel) else None
+        transform = ImageClassificationTransform(
+            processor,
+            image_column,
+            data.label_column,
+            class_names=class_names,
+            label2id=label2id,
+            random_flip=data.random_flip and split == "train",
+            seed=seed,
+        )
+        splits[split] = ds.with_transform(transform)
+    return splits
