@@ -17,7 +17,11 @@ __all__ = [
     "ImageClassificationCollator",
     "ImageClassificationTransform",
     "ImageDataArguments",
+    "MODALITIES",
     "TextDataArguments",
+    "argument_from_command_line",
+    "checkpoint_modality",
+    "data_arguments_class",
     "extract_archive",
     "image_label_names",
     "load_image_datasets",
@@ -32,6 +36,8 @@ __all__ = [
 ]
 
 _EXTENSIONS = (".csv", ".tsv", ".json", ".jsonl")
+# vanilla model type -> the kind of data its scripts read
+MODALITIES = {"bert": "text", "vit": "image", "beit": "image"}
 
 
 @dataclass
@@ -56,6 +62,60 @@ class TextDataArguments:
         for path in (self.train_file, self.validation_file):
             if path is not None and os.path.splitext(path)[1] not in _EXTENSIONS:
                 raise ValueError(f"{path}: unsupported file type; allowed: {', '.join(_EXTENSIONS)}.")
+
+
+def checkpoint_modality(pretrained_model_name_or_path: str | os.PathLike) -> str:
+    """`"text"` or `"image"`: the data a vanilla checkpoint or a saved supernet reads, by its model type.
+
+    Example:
+
+    ```python
+    >>> from hf_nas.data import checkpoint_modality
+    >>> checkpoint_modality("path/to/vit-checkpoint")  # doctest: +SKIP
+    'image'
+    ```
+    """
+    from .models.auto import vanilla_model_type
+
+    model_type = vanilla_model_type(pretrained_model_name_or_path)
+    if model_type not in MODALITIES:
+        raise ValueError(
+            f"{pretrained_model_name_or_path!s} is a `{model_type}` checkpoint; hf-nas supports the model types "
+            f"{sorted(MODALITIES)}."
+        )
+    return MODALITIES[model_type]
+
+
+def data_arguments_class(pretrained_model_name_or_path: str | os.PathLike) -> type:
+    """[`TextDataArguments`] or [`ImageDataArguments`], for the data the checkpoint reads."""
+    return ImageDataArguments if checkpoint_modality(pretrained_model_name_or_path) == "image" else TextDataArguments
+
+
+def argument_from_command_line(name: str, argv: list[str] | None = None) -> str | None:
+    """The value of `--name` in a script's command line (`argv`, default `sys.argv[1:]`), or of `name` in its one JSON
+    file, before the full parse; None if absent. Scripts use it to choose their data arguments by the checkpoint.
+
+    Example:
+
+    ```python
+    >>> from hf_nas.data import argument_from_command_line
+    >>> argument_from_command_line("model_name_or_path", ["--model_name_or_path", "vit", "--max_steps", "5"])
+    'vit'
+    ```
+    """
+    import argparse
+    import json
+    import sys
+
+    argv = sys.argv[1:] if argv is None else argv
+    if len(argv) == 1 and argv[0].endswith(".json"):
+        with open(argv[0]) as f:
+            value = json.load(f).get(name)
+        return None if value is None else str(value)
+    parser = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
+    parser.add_argument(f"--{name}")
+    known, _ = parser.parse_known_args(argv)
+    return getattr(known, name)
 
 
 def load_text_datasets(data: TextDataArguments) -> datasets.DatasetDict:

@@ -10,6 +10,9 @@ with `--results`, best by `--maximize`). Arguments come from the command line or
     python scripts/extract_subnet.py --supernet out/supernet --results out/search --constraint "macs<=5e8" \
         --maximize accuracy --output_dir out/subnet
 
+For ViT and BEiT supernets the image processor saved with the supernet is copied into the subnet folder, and latency
+and MACs are measured at its image size (or `--image_size`).
+
 `--results` is the output folder of scripts/search_subnets.py (`SearchResults.from_dir` reads its
 `search_results.json`); the front is the one of `SearchResults.pareto_indices`, as listed in its `pareto.csv`.
 """
@@ -23,10 +26,11 @@ import sys
 from dataclasses import dataclass, field
 
 from huggingface_hub import ModelCard
-from transformers import AutoConfig, AutoTokenizer, HfArgumentParser
+from transformers import AutoConfig, AutoImageProcessor, AutoTokenizer, HfArgumentParser
 
 import hf_nas
 from hf_nas import SubnetConfig, measure_latency
+from hf_nas.data import MODALITIES, processor_image_size
 from hf_nas.hub import check_repo_id, export_subnet, push_subnet_folder
 from hf_nas.models.supernet import SupernetMixin
 from hf_nas.search import SearchResults, parse_constraints, supernet_fingerprint
@@ -34,6 +38,7 @@ from hf_nas.search import SearchResults, parse_constraints, supernet_fingerprint
 logger = logging.getLogger("hf_nas.extract_subnet")
 
 TOKENIZER_FILES = ("tokenizer_config.json", "tokenizer.json", "vocab.txt")
+IMAGE_PROCESSOR_FILES = ("preprocessor_config.json",)
 
 
 @dataclass
@@ -87,7 +92,11 @@ class ExportArguments:
     skip_latency: bool = field(default=False, metadata={"help": "Do not measure latency (the card says so)."})
     latency_batch_size: int = field(default=1)
     latency_sequence_length: int = field(
-        default=128, metadata={"help": "Tokens per sequence for latency and for the MACs in the card."}
+        default=128, metadata={"help": "Tokens per sequence for latency and for the MACs in the card (text)."}
+    )
+    image_size: int | None = field(
+        default=None,
+        metadata={"help": "Image side in pixels for latency and MACs (images; default: the saved image processor's)."},
     )
     latency_device: str = field(default="cpu")
     latency_min_run_time: float = field(default=1.0, metadata={"help": "Seconds of timing."})
@@ -147,6 +156,26 @@ def default_base_model(supernet_path: str) -> str | None:
     return base_model[0] if isinstance(base_model, list) and base_model else base_model
 
 
+def load_processor(path: str, supernet, export_args: ExportArguments) -> tuple[object | None, dict[str, int]]:
+    """The tokenizer or image processor saved with the supernet (None, with a warning, if there is none), and the
+    input shape of latency and MACs: `sequence_length` for text, `image_size` for images."""
+    if MODALITIES.get(supernet.config.model_type.removeprefix("elastic_")) == "image":
+        processor = None
+        if any(os.path.isfile(os.path.join(path, name)) for name in IMAGE_PROCESSOR_FILES):
+            processor = AutoImageProcessor.from_pretrained(path)
+        else:
+            logger.warning("%s has no image processor; the subnet folder will have none.", path)
+        image_size = export_args.image_size or (processor_image_size(processor) if processor is not None else None)
+        image_size = image_size or supernet.config.image_size
+        return processor, {"image_size": int(image_size)}
+    processor = None
+    if any(os.path.isfile(os.path.join(path, name)) for name in TOKENIZER_FILES):
+        processor = AutoTokenizer.from_pretrained(path)
+    else:
+        logger.warning("%s has no tokenizer; the subnet folder will have none.", path)
+    return processor, {"sequence_length": export_args.latency_sequence_length}
+
+
 def main() -> None:
     parser = HfArgumentParser((SelectionArguments, ExportArguments))
     if len(sys.argv) == 2 and sys.argv[1].endswith(".json"):
@@ -168,21 +197,16 @@ def main() -> None:
         maximized = [n for n, d in zip(results.names, results.directions, strict=True) if d == "maximize"]
         metrics = {n: float(values[n]) for n in maximized} or None  # quality metrics; costs are in the card already
 
-    tokenizer = None
-    if any(os.path.isfile(os.path.join(select_args.supernet, name)) for name in TOKENIZER_FILES):
-        tokenizer = AutoTokenizer.from_pretrained(select_args.supernet)
-    else:
-        logger.warning("%s has no tokenizer; the subnet folder will have none.", select_args.supernet)
-
+    processor, shape = load_processor(select_args.supernet, supernet, export_args)
     latency = None
     if not export_args.skip_latency:
         latency = measure_latency(
             supernet,
             subnet,
             batch_size=export_args.latency_batch_size,
-            sequence_length=export_args.latency_sequence_length,
             device=export_args.latency_device,
             min_run_time=export_args.latency_min_run_time,
+            **shape,
         )
         logger.info("latency: %.3f ms (%s)", latency.median_ms, latency)
 
@@ -202,7 +226,7 @@ def main() -> None:
         supernet,
         subnet,
         export_args.output_dir,
-        processor=tokenizer,
+        processor=processor,
         base_model=base_model,
         metrics=metrics,
         latency=latency,
@@ -211,7 +235,7 @@ def main() -> None:
         model_name=export_args.model_name,
         dataset=export_args.dataset_name,
         repo_id=export_args.hub_model_id,
-        macs_sequence_length=export_args.latency_sequence_length,
+        **{f"macs_{key}": value for key, value in shape.items()},
         license=export_args.license,
     )
     print(f"Saved the subnet ({how}) to {folder}")

@@ -6,6 +6,13 @@ rerun with the same --output_dir to resume an interrupted search.
     python scripts/search_subnets.py --supernet out/supernet --validation_file data/sst2_sample_dev.tsv \
         --output_dir out/search --objectives accuracy,macs,latency --num_evaluations 100
     python scripts/search_subnets.py ... --constraint "latency<=10" --constraint "macs<=1e9"
+    python scripts/search_subnets.py --supernet out/vit-supernet --data_dir data/cifar10_sample \
+        --output_dir out/vit-search --num_evaluations 50
+
+The supernet's model type picks the data options: text classification for BERT (--validation_file, ...), image
+classification for ViT and BEiT (--data_dir or --validation_dir, ...; see `hf_nas.data.ImageDataArguments`). Images
+are evaluated, and MACs and latency measured, at the size of the image processor saved with the supernet (or
+--image_size).
 """
 
 from __future__ import annotations
@@ -18,8 +25,20 @@ from dataclasses import dataclass, field
 import datasets
 from transformers import AutoTokenizer, HfArgumentParser, set_seed
 
-from hf_nas import ElasticBertForSequenceClassification
-from hf_nas.data import TextDataArguments, load_text_datasets, tokenize_classification
+from hf_nas.data import (
+    ImageClassificationCollator,
+    TextDataArguments,
+    argument_from_command_line,
+    data_arguments_class,
+    load_image_datasets,
+    load_image_processor,
+    load_text_datasets,
+    needs_interpolate_pos_encoding,
+    prepare_image_datasets,
+    processor_image_size,
+    tokenize_classification,
+)
+from hf_nas.models.auto import elastic_class_for
 from hf_nas.search import SubnetSearch, get_objective, parse_constraints
 from hf_nas.search.objectives import TaskMetricObjective
 
@@ -40,7 +59,7 @@ class SearchArguments:
     constraint: list[str] = field(
         default_factory=list, metadata={"help": 'e.g. "latency<=10" or "macs<=1e9,accuracy>=0.8" (repeatable).'}
     )
-    sequence_length: int = field(default=128, metadata={"help": "Sequence length of MACs and latency."})
+    sequence_length: int = field(default=128, metadata={"help": "Sequence length of MACs and latency (text)."})
     latency_batch_size: int = field(default=1)
     latency_device: str = field(default="cpu")
     latency_min_run_time: float = field(default=0.5)
@@ -49,7 +68,12 @@ class SearchArguments:
 
 
 def main() -> None:
-    parser = HfArgumentParser((SearchArguments, TextDataArguments))
+    # The supernet decides the data options (text or image), so it is read before the full parse.
+    supernet = argument_from_command_line("supernet")
+    data_class = (
+        data_arguments_class(supernet) if supernet is not None and os.path.isdir(supernet) else TextDataArguments
+    )
+    parser = HfArgumentParser((SearchArguments, data_class))
     if len(sys.argv) == 2 and sys.argv[1].endswith(".json"):
         args, data_args = parser.parse_json_file(os.path.abspath(sys.argv[1]))
     else:
@@ -58,32 +82,24 @@ def main() -> None:
     datasets.utils.logging.set_verbosity_warning()
     set_seed(args.seed)
 
-    model = ElasticBertForSequenceClassification.from_pretrained(args.supernet).eval()
-    tokenizer = AutoTokenizer.from_pretrained(args.supernet)
-    raw = load_text_datasets(data_args)
-    split = "validation" if "validation" in raw else "train"
-    dev = raw[split]
-    if data_args.max_eval_samples is not None:
-        dev = dev.select(range(min(data_args.max_eval_samples, len(dev))))
-    label2id = dict(model.config.label2id)
-    label2id.update({int(k) if str(k).isdigit() else k: v for k, v in model.config.label2id.items()})
-    dev = tokenize_classification(dev, tokenizer, data_args, label2id)
+    if isinstance(data_args, TextDataArguments):
+        model, metric_objective, shape = text_objectives(args, data_args)
+    else:
+        model, metric_objective, shape = image_objectives(args, data_args)
     objectives = []
     for name in [n.strip() for n in args.objectives.split(",") if n.strip()]:
         if name in ("accuracy", "f1"):
-            objectives.append(
-                TaskMetricObjective(dev, metric=name, batch_size=args.eval_batch_size, tokenizer=tokenizer)
-            )
+            objectives.append(metric_objective(name))
         elif name == "macs":
-            objectives.append(get_objective("macs", sequence_length=args.sequence_length))
+            objectives.append(get_objective("macs", **shape))
         elif name == "latency":
             objectives.append(
                 get_objective(
                     "latency",
                     batch_size=args.latency_batch_size,
-                    sequence_length=args.sequence_length,
                     device=args.latency_device,
                     min_run_time=args.latency_min_run_time,
+                    **shape,
                 )
             )
         else:
@@ -120,6 +136,59 @@ def main() -> None:
     for name, score in results.predictor_scores.items():
         print(f"predictor {name}: MAE {score['mae']:.4g}, Kendall tau {score['kendall_tau']:.3f} (held-out)")
     print(f"\nResults in {os.path.abspath(args.output_dir)}: search_results.json, pareto.csv, pareto.png")
+
+
+def text_objectives(args: SearchArguments, data_args: TextDataArguments):
+    """The supernet, a factory of task-metric objectives on the tokenized validation set, and the input shape of
+    the cost objectives."""
+    model = elastic_class_for(args.supernet, "sequence-classification").from_pretrained(args.supernet).eval()
+    tokenizer = AutoTokenizer.from_pretrained(args.supernet)
+    raw = load_text_datasets(data_args)
+    split = "validation" if "validation" in raw else "train"
+    dev = raw[split]
+    if data_args.max_eval_samples is not None:
+        dev = dev.select(range(min(data_args.max_eval_samples, len(dev))))
+    label2id = dict(model.config.label2id)
+    label2id.update({int(k) if str(k).isdigit() else k: v for k, v in model.config.label2id.items()})
+    dev = tokenize_classification(dev, tokenizer, data_args, label2id)
+
+    def metric_objective(name: str) -> TaskMetricObjective:
+        return TaskMetricObjective(dev, metric=name, batch_size=args.eval_batch_size, tokenizer=tokenizer)
+
+    return model, metric_objective, {"sequence_length": args.sequence_length}
+
+
+def image_objectives(args: SearchArguments, data_args):
+    """The image-classification counterpart of `text_objectives`: images at the saved processor's size (or
+    --image_size), with the position embeddings interpolated when that differs from the checkpoint's size."""
+    model = elastic_class_for(args.supernet, "image-classification").from_pretrained(args.supernet).eval()
+    processor = load_image_processor(args.supernet, data_args.image_size)
+    image_size = processor_image_size(processor)
+    raw = load_image_datasets(data_args, seed=args.seed)
+    split = "validation" if "validation" in raw else "train"
+    if split == "train" and data_args.max_eval_samples is not None and data_args.max_eval_samples < len(raw[split]):
+        raw[split] = raw[split].shuffle(seed=args.seed).select(range(data_args.max_eval_samples))
+    dev = prepare_image_datasets(
+        datasets.DatasetDict({"validation": raw[split]}), processor, data_args, label2id=dict(model.config.label2id)
+    )["validation"]
+    interpolate = data_args.interpolate_pos_encoding
+    if interpolate is None:
+        interpolate = needs_interpolate_pos_encoding(model.config, image_size)
+    if interpolate:
+        # The task-metric objective caches tensors only, so the flag reaches the forward through a hook instead.
+        model.register_forward_pre_hook(_interpolate_pos_encoding, with_kwargs=True)
+    logger.info("images of %s px, interpolate_pos_encoding=%s", image_size, interpolate)
+
+    def metric_objective(name: str) -> TaskMetricObjective:
+        return TaskMetricObjective(
+            dev, metric=name, batch_size=args.eval_batch_size, collate_fn=ImageClassificationCollator()
+        )
+
+    return model, metric_objective, {"image_size": image_size}
+
+
+def _interpolate_pos_encoding(module, args, kwargs):
+    return args, {**kwargs, "interpolate_pos_encoding": True}
 
 
 if __name__ == "__main__":
