@@ -25,7 +25,7 @@ __all__ = ["extract_subnet", "is_vanilla_subnet", "save_subnet", "subnet_model_c
 # `static_class_name`. Filled by each family's registration in `hf_nas/__init__.py`.
 SUBNET_CLASSES: dict[str, type[PreTrainedModel]] = {}
 SUBNET_CONFIG_CLASSES: dict[str, type] = {}
-VANILLA_MODEL_TYPES: dict[str, str] = {"elastic_bert": "bert"}
+VANILLA_MODEL_TYPES: dict[str, str] = {"elastic_bert": "bert", "elastic_vit": "vit", "elastic_beit": "beit"}
 
 
 def is_vanilla_subnet(subnet: SubnetConfig, attention_head_size: int) -> bool:
@@ -46,6 +46,7 @@ def subnet_model_config(supernet: PreTrainedModel, subnet: SubnetConfig):
         num_attention_heads=subnet.hidden_size // head_size,
         intermediate_size=max(subnet.intermediate_size),
     )
+    data.update(supernet._static_config_overrides(subnet))
     if is_vanilla_subnet(subnet, head_size):
         config_class = transformers.CONFIG_MAPPING[VANILLA_MODEL_TYPES[config.model_type]]
         data["intermediate_size"] = subnet.intermediate_size[0]
@@ -122,7 +123,13 @@ def _active_state_dict(supernet: PreTrainedModel, static: PreTrainedModel) -> di
             continue
         if key not in full:
             raise RuntimeError(f"Cannot extract `{key}`: the supernet has no such tensor.")
-        state[key] = full[key].clone()
+        value = full[key]
+        if value.shape != target[key].shape and value.dim() == target[key].dim():
+            # Tensors outside the elastic primitives (CLS token, position embeddings, layer scale, relative position
+            # bias tables, ...) are sliced like everything else: the active channels and heads are a prefix.
+            if all(t <= f for t, f in zip(target[key].shape, value.shape, strict=True)):
+                value = value[tuple(slice(0, n) for n in target[key].shape)]
+        state[key] = value.clone()
     for key, value in target.items():
         if state[key].shape != value.shape:
             raise RuntimeError(

@@ -117,7 +117,9 @@ def reorder_by_importance(
     show_progress: bool = True,
 ) -> ImportanceScores:
     """Permute every layer's heads and FFN neurons so the most important come first; returns the scores in the
-    new order (each layer's scores are then sorted in descending order). The full model's outputs are unchanged.
+    new order (each layer's scores are then sorted in descending order, unless all layers share one head order, as
+    with BEiT's shared relative position bias, when heads are ranked by their importance summed over layers). The
+    full model's outputs are unchanged.
 
     Example:
 
@@ -128,8 +130,13 @@ def reorder_by_importance(
     """
     with torch.enable_grad():
         scores = compute_importance(model, batches, num_batches, loss_fn, show_progress)
+    shared_order = None
+    if model._shares_head_order():
+        # One head order for all layers (they share per-head parameters): rank by the summed importance.
+        shared_order = torch.argsort(torch.stack(scores.heads).sum(0), descending=True, stable=True)
+        model._permute_shared_heads(shared_order)
     for layer, head_scores, neuron_scores in zip(model.elastic_layers(), scores.heads, scores.neurons, strict=True):
-        head_order = torch.argsort(head_scores, descending=True, stable=True)
+        head_order = torch.argsort(head_scores, descending=True, stable=True) if shared_order is None else shared_order
         neuron_order = torch.argsort(neuron_scores, descending=True, stable=True)
         layer.permute_heads(head_order)
         layer.permute_neurons(neuron_order)

@@ -85,6 +85,17 @@ class SupernetMixin:
         """Extra constructor arguments of the vanilla twin (e.g. `add_pooling_layer`)."""
         return {}
 
+    def _static_config_overrides(self, subnet: SubnetConfig) -> dict:
+        """Config fields of the extracted model that follow the subnet beyond the search-space dimensions."""
+        return {}
+
+    def _shares_head_order(self) -> bool:
+        """Whether all layers must keep one head order (e.g. a relative position bias shared by all layers)."""
+        return False
+
+    def _permute_shared_heads(self, order) -> None:
+        """Permute what all layers share per head (called with the common order when `_shares_head_order()`)."""
+
     # ------------------------------------------------------------------------------------------------------------
     # leaving the supernet
     def extract_subnet(self, subnet: SubnetConfig | None = None) -> PreTrainedModel:

@@ -2,14 +2,16 @@
 its weights, and copies that slice into a plain module with `to_static()`."""
 
 from .attention import ElasticSelfAttention, SelfAttention
+from .conv import ElasticConv2d
 from .embedding import ElasticEmbedding
 from .layernorm import ElasticLayerNorm
 from .linear import ElasticLinear
 
-ELASTIC_PRIMITIVES = (ElasticEmbedding, ElasticLayerNorm, ElasticLinear)
+ELASTIC_PRIMITIVES = (ElasticConv2d, ElasticEmbedding, ElasticLayerNorm, ElasticLinear)
 
 __all__ = [
     "ELASTIC_PRIMITIVES",
+    "ElasticConv2d",
     "ElasticEmbedding",
     "ElasticLayerNorm",
     "ElasticLinear",

@@ -1,0 +1,69 @@
+"""What every elastic config shares: the search space field, its checks, and loading vanilla checkpoints."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..search_space import SearchSpace
+
+__all__ = ["ElasticConfigMixin"]
+
+
+class ElasticConfigMixin:
+    """Mixed into an `Elastic*Config` that subclasses a vanilla config (a strict dataclass).
+
+    The subclass sets `model_type` (e.g. `"elastic_vit"`), `_loadable_model_types` (the vanilla type and its own)
+    and `_family` (a display name), declares `search_space: dict | None = None`, and calls `_init_search_space()`
+    at the end of its `__post_init__`.
+    """
+
+    _loadable_model_types: tuple[str, ...] = ()
+    _family: str = ""
+
+    @property
+    def attention_head_size(self) -> int:
+        return self.hidden_size // self.num_attention_heads
+
+    def _init_search_space(self) -> None:
+        if self.hidden_size % self.num_attention_heads:
+            raise ValueError(
+                f"hidden_size={self.hidden_size} is not divisible by num_attention_heads={self.num_attention_heads}: "
+                f"an elastic {self._family} needs a whole attention head size (hidden_size = heads x head size)."
+            )
+        space = SearchSpace.from_model_config(self) if self.search_space is None else self._check_space()
+        self.search_space = space.to_dict()
+
+    def _check_space(self) -> SearchSpace:
+        space = SearchSpace.from_dict(dict(self.search_space))
+        if space.attention_head_size != self.attention_head_size:
+            raise ValueError(
+                f"search_space.attention_head_size={space.attention_head_size} differs from the model's "
+                f"hidden_size / num_attention_heads = {self.attention_head_size}."
+            )
+        limits = {
+            "num_hidden_layers": self.num_hidden_layers,
+            "num_attention_heads": self.num_attention_heads,
+            "intermediate_size": self.intermediate_size,
+            "hidden_size": self.hidden_size,
+        }
+        for field, limit in limits.items():
+            too_big = [v for v in getattr(space, field) if v > limit]
+            if too_big:
+                raise ValueError(
+                    f"search_space.{field} choices {too_big} exceed the supernet's {field}={limit}; "
+                    f"allowed: 1 to {limit}."
+                )
+        return space
+
+    @classmethod
+    def get_config_dict(cls, pretrained_model_name_or_path, **kwargs) -> tuple[dict[str, Any], dict[str, Any]]:
+        config_dict, kwargs = super().get_config_dict(pretrained_model_name_or_path, **kwargs)
+        model_type = config_dict.get("model_type")
+        if model_type not in cls._loadable_model_types:
+            raise ValueError(
+                f"{pretrained_model_name_or_path!s} is a `{model_type}` checkpoint; an elastic {cls._family} supernet "
+                f"loads checkpoints of model type {list(cls._loadable_model_types)}."
+            )
+        # A vanilla checkpoint *is* a supernet at full size: adopt it without a model-type warning.
+        config_dict = {**config_dict, "model_type": cls.model_type}
+        return config_dict, kwargs
