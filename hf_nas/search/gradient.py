@@ -623,8 +623,8 @@ class _Budget:
         self.model, self.space = model, model.search_space
         self.ratio = _check_budget(max_macs_ratio)
         self.sequence_length = sequence_length
-        self.full = count_macs(model, model.max_subnet(), sequence_length=sequence_length)
         if self.ratio is not None:
+            self.full = count_macs(model, model.max_subnet(), sequence_length=sequence_length)
             smallest = self.macs_ratio(self.space.smallest())
             if smallest > self.ratio:
                 raise ValueError(
