@@ -80,6 +80,64 @@ def _check_min_run_time(min_run_time: Any) -> float:
     return float(min_run_time)
 
 
+def _pair(value: Any) -> tuple[int, int]:
+    return (int(value[0]), int(value[1])) if isinstance(value, (tuple, list)) else (int(value), int(value))
+
+
+def _is_vision(config: Any) -> bool:
+    """Image models (ViT, BEiT and their elastic and per-layer forms) have a patch size; text models do not."""
+    return getattr(config, "patch_size", None) is not None and getattr(config, "num_channels", None) is not None
+
+
+def _family(config: Any) -> str:
+    model_type = getattr(config, "model_type", "")
+    if "beit" in model_type:
+        return "beit"
+    return "vit" if _is_vision(config) else "bert"
+
+
+@dataclass(frozen=True)
+class _Inputs:
+    """What one forward pass sees: `tokens` per example (text: the sequence length; images: patches + CLS)."""
+
+    tokens: int
+    image_size: tuple[int, int] | None = None
+    num_patches: int = 0
+
+    def describe(self) -> str:
+        if self.image_size is None:
+            return f"{self.tokens} tokens"
+        return f"{self.image_size[0]}x{self.image_size[1]} px ({self.tokens} tokens)"
+
+
+def _resolve_inputs(config: Any, sequence_length: int | None, image_size: Any) -> _Inputs:
+    """Check the input-size arguments against the model kind: text models take `sequence_length` (default 128),
+    image models `image_size` (an int or (height, width); default: the config's)."""
+    if _is_vision(config):
+        if sequence_length is not None:
+            raise ValueError(
+                f"`sequence_length` is for text models; this {config.model_type} model takes images: pass "
+                "`image_size` (an int or (height, width); default: the config's image_size)."
+            )
+        size = _pair(config.image_size if image_size is None else image_size)
+        if isinstance(image_size, bool) or any(v < 1 for v in size):
+            raise ValueError(f"`image_size` must be a positive int or (height, width), got {image_size!r}.")
+        patch = _pair(config.patch_size)
+        num_patches = (size[0] // patch[0]) * (size[1] // patch[1])
+        if num_patches < 1:
+            raise ValueError(
+                f"`image_size`={image_size!r} is smaller than one patch ({patch[0]}x{patch[1]}); allowed: at least "
+                "the patch size."
+            )
+        return _Inputs(num_patches + 1, size, num_patches)
+    if image_size is not None:
+        raise ValueError(
+            f"`image_size` is for image models; this {getattr(config, 'model_type', 'text')} model takes text: pass "
+            "`sequence_length`."
+        )
+    return _Inputs(_check_sequence_length(config, 128 if sequence_length is None else sequence_length))
+
+
 # ----------------------------------------------------------------------------------------------------------------
 # the architecture a cost is computed for
 @dataclass(frozen=True)
@@ -110,10 +168,12 @@ def _architecture(model: nn.Module, subnet: SubnetConfig | None) -> _Architectur
         )
     config = getattr(model, "config", None)
     if config is None or not hasattr(config, "num_attention_heads"):
-        raise TypeError(f"Cannot read an architecture from {type(model).__name__}: expected an (elastic) BERT model.")
+        raise TypeError(
+            f"Cannot read an architecture from {type(model).__name__}: expected an (elastic) BERT, ViT or BEiT model."
+        )
     head_size = config.hidden_size // config.num_attention_heads
     layers = config.num_hidden_layers
-    # An extracted heterogeneous subnet (`BertSubnetConfig`) stores per-layer sizes; vanilla BERT is uniform.
+    # An extracted heterogeneous subnet (`*SubnetConfig`) stores per-layer sizes; a vanilla model is uniform.
     heads = getattr(config, "layer_num_attention_heads", None) or (config.num_attention_heads,) * layers
     ffn = getattr(config, "layer_intermediate_sizes", None) or (config.intermediate_size,) * layers
     plain = SubnetConfig(layers, tuple(heads), tuple(ffn), config.hidden_size)
@@ -197,6 +257,10 @@ _HEAD_COSTS: dict[str, _HeadCost] = {
     "BertForTokenClassification": _LinearHead("classifier", per_token=True),
     "BertForQuestionAnswering": _LinearHead("qa_outputs", per_token=True),
     "BertForMaskedLM": _MaskedLMHead(),
+    "ViTModel": _NoHead(),
+    "ViTForImageClassification": _LinearHead("classifier", per_token=False),
+    "BeitModel": _NoHead(),
+    "BeitForImageClassification": _LinearHead("classifier", per_token=False),
 }
 
 
@@ -250,6 +314,8 @@ def count_parameters(model: nn.Module, subnet: SubnetConfig | None = None) -> in
     arch = _architecture(model, subnet)
     config, s, hs = arch.config, arch.subnet, arch.attention_head_size
     h = s.hidden_size
+    if _is_vision(config):
+        return _vision_parameters(model, config, s, hs) + arch.head.num_parameters(model, h)
     # Embeddings: word, position and token-type tables of width h, and their LayerNorm.
     n = (config.vocab_size + config.max_position_embeddings + config.type_vocab_size) * h + 2 * h
     for heads, ffn in zip(s.num_attention_heads, s.intermediate_size, strict=True):
@@ -262,10 +328,62 @@ def count_parameters(model: nn.Module, subnet: SubnetConfig | None = None) -> in
     return n + arch.head.num_parameters(model, h)
 
 
+def _relative_distances(config: Any) -> int:
+    """Rows of a BEiT relative position bias table (one column per head)."""
+    window = [i // p for i, p in zip(_pair(config.image_size), _pair(config.patch_size), strict=True)]
+    return (2 * window[0] - 1) * (2 * window[1] - 1) + 3
+
+
+def _pooler_width(config: Any, hidden_size: int) -> int:
+    """ViT's pooler follows the hidden size when it is as wide as the full model's; any other width is fixed."""
+    width = getattr(config, "pooler_output_size", None) or config.hidden_size
+    return hidden_size if width == config.hidden_size else width
+
+
+def _vision_parameters(model: nn.Module, config: Any, s: SubnetConfig, hs: int) -> int:
+    """Parameters of a ViT or BEiT backbone with the sizes of `s` (the head is counted by the caller)."""
+    h = s.hidden_size
+    beit = _family(config) == "beit"
+    base = _base_model(model)
+    embeddings = base.embeddings
+    patch = _pair(config.patch_size)
+    n = config.num_channels * patch[0] * patch[1] * h + h  # patch projection (a convolution with bias)
+    n += h  # CLS token
+    if getattr(embeddings, "position_embeddings", None) is not None:
+        n += embeddings.position_embeddings.shape[1] * h
+    if getattr(embeddings, "mask_token", None) is not None:
+        n += h
+    rows = _relative_distances(config) if beit else 0
+    for heads, ffn in zip(s.num_attention_heads, s.intermediate_size, strict=True):
+        inner = heads * hs
+        n += 3 * h * inner + inner * (2 if beit else 3 * bool(config.qkv_bias))  # q, k, v (BEiT: no key bias)
+        n += _linear_params(inner, h) + 4 * h  # o_proj, layernorm_before and layernorm_after
+        n += _linear_params(h, ffn) + _linear_params(ffn, h)  # MLP
+        if beit and config.layer_scale_init_value > 0:
+            n += 2 * h  # lambda_1, lambda_2
+        if beit and config.use_relative_position_bias:
+            n += rows * heads
+    if beit and getattr(base, "shared_position_bias", None) is not None:
+        n += rows * max(s.num_attention_heads)  # one column per head of the widest layer
+    if not (beit and config.use_mean_pooling):
+        n += 2 * h  # final layer norm
+    pooler = getattr(base, "pooler", None)
+    if pooler is not None:
+        if beit:
+            n += 2 * h if config.use_mean_pooling else 0  # the pooler's layer norm over the mean patch state
+        else:
+            n += _linear_params(h, _pooler_width(config, h))
+    return n
+
+
 # ----------------------------------------------------------------------------------------------------------------
 # MACs
 def count_macs(
-    model: nn.Module, subnet: SubnetConfig | None = None, sequence_length: int = 128, batch_size: int = 1
+    model: nn.Module,
+    subnet: SubnetConfig | None = None,
+    sequence_length: int | None = None,
+    batch_size: int = 1,
+    image_size: int | tuple[int, int] | None = None,
 ) -> int:
     """Multiply-accumulates of one forward pass of the extracted `subnet`, computed without extracting it.
 
@@ -288,9 +406,12 @@ def count_macs(
         subnet (`SubnetConfig`, *optional*):
             The subnet; defaults to `model.active_subnet`. Must be None for a plain model.
         sequence_length (`int`, *optional*, defaults to 128):
-            Tokens per sequence (at most `config.max_position_embeddings`).
+            Text models: tokens per sequence (at most `config.max_position_embeddings`).
         batch_size (`int`, *optional*, defaults to 1):
-            Sequences per forward pass.
+            Sequences (or images) per forward pass.
+        image_size (`int` or `(height, width)`, *optional*):
+            Image models (ViT, BEiT): the input size, default `config.image_size`; the sequence is its patches plus
+            the CLS token, and the patch projection adds `patches x hidden x channels x patch area` MACs.
 
     Returns:
         `int`: the MACs of one forward pass.
@@ -311,7 +432,8 @@ def count_macs(
     if not isinstance(model, nn.Module):
         raise TypeError(f"`model` must be a torch.nn.Module, got {type(model).__name__}.")
     arch = _architecture(model, subnet)
-    T = _check_sequence_length(arch.config, sequence_length)
+    inputs = _resolve_inputs(arch.config, sequence_length, image_size)
+    T = inputs.tokens
     B = _check_positive_int("batch_size", batch_size)
     s, hs = arch.subnet, arch.attention_head_size
     h = s.hidden_size
@@ -321,9 +443,30 @@ def count_macs(
         inner = heads * hs
         macs += N * (3 * h * inner + inner * h + 2 * h * ffn)  # q, k, v, attention output, FFN in and out
         macs += 2 * B * T * T * inner  # scores (B, nh, T, T) = q k^T, then probs @ v: T * hs MACs per score each
-    if getattr(_base_model(model), "pooler", None) is not None:
+    config = arch.config
+    if _is_vision(config):
+        patch = _pair(config.patch_size)
+        macs += B * inputs.num_patches * h * config.num_channels * patch[0] * patch[1]  # patch projection
+        if _family(config) == "vit" and getattr(_base_model(model), "pooler", None) is not None:
+            macs += B * h * _pooler_width(config, h)  # dense on the CLS state
+    elif getattr(_base_model(model), "pooler", None) is not None:
         macs += B * h * h  # first token of each sequence
     return macs + arch.head.macs(model, h, B, T)
+
+
+def _random_model_inputs(
+    config: Any, batch_size: int, inputs: _Inputs, device: torch.device | str, seed: int
+) -> dict[str, Any]:
+    """Seeded random inputs for one forward: `input_ids` for text models, `pixel_values` for image models (with
+    `interpolate_pos_encoding=True` when the size differs from the config's)."""
+    if inputs.image_size is None:
+        return _random_inputs(config.vocab_size, batch_size, inputs.tokens, device, seed)
+    generator = torch.Generator().manual_seed(seed)
+    pixel_values = torch.randn(batch_size, config.num_channels, *inputs.image_size, generator=generator)
+    batch: dict[str, Any] = {"pixel_values": pixel_values.to(device)}
+    if inputs.image_size != _pair(config.image_size):
+        batch["interpolate_pos_encoding"] = True
+    return batch
 
 
 def _random_inputs(
@@ -337,12 +480,17 @@ def _random_inputs(
 
 
 def count_macs_measured(
-    model: nn.Module, subnet: SubnetConfig | None = None, sequence_length: int = 128, batch_size: int = 1
+    model: nn.Module,
+    subnet: SubnetConfig | None = None,
+    sequence_length: int | None = None,
+    batch_size: int = 1,
+    image_size: int | tuple[int, int] | None = None,
 ) -> int:
     """MACs of one forward pass of the extracted `subnet`, counted by `torch.utils.flop_counter.FlopCounterMode`.
 
     Extracts `subnet` (a plain model is deep-copied instead), runs one forward in eval mode on random `input_ids` of
-    shape `(batch_size, sequence_length)` and returns the counted FLOPs // 2. Slow compared to [`count_macs`], which
+    shape `(batch_size, sequence_length)` (image models: random `pixel_values` of `image_size`) and returns the
+    counted FLOPs // 2. Slow compared to [`count_macs`], which
     it checks; meant for tests and benchmarks.
 
     The copy runs with *eager* attention: on CPU, SDPA dispatches to `aten._scaled_dot_product_flash_attention_for_cpu`,
@@ -372,7 +520,7 @@ def count_macs_measured(
     if not isinstance(model, nn.Module):
         raise TypeError(f"`model` must be a torch.nn.Module, got {type(model).__name__}.")
     arch = _architecture(model, subnet)  # validates `subnet` and the model kind
-    _check_sequence_length(arch.config, sequence_length)
+    model_inputs = _resolve_inputs(arch.config, sequence_length, image_size)
     _check_positive_int("batch_size", batch_size)
     if isinstance(model, SupernetMixin):
         static = extract_subnet(model, arch.subnet)
@@ -381,7 +529,7 @@ def count_macs_measured(
     static.set_attn_implementation("eager")
     static.eval()
     device = next(static.parameters()).device
-    inputs = _random_inputs(static.config.vocab_size, batch_size, sequence_length, device, seed=0)
+    inputs = _random_model_inputs(static.config, batch_size, model_inputs, device, seed=0)
     counter = FlopCounterMode(display=False)
     with counter, torch.no_grad():
         static(**inputs)
@@ -402,6 +550,8 @@ class LatencyResult:
         sequence_length (`int`): tokens per sequence.
         num_threads (`int`): torch intra-op threads used.
         num_runs (`int`): forward passes timed in all (`torch.utils.benchmark` blocks x passes per block).
+        image_size (`list[int]`, *optional*): image models: the input `[height, width]` (`sequence_length` is then
+            the number of patches plus the CLS token).
 
     Example:
 
@@ -419,19 +569,24 @@ class LatencyResult:
     sequence_length: int
     num_threads: int
     num_runs: int
+    image_size: list[int] | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        data = dataclasses.asdict(self)
+        if data["image_size"] is None:
+            del data["image_size"]  # text models
+        return data
 
 
 def time_forward(
     model: nn.Module,
     batch_size: int,
-    sequence_length: int,
+    sequence_length: int | None = None,
     device: str = "cpu",
     num_threads: int | None = None,
     min_run_time: float = 1.0,
     seed: int = 0,
+    image_size: int | tuple[int, int] | None = None,
 ) -> LatencyResult:
     """Time the forward pass of any text model (supernet, vanilla or extracted) on random `input_ids`.
 
@@ -441,13 +596,17 @@ def time_forward(
     at least `min_run_time` seconds (synchronizing accelerators) and the median over its blocks is reported.
 
     Args:
-        model (`nn.Module`): a model that takes `input_ids` and `attention_mask` and has `config.vocab_size`.
-        batch_size (`int`): sequences per forward pass.
-        sequence_length (`int`): tokens per sequence (at most `config.max_position_embeddings`).
+        model (`nn.Module`): a text model that takes `input_ids` and `attention_mask` and has `config.vocab_size`,
+            or an image model that takes `pixel_values` and has `config.patch_size`.
+        batch_size (`int`): sequences (or images) per forward pass.
+        sequence_length (`int`, *optional*, defaults to 128): text models: tokens per sequence (at most
+            `config.max_position_embeddings`).
         device (`str`, *optional*, defaults to `"cpu"`): torch device string, e.g. `"cpu"` or `"cuda:0"`.
         num_threads (`int`, *optional*): torch intra-op threads; defaults to `torch.get_num_threads()`.
         min_run_time (`float`, *optional*, defaults to 1.0): seconds of timed runs at least.
-        seed (`int`, *optional*, defaults to 0): seed of the random `input_ids`.
+        seed (`int`, *optional*, defaults to 0): seed of the random `input_ids` (or `pixel_values`).
+        image_size (`int` or `(height, width)`, *optional*): image models: the input size, default
+            `config.image_size` (another size interpolates the position embeddings).
 
     Returns:
         [`LatencyResult`].
@@ -467,17 +626,20 @@ def time_forward(
     if not isinstance(model, nn.Module):
         raise TypeError(f"`model` must be a torch.nn.Module, got {type(model).__name__}.")
     config = getattr(model, "config", None)
-    if getattr(config, "vocab_size", None) is None:
-        raise TypeError(f"`model` ({type(model).__name__}) has no `config.vocab_size` to draw random input_ids from.")
+    if not _is_vision(config) and getattr(config, "vocab_size", None) is None:
+        raise TypeError(
+            f"`model` ({type(model).__name__}) has neither `config.vocab_size` (text) nor `config.patch_size` "
+            "(images) to draw random inputs from."
+        )
     _check_positive_int("batch_size", batch_size)
-    _check_sequence_length(config, sequence_length)
+    model_inputs = _resolve_inputs(config, sequence_length, image_size)
     parsed_device = _check_device(device)
     num_threads = torch.get_num_threads() if num_threads is None else _check_positive_int("num_threads", num_threads)
     min_run_time = _check_min_run_time(min_run_time)
     if isinstance(seed, bool) or not isinstance(seed, int):
         raise TypeError(f"`seed` must be an int, got {seed!r}.")
 
-    inputs = _random_inputs(config.vocab_size, batch_size, sequence_length, parsed_device, seed)
+    inputs = _random_model_inputs(config, batch_size, model_inputs, parsed_device, seed)
     was_training = model.training
     model.to(parsed_device).eval()
     try:
@@ -486,7 +648,7 @@ def time_forward(
             globals={"model": model, "inputs": inputs},
             num_threads=num_threads,
             label=type(model).__name__,
-            description=f"batch {batch_size} x {sequence_length} tokens on {parsed_device}",
+            description=f"batch {batch_size} x {model_inputs.describe()} on {parsed_device}",
         )
         with torch.no_grad():  # grad mode is per thread, and the Timer runs the statement in this one
             model(**inputs)  # warm-up: lazy initialization and allocator caches stay out of the timings
@@ -498,9 +660,10 @@ def time_forward(
         iqr_ms=measurement.iqr * 1e3,
         device=str(parsed_device),
         batch_size=batch_size,
-        sequence_length=sequence_length,
+        sequence_length=model_inputs.tokens,
         num_threads=num_threads,
         num_runs=len(measurement.times) * measurement.number_per_run,
+        image_size=None if model_inputs.image_size is None else list(model_inputs.image_size),
     )
 
 
@@ -508,10 +671,11 @@ def measure_latency(
     model: nn.Module,
     subnet: SubnetConfig | None = None,
     batch_size: int = 1,
-    sequence_length: int = 128,
+    sequence_length: int | None = None,
     device: str = "cpu",
     num_threads: int | None = None,
     min_run_time: float = 1.0,
+    image_size: int | tuple[int, int] | None = None,
 ) -> LatencyResult:
     """Latency of one forward pass of the *extracted* `subnet` (a standalone copy, not the supernet).
 
@@ -523,10 +687,11 @@ def measure_latency(
         model (`nn.Module`): an elastic supernet (`ElasticBert*`).
         subnet (`SubnetConfig`, *optional*): the subnet; defaults to `model.active_subnet`.
         batch_size (`int`, *optional*, defaults to 1): sequences per forward pass.
-        sequence_length (`int`, *optional*, defaults to 128): tokens per sequence.
+        sequence_length (`int`, *optional*, defaults to 128): text models: tokens per sequence.
         device (`str`, *optional*, defaults to `"cpu"`): torch device string, e.g. `"cpu"` or `"cuda:0"`.
         num_threads (`int`, *optional*): torch intra-op threads; defaults to `torch.get_num_threads()`.
         min_run_time (`float`, *optional*, defaults to 1.0): seconds of timed runs at least.
+        image_size (`int` or `(height, width)`, *optional*): image models: the input size (default: the config's).
 
     Returns:
         [`LatencyResult`]: median and interquartile range in milliseconds, with the conditions of the measurement.
@@ -549,7 +714,7 @@ def measure_latency(
         )
     # Check everything before the (comparatively slow) extraction.
     _check_positive_int("batch_size", batch_size)
-    _check_sequence_length(model.config, sequence_length)
+    _resolve_inputs(model.config, sequence_length, image_size)
     _check_device(device)
     if num_threads is not None:
         _check_positive_int("num_threads", num_threads)
@@ -564,4 +729,5 @@ def measure_latency(
         device=device,
         num_threads=num_threads,
         min_run_time=min_run_time,
+        image_size=image_size,
     )

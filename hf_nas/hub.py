@@ -25,7 +25,7 @@ from huggingface_hub.utils import DEFAULT_IGNORE_PATTERNS, HFValidationError, fi
 from transformers import PreTrainedModel
 
 from . import extraction
-from .costs import LatencyResult, count_macs, count_parameters
+from .costs import LatencyResult, _is_vision, _pair, count_macs, count_parameters
 from .extraction import extract_subnet, is_vanilla_subnet
 from .models.supernet import SupernetMixin
 from .search_space import SubnetConfig
@@ -58,7 +58,16 @@ _HEAD_TASKS: dict[str, tuple[str, str]] = {
     "ForMaskedLM": ("AutoModelForMaskedLM", "fill-mask"),
     "Model": ("AutoModel", "feature-extraction"),
 }
-_LATENCY_FIELDS = ("median_ms", "iqr_ms", "device", "batch_size", "sequence_length", "num_threads", "num_runs")
+_LATENCY_FIELDS = (
+    "median_ms",
+    "iqr_ms",
+    "device",
+    "batch_size",
+    "sequence_length",
+    "num_threads",
+    "num_runs",
+    "image_size",
+)
 _LATENCY_REQUIRED = ("median_ms", "device", "batch_size", "sequence_length")
 _PARETO_FIELDS = ("position", "size", "objectives", "sorted_by", "values")
 _PARETO_REQUIRED = ("position", "size", "objectives")
@@ -233,7 +242,7 @@ def _search_space_table(supernet: Any, subnet: SubnetConfig) -> str:
     return f"{table}\n\nThe space holds {space.size:,} distinct subnets."
 
 
-def _cost_table(num_parameters: int, full_parameters: int, macs: int, full_macs: int, sequence_length: int) -> str:
+def _cost_table(num_parameters: int, full_parameters: int, macs: int, full_macs: int, inputs: str) -> str:
     rows = [
         [
             "Parameters",
@@ -242,7 +251,7 @@ def _cost_table(num_parameters: int, full_parameters: int, macs: int, full_macs:
             f"{100 * num_parameters / full_parameters:.1f}%",
         ],
         [
-            f"MACs (one forward, batch 1 x {sequence_length} tokens)",
+            f"MACs (one forward, batch 1 x {inputs})",
             f"{_human(macs)} ({macs:,})",
             f"{_human(full_macs)}",
             f"{100 * macs / full_macs:.1f}%",
@@ -257,8 +266,10 @@ def _cost_table(num_parameters: int, full_parameters: int, macs: int, full_macs:
 def _latency_text(latency: dict[str, Any] | None) -> str:
     if latency is None:
         return "Latency: not measured."
+    size = latency.get("image_size")
+    per_example = f"{latency['sequence_length']} tokens" if size is None else f"{size[0]}x{size[1]} px images"
     parts = [
-        f"batch {latency['batch_size']} x {latency['sequence_length']} tokens",
+        f"batch {latency['batch_size']} x {per_example}",
         f"device `{latency['device']}`",
     ]
     if latency.get("num_threads") is not None:
@@ -384,8 +395,9 @@ def build_model_card(
         repo_id (`str`, *optional*):
             Where the checkpoint will live, used in the loading snippet (defaults to a placeholder path).
         macs_sequence_length (`int`, *optional*):
-            Tokens per sequence the MACs are counted for; defaults to the latency's sequence length, else to
-            `min(128, config.max_position_embeddings)`.
+            Text models: tokens per sequence the MACs are counted for; defaults to the latency's sequence length,
+            else to `min(128, config.max_position_embeddings)`. Image models count MACs at the latency's image size,
+            else at `config.image_size`.
         processor_class (`str`, *optional*):
             The Auto class of the tokenizer or image processor saved beside the weights (e.g. `"AutoTokenizer"`),
             shown in the loading snippet; none is shown when `None`.
@@ -418,19 +430,29 @@ def build_model_card(
     latency_dict = _check_latency(latency)
     pareto = _check_pareto(pareto)
     config = supernet.config
-    if macs_sequence_length is None:
-        if latency_dict is not None:
-            macs_sequence_length = latency_dict["sequence_length"]
-        else:
-            macs_sequence_length = min(128, getattr(config, "max_position_embeddings", 128))
+    vision = _is_vision(config)
+    if vision:
+        if macs_sequence_length is not None:
+            raise ValueError("`macs_sequence_length` is for text models; image models count MACs at an image size.")
+        image_size = list(_pair((latency_dict or {}).get("image_size") or config.image_size))
+        size_kwargs: dict[str, Any] = {"image_size": tuple(image_size)}
+        inputs_text = f"{image_size[0]}x{image_size[1]} px image"
+    else:
+        if macs_sequence_length is None:
+            if latency_dict is not None:
+                macs_sequence_length = latency_dict["sequence_length"]
+            else:
+                macs_sequence_length = min(128, getattr(config, "max_position_embeddings", 128))
+        size_kwargs = {"sequence_length": macs_sequence_length}
+        inputs_text = f"{macs_sequence_length} tokens"
 
     head_size = config.attention_head_size
     vanilla = is_vanilla_subnet(subnet, head_size)
     auto_class, pipeline_tag = _head_task(supernet.static_class_name)
     num_parameters = count_parameters(supernet, subnet)  # also validates `subnet` against the search space
     full_parameters = count_parameters(supernet, supernet.max_subnet())
-    macs = count_macs(supernet, subnet, sequence_length=macs_sequence_length)
-    full_macs = count_macs(supernet, supernet.max_subnet(), sequence_length=macs_sequence_length)
+    macs = count_macs(supernet, subnet, **size_kwargs)
+    full_macs = count_macs(supernet, supernet.max_subnet(), **size_kwargs)
     model_type = extraction.VANILLA_MODEL_TYPES.get(config.model_type, config.model_type)
     subnet_class = extraction.SUBNET_CLASSES.get(supernet.static_class_name)
     modeling_file = (
@@ -466,7 +488,7 @@ def build_model_card(
         "num_parameters": num_parameters,
         "macs": macs,
         "macs_batch_size": 1,
-        "macs_sequence_length": macs_sequence_length,
+        **({"macs_image_size": image_size} if vision else {"macs_sequence_length": macs_sequence_length}),
         "supernet_num_parameters": full_parameters,
         "supernet_macs": full_macs,
     }
@@ -509,7 +531,7 @@ def build_model_card(
         load_snippet=_load_snippet(auto_class, repo_id or _PLACEHOLDER_REPO, vanilla, processor_class),
         subnet_table=_subnet_table(subnet, head_size),
         search_space_table=_search_space_table(supernet, subnet),
-        cost_table=_cost_table(num_parameters, full_parameters, macs, full_macs, macs_sequence_length),
+        cost_table=_cost_table(num_parameters, full_parameters, macs, full_macs, inputs_text),
         latency_text=_latency_text(latency_dict),
         metrics_text=_metrics_text(metrics, dataset),
         pareto_text=_pareto_text(pareto),

@@ -163,7 +163,9 @@ def test_register_rejects_bad_classes():
 def test_get_objective_errors():
     with pytest.raises(ValueError, match=r"Unknown objective 'acc'; allowed: \[.*'accuracy'.*'latency'.*'macs'"):
         get_objective("acc")
-    with pytest.raises(TypeError, match=r"'macs'.*allowed keyword arguments: \['sequence_length', 'batch_size'\]"):
+    with pytest.raises(
+        TypeError, match=r"'macs'.*allowed keyword arguments: \['sequence_length', 'batch_size', 'image_size'\]"
+    ):
         get_objective("macs", seq_len=128)
     with pytest.raises(TypeError, match="'accuracy'.*dataset"):
         get_objective("accuracy")  # the dataset is required

@@ -41,6 +41,7 @@ from ..costs import (
     _check_device,
     _check_min_run_time,
     _check_positive_int,
+    _is_vision,
     count_macs,
     count_parameters,
     measure_latency,
@@ -214,8 +215,9 @@ class MacsObjective(Objective):
     """Multiply-accumulates of one forward pass of the extracted subnet ([`~hf_nas.count_macs`]), to minimize.
 
     Args:
-        sequence_length (`int`, *optional*, defaults to 128): tokens per sequence.
-        batch_size (`int`, *optional*, defaults to 1): sequences per forward pass.
+        sequence_length (`int`, *optional*, defaults to 128): text models: tokens per sequence.
+        batch_size (`int`, *optional*, defaults to 1): sequences (or images) per forward pass.
+        image_size (`int` or `(height, width)`, *optional*): image models: the input size (default: the config's).
 
     Example:
 
@@ -230,16 +232,39 @@ class MacsObjective(Objective):
     direction = "minimize"
     cheap = True
 
-    def __init__(self, sequence_length: int = 128, batch_size: int = 1):
+    def __init__(self, sequence_length: int = 128, batch_size: int = 1, image_size: int | list[int] | None = None):
         self.sequence_length = _check_positive_int("sequence_length", sequence_length)
         self.batch_size = _check_positive_int("batch_size", batch_size)
+        self.image_size = _check_image_size(image_size)
 
     def __call__(self, model: nn.Module, subnet: SubnetConfig) -> float:
         _check_supernet(model)
-        return float(count_macs(model, subnet, sequence_length=self.sequence_length, batch_size=self.batch_size))
+        size = _input_size(model, self.sequence_length, self.image_size)
+        return float(count_macs(model, subnet, batch_size=self.batch_size, **size))
 
     def describe(self) -> dict[str, Any]:
-        return {**super().describe(), "sequence_length": self.sequence_length, "batch_size": self.batch_size}
+        return {
+            **super().describe(),
+            "sequence_length": self.sequence_length,
+            "batch_size": self.batch_size,
+            **({} if self.image_size is None else {"image_size": self.image_size}),
+        }
+
+
+def _check_image_size(image_size: Any) -> int | list[int] | None:
+    if image_size is None:
+        return None
+    if isinstance(image_size, (tuple, list)) and len(image_size) == 2:
+        return [_check_positive_int("image_size", int(v)) for v in image_size]
+    return _check_positive_int("image_size", image_size)
+
+
+def _input_size(model: nn.Module, sequence_length: int, image_size: Any) -> dict[str, Any]:
+    """The cost functions' input-size argument for `model`: image models take `image_size`, text models
+    `sequence_length`."""
+    if _is_vision(model.config):
+        return {"image_size": image_size}
+    return {"sequence_length": sequence_length}
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -252,11 +277,12 @@ class LatencyObjective(Objective):
     is not cheap; the supernet is neither moved nor changed.
 
     Args:
-        batch_size (`int`, *optional*, defaults to 1): sequences per forward pass.
-        sequence_length (`int`, *optional*, defaults to 128): tokens per sequence.
+        batch_size (`int`, *optional*, defaults to 1): sequences (or images) per forward pass.
+        sequence_length (`int`, *optional*, defaults to 128): text models: tokens per sequence.
         device (`str`, *optional*, defaults to `"cpu"`): torch device string, e.g. `"cpu"` or `"cuda:0"`.
         num_threads (`int`, *optional*): torch intra-op threads; defaults to `torch.get_num_threads()` at each call.
         min_run_time (`float`, *optional*, defaults to 0.5): seconds of timed runs at least, per subnet.
+        image_size (`int` or `(height, width)`, *optional*): image models: the input size (default: the config's).
 
     Example:
 
@@ -278,7 +304,9 @@ class LatencyObjective(Objective):
         device: str = "cpu",
         num_threads: int | None = None,
         min_run_time: float = 0.5,
+        image_size: int | list[int] | None = None,
     ):
+        self.image_size = _check_image_size(image_size)
         self.batch_size = _check_positive_int("batch_size", batch_size)
         self.sequence_length = _check_positive_int("sequence_length", sequence_length)
         self.device = str(_check_device(device))
@@ -291,10 +319,10 @@ class LatencyObjective(Objective):
             model,
             subnet,
             batch_size=self.batch_size,
-            sequence_length=self.sequence_length,
             device=self.device,
             num_threads=self.num_threads,
             min_run_time=self.min_run_time,
+            **_input_size(model, self.sequence_length, self.image_size),
         )
         return float(result.median_ms)
 
@@ -310,6 +338,7 @@ class LatencyObjective(Objective):
             "num_threads": num_threads,
             "min_run_time": self.min_run_time,
             "hardware": _hardware(torch.device(self.device)),
+            **({} if self.image_size is None else {"image_size": self.image_size}),
         }
 
 
@@ -420,6 +449,9 @@ class TaskMetricObjective(Objective):
             Where the evaluation runs; the model must be there. Defaults to the model's device at each call.
         metric_kwargs (`dict`, *optional*):
             Extra arguments of the metric's `compute`, e.g. `{"average": "macro"}` for F1 over several classes.
+        model_kwargs (`dict`, *optional*):
+            Extra keyword arguments of every forward pass, e.g. `{"interpolate_pos_encoding": True}` for a ViT
+            evaluated at another image size than its config's.
 
     Example:
 
@@ -451,8 +483,13 @@ class TaskMetricObjective(Objective):
         tokenizer: Any = None,
         device: str | None = None,
         metric_kwargs: dict[str, Any] | None = None,
+        model_kwargs: dict[str, Any] | None = None,
     ):
         from ..metrics import load_metric
+
+        if model_kwargs is not None and not isinstance(model_kwargs, dict):
+            raise TypeError(f"`model_kwargs` must be a dict of forward arguments, got {model_kwargs!r}.")
+        self.model_kwargs = dict(model_kwargs or {})
 
         if not isinstance(metric, str) or not metric:
             raise TypeError(f"`metric` must be a metric name such as 'accuracy' or 'f1', got {metric!r}.")
@@ -544,7 +581,7 @@ class TaskMetricObjective(Objective):
     def _predict(self, model: nn.Module, device: torch.device) -> torch.Tensor:
         predictions = []
         for inputs, labels in self._batches_on(device):
-            outputs = model(**inputs)
+            outputs = model(**inputs, **self.model_kwargs)
             logits = outputs.logits if hasattr(outputs, "logits") else outputs[0]  # (B, C) or (B, T, C)
             if logits.shape[:-1] != labels.shape:
                 raise ValueError(
