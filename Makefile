@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 TORCH_PIN := torch==2.13.0
 LINT_PATHS := hf_nas scripts tests
 
-.PHONY: venv demo test lint bench bench-supernet bench-search
+.PHONY: venv demo test lint bench bench-supernet bench-search bench-vision bench-gradient-search
 
 venv: $(VENV)/.stamp
 
@@ -40,3 +40,9 @@ bench-supernet: $(VENV)/.stamp-bench
 
 bench-search: $(VENV)/.stamp-bench
 	$(BIN)/python scripts/bench_search.py
+
+bench-vision: $(VENV)/.stamp-bench
+	$(BIN)/python scripts/bench_vision.py
+
+bench-gradient-search: $(VENV)/.stamp-bench
+	$(BIN)/python scripts/bench_gradient_search.py

@@ -341,3 +341,11 @@ def test_elastic_class_for_picks_the_family(tmp_path):
     assert elastic_class_for(tmp_path / "beit", "feature-extraction") is ElasticBeitModel
     with pytest.raises(ValueError, match="Unknown task 'segmentation'"):
         elastic_class_for(tmp_path / "vit", "segmentation")
+
+
+def test_elastic_classes_subclass_the_vanilla_families():
+    assert issubclass(ElasticViTForImageClassification, transformers.ViTPreTrainedModel)
+    assert issubclass(ElasticViTModel, transformers.ViTPreTrainedModel)
+    assert issubclass(ElasticBeitForImageClassification, transformers.BeitPreTrainedModel)
+    assert issubclass(hf_nas.ElasticBertForSequenceClassification, transformers.BertPreTrainedModel)
+    assert issubclass(hf_nas.ElasticViTConfig, ViTConfig) and issubclass(hf_nas.ElasticBeitConfig, BeitConfig)

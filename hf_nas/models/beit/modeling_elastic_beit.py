@@ -16,7 +16,7 @@ from typing import Any
 
 import torch
 from torch import nn
-from transformers import BeitForImageClassification, PreTrainedModel
+from transformers import BeitForImageClassification, BeitPreTrainedModel
 from transformers import initialization as init
 from transformers.masking_utils import create_bidirectional_mask
 from transformers.modeling_layers import GradientCheckpointingLayer
@@ -181,7 +181,7 @@ class ElasticBeitPooler(nn.Module):
         return hidden_states[:, 0]
 
 
-class ElasticBeitPreTrainedModel(SupernetMixin, PreTrainedModel):
+class ElasticBeitPreTrainedModel(SupernetMixin, BeitPreTrainedModel):
     config: ElasticBeitConfig
     config_class = ElasticBeitConfig
     base_model_prefix = "beit"

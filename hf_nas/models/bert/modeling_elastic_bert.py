@@ -14,7 +14,7 @@ from transformers import (
     BertForQuestionAnswering,
     BertForSequenceClassification,
     BertForTokenClassification,
-    PreTrainedModel,
+    BertPreTrainedModel,
 )
 from transformers import initialization as init
 from transformers.activations import ACT2FN
@@ -258,7 +258,7 @@ class ElasticBertOnlyMLMHead(nn.Module):
         return self.predictions(sequence_output)
 
 
-class ElasticBertPreTrainedModel(SupernetMixin, PreTrainedModel):
+class ElasticBertPreTrainedModel(SupernetMixin, BertPreTrainedModel):
     config: ElasticBertConfig
     config_class = ElasticBertConfig
     base_model_prefix = "bert"

@@ -14,7 +14,7 @@ from typing import Any
 
 import torch
 from torch import nn
-from transformers import PreTrainedModel, ViTForImageClassification
+from transformers import ViTForImageClassification, ViTPreTrainedModel
 from transformers import initialization as init
 from transformers.activations import ACT2FN
 from transformers.masking_utils import create_bidirectional_mask
@@ -311,7 +311,7 @@ def _set_active_layers(layers: nn.ModuleList, subnet: SubnetConfig) -> None:
         layer.set_active(subnet.hidden_size, heads, ffn)
 
 
-class ElasticViTPreTrainedModel(SupernetMixin, PreTrainedModel):
+class ElasticViTPreTrainedModel(SupernetMixin, ViTPreTrainedModel):
     config: ElasticViTConfig
     config_class = ElasticViTConfig
     base_model_prefix = "vit"
