@@ -266,7 +266,7 @@ def test_checkpoints_carry_the_architecture_and_resume_identically(tmp_path):
     checkpoint = tmp_path / "out" / "checkpoint-4"
     assert (checkpoint / ARCHITECTURE_DIR_NAME / "architecture.safetensors").is_file()
     assert (checkpoint / ARCH_STATE_NAME).is_file()
-    assert SubnetConfig.load(checkpoint / "selected_subnet.json") in full.supernet.search_space
+    assert SubnetConfig.load(checkpoint / "argmax_subnet.json") in full.supernet.search_space
     resumed = run(8, resume=str(checkpoint))
     for (name, p), (_, q) in zip(
         full.arch_parameters.named_parameters(), resumed.arch_parameters.named_parameters(), strict=True
@@ -275,7 +275,7 @@ def test_checkpoints_carry_the_architecture_and_resume_identically(tmp_path):
     for (name, p), (_, q) in zip(full.model.named_parameters(), resumed.model.named_parameters(), strict=True):
         torch.testing.assert_close(p, q, msg=name)
     full.save_model(str(tmp_path / "final"))
-    assert json.loads((tmp_path / "final" / "selected_subnet.json").read_text())["num_hidden_layers"] >= 1
+    assert json.loads((tmp_path / "final" / "argmax_subnet.json").read_text())["num_hidden_layers"] >= 1
     assert os.path.isdir(tmp_path / "final" / ARCHITECTURE_DIR_NAME)
 
 

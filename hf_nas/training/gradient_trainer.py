@@ -56,7 +56,7 @@ ARCH_OPTIMIZERS = {"darts": "softmax", "drnas": "dirichlet"}  # optimizer -> par
 SELECTION_METHODS = ("argmax", "perturbation")
 ARCHITECTURE_DIR_NAME = "architecture"
 ARCH_STATE_NAME = "architecture_state.pt"
-SELECTED_SUBNET_NAME = "selected_subnet.json"
+SELECTED_SUBNET_NAME = "argmax_subnet.json"
 
 
 @dataclass
@@ -390,7 +390,7 @@ class GradientSearchTrainer(Trainer):
 
     def save_model(self, output_dir: str | None = None, _internal_call: bool = False) -> None:
         """Save the supernet (as the Trainer does), its architecture parameters (`architecture/`) and the argmax
-        subnet (`selected_subnet.json`)."""
+        subnet (`argmax_subnet.json`)."""
         super().save_model(output_dir, _internal_call)
         if self.args.should_save and not _internal_call:
             self._save_architecture(output_dir or self.args.output_dir, with_state=False)
