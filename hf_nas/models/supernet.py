@@ -15,8 +15,9 @@ __all__ = ["SupernetMixin"]
 
 
 class SupernetMixin:
-    """Mixed into an elastic `PreTrainedModel`. The host implements `_apply_subnet(subnet)`, which sets the active
-    sizes of its elastic modules without validation, and names its vanilla twin in `static_class_name`."""
+    """Mixed into an elastic `PreTrainedModel`. A base model implements `_apply_subnet(subnet)`, which sets the
+    active sizes of its elastic modules without validation; a model with a head lists the head's elastic layers in
+    `_head_modules()`. Each names its vanilla twin in `static_class_name`."""
 
     static_class_name: ClassVar[str]
 
@@ -78,8 +79,16 @@ class SupernetMixin:
         self._apply_subnet(subnet)
         self.__dict__["_active_subnet"] = subnet
 
-    def _apply_subnet(self, subnet: SubnetConfig) -> None:  # pragma: no cover - implemented by each model
-        raise NotImplementedError
+    def _apply_subnet(self, subnet: SubnetConfig) -> None:
+        """Set the active sizes without validation. A model with a head activates its base model, then the head's
+        own modules, which read `hidden_size` channels; a base model overrides this."""
+        self.base_model._activate(subnet)
+        for module in self._head_modules():
+            module.set_active(in_features=subnet.hidden_size)
+
+    def _head_modules(self) -> list:
+        """The head's elastic linear layers that read the last hidden state (e.g. the classifier)."""
+        return []
 
     def _static_init_kwargs(self) -> dict:
         """Extra constructor arguments of the vanilla twin (e.g. `add_pooling_layer`)."""

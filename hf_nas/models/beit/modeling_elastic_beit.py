@@ -211,14 +211,6 @@ class ElasticBeitPreTrainedModel(SupernetMixin, BeitPreTrainedModel):
                 init.constant_(module.lambda_1, self.config.layer_scale_init_value)
                 init.constant_(module.lambda_2, self.config.layer_scale_init_value)
 
-    def _apply_subnet(self, subnet: SubnetConfig) -> None:
-        self.base_model._activate(subnet)
-        for module in self._head_modules():
-            module.set_active(in_features=subnet.hidden_size)
-
-    def _head_modules(self) -> list[ElasticLinear]:
-        return []
-
     def _static_config_overrides(self, subnet: SubnetConfig) -> dict[str, Any]:
         config = self.config
         if config.out_indices == [config.num_hidden_layers] or config.out_indices == (config.num_hidden_layers,):

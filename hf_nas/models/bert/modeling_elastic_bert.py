@@ -278,15 +278,6 @@ class ElasticBertPreTrainedModel(SupernetMixin, BertPreTrainedModel):
             init.copy_(module.position_ids, torch.arange(module.position_ids.shape[-1]).expand((1, -1)))
             init.zeros_(module.token_type_ids)
 
-    def _apply_subnet(self, subnet: SubnetConfig) -> None:
-        # Heads: the base model, then the head's own modules, which read `hidden_size` channels.
-        self.bert._activate(subnet)
-        for module in self._head_modules():
-            module.set_active(in_features=subnet.hidden_size)
-
-    def _head_modules(self) -> list[ElasticLinear]:
-        return []
-
     def elastic_layers(self) -> list[ElasticBertLayer]:
         """The transformer layers, in order (all of them, whatever the active depth)."""
         return list(self.base_model.encoder.layer)

@@ -333,14 +333,6 @@ class ElasticViTPreTrainedModel(SupernetMixin, ViTPreTrainedModel):
             if module.mask_token is not None:
                 init.zeros_(module.mask_token)
 
-    def _apply_subnet(self, subnet: SubnetConfig) -> None:
-        self.base_model._activate(subnet)
-        for module in self._head_modules():
-            module.set_active(in_features=subnet.hidden_size)
-
-    def _head_modules(self) -> list[ElasticLinear]:
-        return []
-
     def _static_config_overrides(self, subnet: SubnetConfig) -> dict[str, Any]:
         if self.config.pooler_output_size == self.config.hidden_size:
             return {"pooler_output_size": subnet.hidden_size}
