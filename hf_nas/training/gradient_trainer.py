@@ -192,6 +192,7 @@ class GradientSearchTrainer(Trainer):
         self.arch_seed = seed
         self.arch_generator = torch.Generator(device=self.args.device).manual_seed(seed)
         self._arch_position = {"epoch": 0, "index": 0}  # where the next arch batch starts in the arch split
+        self._arch_examples_cache: Any = None
         self._arch_logs: dict[str, list[float]] = {"arch_loss": [], "expected_macs_ratio": []}
         self.full_macs = count_macs(model, model.max_subnet(), sequence_length=args.macs_sequence_length)
 
@@ -202,10 +203,12 @@ class GradientSearchTrainer(Trainer):
     # ------------------------------------------------------------------------------------------------------------
     # the architecture split, in a seeded order that a checkpoint can resume
     def _arch_examples(self) -> Any:
-        dataset = self.arch_dataset
-        if hasattr(dataset, "column_names"):
-            dataset = self._remove_unused_columns(dataset, description="architecture")
-        return dataset
+        if self._arch_examples_cache is None:
+            dataset = self.arch_dataset
+            if hasattr(dataset, "column_names"):
+                dataset = self._remove_unused_columns(dataset, description="architecture")
+            self._arch_examples_cache = dataset
+        return self._arch_examples_cache
 
     def _next_arch_batch(self) -> dict[str, Any]:
         dataset = self._arch_examples()
