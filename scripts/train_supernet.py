@@ -68,6 +68,10 @@ class ModelArguments:
     )
     importance_batches: int = field(default=8, metadata={"help": "Training batches used to measure importance."})
     attn_implementation: str = field(default="sdpa", metadata={"help": "eager or sdpa."})
+    ignore_mismatched_sizes: bool = field(
+        default=False,
+        metadata={"help": "Replace a checkpoint's classifier whose number of labels differs from the data's."},
+    )
 
 
 def main() -> None:
@@ -160,6 +164,7 @@ def prepare_text(path: str, model_args: ModelArguments, data_args: TextDataArgum
         id2label=id2label,
         label2id=str_label2id,
         attn_implementation=model_args.attn_implementation,
+        ignore_mismatched_sizes=model_args.ignore_mismatched_sizes,
     )
     with training_args.main_process_first(desc="tokenize"):
         splits = {}
@@ -189,6 +194,7 @@ def prepare_images(path: str, model_args: ModelArguments, data_args: ImageDataAr
         id2label=id2label,
         label2id=label2id,
         attn_implementation=model_args.attn_implementation,
+        ignore_mismatched_sizes=model_args.ignore_mismatched_sizes,
     )
     image_size = processor_image_size(processor)
     interpolate = data_args.interpolate_pos_encoding
