@@ -174,21 +174,18 @@ def image_objectives(args: SearchArguments, data_args):
     interpolate = data_args.interpolate_pos_encoding
     if interpolate is None:
         interpolate = needs_interpolate_pos_encoding(model.config, image_size)
-    if interpolate:
-        # The task-metric objective caches tensors only, so the flag reaches the forward through a hook instead.
-        model.register_forward_pre_hook(_interpolate_pos_encoding, with_kwargs=True)
     logger.info("images of %s px, interpolate_pos_encoding=%s", image_size, interpolate)
 
     def metric_objective(name: str) -> TaskMetricObjective:
         return TaskMetricObjective(
-            dev, metric=name, batch_size=args.eval_batch_size, collate_fn=ImageClassificationCollator()
+            dev,
+            metric=name,
+            batch_size=args.eval_batch_size,
+            collate_fn=ImageClassificationCollator(),
+            model_kwargs={"interpolate_pos_encoding": True} if interpolate else None,
         )
 
     return model, metric_objective, {"image_size": image_size}
-
-
-def _interpolate_pos_encoding(module, args, kwargs):
-    return args, {**kwargs, "interpolate_pos_encoding": True}
 
 
 if __name__ == "__main__":
