@@ -174,3 +174,19 @@ def test_chosen_subnet_reloaded_without_hf_nas_reproduces_its_recorded_metric(su
         )
         assert out.returncode == 0, out.stderr[-2000:]
         assert float(out.stdout.strip().splitlines()[-1]) == pytest.approx(results.records[i]["values"]["accuracy"])
+
+
+@pytest.mark.parametrize("strategy,use_predictors", [("random", False), ("nsga2", False), ("nsga2", True)])
+def test_constraints_on_cheap_objectives_steer_the_strategy(supernet, tmp_path, strategy, use_predictors):
+    """A MAC budget is known before measuring: every measured subnet satisfies it (none is wasted)."""
+    full_macs = get_objective("macs", sequence_length=16)(supernet, supernet.max_subnet())
+    results = run(
+        supernet,
+        tmp_path,
+        strategy=strategy,
+        use_predictors=use_predictors,
+        num_evaluations=8,
+        constraints=[Constraint("macs", max_value=0.4 * full_macs)],
+    )
+    assert len(results.records) == 8
+    assert all(r["values"]["macs"] <= 0.4 * full_macs and r["feasible"] for r in results.records)

@@ -15,7 +15,7 @@ import json
 import logging
 import os
 import random
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -455,7 +455,22 @@ class SubnetSearch:
         return [_violation(c, values) for c in self.constraints]
 
     def _new_strategy(self, seed: int) -> SearchStrategy:
-        return get_strategy(self.strategy_name, self.space, self.directions, seed=seed)
+        return get_strategy(
+            self.strategy_name, self.space, self.directions, seed=seed, constraints=self._cheap_constraints()
+        )
+
+    def _cheap_constraints(self) -> Callable[[SubnetConfig], list[float]] | None:
+        """Constraints on cheap objectives (MACs, parameters) as a function of a subnet, so the strategy proposes
+        only subnets that satisfy them instead of spending measurements on ones that cannot."""
+        cheap = {o.name: o for o in self.objectives if o.cheap}
+        selected = [c for c in self.constraints if c.objective in cheap]
+        if not selected:
+            return None
+
+        def values(subnet: SubnetConfig) -> list[float]:
+            return [c.violation(cheap[c.objective](self.model, subnet)) for c in selected]
+
+        return values
 
     def run(self) -> SearchResults:
         """Run (or resume) the search until `num_evaluations` subnets are measured; returns the results."""
@@ -518,10 +533,18 @@ class SubnetSearch:
         rng = np.random.default_rng(self.seed)
         # 1. a seeded random start, measured for real
         generator = random.Random(self.seed)
+        cheap_constraints = self._cheap_constraints()
+        attempts = 0
         while len(self.results.records) < self.initial_evaluations:
             subnet = self.space.sample(generator=generator)
             key = json.dumps(subnet.to_dict(), sort_keys=True)
-            if key in measured:
+            attempts += 1
+            if attempts > 1000 * self.initial_evaluations:
+                raise ValueError(
+                    f"Found no subnet satisfying the constraints {[str(c) for c in self.constraints]} in {attempts - 1} "
+                    "random samples of the search space; loosen them or narrow the space."
+                )
+            if key in measured or (cheap_constraints is not None and any(v > 0 for v in cheap_constraints(subnet))):
                 continue
             self._measure(subnet, "initial")
             measured.add(key)
