@@ -307,7 +307,9 @@ def _pareto_text(pareto: dict[str, Any] | None) -> str:
     return text
 
 
-def _load_snippet(auto_class: str, repo: str, is_vanilla: bool, processor_class: str | None) -> str:
+def _load_snippet(
+    auto_class: str, repo: str, is_vanilla: bool, processor_class: str | None, note: str | None = None
+) -> str:
     remote = "" if is_vanilla else ", trust_remote_code=True"
     imports = sorted({auto_class} | ({processor_class} if processor_class else set()))
     lines = [f"from transformers import {', '.join(imports)}", ""]
@@ -315,6 +317,8 @@ def _load_snippet(auto_class: str, repo: str, is_vanilla: bool, processor_class:
     if processor_class:
         name = "tokenizer" if processor_class == "AutoTokenizer" else "processor"
         lines.append(f'{name} = {processor_class}.from_pretrained("{repo}")')
+    if note:
+        lines.append(note)
     return "\n".join(lines)
 
 
@@ -356,6 +360,7 @@ def build_model_card(
     dataset: str | None = None,
     repo_id: str | None = None,
     macs_sequence_length: int | None = None,
+    macs_image_size: int | tuple[int, int] | None = None,
     processor_class: str | None = None,
     license: str | None = None,
 ) -> ModelCard:
@@ -396,8 +401,11 @@ def build_model_card(
             Where the checkpoint will live, used in the loading snippet (defaults to a placeholder path).
         macs_sequence_length (`int`, *optional*):
             Text models: tokens per sequence the MACs are counted for; defaults to the latency's sequence length,
-            else to `min(128, config.max_position_embeddings)`. Image models count MACs at the latency's image size,
-            else at `config.image_size`.
+            else to `min(128, config.max_position_embeddings)`.
+        macs_image_size (`int` or `(height, width)`, *optional*):
+            Image models: the image size the MACs are counted for; defaults to the latency's image size, else to
+            `config.image_size`. When it differs from `config.image_size`, the loading snippet says to pass
+            `interpolate_pos_encoding=True`.
         processor_class (`str`, *optional*):
             The Auto class of the tokenizer or image processor saved beside the weights (e.g. `"AutoTokenizer"`),
             shown in the loading snippet; none is shown when `None`.
@@ -431,13 +439,25 @@ def build_model_card(
     pareto = _check_pareto(pareto)
     config = supernet.config
     vision = _is_vision(config)
+    note = None
     if vision:
         if macs_sequence_length is not None:
-            raise ValueError("`macs_sequence_length` is for text models; image models count MACs at an image size.")
-        image_size = list(_pair((latency_dict or {}).get("image_size") or config.image_size))
+            raise ValueError(
+                "`macs_sequence_length` is for text models; image models count MACs at `macs_image_size`."
+            )
+        image_size = list(_pair(macs_image_size or (latency_dict or {}).get("image_size") or config.image_size))
+        if image_size != list(_pair(config.image_size)):
+            note = (
+                f"# for {image_size[0]}x{image_size[1]} px images (the config says {config.image_size} px): "
+                "model(pixel_values, interpolate_pos_encoding=True)"
+            )
         size_kwargs: dict[str, Any] = {"image_size": tuple(image_size)}
         inputs_text = f"{image_size[0]}x{image_size[1]} px image"
     else:
+        if macs_image_size is not None:
+            raise ValueError(
+                "`macs_image_size` is for image models; text models count MACs at `macs_sequence_length`."
+            )
         if macs_sequence_length is None:
             if latency_dict is not None:
                 macs_sequence_length = latency_dict["sequence_length"]
@@ -528,7 +548,7 @@ def build_model_card(
         is_vanilla=vanilla,
         model_type=model_type,
         modeling_file=modeling_file,
-        load_snippet=_load_snippet(auto_class, repo_id or _PLACEHOLDER_REPO, vanilla, processor_class),
+        load_snippet=_load_snippet(auto_class, repo_id or _PLACEHOLDER_REPO, vanilla, processor_class, note),
         subnet_table=_subnet_table(subnet, head_size),
         search_space_table=_search_space_table(supernet, subnet),
         cost_table=_cost_table(num_parameters, full_parameters, macs, full_macs, inputs_text),

@@ -235,8 +235,8 @@ def main() -> None:
         model_name=export_args.model_name,
         dataset=export_args.dataset_name,
         repo_id=export_args.hub_model_id,
-        # images: the card counts MACs at the latency's image size
         **({"macs_sequence_length": shape["sequence_length"]} if "sequence_length" in shape else {}),
+        **({"macs_image_size": shape["image_size"]} if "image_size" in shape else {}),
         license=export_args.license,
     )
     print(f"Saved the subnet ({how}) to {folder}")

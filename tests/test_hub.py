@@ -519,3 +519,27 @@ def test_script_bad_selection(tmp_path, supernet_dir, results_dir, monkeypatch, 
     with pytest.raises(error, match=match):
         run_main(monkeypatch, "--supernet", str(supernet_dir), "--output_dir", str(tmp_path / "out"), *args)
     assert not (tmp_path / "out").exists()
+
+
+def test_image_model_card_counts_macs_at_the_image_size(tmp_path):
+    from transformers import ViTImageProcessor
+
+    from hf_nas import ElasticViTConfig, ElasticViTForImageClassification
+
+    config = ElasticViTConfig(
+        hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64, image_size=32, patch_size=8
+    )
+    vit = ElasticViTForImageClassification(config).eval()
+    subnet = SubnetConfig.uniform(2, 2, 32, 16)  # 2 heads x 8 == 16: a vanilla `vit`
+    card = build_model_card(vit, subnet, base_model=BASE, macs_image_size=48)
+    meta = ModelCard(str(card)).data.to_dict()["hf_nas"]
+    assert meta["macs"] == count_macs(vit, subnet, image_size=48) and meta["macs_image_size"] == [48, 48]
+    assert "48x48 px image" in str(card) and "interpolate_pos_encoding=True" in str(card)
+    plain = str(build_model_card(vit, subnet, base_model=BASE))  # the config's size: no interpolation note
+    assert "32x32 px image" in plain and "interpolate_pos_encoding" not in plain
+    with pytest.raises(ValueError, match="`macs_sequence_length` is for text models"):
+        build_model_card(vit, subnet, base_model=BASE, macs_sequence_length=16)
+    folder = export_subnet(
+        vit, subnet, tmp_path / "vit", processor=ViTImageProcessor(size={"height": 48, "width": 48}), base_model=BASE
+    )
+    assert "AutoImageProcessor" in open(os.path.join(folder, "README.md")).read()
