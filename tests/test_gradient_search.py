@@ -324,3 +324,36 @@ def test_bad_input_gives_clear_errors(tmp_path):
     trainer = GradientSearchTrainer(model=model, args=search_args(tmp_path), train_dataset=data, arch_dataset=data)
     with pytest.raises(ValueError, match=r"Unknown selection method 'best'; allowed: \['argmax', 'perturbation'\]"):
         trainer.select_subnet("best")
+
+
+@pytest.mark.parametrize("family", ["vit", "beit"])
+def test_one_hot_mixture_equals_the_subnet_for_vision_models(family):
+    """The mixture works on the shared layer protocol: ViT and BEiT (relative bias, layer scale, mean pooling) too,
+    hidden size included."""
+    from hf_nas import (
+        ElasticBeitConfig,
+        ElasticBeitForImageClassification,
+        ElasticViTConfig,
+        ElasticViTForImageClassification,
+    )
+
+    kwargs = dict(
+        hidden_size=32, num_hidden_layers=3, num_attention_heads=4, intermediate_size=64, image_size=32, patch_size=8
+    )
+    if family == "vit":
+        model = ElasticViTForImageClassification(ElasticViTConfig(**kwargs, num_labels=3))
+    else:
+        config = ElasticBeitConfig(
+            **kwargs, num_labels=3, use_relative_position_bias=True, use_mean_pooling=True, layer_scale_init_value=0.5
+        )
+        model = ElasticBeitForImageClassification(config)
+    model.eval()
+    pixel_values = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    space = model.search_space
+    for subnet in [space.smallest(), space.largest(), *(space.sample(seed=s) for s in range(4))]:
+        with torch.no_grad(), model.subnet(subnet):
+            expected = model(pixel_values=pixel_values).logits
+        with MixedForward(model) as mixed, torch.no_grad():
+            mixed.weights = ArchitectureWeights.one_hot(space, subnet)
+            actual = model(pixel_values=pixel_values).logits
+        torch.testing.assert_close(actual, expected, atol=1e-5, rtol=0)
