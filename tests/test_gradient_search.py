@@ -357,3 +357,41 @@ def test_one_hot_mixture_equals_the_subnet_for_vision_models(family):
             mixed.weights = ArchitectureWeights.one_hot(space, subnet)
             actual = model(pixel_values=pixel_values).logits
         torch.testing.assert_close(actual, expected, atol=1e-5, rtol=0)
+
+
+def _saved_activation_bytes(fn) -> int:
+    """Bytes of the tensors autograd saves for backward while `fn` runs: the training-memory footprint."""
+    total = 0
+
+    def pack(tensor):
+        nonlocal total
+        total += tensor.numel() * tensor.element_size()
+        return tensor
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
+        fn()
+    return total
+
+
+def test_the_mixture_is_one_forward_with_the_memory_of_the_largest_subnet():
+    """Each layer runs once per mixed forward, and the activations saved for backward stay close to the largest
+    subnet's: 1.15x with a fixed hidden size, 1.7x with three hidden sizes (their LayerNorms are superposed), where
+    one forward per head choice alone would save 4x."""
+    model = make_supernet("BertForSequenceClassification").train()
+    batch = {**random_batch(batch_size=4, seq_len=32), "labels": torch.tensor([0, 1, 2, 0])}
+    largest = _saved_activation_bytes(lambda: model(**batch).loss)
+    calls = []
+    hooks = [layer.register_forward_hook(lambda *args: calls.append(1)) for layer in model.elastic_layers()]
+    try:
+        for space, limit in ((model.search_space.narrow(hidden_size=[32]), 1.25), (model.search_space, 2.0)):
+            model.search_space = space
+            arch = ArchitectureParameters(space)  # uniform weights: every choice is in the mixture
+            calls.clear()
+            with MixedForward(model) as mixed:
+                mixed.weights = arch.weights()
+                saved = _saved_activation_bytes(lambda: model(**batch).loss)
+            assert len(calls) == model.config.num_hidden_layers
+            assert saved <= limit * largest, (saved / largest, limit)
+    finally:
+        for hook in hooks:
+            hook.remove()
