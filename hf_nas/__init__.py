@@ -20,7 +20,7 @@ from transformers.conversion_mapping import get_checkpoint_conversion_mapping, r
 from . import extraction
 from .costs import LatencyResult, count_macs, count_macs_measured, count_parameters, measure_latency, time_forward
 from .extraction import extract_subnet, save_subnet
-from .importance import reorder_by_importance
+from .importance import rank_layers, reorder_by_importance
 from .models.beit import (
     BeitSubnetConfig,
     BeitSubnetForImageClassification,
@@ -145,6 +145,7 @@ __all__ = [
     "count_parameters",
     "extract_subnet",
     "measure_latency",
+    "rank_layers",
     "reorder_by_importance",
     "save_subnet",
     "time_forward",

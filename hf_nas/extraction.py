@@ -96,7 +96,7 @@ def extract_subnet(supernet: PreTrainedModel, subnet: SubnetConfig | None = None
     previous = supernet.active_subnet
     supernet._activate(subnet)
     try:
-        state = _active_state_dict(supernet, static)
+        state = _active_state_dict(supernet, static, subnet)
     finally:
         supernet._activate(previous)
     static.load_state_dict(state, strict=True)
@@ -104,20 +104,45 @@ def extract_subnet(supernet: PreTrainedModel, subnet: SubnetConfig | None = None
     return static
 
 
-def _active_state_dict(supernet: PreTrainedModel, static: PreTrainedModel) -> dict[str, torch.Tensor]:
-    """The supernet's active slices under the names of `static`'s state dict (modules missing from `static`,
-    such as dropped layers, are skipped)."""
+def _layer_renaming(supernet: PreTrainedModel, subnet: SubnetConfig) -> dict[str, str]:
+    """Name prefixes of the kept supernet layers -> their prefixes in the extracted model, which numbers the kept
+    layers 0..k-1 (e.g. `bert.encoder.layer.5.` -> `bert.encoder.layer.2.`). Dropped layers map to nothing."""
+    names = {id(module): name for name, module in supernet.named_modules()}
+    layers = supernet.elastic_layers()
+    return {f"{names[id(layers[j])]}.": f"{names[id(layers[i])]}." for i, j in enumerate(subnet.layers)}
+
+
+def _rename(key: str, renaming: dict[str, str], layer_prefixes: tuple[str, ...]) -> str | None:
+    """`key` of the supernet under its extracted name; None for a tensor of a dropped layer."""
+    for old, new in renaming.items():
+        if key.startswith(old):
+            return new + key[len(old) :]
+    return None if key.startswith(layer_prefixes) else key
+
+
+def _active_state_dict(
+    supernet: PreTrainedModel, static: PreTrainedModel, subnet: SubnetConfig
+) -> dict[str, torch.Tensor]:
+    """The supernet's active slices under the names of `static`'s state dict. The kept layers are renumbered
+    0..k-1; modules missing from `static` are skipped."""
     target = static.state_dict()
+    renaming = _layer_renaming(supernet, subnet)
+    names = {id(module): name for name, module in supernet.named_modules()}
+    layer_prefixes = tuple(f"{names[id(layer)]}." for layer in supernet.elastic_layers())
     state: dict[str, torch.Tensor] = {}
     for name, module in supernet.named_modules():
         if not isinstance(module, ELASTIC_PRIMITIVES):
             continue
-        prefix = f"{name}." if name else ""
-        if not any(key.startswith(prefix) for key in target):
+        prefix = _rename(f"{name}." if name else "", renaming, layer_prefixes)
+        if prefix is None or not any(key.startswith(prefix) for key in target):
             continue
         for key, value in module.to_static().state_dict().items():
             state[prefix + key] = value
-    full = supernet.state_dict()
+    full = {}
+    for key, value in supernet.state_dict().items():
+        new_key = _rename(key, renaming, layer_prefixes)
+        if new_key is not None:
+            full[new_key] = value
     for key in target:
         if key in state:
             continue

@@ -215,7 +215,8 @@ def _subnet_table(subnet: SubnetConfig, head_size: int) -> str:
     ]
     table = _table(["Layer", "Attention heads", "Attention width (heads x head size)", "FFN width"], rows)
     return (
-        f"Depth **{subnet.num_hidden_layers}** layers, hidden size **{subnet.hidden_size}**, attention head size "
+        f"Depth **{subnet.num_hidden_layers}** layers (the supernet's layers {', '.join(map(str, subnet.layers))}, "
+        f"renumbered from 0), hidden size **{subnet.hidden_size}**, attention head size "
         f"{head_size}.\n\n{table}\n\nAs JSON (`hf_nas.SubnetConfig.from_dict`): "
         f"`{json.dumps(subnet.to_dict(), separators=(', ', ': '))}`"
     )
@@ -229,6 +230,8 @@ def _search_space_table(supernet: Any, subnet: SubnetConfig) -> str:
 
     rows = [
         ["Depth (`num_hidden_layers`)", join(space.num_hidden_layers), subnet.num_hidden_layers],
+        # One subset of the supernet's layers per depth, fixed by the space's layer rule.
+        ["Kept layers (`layers`)", f"layer rule `{space.layer_rule}`", join(subnet.layers)],
         [
             "Attention heads, per layer (`num_attention_heads`)",
             join(space.num_attention_heads),

@@ -1,5 +1,8 @@
 """Importance reordering ("network rewiring", DynaBERT): put the most important heads and FFN neurons first.
 
+Layers are ranked too ([`rank_layers`], for the search space's `layer_rule="importance"`): a layer's importance is
+the increase of the loss when the full model runs without it.
+
 The importance of a head (or neuron) is the accumulated magnitude of the loss gradient with respect to a mask
 multiplying its output (Michel et al., 2019; DynaBERT section 3.1), measured at full size on a few batches. Each
 layer's heads and neurons are then permuted in place, together with the rows and columns that read them, so the
@@ -8,6 +11,7 @@ full model computes exactly the same function while slicing a prefix keeps the m
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from itertools import islice
@@ -17,7 +21,7 @@ import torch
 from tqdm.auto import tqdm
 from transformers import PreTrainedModel
 
-__all__ = ["ImportanceScores", "compute_importance", "reorder_by_importance"]
+__all__ = ["ImportanceScores", "compute_importance", "rank_layers", "reorder_by_importance"]
 
 
 @dataclass
@@ -143,3 +147,66 @@ def reorder_by_importance(
         head_scores.copy_(head_scores[head_order])
         neuron_scores.copy_(neuron_scores[neuron_order])
     return scores
+
+
+@torch.no_grad()
+def rank_layers(
+    model: PreTrainedModel,
+    batches: Iterable[Mapping[str, torch.Tensor]],
+    num_batches: int | None = 8,
+    loss_fn: Callable[[Any], torch.Tensor] | None = None,
+    show_progress: bool = True,
+) -> tuple[list[int], list[float]]:
+    """Rank the supernet's layers by how much the loss rises when the full model skips each one alone.
+
+    Returns `(order, increases)`: the layer indices from most to least important, and the mean loss increase of
+    each layer (indexed by layer). Use the order as `SearchSpace(layer_rule="importance", layer_order=order)`: a subnet
+    of depth k then keeps the k most important layers. Measured in eval mode at full width, on the same batches for
+    every layer; the model's active subnet and mode are restored.
+
+    Example:
+
+    ```python
+    >>> order, _ = rank_layers(model, train_dataloader, num_batches=8)  # doctest: +SKIP
+    >>> model.search_space = dataclasses.replace(model.search_space, layer_rule="importance", layer_order=order)  # doctest: +SKIP
+    ```
+    """
+    if num_batches is not None and (not isinstance(num_batches, int) or num_batches < 1):
+        raise ValueError(f"`num_batches` must be a positive int or None, got {num_batches!r}.")
+    loss_fn = loss_fn or _default_loss
+    full = model.max_subnet()
+    num_layers = full.num_hidden_layers
+    if num_layers < 2:
+        raise ValueError("Ranking layers needs a supernet with at least 2 layers.")
+    without = [
+        dataclasses.replace(
+            full,
+            num_hidden_layers=num_layers - 1,
+            num_attention_heads=full.num_attention_heads[1:],
+            intermediate_size=full.intermediate_size[1:],
+            layers=tuple(i for i in range(num_layers) if i != j),
+        )
+        for j in range(num_layers)
+    ]
+    device = next(model.parameters()).device
+    was_training, previous = model.training, model.active_subnet
+    model.eval()
+    totals = [0.0] * (num_layers + 1)  # index num_layers: the full model
+    seen = 0
+    try:
+        iterator = islice(batches, num_batches) if num_batches is not None else batches
+        for batch in tqdm(iterator, total=num_batches, desc="layer importance", disable=not show_progress):
+            batch = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
+            for i, subnet in enumerate([*without, full]):
+                # Subnets outside the search space on purpose (depth L-1 need not be a choice): no validation.
+                model._activate(subnet)
+                totals[i] += float(loss_fn(model(**batch)))
+            seen += 1
+    finally:
+        model._activate(previous)
+        model.train(was_training)
+    if seen == 0:
+        raise ValueError("`batches` is empty: ranking layers needs at least one batch of inputs.")
+    increases = [(totals[j] - totals[num_layers]) / seen for j in range(num_layers)]
+    order = sorted(range(num_layers), key=lambda j: (-increases[j], j))
+    return order, increases

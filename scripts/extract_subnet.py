@@ -13,6 +13,11 @@ with `--results`, best by `--maximize`). Arguments come from the command line or
 For ViT and BEiT supernets the image processor saved with the supernet is copied into the subnet folder, and latency
 and MACs are measured at its image size (or `--image_size`).
 
+`--finetune_steps N` (text supernets) adds a short distillation of the chosen subnet before it is saved: the subnet
+alone is trained for N steps on `--train_file` with distillation from the teacher saved beside the supernet (or
+`--teacher_model_name_or_path`). The card then reports the accuracy without retraining and after it, apart
+(`--validation_file`), and says how the subnet was trained.
+
 `--results` is the output folder of scripts/search_subnets.py (`SearchResults.from_dir` reads its
 `search_results.json`); the front is the one of `SearchResults.pareto_indices`, as listed in its `pareto.csv`.
 """
@@ -22,6 +27,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shutil
 import sys
 from dataclasses import dataclass, field
 
@@ -72,6 +78,37 @@ class SelectionArguments:
             raise ValueError("--results is only used with --pareto_index or --constraint, not with --subnet_json.")
         if self.subnet_json is None and self.results is None:
             raise ValueError(f"{given[0]} needs --results, a search results folder.")
+
+
+@dataclass
+class FinetuneArguments:
+    finetune_steps: int = field(
+        default=0, metadata={"help": "Optimizer steps of an optional distillation of the subnet before it is saved."}
+    )
+    train_file: str | None = field(default=None, metadata={"help": "Training data of the fine-tune (csv/tsv/json)."})
+    validation_file: str | None = field(
+        default=None, metadata={"help": "Data to report the accuracy on, without retraining and after it."}
+    )
+    text_column: str | None = field(default=None, metadata={"help": "Default: sentence, text or the first str."})
+    text_pair_column: str | None = field(default=None, metadata={"help": "Second text of sentence pairs."})
+    label_column: str = field(default="label", metadata={"help": "Column of the labels."})
+    max_seq_length: int = field(default=128, metadata={"help": "Tokens per example of the fine-tune."})
+    teacher_model_name_or_path: str | None = field(
+        default=None,
+        metadata={"help": "Teacher of the fine-tune (default: the `teacher` folder beside the supernet)."},
+    )
+    finetune_learning_rate: float = field(default=5e-5, metadata={"help": "Learning rate of the fine-tune."})
+    finetune_batch_size: int = field(default=32, metadata={"help": "Batch size of the fine-tune."})
+    finetune_hidden_loss_weight: float = field(
+        default=1.0, metadata={"help": "Weight of hidden-state distillation at every kept layer (0: logits only)."}
+    )
+    seed: int = field(default=42, metadata={"help": "Seed of the fine-tune."})
+
+    def __post_init__(self):
+        if self.finetune_steps < 0:
+            raise ValueError(f"--finetune_steps must be >= 0, got {self.finetune_steps}.")
+        if self.finetune_steps > 0 and self.train_file is None:
+            raise ValueError("--finetune_steps needs --train_file (the data the subnet is distilled on).")
 
 
 @dataclass
@@ -177,11 +214,11 @@ def load_processor(path: str, supernet, export_args: ExportArguments) -> tuple[o
 
 
 def main() -> None:
-    parser = HfArgumentParser((SelectionArguments, ExportArguments))
+    parser = HfArgumentParser((SelectionArguments, ExportArguments, FinetuneArguments))
     if len(sys.argv) == 2 and sys.argv[1].endswith(".json"):
-        select_args, export_args = parser.parse_json_file(os.path.abspath(sys.argv[1]))
+        select_args, export_args, finetune_args = parser.parse_json_file(os.path.abspath(sys.argv[1]))
     else:
-        select_args, export_args = parser.parse_args_into_dataclasses()
+        select_args, export_args, finetune_args = parser.parse_args_into_dataclasses()
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
 
     subnet, how, results, index = select_subnet(select_args)
@@ -198,6 +235,10 @@ def main() -> None:
         metrics = {n: float(values[n]) for n in maximized} or None  # quality metrics; costs are in the card already
 
     processor, shape = load_processor(select_args.supernet, supernet, export_args)
+    finetuned = None
+    if finetune_args.finetune_steps > 0:
+        finetuned = finetune(supernet, subnet, processor, select_args.supernet, finetune_args, export_args.output_dir)
+        metrics = {**(metrics or {}), **finetuned["metrics"]}
     latency = None
     if not export_args.skip_latency:
         latency = measure_latency(
@@ -214,6 +255,12 @@ def main() -> None:
     if recipe is not None and recipe.endswith(".md") and os.path.isfile(recipe):
         with open(recipe) as f:
             recipe = f.read()
+    if recipe is None and finetuned is not None:
+        recipe = (
+            f"The supernet was fine-tuned with hf-nas (`scripts/train_supernet.py`). This subnet was chosen as {how}, "
+            f"then trained alone for {finetune_args.finetune_steps} steps with distillation from the supernet's "
+            f"teacher ({finetuned['description']})."
+        )
     if recipe is None:
         recipe = (
             f"The supernet was fine-tuned with hf-nas (`scripts/train_supernet.py`). This subnet was chosen as {how}, "
@@ -244,6 +291,80 @@ def main() -> None:
         push_subnet_folder(folder, export_args.hub_model_id, private=export_args.private, dry_run=export_args.dry_run)
         if not export_args.dry_run:
             print(f"Pushed to https://huggingface.co/{export_args.hub_model_id}")
+
+
+def finetune(supernet, subnet, tokenizer, supernet_path: str, args: FinetuneArguments, output_dir: str) -> dict:
+    """Distill `subnet` alone for `--finetune_steps` and return its accuracy without retraining and after it."""
+    import datasets
+    from transformers import DataCollatorWithPadding, Trainer, set_seed
+
+    from hf_nas.data import TextDataArguments, load_text_datasets, tokenize_classification
+    from hf_nas.metrics import build_compute_metrics
+    from hf_nas.training import SupernetTrainingArguments
+    from hf_nas.training.recipes import find_saved_teacher, finetune_subnet
+
+    if MODALITIES.get(supernet.config.model_type.removeprefix("elastic_")) != "text":
+        raise ValueError("--finetune_steps supports text supernets; for images fine-tune the extracted model.")
+    if tokenizer is None:
+        raise ValueError(f"--finetune_steps needs the tokenizer saved with the supernet; {supernet_path} has none.")
+    teacher = args.teacher_model_name_or_path or find_saved_teacher(supernet_path)
+    if teacher is None:
+        logger.warning(
+            "No teacher beside %s and none given: the fine-tune learns from the labels only.", supernet_path
+        )
+    data = TextDataArguments(
+        train_file=args.train_file,
+        validation_file=args.validation_file,
+        text_column=args.text_column,
+        text_pair_column=args.text_pair_column,
+        label_column=args.label_column,
+        max_seq_length=args.max_seq_length,
+    )
+    raw = load_text_datasets(data)
+    label2id = {label: supernet.config.label2id[str(label)] for label in set(raw["train"][args.label_column])}
+    splits = {name: tokenize_classification(ds, tokenizer, data, label2id) for name, ds in raw.items()}
+    collator = DataCollatorWithPadding(tokenizer)
+    work = f"{os.path.normpath(output_dir)}.finetune"
+
+    def accuracy() -> float | None:
+        if "validation" not in splits:
+            return None
+        with supernet.subnet(subnet):
+            evaluator = Trainer(
+                model=supernet,
+                args=SupernetTrainingArguments(work, report_to=[], per_device_eval_batch_size=64, disable_tqdm=True),
+                data_collator=collator,
+                compute_metrics=build_compute_metrics(["accuracy"]),
+            )
+            return float(evaluator.evaluate(splits["validation"])["eval_accuracy"])
+
+    datasets.utils.logging.disable_progress_bar()
+    before = accuracy()
+    set_seed(args.seed)
+    targs = SupernetTrainingArguments(
+        work,
+        max_steps=args.finetune_steps,
+        per_device_train_batch_size=args.finetune_batch_size,
+        learning_rate=args.finetune_learning_rate,
+        warmup_steps=max(1, args.finetune_steps // 10),
+        hidden_loss_weight=args.finetune_hidden_loss_weight if teacher is not None else 0.0,
+        distillation="teacher" if teacher is not None else "none",
+        save_strategy="no",
+        report_to=[],
+        seed=args.seed,
+    )
+    finetune_subnet(supernet, subnet, targs, splits["train"], teacher_model=teacher, data_collator=collator)
+    after = accuracy()
+    shutil.rmtree(work, ignore_errors=True)
+    metrics, description = {}, f"{args.finetune_steps} steps on `{os.path.basename(args.train_file)}`"
+    if after is not None:
+        metrics = {"accuracy": after, "accuracy_without_retraining": before}
+        description += (
+            f"; accuracy on `{os.path.basename(args.validation_file)}` {100 * before:.2f}% without retraining, "
+            f"{100 * after:.2f}% after"
+        )
+        logger.info("fine-tune: accuracy %.4f without retraining, %.4f after", before, after)
+    return {"metrics": metrics, "description": description}
 
 
 if __name__ == "__main__":

@@ -1,5 +1,12 @@
-"""Fine-tune a vanilla BERT, ViT or BEiT checkpoint into a supernet whose every subnet is good (InstaTune + BigNAS
-sandwich).
+"""Fine-tune a vanilla BERT, ViT or BEiT checkpoint into a supernet whose every subnet is good.
+
+Two recipes, one command (`--recipe`):
+- `teacher_first` (default): fine-tune the full model (`--teacher_max_steps`, default `--max_steps`) or take
+  `--teacher_model_name_or_path`, save it to `<output_dir>/teacher`, initialise the supernet from it, reorder heads
+  and neurons by importance on it, then train the supernet (BigNAS sandwich) with distillation from that fixed
+  teacher: logits and, with `--hidden_loss_weight`, the hidden states of every kept layer. A rerun reuses a saved
+  teacher and resumes the supernet from its last checkpoint.
+- `one_pass` (InstaTune): the supernet is built during the one fine-tuning; the largest subnet teaches in place.
 
 In the style of transformers' run_glue.py and run_image_classification.py: arguments from the command line or one
 JSON file. The checkpoint's model type picks the data options: text classification for BERT (--train_file, ...),
@@ -18,10 +25,13 @@ For images, the image processor (resizing to --image_size) is saved beside the s
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
+import shutil
 import sys
 from dataclasses import dataclass, field
+from types import SimpleNamespace
 
 import datasets
 import torch
@@ -30,7 +40,7 @@ from torch.utils.data import DataLoader
 from transformers import AutoTokenizer, DataCollatorWithPadding, HfArgumentParser, set_seed
 from transformers.trainer_utils import get_last_checkpoint
 
-from hf_nas import SearchSpace, reorder_by_importance
+from hf_nas import SearchSpace, rank_layers, reorder_by_importance
 from hf_nas.data import (
     ImageClassificationCollator,
     ImageDataArguments,
@@ -49,7 +59,16 @@ from hf_nas.data import (
 from hf_nas.metrics import build_compute_metrics
 from hf_nas.models.auto import elastic_class_for, vanilla_model_type
 from hf_nas.training import SupernetTrainer, SupernetTrainingArguments
-from hf_nas.utils import default_text_checkpoint
+from hf_nas.training.trainer import check_teacher_config
+from hf_nas.training.recipes import (
+    TEACHER_DIR_NAME,
+    RecipeArguments,
+    find_saved_teacher,
+    finetune_teacher,
+    teacher_training_arguments,
+    vanilla_auto_class,
+)
+from hf_nas.utils import atomic_directory, default_text_checkpoint
 
 logger = logging.getLogger("hf_nas.train_supernet")
 
@@ -77,11 +96,11 @@ class ModelArguments:
 def main() -> None:
     # The checkpoint decides the data options (text or image), so it is read before the full parse.
     path = argument_from_command_line("model_name_or_path") or default_text_checkpoint()
-    parser = HfArgumentParser((ModelArguments, data_arguments_class(path), SupernetTrainingArguments))
+    parser = HfArgumentParser((ModelArguments, RecipeArguments, data_arguments_class(path), SupernetTrainingArguments))
     if len(sys.argv) == 2 and sys.argv[1].endswith(".json"):
-        model_args, data_args, training_args = parser.parse_json_file(os.path.abspath(sys.argv[1]))
+        model_args, recipe_args, data_args, training_args = parser.parse_json_file(os.path.abspath(sys.argv[1]))
     else:
-        model_args, data_args, training_args = parser.parse_args_into_dataclasses()
+        model_args, recipe_args, data_args, training_args = parser.parse_args_into_dataclasses()
 
     logging.basicConfig(
         format="%(asctime)s %(levelname)s %(name)s: %(message)s", handlers=[logging.StreamHandler(sys.stdout)]
@@ -104,18 +123,38 @@ def main() -> None:
             logger.info("Resuming from %s", last_checkpoint)
     set_seed(training_args.seed)
 
-    # Importance reordering is for a vanilla checkpoint; a saved supernet was reordered (and trained) already.
     is_vanilla = transformers.PreTrainedConfig.get_config_dict(path)[0].get("model_type") == vanilla_model_type(path)
     if isinstance(data_args, TextDataArguments):
-        model, processor, splits, collator = prepare_text(path, model_args, data_args, training_args)
+        data = prepare_text(path, data_args, training_args)
     else:
-        model, processor, splits, collator = prepare_images(path, model_args, data_args, training_args)
+        data = prepare_images(path, data_args, training_args)
+    data.model_kwargs["ignore_mismatched_sizes"] = model_args.ignore_mismatched_sizes
+    teacher = None
+    if recipe_args.recipe == "teacher_first" and training_args.do_train:
+        training_args.distillation = training_args.distillation or "teacher"
+        if training_args.distillation != "teacher":
+            raise ValueError(
+                f"--recipe teacher_first distills from the fine-tuned teacher: --distillation must be 'teacher', "
+                f"got {training_args.distillation!r} (use --recipe one_pass for in-place distillation)."
+            )
+        teacher, path = prepare_teacher(path, is_vanilla, data, recipe_args, training_args)
+    model = load_supernet(path, data, model_args, training_args)
     if model_args.search_space_file is not None:
         model.search_space = SearchSpace.load(model_args.search_space_file)
+    fresh = (is_vanilla or teacher is not None) and last_checkpoint is None and training_args.do_train
+    loader = (
+        DataLoader(
+            data.splits["train"], batch_size=training_args.per_device_train_batch_size, collate_fn=data.collator
+        )
+        if "train" in data.splits
+        else None
+    )
+    if recipe_args.layer_rule is not None:
+        set_layer_rule(model, recipe_args.layer_rule, loader, model_args, training_args)
     logger.info("search space: %s", model.search_space)
 
-    if model_args.reorder_by_importance and is_vanilla and last_checkpoint is None and training_args.do_train:
-        loader = DataLoader(splits["train"], batch_size=training_args.per_device_train_batch_size, collate_fn=collator)
+    # Importance reordering is for a fresh supernet (vanilla or from the teacher); a saved one was reordered already.
+    if model_args.reorder_by_importance and fresh:
         reorder_by_importance(
             model,
             loader,
@@ -126,10 +165,11 @@ def main() -> None:
     trainer = SupernetTrainer(
         model=model,
         args=training_args,
-        train_dataset=splits.get("train"),
-        eval_dataset=splits.get("validation"),
-        processing_class=processor,
-        data_collator=collator,
+        teacher_model=teacher,
+        train_dataset=data.splits.get("train"),
+        eval_dataset=data.splits.get("validation"),
+        processing_class=data.processor,
+        data_collator=data.collator,
         compute_metrics=build_compute_metrics([m.strip() for m in data_args.metrics.split(",") if m.strip()]),
     )
     if training_args.do_train:
@@ -139,7 +179,7 @@ def main() -> None:
         trainer.log_metrics("train", result.metrics)
         trainer.save_metrics("train", result.metrics)
         trainer.save_state()
-    if training_args.do_eval and "validation" in splits:
+    if training_args.do_eval and "validation" in data.splits:
         metrics = trainer.evaluate()
         trainer.log_metrics("eval", metrics)
         trainer.save_metrics("eval", metrics)
@@ -147,25 +187,99 @@ def main() -> None:
         torch.distributed.destroy_process_group()
 
 
+@dataclass
+class TaskData:
+    """What the data side of a run hands to the model side."""
+
+    splits: dict
+    processor: object
+    collator: object
+    id2label: dict[int, str]
+    label2id: dict[str, int]
+    model_kwargs: dict = field(default_factory=dict)
+    task: str = "sequence-classification"
+
+
+def prepare_teacher(path: str, is_vanilla: bool, data: TaskData, recipe_args: RecipeArguments, training_args):
+    """The fixed teacher of the teacher-first recipe and the checkpoint the supernet starts from.
+
+    Order of preference: a complete teacher already saved in `<output_dir>/teacher` (a rerun), the given
+    `--teacher_model_name_or_path` (saved there too), the teacher beside a saved supernet `path`, else the full model
+    of `path` (a vanilla checkpoint, or a saved supernet at full size) fine-tuned now.
+    """
+    teacher_dir = os.path.join(training_args.output_dir, TEACHER_DIR_NAME)
+    given = training_args.teacher_model_name_or_path
+    training_args.teacher_model_name_or_path = None  # the trainer gets the model object
+    saved = find_saved_teacher(training_args.output_dir)
+    if saved is None and given is None and not is_vanilla:
+        given = find_saved_teacher(path)  # the teacher saved beside a supernet trained teacher-first
+    source = saved or given
+    auto_class = vanilla_auto_class(elastic_class_for(path, data.task).static_class_name)
+    if source is not None:
+        logger.info("teacher: %s", source)
+        teacher = auto_class.from_pretrained(source)  # its own labels: they must match the data's, checked here
+        check_teacher_config(SimpleNamespace(**data.model_kwargs), teacher.config)
+        if saved is None and training_args.should_save:
+            with atomic_directory(teacher_dir) as tmp:  # saved beside the supernet, for extract_subnet.py
+                teacher.save_pretrained(tmp)
+                data.processor.save_pretrained(tmp)
+        return teacher.eval(), teacher_dir if training_args.should_save else source
+    logger.info("teacher-first stage 1: fine-tuning the full model of %s", path)
+    if is_vanilla:
+        teacher = auto_class.from_pretrained(path, **data.model_kwargs)
+    else:  # a saved supernet without a teacher (e.g. a task-agnostic distilled one): its full model is the start
+        supernet = elastic_class_for(path, data.task).from_pretrained(path, **data.model_kwargs)
+        teacher = supernet.extract_subnet(supernet.max_subnet())
+        del supernet
+    targs = teacher_training_arguments(
+        training_args,
+        teacher_dir + ".run",
+        max_steps=recipe_args.teacher_max_steps,
+        learning_rate=recipe_args.teacher_learning_rate,
+    )
+    set_seed(training_args.seed)
+    teacher = finetune_teacher(
+        teacher, targs, data.splits["train"], teacher_dir, data_collator=data.collator, processing_class=data.processor
+    )
+    shutil.rmtree(targs.output_dir, ignore_errors=True)  # the Trainer's scratch folder (no checkpoints)
+    set_seed(training_args.seed)
+    return teacher, teacher_dir
+
+
+def load_supernet(path: str, data: TaskData, model_args: ModelArguments, training_args):
+    """The elastic model of `path` (a vanilla checkpoint, a teacher or a saved supernet) for the run's labels."""
+    return elastic_class_for(path, data.task).from_pretrained(
+        path,
+        attn_implementation=model_args.attn_implementation,
+        **data.model_kwargs,
+    )
+
+
+def set_layer_rule(model, rule: str, loader, model_args: ModelArguments, training_args) -> None:
+    """Set which layers a depth-k subnet keeps; `importance` ranks the layers on the model as loaded now."""
+    order = None
+    if rule == "importance":
+        order, increases = rank_layers(
+            model,
+            loader,
+            num_batches=model_args.importance_batches,
+            show_progress=training_args.local_process_index == 0,
+        )
+        logger.info("layer importance (loss increase when skipped): %s; order %s", increases, order)
+    model.search_space = dataclasses.replace(model.search_space, layer_rule=rule, layer_order=order)
+
+
 def label_mappings(labels: list) -> tuple[dict[int, str], dict[str, int]]:
     return {i: str(label) for i, label in enumerate(labels)}, {str(label): i for i, label in enumerate(labels)}
 
 
-def prepare_text(path: str, model_args: ModelArguments, data_args: TextDataArguments, training_args):
-    """The supernet, tokenizer, tokenized splits and padding collator of a text-classification run."""
+def prepare_text(path: str, data_args: TextDataArguments, training_args) -> TaskData:
+    """The tokenizer, tokenized splits and padding collator of a text-classification run."""
     raw = load_text_datasets(data_args)
     labels = sorted(set(raw["train"][data_args.label_column]))
     label2id = {label: i for i, label in enumerate(labels)}
     id2label, str_label2id = label_mappings(labels)
     tokenizer = AutoTokenizer.from_pretrained(path)
-    model = elastic_class_for(path, "sequence-classification").from_pretrained(
-        path,
-        num_labels=len(labels),
-        id2label=id2label,
-        label2id=str_label2id,
-        attn_implementation=model_args.attn_implementation,
-        ignore_mismatched_sizes=model_args.ignore_mismatched_sizes,
-    )
     with training_args.main_process_first(desc="tokenize"):
         splits = {}
         for split in ("train", "validation"):
@@ -176,11 +290,20 @@ def prepare_text(path: str, model_args: ModelArguments, data_args: TextDataArgum
             if limit is not None and limit < len(ds):
                 ds = ds.shuffle(seed=training_args.seed).select(range(limit))
             splits[split] = tokenize_classification(ds, tokenizer, data_args, label2id)
-    return model, tokenizer, splits, DataCollatorWithPadding(tokenizer)
+    model_kwargs = {"num_labels": len(labels), "id2label": id2label, "label2id": str_label2id}
+    return TaskData(
+        splits,
+        tokenizer,
+        DataCollatorWithPadding(tokenizer),
+        id2label,
+        str_label2id,
+        model_kwargs,
+        task="sequence-classification",
+    )
 
 
-def prepare_images(path: str, model_args: ModelArguments, data_args: ImageDataArguments, training_args):
-    """The supernet, image processor (resizing to --image_size), lazily transformed splits and the collator of an
+def prepare_images(path: str, data_args: ImageDataArguments, training_args) -> TaskData:
+    """The image processor (resizing to --image_size), lazily transformed splits and the collator of an
     image-classification run."""
     with training_args.main_process_first(desc="load images"):
         raw = load_image_datasets(data_args, seed=training_args.seed)
@@ -188,23 +311,18 @@ def prepare_images(path: str, model_args: ModelArguments, data_args: ImageDataAr
         raise ValueError("Training needs training images: give --data_dir with a train/ folder, or --train_dir.")
     id2label, label2id = label_mappings(image_label_names(raw["train"], data_args.label_column))
     processor = load_image_processor(path, data_args.image_size)
-    model = elastic_class_for(path, "image-classification").from_pretrained(
-        path,
-        num_labels=len(id2label),
-        id2label=id2label,
-        label2id=label2id,
-        attn_implementation=model_args.attn_implementation,
-        ignore_mismatched_sizes=model_args.ignore_mismatched_sizes,
-    )
     image_size = processor_image_size(processor)
     interpolate = data_args.interpolate_pos_encoding
     if interpolate is None:
-        interpolate = needs_interpolate_pos_encoding(model.config, image_size)
+        config = transformers.AutoConfig.from_pretrained(path)
+        interpolate = needs_interpolate_pos_encoding(config, image_size)
     logger.info("images of %s px, interpolate_pos_encoding=%s", image_size, interpolate)
     # The transforms read the raw image and label columns, which the Trainer would drop as unused by the model.
     training_args.remove_unused_columns = False
     splits = prepare_image_datasets(raw, processor, data_args, label2id=label2id, seed=training_args.seed)
-    return model, processor, splits, ImageClassificationCollator(interpolate_pos_encoding=interpolate)
+    model_kwargs = {"num_labels": len(id2label), "id2label": id2label, "label2id": label2id}
+    collator = ImageClassificationCollator(interpolate_pos_encoding=interpolate)
+    return TaskData(splits, processor, collator, id2label, label2id, model_kwargs, task="image-classification")
 
 
 if __name__ == "__main__":

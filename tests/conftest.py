@@ -7,6 +7,7 @@ wrong slice of them cannot hide behind a constant.
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 import os
 from pathlib import Path
@@ -87,9 +88,18 @@ def tiny_bert_config(**overrides: Any) -> BertConfig:
     return BertConfig(**{**TINY, **overrides})
 
 
-def tiny_elastic_config(**overrides: Any) -> hf_nas.ElasticBertConfig:
-    """The same tiny config as an `ElasticBertConfig` (default search space)."""
-    return hf_nas.ElasticBertConfig(**{**TINY, **overrides})
+def tiny_elastic_config(layer_rule: str = "first", **overrides: Any) -> hf_nas.ElasticBertConfig:
+    """The same tiny config as an `ElasticBertConfig`: the default search space, with `layer_rule` (tests that build
+    subnets by hand keep the first layers; tests/test_layer_subsets.py covers the other rules)."""
+    config = hf_nas.ElasticBertConfig(**{**TINY, **overrides})
+    return with_layer_rule(config, layer_rule)
+
+
+def with_layer_rule(config: Any, layer_rule: str) -> Any:
+    """`config` (an elastic config) with its search space's layer rule set to `layer_rule`."""
+    space = hf_nas.SearchSpace.from_dict(config.search_space)
+    config.search_space = dataclasses.replace(space, layer_rule=layer_rule).to_dict()
+    return config
 
 
 @torch.no_grad()

@@ -23,11 +23,14 @@ from hf_nas import (
 )
 from hf_nas.costs import LatencyResult, count_macs_measured, time_forward
 
+from .conftest import with_layer_rule
+
 TINY = {"vocab_size": 99, "hidden_size": 32, "num_hidden_layers": 3, "num_attention_heads": 4, "intermediate_size": 64}
 
 
 def tiny_config(**overrides) -> ElasticBertConfig:
-    return ElasticBertConfig(**{**TINY, **overrides})
+    # The hand-built subnets below keep the first layers; tests/test_layer_subsets.py covers the other rules.
+    return with_layer_rule(ElasticBertConfig(**{**TINY, **overrides}), "first")
 
 
 # name -> builder of a fresh supernet in eval mode; every BERT head, and the variants that change the counts.

@@ -31,7 +31,7 @@ from .conftest import (
 )
 
 HEAD_SIZE = 8
-SPACE = SearchSpace.from_model_config(tiny_elastic_config())
+SPACE = SearchSpace.from_dict(tiny_elastic_config().search_space)  # the space of `make_supernet` (first layers)
 VANILLA_UNIFORM = SubnetConfig.uniform(2, 3, 32, 24)  # 3 heads x 8 == 24: a vanilla BERT
 HETEROGENEOUS_UNIFORM = SubnetConfig.uniform(3, 2, 48, 32)  # 2 heads x 8 != 32: needs the per-layer model
 HETEROGENEOUS = SubnetConfig(2, (4, 1), (16, 64), 32)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 
@@ -36,17 +37,39 @@ SUBNETS = [
     SubnetConfig(2, (2, 3), (32, 48), 32),
     SubnetConfig(3, (4, 4, 4), (64, 64, 64), 32),
 ]
+# The layer rules of the tiny (3-layer) models' space, depths (2, 3): "first" keeps (0, 1) and (0, 1, 2), every
+# chain a prefix of the deepest; "spread" keeps (0, 2), which branches off after layer 0; this "importance" order
+# keeps (1, 2), which branches off before the first layer.
+LAYER_RULES = {
+    "first": dict(layer_rule="first"),
+    "spread": dict(layer_rule="spread"),
+    "importance": dict(layer_rule="importance", layer_order=(1, 2, 0)),
+}
+
+
+def set_layer_rule(model, rule: str):
+    """`model` with its search space's layer rule set to `rule` (a key of LAYER_RULES)."""
+    model.search_space = dataclasses.replace(model.search_space, **LAYER_RULES[rule])
+    return model
+
+
+def with_space_layers(space, subnet: SubnetConfig) -> SubnetConfig:
+    """`subnet`'s sizes on the layers `space` keeps for its depth."""
+    return space.subnet(
+        subnet.num_hidden_layers, subnet.num_attention_heads, subnet.intermediate_size, subnet.hidden_size
+    )
 
 
 # ----------------------------------------------------------------------------------------------------------------
 # the mixed forward
+@pytest.mark.parametrize("rule", list(LAYER_RULES))
 @pytest.mark.parametrize("attn", ["eager", "sdpa"])
 @pytest.mark.parametrize("head", HEADS)
-def test_one_hot_mixed_forward_equals_the_subnet(head, attn):
-    model = make_supernet(head, attn_implementation=attn)
+def test_one_hot_mixed_forward_equals_the_subnet(head, attn, rule):
+    model = set_layer_rule(make_supernet(head, attn_implementation=attn), rule)
     space = model.search_space
     batch = random_batch()
-    for subnet in SUBNETS:
+    for subnet in (with_space_layers(space, s) for s in SUBNETS):
         with torch.no_grad():
             with model.subnet(subnet):
                 expected = model(**batch)
@@ -64,6 +87,56 @@ def test_one_hot_mixed_forward_equals_the_subnet(head, attn):
     assert model.active_subnet == model.max_subnet()  # restored on exit
 
 
+@pytest.mark.parametrize(
+    "rule",
+    [
+        dict(layer_rule="spread"),
+        dict(layer_rule="importance", layer_order=(4, 1, 5, 0, 3, 2)),
+        dict(layer_rule="spread", num_hidden_layers=(3, 4)),  # layer 1 is in no chain but (1, 3, 5)
+    ],
+    ids=["spread", "importance", "spread-narrow"],
+)
+def test_depth_chains_branch_off_the_deepest_and_share_their_prefixes(rule):
+    """A 6-layer supernet, depths 3 to 6. Spread keeps (1, 3, 5), (0, 2, 3, 5), (0, 1, 2, 3, 5) and all six: the
+    model's own pass runs the deepest chain, and each other chain runs only the layers past its longest prefix
+    already computed (each node of the prefix trie once). Without gradients a depth of weight 0 is not run."""
+    model = make_supernet("BertForSequenceClassification", num_hidden_layers=6)
+    model.search_space = dataclasses.replace(model.search_space, **rule)
+    space = model.search_space
+    model.set_subnet(space.smallest())  # shrinks the layers it keeps: the mixture must run them at full size
+    chains = [space.layers_for(d) for d in space.num_hidden_layers]
+    trie_nodes = len({chain[:p] for chain in chains for p in range(1, len(chain) + 1)})
+    assert trie_nodes > max(space.num_hidden_layers)  # some chain is not a prefix of the deepest
+    batch = {**random_batch(), "labels": torch.tensor([0, 1, 2])}
+    calls = []
+    hooks = [layer.register_forward_hook(lambda *args: calls.append(1)) for layer in model.elastic_layers()]
+    try:
+        arch = ArchitectureParameters(space, init_std=0.1)
+        with MixedForward(model) as mixed:
+            mixed.weights = arch.weights()
+            model(**batch).loss.backward()
+        assert len(calls) == trie_nodes
+        assert arch.num_hidden_layers.grad.abs().min() > 0  # every depth choice reaches the loss
+        for seed in range(8):
+            subnet = space.sample(seed=seed)
+            with torch.no_grad():
+                with model.subnet(subnet):
+                    expected = model(**batch)
+                calls.clear()
+                with MixedForward(model, ArchitectureWeights.one_hot(space, subnet)):
+                    actual = model(**batch)
+            assert_outputs_close(actual, expected, atol=1e-5)
+            deepest = space.layers_for(max(space.num_hidden_layers))
+            shared = {subnet.layers[:p] for p in range(subnet.num_hidden_layers + 1)} & {
+                deepest[:p] for p in range(len(deepest) + 1)
+            }
+            assert len(calls) == len(deepest) + subnet.num_hidden_layers - (len(shared) - 1)
+        assert model.active_subnet == space.smallest()
+    finally:
+        for hook in hooks:
+            hook.remove()
+
+
 def test_mixed_forward_restores_the_active_subnet_and_removes_its_hooks():
     model = make_supernet("BertForSequenceClassification")
     subnet = SUBNETS[0]
@@ -79,10 +152,11 @@ def test_mixed_forward_restores_the_active_subnet_and_removes_its_hooks():
         assert not module._forward_hooks and not module._forward_pre_hooks
 
 
-def test_expected_macs_equals_count_macs_for_one_hot_weights_and_is_differentiable():
-    model = make_supernet("BertForSequenceClassification")
+@pytest.mark.parametrize("rule", list(LAYER_RULES))
+def test_expected_macs_equals_count_macs_for_one_hot_weights_and_is_differentiable(rule):
+    model = set_layer_rule(make_supernet("BertForSequenceClassification"), rule)
     space = model.search_space
-    for subnet in [*SUBNETS, space.smallest(), space.largest()]:
+    for subnet in [*(with_space_layers(space, s) for s in SUBNETS), space.smallest(), space.largest()]:
         weights = ArchitectureWeights.one_hot(space, subnet)
         assert expected_macs(model, weights, sequence_length=16).item() == count_macs(model, subnet, 16)
     arch = ArchitectureParameters(space)
@@ -92,8 +166,9 @@ def test_expected_macs_equals_count_macs_for_one_hot_weights_and_is_differentiab
     assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in arch.parameters())
 
 
-def test_gradients_reach_the_weights_and_the_architecture_parameters():
-    model = make_supernet("BertForSequenceClassification").train()
+@pytest.mark.parametrize("rule", list(LAYER_RULES))
+def test_gradients_reach_the_weights_and_the_architecture_parameters(rule):
+    model = set_layer_rule(make_supernet("BertForSequenceClassification"), rule).train()
     for parametrization in ("softmax", "dirichlet"):
         model.zero_grad()
         arch = ArchitectureParameters(model.search_space, parametrization, init_std=0.1)
@@ -161,9 +236,11 @@ def search_args(tmp_path, **overrides) -> GradientSearchArguments:
     return GradientSearchArguments(**{**defaults, **overrides})
 
 
+@pytest.mark.parametrize("rule", ["first", "spread"])
 @pytest.mark.parametrize("optimizer", ["darts", "drnas"])
-def test_both_optimizers_find_the_best_subnet_and_both_selections_pick_it(tmp_path, optimizer):
+def test_both_optimizers_find_the_best_subnet_and_both_selections_pick_it(tmp_path, optimizer, rule):
     model, data = teacher_task()
+    set_layer_rule(model, rule)
     largest = model.search_space.largest()
     trainer = GradientSearchTrainer(
         model=model, args=search_args(tmp_path, arch_optimizer=optimizer), train_dataset=data, arch_dataset=data
@@ -187,9 +264,10 @@ def test_a_resource_penalty_makes_the_smallest_subnet_best(tmp_path, optimizer):
     assert trainer.arch_parameters.argmax_subnet() == model.search_space.smallest()
 
 
-def test_selection_respects_a_mac_budget():
+@pytest.mark.parametrize("rule", list(LAYER_RULES))
+def test_selection_respects_a_mac_budget(rule):
     model, data = teacher_task()
-    space = model.search_space
+    space = set_layer_rule(model, rule).search_space
     # Weights that prefer the largest subnet everywhere; the budget must still hold.
     weights = ArchitectureWeights.one_hot(space, space.largest())
     weights = ArchitectureWeights(**{name: 0.7 * w + 0.3 / w.shape[-1] for name, w in weights.items()})
@@ -209,16 +287,19 @@ def test_selection_respects_a_mac_budget():
                 show_progress=False,
             ),
         ):
-            assert subnet in space
+            space.validate(subnet)  # the rule's layers included
             assert count_macs(model, subnet, 8) <= ratio * full
     assert select_argmax(model, weights, sequence_length=8) == space.largest()  # no budget: the argmax
 
 
-def test_the_selected_subnet_extracts_and_reloads(tmp_path):
-    model = make_supernet("BertForSequenceClassification")
+@pytest.mark.parametrize("rule", list(LAYER_RULES))
+def test_the_selected_subnet_extracts_and_reloads(tmp_path, rule):
+    model = set_layer_rule(make_supernet("BertForSequenceClassification"), rule)
     arch = ArchitectureParameters(model.search_space, init_std=1.0, seed=4)
     subnet = select_argmax(model, arch, sequence_length=8)
-    assert subnet == arch.argmax_subnet() and subnet in model.search_space
+    assert subnet == arch.argmax_subnet()
+    model.search_space.validate(subnet)
+    assert subnet.layers == model.search_space.layers_for(subnet.num_hidden_layers)
     small = model.extract_subnet(subnet)
     small.save_pretrained(tmp_path / "subnet")
     kwargs = {} if small.config.model_type == "bert" else {"trust_remote_code": True}
@@ -326,8 +407,9 @@ def test_bad_input_gives_clear_errors(tmp_path):
         trainer.select_subnet("best")
 
 
+@pytest.mark.parametrize("rule", list(LAYER_RULES))
 @pytest.mark.parametrize("family", ["vit", "beit"])
-def test_one_hot_mixture_equals_the_subnet_for_vision_models(family):
+def test_one_hot_mixture_equals_the_subnet_for_vision_models(family, rule):
     """The mixture works on the shared layer protocol: ViT and BEiT (relative bias, layer scale, mean pooling) too,
     hidden size included."""
     from hf_nas import (
@@ -347,7 +429,7 @@ def test_one_hot_mixture_equals_the_subnet_for_vision_models(family):
             **kwargs, num_labels=3, use_relative_position_bias=True, use_mean_pooling=True, layer_scale_init_value=0.5
         )
         model = ElasticBeitForImageClassification(config)
-    model.eval()
+    set_layer_rule(model, rule).eval()
     pixel_values = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(0))
     space = model.search_space
     for subnet in [space.smallest(), space.largest(), *(space.sample(seed=s) for s in range(4))]:

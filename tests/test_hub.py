@@ -6,6 +6,7 @@ Nothing here reaches the network: every test that could call the Hub replaces `H
 
 from __future__ import annotations
 
+import dataclasses
 import filecmp
 import importlib.util
 import os
@@ -198,6 +199,7 @@ def test_card_parses_and_carries_the_metadata(tmp_path, supernet, subnet):
     text = card.text
     assert f"[`{BASE}`]" in text
     assert "| Depth (`num_hidden_layers`) | 2, 3 | 2 |" in text  # search space table: choices and this subnet
+    assert "| Kept layers (`layers`) | layer rule `first` | 0, 1 |" in text
     heads, ffn = ", ".join(map(str, subnet.num_attention_heads)), ", ".join(map(str, subnet.intermediate_size))
     assert f"| Attention heads, per layer (`num_attention_heads`) | 1, 2, 3, 4 | {heads} |" in text
     assert f"| FFN width, per layer (`intermediate_size`) | 16, 32, 48, 64 | {ffn} |" in text
@@ -217,6 +219,17 @@ def test_card_parses_and_carries_the_metadata(tmp_path, supernet, subnet):
     else:
         assert 'AutoModelForSequenceClassification.from_pretrained("me/tiny-subnet", trust_remote_code=True)' in text
         assert "modeling_bert_subnet.py" in text
+
+
+def test_card_of_a_spread_subnet_names_its_layers(supernet):
+    supernet.search_space = dataclasses.replace(supernet.search_space, layer_rule="spread")
+    subnet = supernet.search_space.subnet(2, PER_LAYER.num_attention_heads, PER_LAYER.intermediate_size, 32)
+    assert subnet.layers == (0, 2)  # 2 of 3 layers, evenly spaced, keeping the last
+    card = ModelCard(str(build_model_card(supernet, subnet, base_model=BASE)))
+    assert "| Kept layers (`layers`) | layer rule `spread` | 0, 2 |" in card.text
+    assert "Depth **2** layers (the supernet's layers 0, 2, renumbered from 0)" in card.text
+    meta = card.data.to_dict()["hf_nas"]
+    assert meta["subnet"]["layers"] == [0, 2] and meta["search_space"]["layer_rule"] == "spread"
 
 
 def test_card_defaults_and_a_local_base_model(tmp_path, supernet):

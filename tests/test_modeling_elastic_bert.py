@@ -96,8 +96,10 @@ def test_vanilla_checkpoint_loads_and_full_size_equals_vanilla(tmp_path, head, a
     assert_outputs_close(actual, expected, atol=1e-5)
     if head != "BertModel":
         assert "loss" in actual
-    # A subnet changes the outputs, and resetting gives the vanilla outputs back.
-    with supernet.subnet(SUBNET), torch.no_grad():
+    # A subnet changes the outputs, and resetting gives the vanilla outputs back. A vanilla checkpoint gets the default
+    # space, whose layer rule picks the kept layers: build the subnet from the space.
+    subnet = supernet.search_space.subnet(2, SUBNET.num_attention_heads, SUBNET.intermediate_size, SUBNET.hidden_size)
+    with supernet.subnet(subnet), torch.no_grad():
         small = supernet(**inputs)
     pairs = zip(output_tensors(small).values(), output_tensors(expected).values(), strict=True)
     assert any(s.shape != e.shape or not torch.allclose(s, e) for s, e in pairs)
@@ -231,11 +233,11 @@ def test_non_bert_checkpoint_is_rejected(tmp_path, checkpoint, model_type):
 # ------------------------------------------------------------------------------------------------------------------
 # config validation
 def test_config_default_search_space_and_validation():
-    config = tiny_elastic_config()
+    config = ElasticBertConfig(**TINY)  # the default space, default layer rule included
     assert SearchSpace.from_dict(config.search_space) == SearchSpace.from_model_config(config)
     assert config.attention_head_size == 8
     narrowed = SearchSpace.from_dict(config.search_space).narrow(hidden_size=[32])
-    assert tiny_elastic_config(search_space=narrowed.to_dict()).search_space == narrowed.to_dict()
+    assert ElasticBertConfig(**TINY, search_space=narrowed.to_dict()).search_space == narrowed.to_dict()
     too_big = SearchSpace((3, 4), (4,), (64,), (32,), attention_head_size=8)
     with pytest.raises(
         ValueError, match=r"search_space.num_hidden_layers choices \[4\] exceed the supernet's num_hidden_layers=3"
@@ -252,7 +254,7 @@ def test_config_default_search_space_and_validation():
 # setting, scoping and resetting subnets
 def active_sizes(model: ElasticBertModel) -> list[tuple[int, ...]]:
     """The active size of every elastic module, so a test can see that nothing changed."""
-    sizes = [(model.encoder.active_num_hidden_layers,)]
+    sizes = [model.encoder.active_layers]
     for module in model.modules():
         for attr in ("active_in_features", "active_out_features", "active_features", "active_embedding_dim"):
             if hasattr(module, attr):
@@ -265,7 +267,7 @@ def test_set_subnet_sets_every_module():
     model.set_subnet(SUBNET)
     assert model.active_subnet == SUBNET
     bert = model.bert
-    assert bert.encoder.active_num_hidden_layers == 2
+    assert bert.encoder.active_layers == (0, 1)
     assert bert.embeddings.word_embeddings.active_embedding_dim == 24
     assert bert.embeddings.LayerNorm.active_features == 24
     for layer, heads, ffn in zip(
@@ -285,7 +287,7 @@ def test_set_subnet_sets_every_module():
     model.reset_supernet()
     assert model.active_subnet == model.max_subnet()
     assert all(layer.attention.self.active_num_attention_heads == 4 for layer in bert.encoder.layer)
-    assert model.classifier.active_in_features == 32 and bert.encoder.active_num_hidden_layers == 3
+    assert model.classifier.active_in_features == 32 and bert.encoder.active_layers == (0, 1, 2)
 
 
 def test_subnet_context_restores_the_previous_subnet():
@@ -355,7 +357,7 @@ def test_base_model_tracks_the_active_subnet():
     assert model.base_model.active_subnet == subnet
     encoder = model.base_model.extract_subnet(subnet)
     assert model.active_subnet == subnet
-    assert model.bert.encoder.active_num_hidden_layers == 2
+    assert model.bert.encoder.active_layers == (0, 1)
     with torch.no_grad():
         torch.testing.assert_close(model(**batch).logits, before, atol=0, rtol=0)
         with model.subnet(subnet):

@@ -5,6 +5,7 @@ mean pooling on and off."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import subprocess
@@ -141,12 +142,15 @@ def randomize_vision(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
     return model
 
 
-def make_pair(variant: str, head: str, tmp_path, attn_implementation: str = "eager"):
-    """A randomized vanilla model and the elastic supernet loaded from its checkpoint."""
+def make_pair(variant: str, head: str, tmp_path, attn_implementation: str = "eager", layer_rule: str | None = None):
+    """A randomized vanilla model and the elastic supernet loaded from its checkpoint (with the default search space,
+    or its layer rule set to `layer_rule`: `"first"` for the hand-built `SUBNETS`, which keep the first layers)."""
     vanilla_class, elastic_class, _ = CLASSES[(family(variant), head)]
     vanilla = randomize_vision(vanilla_class(vanilla_config(variant))).eval()
     vanilla.save_pretrained(tmp_path / "vanilla")
     supernet = elastic_class.from_pretrained(tmp_path / "vanilla", attn_implementation=attn_implementation).eval()
+    if layer_rule is not None:
+        supernet.search_space = dataclasses.replace(supernet.search_space, layer_rule=layer_rule)
     vanilla.set_attn_implementation(attn_implementation)
     return vanilla, supernet
 
@@ -174,7 +178,7 @@ def test_largest_subnet_equals_vanilla(variant, head, attn_implementation, tmp_p
 @pytest.mark.parametrize("head", HEADS)
 def test_extracted_equals_supernet(variant, head, tmp_path):
     vanilla_class, _, _ = CLASSES[(family(variant), head)]
-    _, supernet = make_pair(variant, head, tmp_path)
+    _, supernet = make_pair(variant, head, tmp_path, layer_rule="first")
     space = supernet.search_space
     subnets = {**SUBNETS, **{f"seed{seed}": space.sample(seed=seed) for seed in range(4)}}
     for name, subnet in subnets.items():
@@ -198,7 +202,7 @@ def test_saved_vision_subnets_load_in_a_fresh_process_without_hf_nas(tmp_path):
     inputs = {"pixel_values": pixel_values(48, seed=2), "interpolate_pos_encoding": True}
     for variant in ("vit", "beit-both-biases", "beit-shared-cls"):
         for head in HEADS:
-            _, supernet = make_pair(variant, head, tmp_path / f"{variant}-{head}")
+            _, supernet = make_pair(variant, head, tmp_path / f"{variant}-{head}", layer_rule="first")
             for kind in ("vanilla-uniform", "heterogeneous", "wide-heads-narrow-hidden"):
                 subnet = SUBNETS[kind]
                 folder = f"{variant}-{head}-{kind}"
@@ -289,7 +293,7 @@ def test_reorder_by_importance_keeps_the_full_model(variant, tmp_path):
 @pytest.mark.parametrize("variant", list(VARIANTS))
 @pytest.mark.parametrize("head", HEADS)
 def test_costs_are_exact(variant, head, tmp_path):
-    _, supernet = make_pair(variant, head, tmp_path)
+    _, supernet = make_pair(variant, head, tmp_path, layer_rule="first")
     for subnet in (supernet.max_subnet(), SUBNETS["smallest"], SUBNETS["heterogeneous"]):
         for image_size in (None, 48, (32, 48)):
             macs = count_macs(supernet, subnet, image_size=image_size, batch_size=2)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import numpy as np
@@ -19,6 +20,7 @@ def space() -> SearchSpace:
         intermediate_size=(32, 64, 96, 128),
         hidden_size=(32, 48, 64),
         attention_head_size=16,
+        layer_rule="first",
     )
 
 
@@ -41,6 +43,21 @@ def test_encode(space):
         assert x.shape == (12,) and np.all((x >= 0) & (x <= 1))
     with pytest.raises(ValueError, match="hidden_size"):
         encode(SubnetConfig.uniform(2, 2, 32, 16), space)
+
+
+@pytest.mark.parametrize(
+    "rule", [dict(layer_rule="spread", num_supernet_layers=6), dict(layer_rule="importance", layer_order=(3, 0, 2, 1))]
+)
+def test_encode_under_other_layer_rules(space, rule):
+    """The space holds one layer subset per depth, so the features (depth, per-position sizes) need no layer indices:
+    a subnet encodes as under `"first"`, and one with layers outside the space is refused."""
+    subset_space = dataclasses.replace(space, **rule)
+    for seed in range(10):
+        subnet = subset_space.sample(seed=seed)
+        first = dataclasses.replace(subnet, layers=None)  # the same sizes on the first layers
+        np.testing.assert_array_equal(encode(subnet, subset_space), encode(first, space))
+    with pytest.raises(ValueError, match="`layers`"):
+        encode(SubnetConfig.uniform(2, 2, 32, 32), subset_space)
 
 
 @pytest.mark.parametrize("model, min_tau", [("gbrt", 0.8), ("rf", 0.8), ("ridge", 0.8)])

@@ -21,8 +21,9 @@ from hf_nas import (
 pytestmark = pytest.mark.slow
 
 SENTENCES = ["The movie was wonderful.", "I did not enjoy the long and tedious second half of the film at all."]
-VANILLA_UNIFORM = SubnetConfig.uniform(4, 9, 768, 288)  # 9 heads x 32 == 288
-HETEROGENEOUS = SubnetConfig(3, (9, 3, 6), (1536, 384, 768), 288)
+# The default space keeps evenly spaced layers and always the last one (layer_rule "spread"): 4 of 6 -> (0, 2, 3, 5).
+VANILLA_UNIFORM = SubnetConfig.uniform(4, 9, 768, 288, layers=(0, 2, 3, 5))  # 9 heads x 32 == 288
+HETEROGENEOUS = SubnetConfig(3, (9, 3, 6), (1536, 384, 768), 288, layers=(1, 3, 5))
 
 
 @pytest.fixture(scope="module")
@@ -62,6 +63,7 @@ def test_checkpoint_loads_with_only_the_head_newly_initialized(minilm_path):
     assert model.max_subnet() == SubnetConfig.uniform(6, 12, 1536, 384)
     assert model.search_space.attention_head_size == 32
     assert model.search_space.hidden_size == (192, 288, 384)
+    assert model.search_space.layer_rule == "spread" and model.search_space.num_supernet_layers == 6
     assert model.search_space.contains(VANILLA_UNIFORM) and model.search_space.contains(HETEROGENEOUS)
 
 

@@ -15,7 +15,7 @@ from hf_nas.training.samplers import (
     register_sampler,
 )
 
-ALL = ["instatune", "random", "sandwich", "shiftnas"]
+ALL = ["instatune", "random", "sandwich", "shiftnas"]  # built with their default options
 LARGEST_FIRST = ["instatune", "sandwich", "shiftnas"]
 COUNTS = {  # (name, kwargs) -> subnets per step
     ("sandwich", ()): 4,
@@ -137,7 +137,7 @@ def test_update_checks_lengths(space, name):
 # ------------------------------------------------------------------------------------------------------------------
 # registry and validation
 def test_registry(space):
-    assert sorted(SAMPLERS) == ALL
+    assert sorted(SAMPLERS) == sorted([*ALL, "fixed"])  # fixed needs its subnets: tests/test_recipes.py
     for name, cls in SAMPLERS.items():
         assert cls.name == name and issubclass(cls, SubnetSampler)
         assert isinstance(get_sampler(name, space), cls)
@@ -183,7 +183,7 @@ def test_register_sampler(space):
     ("name", "kwargs", "error", "match"),
     [
         ("sandwich", {"bogus": 1}, TypeError, r"unknown option\(s\) \['bogus'\].*num_random_subnets"),
-        ("instatune", {"num_random_subnets": 2}, TypeError, r"allowed options: \[\]"),
+        ("instatune", {"num_random_subnets": 2}, TypeError, r"allowed options: \['uniform_probability'\]"),
         ("sandwich", {"num_random_subnets": -1}, ValueError, "`num_random_subnets` must be an int >= 0, got -1"),
         ("sandwich", {"num_random_subnets": 1.5}, TypeError, "`num_random_subnets` must be an int"),
         ("sandwich", {"seed": "0"}, TypeError, "`seed` must be an int"),

@@ -40,7 +40,10 @@ def test_largest_and_smallest(space):
 
 def test_from_model_config_matches_the_model():
     space = SearchSpace.from_model_config(tiny_bert_config())
-    assert space == SearchSpace((2, 3), (1, 2, 3, 4), (16, 32, 48, 64), (16, 24, 32), attention_head_size=8)
+    assert space == SearchSpace(
+        (2, 3), (1, 2, 3, 4), (16, 32, 48, 64), (16, 24, 32), attention_head_size=8, layer_rule="spread"
+    )
+    assert space.num_supernet_layers == 3
     assert space.largest() == SubnetConfig.uniform(3, 4, 64, 32)
 
 
@@ -238,6 +241,7 @@ def test_subnet_json_round_trip(tmp_path):
         "num_attention_heads": [4, 2],
         "intermediate_size": [64, 16],
         "hidden_size": 24,
+        "layers": [0, 1],
     }
     path = tmp_path / "nested" / "subnet.json"
     s.save(path)

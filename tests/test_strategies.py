@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import numpy as np
@@ -56,7 +57,21 @@ def space() -> SearchSpace:
         intermediate_size=(32, 64, 96, 128),
         hidden_size=(32, 48, 64),
         attention_head_size=16,
+        layer_rule="first",
     )
+
+
+# Spaces whose subsets of different depths are not prefixes of one chain: a subnet built from a genome must take
+# its layers from the space, not the first `num_hidden_layers`.
+LAYER_SUBSET_SPACES = {
+    "spread": dict(layer_rule="spread", num_supernet_layers=8),
+    "importance": dict(layer_rule="importance", layer_order=(5, 0, 7, 2, 6, 1, 4, 3), num_supernet_layers=8),
+}
+
+
+@pytest.fixture(params=list(LAYER_SUBSET_SPACES))
+def subset_space(request, space) -> SearchSpace:
+    return dataclasses.replace(space, **LAYER_SUBSET_SPACES[request.param])
 
 
 def macs(subnet: SubnetConfig) -> float:
@@ -95,6 +110,31 @@ def test_proposes_only_valid_subnets(space, name):
     assert all(space.contains(s) for s in asked)
     assert len(strategy.history) == 60 and all(isinstance(r, EvaluatedSubnet) for r in strategy.history)
     assert len({s.num_hidden_layers for s in asked}) > 1
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_proposes_only_subnets_with_the_layers_of_the_space(subset_space, name):
+    space = subset_space
+    strategy = get_strategy(name, space, TWO, seed=0, **({"population_size": 8} if name == "nsga2" else {}))
+    asked = run(strategy, toy(space), 60)
+    for subnet in asked:
+        space.validate(subnet)  # raises, naming the layers, if a proposal keeps other layers
+        assert subnet.layers == space.layers_for(subnet.num_hidden_layers)
+    assert any(s.layers != tuple(range(s.num_hidden_layers)) for s in asked)
+    assert len({s.num_hidden_layers for s in asked}) > 1
+    first, second = space.largest(), space.smallest()
+    strategy.enqueue(first)
+    strategy.enqueue(second)
+    assert [strategy.ask(), strategy.ask()] == [first, second]
+
+
+def test_nsga2_genome_round_trip_keeps_the_layers_of_the_space(subset_space):
+    strategy = NSGA2Search(subset_space, TWO)
+    for seed in range(20):
+        subnet = subset_space.sample(seed=seed)
+        assert strategy.decode(strategy.encode(subnet)) == subnet
+    with pytest.raises(ValueError, match="`layers`"):
+        strategy.encode(SubnetConfig.uniform(3, 2, 64, 48))  # the first three layers: not this space's subset
 
 
 @pytest.mark.parametrize("name", ALL)

@@ -465,6 +465,7 @@ def test_attention_and_hidden_losses_use_the_last_active_layer(tmp_path, monkeyp
         kd_loss_weight=0.0,
         attention_loss_weight=0.7,
         hidden_loss_weight=0.3,
+        hidden_loss_layers="last",
         num_relation_heads=1,
     )
     students = subnets[1:]  # the largest (first) is the in-place teacher
@@ -519,6 +520,7 @@ def test_external_teacher_of_another_size_feeds_every_loss(tmp_path, monkeypatch
         distillation="teacher",
         attention_loss_weight=1.0,
         hidden_loss_weight=1.0,
+        hidden_loss_layers="last",
     )
     assert torch.isfinite(loss)
     assert [len(spies[n]) for n in spies] == [len(subnets)] * 3
@@ -788,7 +790,7 @@ def test_find_unused_parameters_defaults_to_false_and_true_is_refused(tmp_path):
 
 
 def test_unknown_sampler(tmp_path):
-    with pytest.raises(ValueError, match=r"Unknown sampler 'nope'; allowed: \['instatune', 'random', 'sandwich'"):
+    with pytest.raises(ValueError, match=r"Unknown sampler 'nope'; allowed: \['fixed', 'instatune', 'random', 'sandwich'"):
         make_args(tmp_path, sampler="nope")
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 from ..search_space import SearchSpace
@@ -53,6 +54,21 @@ class ElasticConfigMixin:
                     f"search_space.{field} choices {too_big} exceed the supernet's {field}={limit}; "
                     f"allowed: 1 to {limit}."
                 )
+        if space.num_supernet_layers > self.num_hidden_layers:
+            raise ValueError(
+                f"search_space.num_supernet_layers={space.num_supernet_layers} exceeds the supernet's "
+                f"num_hidden_layers={self.num_hidden_layers}; allowed: 1 to {self.num_hidden_layers}."
+            )
+        if "num_supernet_layers" not in self.search_space:
+            # Saved before layer subsets existed: the layers are this supernet's (not the largest depth choice's).
+            space = dataclasses.replace(space, num_supernet_layers=self.num_hidden_layers)
+        if space.layer_rule != "first" and space.num_supernet_layers != self.num_hidden_layers:
+            # Otherwise `spread` would space its layers over too few and never keep the last one.
+            raise ValueError(
+                f"search_space.num_supernet_layers={space.num_supernet_layers} differs from the supernet's "
+                f"num_hidden_layers={self.num_hidden_layers}: layer_rule={space.layer_rule!r} picks layers among all "
+                f"of them; allowed: {self.num_hidden_layers}."
+            )
         return space
 
     @classmethod

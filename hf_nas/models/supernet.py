@@ -11,7 +11,16 @@ from ..search_space import SearchSpace, SubnetConfig
 if TYPE_CHECKING:
     from transformers import PreTrainedModel
 
-__all__ = ["SupernetMixin"]
+__all__ = ["SupernetMixin", "set_active_layers"]
+
+
+def set_active_layers(layers, subnet: SubnetConfig) -> tuple[int, ...]:
+    """Set the sizes of the layers `subnet` keeps and return their indices (the dropped ones keep whatever sizes
+    they had; they do not run). `layers` is the supernet's `nn.ModuleList` of elastic layers. Indices, not modules,
+    are kept by the caller, so wrappers that replace submodules (FSDP) still see the live layers."""
+    for i, heads, ffn in zip(subnet.layers, subnet.num_attention_heads, subnet.intermediate_size, strict=True):
+        layers[i].set_active(subnet.hidden_size, heads, ffn)
+    return subnet.layers
 
 
 class SupernetMixin:

@@ -5,12 +5,15 @@ dimension is *one* operation on a weighted superposition of prefix masks (Tangle
 
 - per-layer heads: the concatenated head outputs (the input of `layer.head_projection()`) are scaled per head by
   `m_j = sum_k w_k * 1[j < heads_k]`; FFN width likewise on the input of `layer.neuron_projection()`;
-- depth: the hidden state passed on after the last layer is `sum_d w_d * (hidden state after layer d)`;
+- depth: the hidden state passed on after the last layer is `sum_d w_d * (output of chain d)`, where chain `d` runs
+  the layers `space.layers_for(d)` (the first `d` under `layer_rule="first"`, where every chain is a prefix of the
+  deepest one and all are read off one pass; other rules run the chains that branch off, see [`MixedForward`]);
 - hidden size (when the space has several): every LayerNorm becomes the superposition of the LayerNorms over the
   first `h_k` channels (zero beyond `h_k`), and the pooled output / head input is masked per channel.
 
-The supernet runs at full size (the largest depth and hidden size of its space) once per forward, so memory stays
-that of the largest subnet. With one-hot weights the mixed forward equals the plain forward of that subnet.
+Under `layer_rule="first"` the supernet runs at full size (the largest depth and hidden size of its space) once per
+forward, so memory stays that of the largest subnet. With one-hot weights the mixed forward equals the plain forward
+of that subnet, under every layer rule.
 
 [`ArchitectureParameters`] holds the architecture parameters (softmax logits for DARTS, Dirichlet concentrations for
 DrNAS); [`MixedForward`] installs the mixed forward; [`expected_macs`] is the MACs expected under the mixture, a
@@ -37,7 +40,7 @@ from torch.autograd.function import once_differentiable
 from tqdm.auto import tqdm
 
 from ..costs import count_macs
-from ..models.supernet import SupernetMixin
+from ..models.supernet import SupernetMixin, set_active_layers
 from ..modules import ElasticLayerNorm
 from ..search_space import SearchSpace, SubnetConfig
 from ..utils import atomic_directory
@@ -98,6 +101,9 @@ class ArchitectureWeights:
         hidden_size (`torch.Tensor` of shape `(len(space.hidden_size),)`): hidden-size weights.
         num_attention_heads (`torch.Tensor` of shape `(max_depth, len(space.num_attention_heads))`): per layer.
         intermediate_size (`torch.Tensor` of shape `(max_depth, len(space.intermediate_size))`): per layer.
+
+    Per-layer rows follow the subnet's layers in order, like `SubnetConfig.num_attention_heads`: row `i` is the `i`-th
+    layer a subnet keeps (supernet layer `space.layers_for(depth)[i]`, which is layer `i` under `layer_rule="first"`).
 
     Example:
 
@@ -278,13 +284,11 @@ class ArchitectureParameters(nn.Module):
             w = self.weights()
         space = self.search_space
         depth = space.num_hidden_layers[int(w.num_hidden_layers.argmax())]
-        return SubnetConfig(
-            num_hidden_layers=depth,
-            num_attention_heads=tuple(space.num_attention_heads[int(i)] for i in w.num_attention_heads.argmax(-1))[
-                :depth
-            ],
-            intermediate_size=tuple(space.intermediate_size[int(i)] for i in w.intermediate_size.argmax(-1))[:depth],
-            hidden_size=space.hidden_size[int(w.hidden_size.argmax())],
+        return space.subnet(
+            depth,
+            tuple(space.num_attention_heads[int(i)] for i in w.num_attention_heads.argmax(-1))[:depth],
+            tuple(space.intermediate_size[int(i)] for i in w.intermediate_size.argmax(-1))[:depth],
+            space.hidden_size[int(w.hidden_size.argmax())],
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -347,15 +351,35 @@ def _output_tensor(output: Any) -> torch.Tensor:
     return output[0] if isinstance(output, tuple) else output
 
 
+def _common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
+    """The length of the longest common prefix of `a` and `b`."""
+    n = 0
+    for x, y in zip(a, b, strict=False):  # stops at the shorter one
+        if x != y:
+            break
+        n += 1
+    return n
+
+
 class MixedForward:
     """Context manager that turns the supernet's forward into the weight-entangled mixture of its search space.
 
-    On entry the supernet runs at full size (the largest depth and hidden size of its space, all heads and neurons)
-    and hooks are installed; every forward then mixes the choices of each dimension with `self.weights` (an
-    [`ArchitectureWeights`], which may carry gradients to the architecture parameters). On exit the hooks are
+    On entry the supernet runs at full size (all heads and neurons of the layers of the deepest subnet, the largest
+    hidden size) and hooks are installed; every forward then mixes the choices of each dimension with `self.weights`
+    (an [`ArchitectureWeights`], which may carry gradients to the architecture parameters). On exit the hooks are
     removed and the previously active subnet is restored. Set `weights` before each forward (e.g.
     `mixed.weights = arch.weights()`); the masks are rebuilt at the start of every forward, so a new graph is made
     for each.
+
+    Depth: each depth choice `d` runs its own *chain*, the layers `space.layers_for(d)` in order, and the hidden
+    state after the last layer is `sum_d w_d * (output of chain d)`. The per-layer weights belong to chain positions
+    (row `i` masks the `i`-th layer a chain runs), like the per-layer values of a `SubnetConfig`. The model's own
+    forward runs the deepest chain; a chain that is a prefix of it (every chain under `layer_rule="first"`) is read
+    off that run at no extra cost, and the others run their remaining layers on the shared weights from the longest
+    prefix already computed (the chains form a trie, each node runs once). Under `"spread"` and `"importance"` one
+    forward thus costs up to the sum of the depth choices in layer forwards instead of the largest depth; depth
+    choices with weight exactly 0 are skipped when no gradient is recorded (e.g. during selection, once the depth is
+    decided). With `output_hidden_states`, the branch layers' outputs are recorded after the deepest chain's.
 
     Args:
         model: an elastic supernet.
@@ -378,7 +402,10 @@ class MixedForward:
         self._handles: list[Any] = []
         self._previous: SubnetConfig | None = None
         self._masks: dict[str, torch.Tensor] = {}
-        self._captured: dict[int, torch.Tensor] = {}
+        self._states: dict[tuple[int, ...], torch.Tensor] = {}  # chain prefix -> hidden state after it
+        self._layer_args: tuple = ()
+        self._layer_kwargs: dict[str, Any] = {}
+        self._branching = False
 
     # -- set-up ----------------------------------------------------------------------------------------------------
     def __enter__(self) -> MixedForward:
@@ -389,36 +416,54 @@ class MixedForward:
         self.hidden_choices = space.hidden_size
         self.max_hidden = max(self.hidden_choices)
         self.max_depth = max(self.depth_choices)
-        if self.max_depth > len(layers):
-            raise ValueError(f"The space allows {self.max_depth} layers but the supernet has {len(layers)}.")
-        self._previous = model.active_subnet
-        # Full size: every head and neuron of the max depth runs; the masks do the choosing.
-        model._activate(
-            SubnetConfig.uniform(
-                self.max_depth, full.num_attention_heads[0], full.intermediate_size[0], self.max_hidden
+        if space.num_supernet_layers > len(layers):
+            raise ValueError(
+                f"The space takes its layers from {space.num_supernet_layers} supernet layers but the supernet has "
+                f"{len(layers)}."
             )
-        )
+        self.layers = layers
+        self.chains = {d: space.layers_for(d) for d in self.depth_choices}  # depth -> the layers it runs
+        self.main_chain = self.chains[self.max_depth]  # the model's own layer loop runs this one
+        # Chains that are not a prefix of the main chain branch off it after `_common_prefix` layers.
+        self.branches = [d for d in self.depth_choices if self.chains[d] != self.main_chain[:d]]
+        captured = {_common_prefix(self.chains[d], self.main_chain) for d in self.depth_choices}
+        self._main_positions = {j: i for i, j in enumerate(self.main_chain)}
+        self._positions = dict(self._main_positions)  # layer index -> its position in the chain running now
+        union = sorted(set().union(*self.chains.values()))
+        self._previous = model.active_subnet
+        # Full size: every head and neuron of every layer a chain runs; the masks do the choosing.
+        heads, ffn = full.num_attention_heads[0], full.intermediate_size[0]
+        set_active_layers(layers, SubnetConfig.uniform(len(union), heads, ffn, self.max_hidden, layers=union))
+        model._activate(SubnetConfig.uniform(self.max_depth, heads, ffn, self.max_hidden, layers=self.main_chain))
         device = next(model.parameters()).device
-        self.layers = layers[: self.max_depth]
-        head_size = self.layers[0].attention_head_size
+        first = layers[self.main_chain[0]]
+        head_size = first.attention_head_size
         self.head_indicator = _prefix_indicator(
-            space.num_attention_heads, self.layers[0].max_num_attention_heads, device
+            space.num_attention_heads, first.max_num_attention_heads, device
         )  # (K_a, heads)
         self.neuron_indicator = _prefix_indicator(
-            space.intermediate_size, self.layers[0].max_intermediate_size, device
+            space.intermediate_size, first.max_intermediate_size, device
         )  # (K_f, neurons)
         self.hidden_indicator = _prefix_indicator(self.hidden_choices, self.max_hidden, device)  # (K_h, hidden)
         try:
             self._handles.append(model.register_forward_pre_hook(self._build_masks))
-            for i, layer in enumerate(self.layers):
+            for j in union:
+                layer = layers[j]
                 self._handles.append(
-                    layer.head_projection().register_forward_pre_hook(self._scale_input(f"heads.{i}", head_size))
+                    layer.head_projection().register_forward_pre_hook(self._scale_layer_input("heads", j, head_size))
                 )
                 self._handles.append(
-                    layer.neuron_projection().register_forward_pre_hook(self._scale_input(f"ffn.{i}"))
+                    layer.neuron_projection().register_forward_pre_hook(self._scale_layer_input("ffn", j))
                 )
-            for depth in self.depth_choices:
-                self._handles.append(self.layers[depth - 1].register_forward_hook(self._depth_hook(depth)))
+            if self.branches:
+                self._handles.append(
+                    layers[self.main_chain[0]].register_forward_pre_hook(self._capture_layer_input, with_kwargs=True)
+                )
+            for p in sorted(captured | {self.max_depth}):
+                if p > 0:
+                    self._handles.append(
+                        layers[self.main_chain[p - 1]].register_forward_hook(self._main_chain_hook(p))
+                    )
             if len(self.hidden_choices) > 1:
                 self._install_hidden_hooks()
         except BaseException:
@@ -431,10 +476,15 @@ class MixedForward:
             handle.remove()
         self._handles.clear()
         self._masks.clear()
-        self._captured.clear()
+        self._release()
         if self._previous is not None:
             self.model._activate(self._previous)
             self._previous = None
+
+    def _release(self) -> None:
+        """Drop the references to this forward's states and layer arguments."""
+        self._states.clear()
+        self._layer_args, self._layer_kwargs = (), {}
 
     def _install_hidden_hooks(self) -> None:
         model, hidden = self.model, self.model.max_subnet().hidden_size
@@ -465,30 +515,85 @@ class MixedForward:
         self._masks = {f"heads.{i}": heads[i] for i in range(self.max_depth)}
         self._masks.update({f"ffn.{i}": ffn[i] for i in range(self.max_depth)})
         self._masks["hidden"] = w.hidden_size.to(ind) @ self.hidden_indicator  # (hidden,)
-        self._captured.clear()
+        self._positions = dict(self._main_positions)
+        self._branching = False
+        self._release()
 
     def _scale_input(self, key: str, unit_size: int = 1) -> Callable:
         def hook(module: nn.Module, args: tuple) -> tuple:
-            mask = self._masks[key]
-            if unit_size > 1:
-                mask = mask.repeat_interleave(unit_size)  # (units * unit_size,)
-            x = args[0]
-            return (x * mask[: x.shape[-1]].to(x.dtype), *args[1:])
+            return (self._scaled(args[0], self._masks[key], unit_size), *args[1:])
 
         return hook
 
-    def _depth_hook(self, depth: int) -> Callable:
+    def _scale_layer_input(self, kind: str, layer: int, unit_size: int = 1) -> Callable:
+        """Scale the input of a projection of supernet layer `layer` by the mask of its position in the running chain."""
+
+        def hook(module: nn.Module, args: tuple) -> tuple:
+            mask = self._masks[f"{kind}.{self._positions[layer]}"]
+            return (self._scaled(args[0], mask, unit_size), *args[1:])
+
+        return hook
+
+    @staticmethod
+    def _scaled(x: torch.Tensor, mask: torch.Tensor, unit_size: int) -> torch.Tensor:
+        if unit_size > 1:
+            mask = mask.repeat_interleave(unit_size)  # (units * unit_size,)
+        return x * mask[: x.shape[-1]].to(x.dtype)
+
+    def _capture_layer_input(self, module: nn.Module, args: tuple, kwargs: dict) -> None:
+        """Keep the input of the main chain's first layer (where branches may start) and its other arguments (the
+        attention mask, ...: the same for every layer), to run the branches with."""
+        if self._branching:
+            return None
+        self._states[()] = args[0]  # (B, T, h)
+        self._layer_args, self._layer_kwargs = args[1:], kwargs
+        return None
+
+    def _main_chain_hook(self, p: int) -> Callable:
+        """Forward hook of the main chain's `p`-th layer: keep its output; after the last one, mix the depths."""
+        prefix = self.main_chain[:p]
+
         def hook(module: nn.Module, args: tuple, output: Any) -> Any:
-            self._captured[depth] = _output_tensor(output)  # (B, T, h)
-            if depth != self.max_depth:
+            if self._branching:
                 return None
-            w = self.weights.num_hidden_layers
-            states = torch.stack([self._captured[d] for d in self.depth_choices])  # (K_d, B, T, h)
-            mixed = torch.einsum("k,k...->...", w.to(states.dtype), states)  # (B, T, h)
-            self._captured.clear()
+            self._states[prefix] = _output_tensor(output)  # (B, T, h)
+            if p != self.max_depth:
+                return None
+            mixed = self._mix_depths()
+            self._release()
             return _replace_output(output, mixed)
 
         return hook
+
+    def _mix_depths(self) -> torch.Tensor:
+        """`sum_d w_d * (output of chain d)`, running the branches that are not computed yet."""
+        w = self.weights.num_hidden_layers
+        depths = list(self.depth_choices)
+        if self.branches and not (torch.is_grad_enabled() and w.requires_grad):
+            # no gradient to the depth weights: a depth of weight 0 adds nothing, so its branch need not run
+            keep = [d for d, wd in zip(self.depth_choices, w.tolist(), strict=True) if wd != 0]
+            depths = keep or depths
+        self._branching = True
+        try:
+            for d in depths:
+                if d in self.branches:
+                    self._run_chain(self.chains[d])
+        finally:
+            self._branching = False
+            self._positions = dict(self._main_positions)
+        index = torch.tensor([self.depth_choices.index(d) for d in depths], device=w.device)
+        states = torch.stack([self._states[self.chains[d]] for d in depths])  # (K_d, B, T, h)
+        return torch.einsum("k,k...->...", w[index].to(states.dtype), states)  # (B, T, h)
+
+    def _run_chain(self, chain: tuple[int, ...]) -> None:
+        """Run `chain` from its longest prefix already computed, keeping the state after each of its layers."""
+        start = max(p for p in range(len(chain) + 1) if chain[:p] in self._states)
+        state = self._states[chain[:start]]  # (B, T, h)
+        for i in range(start, len(chain)):
+            j = chain[i]
+            self._positions[j] = i
+            state = _output_tensor(self.layers[j](state, *self._layer_args, **self._layer_kwargs))  # (B, T, h)
+            self._states[chain[: i + 1]] = state
 
     def _mask_hidden_output(self, module: nn.Module, args: tuple, output: Any) -> Any:
         x = _output_tensor(output)
@@ -530,8 +635,9 @@ def expected_macs(
     """The MACs of one forward pass expected under the mixture `weights` (choices drawn independently per dimension
     and layer with those probabilities), a differentiable function of the weights.
 
-    MACs are a sum of products of independent factors, so the expectation is exact: layer `i` counts with the
-    probability that the depth exceeds `i`, and `E[h * a_i] = E[h] E[a_i]`. With one-hot weights this is exactly
+    MACs are a sum of products of independent factors, so the expectation is exact: layer `i` (the `i`-th layer a
+    subnet keeps; which supernet layer it is does not change its MACs) counts with the probability that the depth
+    exceeds `i`, and `E[h * a_i] = E[h] E[a_i]`. With one-hot weights this is exactly
     `hf_nas.costs.count_macs(model, subnet, sequence_length, batch_size)`.
 
     Example:
@@ -561,7 +667,7 @@ def expected_macs(
     # Everything outside the layers (pooler, head) depends on the hidden size only: count it per choice.
     rest = []
     for h in space.hidden_size:
-        subnet = SubnetConfig.uniform(
+        subnet = space.subnet(
             min(space.num_hidden_layers), min(space.num_attention_heads), min(space.intermediate_size), h
         )
         per_layer = _layer_macs(
@@ -599,15 +705,11 @@ class _Decision:
 def _subnet_from(space: SearchSpace, chosen: Mapping[str, Any]) -> SubnetConfig:
     """The subnet with the chosen values, the smallest choice where nothing is chosen yet."""
     depth = chosen.get("num_hidden_layers", min(space.num_hidden_layers))
-    return SubnetConfig(
-        num_hidden_layers=depth,
-        num_attention_heads=tuple(
-            chosen.get(("num_attention_heads", i), min(space.num_attention_heads)) for i in range(depth)
-        ),
-        intermediate_size=tuple(
-            chosen.get(("intermediate_size", i), min(space.intermediate_size)) for i in range(depth)
-        ),
-        hidden_size=chosen.get("hidden_size", min(space.hidden_size)),
+    return space.subnet(
+        depth,
+        tuple(chosen.get(("num_attention_heads", i), min(space.num_attention_heads)) for i in range(depth)),
+        tuple(chosen.get(("intermediate_size", i), min(space.intermediate_size)) for i in range(depth)),
+        chosen.get("hidden_size", min(space.hidden_size)),
     )
 
 

@@ -595,7 +595,8 @@ class NSGA2Search(SearchStrategy):
 
     The genome of a subnet is a fixed-length list of categorical genes: `num_hidden_layers`, `hidden_size` and, for
     every layer `i` of the deepest subnet, `num_attention_heads_{i}` and `intermediate_size_{i}`; a subnet uses only
-    the genes of its first `num_hidden_layers` layers (the others ride along, so crossover between subnets of
+    the genes of its first `num_hidden_layers` layers (gene `i` sizes the `i`-th layer the subnet keeps, whichever
+    supernet layer the space's `layer_rule` picks for its depth) (the others ride along, so crossover between subnets of
     different depths is well defined). Several genomes can decode to the same subnet, so `ask` may propose a subnet
     again; `tell` reports to the oldest pending proposal of that subnet.
 
@@ -679,13 +680,13 @@ class NSGA2Search(SearchStrategy):
         self._pending: dict[SubnetConfig, deque[Any]] = {}
 
     def decode(self, params: Mapping[str, Any]) -> SubnetConfig:
-        """The subnet of a genome (optuna trial params)."""
+        """The subnet of a genome (optuna trial params); it keeps the layers the space holds for its depth."""
         depth = params["num_hidden_layers"]
-        return SubnetConfig(
-            num_hidden_layers=depth,
-            num_attention_heads=tuple(params[f"num_attention_heads_{i}"] for i in range(depth)),
-            intermediate_size=tuple(params[f"intermediate_size_{i}"] for i in range(depth)),
-            hidden_size=params["hidden_size"],
+        return self.search_space.subnet(
+            depth,
+            tuple(params[f"num_attention_heads_{i}"] for i in range(depth)),
+            tuple(params[f"intermediate_size_{i}"] for i in range(depth)),
+            params["hidden_size"],
         )
 
     def encode(self, subnet: SubnetConfig) -> dict[str, Any]:

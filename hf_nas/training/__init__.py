@@ -1,15 +1,20 @@
 """Supernet training: training arguments, the Trainer subclass, samplers and distillation losses."""
 
-from .samplers import SAMPLERS, SubnetSampler, get_sampler, register_sampler
+from .recipes import RecipeArguments, finetune_teacher, teacher_training_arguments
+from .samplers import SAMPLERS, StagedSampler, SubnetSampler, get_sampler, register_sampler
 from .trainer import SAMPLER_STATE_NAME, SupernetTrainer
 from .training_args import SupernetTrainingArguments
 
 __all__ = [
     "SAMPLERS",
     "SAMPLER_STATE_NAME",
+    "RecipeArguments",
+    "StagedSampler",
     "SubnetSampler",
     "SupernetTrainer",
     "SupernetTrainingArguments",
+    "finetune_teacher",
     "get_sampler",
     "register_sampler",
+    "teacher_training_arguments",
 ]

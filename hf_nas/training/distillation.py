@@ -5,6 +5,8 @@
 - [`attention_relation_loss`]: self-attention distillation of the last layer (MiniLM; AutoDistil) in the MiniLMv2
   *multi-head self-attention relation* form, so teacher and student may differ in head count and hidden size.
 - [`hidden_state_loss`]: MSE between the student's last hidden state and the matching prefix of the teacher's.
+- [`layer_hidden_state_loss`]: DynaBERT's hidden-state distillation: the embeddings and every kept layer of a subnet
+  against the teacher layer it maps to ([`teacher_layer_map`]).
 - [`combine_losses`]: the weighted sum of the terms a training step computed.
 
 Every loss returns a scalar tensor that is differentiable with respect to the student's tensors; the teacher's
@@ -22,7 +24,14 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-__all__ = ["attention_relation_loss", "combine_losses", "hidden_state_loss", "soft_cross_entropy"]
+__all__ = [
+    "attention_relation_loss",
+    "combine_losses",
+    "hidden_state_loss",
+    "layer_hidden_state_loss",
+    "soft_cross_entropy",
+    "teacher_layer_map",
+]
 
 # relation name -> indices into (q, k, v) of its two sides. "qk" is the attention distribution (MiniLM), "vv" the
 # value relation (MiniLM, MiniLMv2), "qq" and "kk" the query and key relations (MiniLMv2).
@@ -349,6 +358,99 @@ def hidden_state_loss(
     teacher = _zero_padding(_upcast(teacher_hidden.detach()[..., :h_s]), mask)  # (B, T, h_s)
     squared_error = (student - teacher).pow(2).sum(dim=-1)  # (B, T)
     return _masked_mean(squared_error, mask, per_position=h_s)
+
+
+def teacher_layer_map(student_layers: Sequence[int], num_supernet_layers: int, num_teacher_layers: int) -> list[int]:
+    """The teacher layer each kept supernet layer is distilled from (0-based).
+
+    Supernet layer `j` of `L_s` maps to teacher layer `(j + 1) * L_t // L_s - 1`: itself when the teacher has the
+    supernet's depth (teacher-first: the supernet was initialised from the teacher, so its layer `j` was the
+    teacher's layer `j`), and the teacher layer at the same relative depth otherwise (the last layer always maps to
+    the teacher's last).
+
+    Example:
+
+    ```python
+    >>> from hf_nas.training.distillation import teacher_layer_map
+    >>> teacher_layer_map((1, 3, 5), num_supernet_layers=6, num_teacher_layers=6)
+    [1, 3, 5]
+    >>> teacher_layer_map((1, 3, 5), num_supernet_layers=6, num_teacher_layers=3)
+    [0, 1, 2]
+    ```
+    """
+    for name, value in (("num_supernet_layers", num_supernet_layers), ("num_teacher_layers", num_teacher_layers)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"`{name}` must be a positive int, got {value!r}.")
+    out = []
+    for j in student_layers:
+        if isinstance(j, bool) or not isinstance(j, int) or not 0 <= j < num_supernet_layers:
+            raise ValueError(
+                f"student layer {j!r} is out of range; allowed: 0 to {num_supernet_layers - 1} (the supernet's layers)."
+            )
+        out.append((j + 1) * num_teacher_layers // num_supernet_layers - 1)
+    return out
+
+
+def layer_hidden_state_loss(
+    student_hidden_states: Sequence[torch.Tensor],
+    teacher_hidden_states: Sequence[torch.Tensor],
+    student_layers: Sequence[int],
+    num_supernet_layers: int,
+    attention_mask: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Hidden-state distillation at the embeddings and at every kept layer (DynaBERT, TinyBERT).
+
+    The student's embedding output is compared with the teacher's, and the output of the student's i-th kept layer
+    (supernet layer `student_layers[i]`) with the output of the teacher layer [`teacher_layer_map`] gives for it,
+    each by [`hidden_state_loss`] (MSE over the student's channels, a prefix of the teacher's); the result is the
+    mean over these `k + 1` pairs, so its scale does not depend on the depth.
+
+    Args:
+        student_hidden_states (`Sequence[torch.Tensor]`):
+            `k + 1` tensors of shape `(B, T, h_s)`: the embeddings, then each kept layer's output, as a model returns
+            them with `output_hidden_states=True`.
+        teacher_hidden_states (`Sequence[torch.Tensor]`):
+            `L_t + 1` tensors of shape `(B, T, h_t)`, `h_t >= h_s`: the teacher's embeddings and every layer's output.
+            Detached: no gradient reaches them.
+        student_layers (`Sequence[int]`): the `k` supernet layers the student keeps (`SubnetConfig.layers`).
+        num_supernet_layers (`int`): the supernet's depth `L_s`.
+        attention_mask (`torch.Tensor` of shape `(B, T)`, *optional*): 1 for real tokens, 0 for padding.
+
+    Returns:
+        `torch.Tensor`: a scalar; 0 when the student computes exactly the teacher's hidden states.
+
+    Example:
+
+    ```python
+    >>> import torch
+    >>> from hf_nas.training.distillation import layer_hidden_state_loss
+    >>> teacher = [torch.randn(1, 3, 4) for _ in range(4)]  # embeddings + 3 layers
+    >>> student = [teacher[0], teacher[2], teacher[3]]      # keeps layers 1 and 2
+    >>> layer_hidden_state_loss(student, teacher, student_layers=(1, 2), num_supernet_layers=3).item()
+    0.0
+    ```
+    """
+    for field, value in (
+        ("student_hidden_states", student_hidden_states),
+        ("teacher_hidden_states", teacher_hidden_states),
+    ):
+        if isinstance(value, torch.Tensor) or not isinstance(value, Sequence):
+            raise TypeError(f"`{field}` must be a sequence of tensors (embeddings first), got {type(value).__name__}.")
+    if len(student_hidden_states) != len(student_layers) + 1:
+        raise ValueError(
+            f"`student_hidden_states` has {len(student_hidden_states)} tensors but `student_layers` names "
+            f"{len(student_layers)} layers: expected the embeddings plus one tensor per kept layer "
+            f"({len(student_layers) + 1})."
+        )
+    num_teacher_layers = len(teacher_hidden_states) - 1
+    if num_teacher_layers < 1:
+        raise ValueError("`teacher_hidden_states` needs the embeddings and at least one layer's output.")
+    targets = [0] + [t + 1 for t in teacher_layer_map(student_layers, num_supernet_layers, num_teacher_layers)]
+    losses = [
+        hidden_state_loss(student, teacher_hidden_states[t], attention_mask)
+        for student, t in zip(student_hidden_states, targets, strict=True)
+    ]
+    return torch.stack(losses).mean()
 
 
 # ----------------------------------------------------------------------------------------------------------------

@@ -34,11 +34,14 @@ from ..search_space import SearchSpace, SubnetConfig
 __all__ = [
     "SAMPLERS",
     "InstaTuneSampler",
+    "FixedSampler",
     "RandomSampler",
     "SandwichSampler",
     "ShiftNASSampler",
+    "StagedSampler",
     "SubnetSampler",
     "get_sampler",
+    "parse_stages",
     "register_sampler",
 ]
 
@@ -163,6 +166,23 @@ class SubnetSampler(ABC):
         return f"{type(self).__name__}(name={self.name!r}, seed={self.seed})"
 
 
+class _UniformDraws:
+    """Random subnets that are uniform (one head count and FFN width for all layers) with probability
+    `uniform_probability`: the uniform subnets that search and extraction favour are trained, not left to a
+    per-layer draw that hits any one of them with vanishing probability."""
+
+    def _init_uniform(self, uniform_probability: float) -> None:
+        p = _check_float("uniform_probability", uniform_probability)
+        if not 0.0 <= p <= 1.0:
+            raise ValueError(f"`uniform_probability` must be in [0, 1], got {uniform_probability}.")
+        self.uniform_probability = p
+
+    def draw(self, rng: random.Random) -> SubnetConfig:
+        # The extra draw only happens when the option is on, so p=0 keeps the sequence of earlier versions.
+        uniform = self.uniform_probability > 0 and rng.random() < self.uniform_probability
+        return self.search_space.sample(generator=rng, uniform=uniform)
+
+
 SAMPLERS: Registry = Registry("sampler", SubnetSampler, ("search_space", "seed"))
 
 
@@ -198,13 +218,15 @@ def get_sampler(name: str, search_space: SearchSpace, seed: int = 0, **kwargs: A
 # ----------------------------------------------------------------------------------------------------------------
 # samplers
 @register_sampler
-class SandwichSampler(SubnetSampler):
+class SandwichSampler(_UniformDraws, SubnetSampler):
     """The sandwich rule of BigNAS: the largest subnet, the smallest and `num_random_subnets` uniform random ones.
 
     Args:
         search_space (`SearchSpace`): the space the subnets are drawn from.
         seed (`int`, *optional*, defaults to 0): the seed of every random draw, combined with the step.
         num_random_subnets (`int`, *optional*, defaults to 2): uniform random subnets after the two extremes (>= 0).
+        uniform_probability (`float`, *optional*, defaults to 0.0): probability that a random subnet has one head
+            count and FFN width in every layer.
 
     Example:
 
@@ -217,9 +239,17 @@ class SandwichSampler(SubnetSampler):
 
     name = "sandwich"
 
-    def __init__(self, search_space: SearchSpace, seed: int = 0, *, num_random_subnets: int = 2):
+    def __init__(
+        self,
+        search_space: SearchSpace,
+        seed: int = 0,
+        *,
+        num_random_subnets: int = 2,
+        uniform_probability: float = 0.0,
+    ):
         super().__init__(search_space, seed)
         self.num_random_subnets = _check_int("num_random_subnets", num_random_subnets, 0)
+        self._init_uniform(uniform_probability)
 
     @property
     def largest_first(self) -> bool:
@@ -231,12 +261,12 @@ class SandwichSampler(SubnetSampler):
         return [
             space.largest(),
             space.smallest(),
-            *(space.sample(generator=rng) for _ in range(self.num_random_subnets)),
+            *(self.draw(rng) for _ in range(self.num_random_subnets)),
         ]
 
 
 @register_sampler
-class InstaTuneSampler(SubnetSampler):
+class InstaTuneSampler(_UniformDraws, SubnetSampler):
     """InstaTune: the largest subnet (the teacher) and one uniform random subnet per step.
 
     Example:
@@ -250,17 +280,21 @@ class InstaTuneSampler(SubnetSampler):
 
     name = "instatune"
 
+    def __init__(self, search_space: SearchSpace, seed: int = 0, *, uniform_probability: float = 0.0):
+        super().__init__(search_space, seed)
+        self._init_uniform(uniform_probability)
+
     @property
     def largest_first(self) -> bool:
         return True
 
     def sample(self, step: int, micro_step: int = 0) -> list[SubnetConfig]:
         rng = self.generator(step, micro_step)
-        return [self.search_space.largest(), self.search_space.sample(generator=rng)]
+        return [self.search_space.largest(), self.draw(rng)]
 
 
 @register_sampler
-class RandomSampler(SubnetSampler):
+class RandomSampler(_UniformDraws, SubnetSampler):
     """`num_subnets` uniform random subnets per step (no extremes, so no in-place teacher).
 
     Args:
@@ -279,13 +313,54 @@ class RandomSampler(SubnetSampler):
 
     name = "random"
 
-    def __init__(self, search_space: SearchSpace, seed: int = 0, *, num_subnets: int = 1):
+    def __init__(
+        self, search_space: SearchSpace, seed: int = 0, *, num_subnets: int = 1, uniform_probability: float = 0.0
+    ):
         super().__init__(search_space, seed)
         self.num_subnets = _check_int("num_subnets", num_subnets, 1)
+        self._init_uniform(uniform_probability)
 
     def sample(self, step: int, micro_step: int = 0) -> list[SubnetConfig]:
         rng = self.generator(step, micro_step)
-        return [self.search_space.sample(generator=rng) for _ in range(self.num_subnets)]
+        return [self.draw(rng) for _ in range(self.num_subnets)]
+
+
+@register_sampler
+class FixedSampler(SubnetSampler):
+    """The same `subnets` at every step: fine-tune one architecture inside the supernet (e.g. a short distillation
+    after the search, or a same-teacher baseline that trains that architecture alone).
+
+    Args:
+        search_space (`SearchSpace`): the space the subnets must lie in.
+        seed (`int`, *optional*, defaults to 0): unused (no randomness), kept for the common signature.
+        subnets (`list[SubnetConfig]`): the subnets of every step, in order.
+
+    Example:
+
+    ```python
+    >>> sampler = FixedSampler(space, subnets=[space.smallest()])  # doctest: +SKIP
+    >>> sampler.sample(step=7) == [space.smallest()]  # doctest: +SKIP
+    True
+    ```
+    """
+
+    name = "fixed"
+
+    def __init__(self, search_space: SearchSpace, seed: int = 0, *, subnets: Sequence[SubnetConfig] = ()):
+        super().__init__(search_space, seed)
+        if isinstance(subnets, SubnetConfig) or not isinstance(subnets, Sequence) or not subnets:
+            raise ValueError(f"`subnets` must be a non-empty list of SubnetConfig, got {subnets!r}.")
+        for subnet in subnets:
+            search_space.validate(subnet)
+        self.subnets = list(subnets)
+
+    @property
+    def largest_first(self) -> bool:
+        return self.subnets[0] == self.search_space.largest()
+
+    def sample(self, step: int, micro_step: int = 0) -> list[SubnetConfig]:
+        _check_int("step", step, 0)
+        return list(self.subnets)
 
 
 def _mac_proxy(subnet: SubnetConfig, attention_head_size: int) -> float:
@@ -507,4 +582,155 @@ class ShiftNASSampler(SubnetSampler):
             f"{type(self).__name__}(name={self.name!r}, seed={self.seed}, num_random_subnets={self.num_random_subnets}, "
             f"include_extremes={self.include_extremes}, num_bins={self.num_bins}, pool_size={self.pool_size}, "
             f"ema={self.ema}, beta={self.beta})"
+        )
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# progressive shrinking
+STAGE_DIMENSIONS = ("num_hidden_layers", "num_attention_heads", "intermediate_size", "hidden_size")
+_STAGE_ALIASES = {
+    "depth": ("num_hidden_layers",),
+    "heads": ("num_attention_heads",),
+    "ffn": ("intermediate_size",),
+    "hidden": ("hidden_size",),
+    "width": ("num_attention_heads", "intermediate_size", "hidden_size"),
+    **{name: (name,) for name in STAGE_DIMENSIONS},
+}
+
+
+def parse_stages(schedule: str) -> list[tuple[tuple[str, ...], float]]:
+    """Parse a stage schedule such as `"width@0.5,depth"` into `[(dimensions, end fraction), ...]`.
+
+    Stages are separated by commas; a stage names dimensions joined by `+` and ends at `@fraction` of training (the
+    last stage runs to the end and may omit it). Names: `num_hidden_layers` (`depth`), `num_attention_heads`
+    (`heads`), `intermediate_size` (`ffn`), `hidden_size` (`hidden`), and `width` for heads, FFN and hidden size.
+
+    ```python
+    >>> from hf_nas.training.samplers import parse_stages
+    >>> parse_stages("width@0.5,depth")
+    [(('num_attention_heads', 'intermediate_size', 'hidden_size'), 0.5), (('num_hidden_layers',), 1.0)]
+    ```
+    """
+    if not isinstance(schedule, str) or not schedule.strip():
+        raise ValueError(f"A stage schedule must be a non-empty string such as 'width@0.5,depth', got {schedule!r}.")
+    parts = [p.strip() for p in schedule.split(",")]
+    stages: list[tuple[tuple[str, ...], float]] = []
+    seen: set[str] = set()
+    previous = 0.0
+    for i, part in enumerate(parts):
+        names, _, fraction = part.partition("@")
+        last = i == len(parts) - 1
+        dims: list[str] = []
+        for name in (n.strip() for n in names.split("+")):
+            if name not in _STAGE_ALIASES:
+                raise ValueError(
+                    f"Unknown dimension {name!r} in stage schedule {schedule!r}; allowed: {list(_STAGE_ALIASES)}."
+                )
+            dims.extend(d for d in _STAGE_ALIASES[name] if d not in dims)
+        repeated = sorted(seen & set(dims))
+        if repeated:
+            raise ValueError(f"Stage schedule {schedule!r} unlocks {repeated} twice; name each dimension once.")
+        seen.update(dims)
+        if fraction.strip():
+            try:
+                end = float(fraction)
+            except ValueError:
+                raise ValueError(f"Stage {part!r}: {fraction!r} is not a fraction of training.") from None
+        elif last:
+            end = 1.0
+        else:
+            raise ValueError(f"Stage {part!r} needs an end fraction ('{names}@0.5'); only the last may omit it.")
+        if not previous < end <= 1.0 or (last and end != 1.0):
+            raise ValueError(
+                f"Stage {part!r} of {schedule!r}: end fractions must increase within (0, 1] and the last stage must "
+                f"end at 1, got {end}."
+            )
+        stages.append((tuple(dims), end))
+        previous = end
+    return stages
+
+
+class StagedSampler(SubnetSampler):
+    """Progressive shrinking (OFA, DynaBERT's width-then-depth): dimensions become elastic stage by stage.
+
+    The dimensions of the first stage, and those no stage names, are elastic from the start; the dimensions of each
+    later stage are held at their largest choice until it begins. Each stage draws from its own narrowed space with
+    a sampler built by `make_sampler(space)` (e.g. the sandwich rule), so the smallest subnet of the first stages is
+    the narrowest at full depth, and so on.
+
+    Args:
+        search_space (`SearchSpace`): the full space.
+        stages (`str`): the schedule, parsed by [`parse_stages`].
+        max_steps (`int`): the number of optimizer steps of the run (stage boundaries are fractions of it).
+        make_sampler (`Callable[[SearchSpace], SubnetSampler]`): builds the sampler of one stage.
+
+    Example:
+
+    ```python
+    >>> sampler = StagedSampler(space, "width@0.5,depth", 100, lambda s: get_sampler("sandwich", s))  # doctest: +SKIP
+    >>> sampler.stage_of(10), sampler.stage_of(60)  # doctest: +SKIP
+    (0, 1)
+    ```
+    """
+
+    name = "staged"
+
+    def __init__(
+        self,
+        search_space: SearchSpace,
+        stages: str,
+        max_steps: int,
+        make_sampler: Callable[[SearchSpace], SubnetSampler],
+    ):
+        parsed = parse_stages(stages)
+        super().__init__(search_space, 0)
+        self.max_steps = _check_int("max_steps", max_steps, 1)
+        self.stages = stages
+        locked = [set(dims) for dims, _ in parsed[1:]]
+        self._starts: list[int] = []
+        self._samplers: list[SubnetSampler] = []
+        start = 0
+        for i, (_, end) in enumerate(parsed):
+            still_locked = set().union(*locked[i:]) if i < len(locked) else set()
+            space = search_space.narrow(**{d: [max(getattr(search_space, d))] for d in sorted(still_locked)})
+            sampler = make_sampler(space)
+            if not isinstance(sampler, SubnetSampler):
+                raise TypeError(f"`make_sampler` must return a SubnetSampler, got {type(sampler).__name__}.")
+            self._starts.append(start)
+            self._samplers.append(sampler)
+            start = round(end * self.max_steps)
+        self.seed = self._samplers[0].seed
+        self._current = 0  # the stage of the last `sample` call, whose losses `update` receives
+
+    def stage_of(self, step: int) -> int:
+        """The index of the stage that optimizer step `step` belongs to."""
+        return bisect.bisect_right(self._starts, _check_int("step", step, 0)) - 1
+
+    def sample(self, step: int, micro_step: int = 0) -> list[SubnetConfig]:
+        self._current = self.stage_of(step)
+        return self._samplers[self._current].sample(step, micro_step)
+
+    def update(self, subnets: list[SubnetConfig], losses: list[float]) -> None:
+        self._samplers[self._current].update(subnets, losses)
+
+    @property
+    def largest_first(self) -> bool:
+        return all(s.largest_first for s in self._samplers)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "stages": [s.state_dict() for s in self._samplers]}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self._check_state(state, ("name", "stages"))
+        if not isinstance(state["stages"], list) or len(state["stages"]) != len(self._samplers):
+            raise ValueError(
+                f"The state holds {len(state['stages'])} stages, this schedule {self.stages!r} has "
+                f"{len(self._samplers)}."
+            )
+        for sampler, inner in zip(self._samplers, state["stages"], strict=True):
+            sampler.load_state_dict(inner)
+
+    def __repr__(self) -> str:
+        return (
+            f"{type(self).__name__}(stages={self.stages!r}, max_steps={self.max_steps}, first={self._samplers[0]!r})"
         )

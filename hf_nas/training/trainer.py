@@ -17,7 +17,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
-import transformers
 from torch import nn
 from transformers import PreTrainedModel, Trainer
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
@@ -25,34 +24,26 @@ from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 from ..models.supernet import SupernetMixin
 from ..search_space import SubnetConfig
 from ..utils import atomic_write_text
-from .distillation import attention_relation_loss, hidden_state_loss, soft_cross_entropy
-from .samplers import SubnetSampler, get_sampler
+from .distillation import attention_relation_loss, hidden_state_loss, layer_hidden_state_loss, soft_cross_entropy
+from .recipes import vanilla_auto_class
+from .samplers import StagedSampler, SubnetSampler, get_sampler
 from .training_args import SupernetTrainingArguments
 
-__all__ = ["SAMPLER_STATE_NAME", "SupernetTrainer"]
+__all__ = ["SAMPLER_STATE_NAME", "SupernetTrainer", "check_teacher_config"]
 
 logger = logging.getLogger(__name__)
 
 SAMPLER_STATE_NAME = "sampler_state.json"
 
-# The Auto class that loads a teacher checkpoint for a supernet head, by the head's vanilla class name suffix.
-_TEACHER_AUTO_CLASSES = {
-    "ForSequenceClassification": "AutoModelForSequenceClassification",
-    "ForTokenClassification": "AutoModelForTokenClassification",
-    "ForQuestionAnswering": "AutoModelForQuestionAnswering",
-    "ForMaskedLM": "AutoModelForMaskedLM",
-    "ForImageClassification": "AutoModelForImageClassification",
-    "Model": "AutoModel",
-}
-
 
 @dataclass
 class TeacherTargets:
-    """What a teacher forward leaves for the students (all detached)."""
+    """What a teacher forward leaves for the students (all detached). `hidden` holds the embeddings and every
+    layer's output, as `output_hidden_states=True` returns them."""
 
     logits: list[torch.Tensor]
     qkv: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None
-    hidden: torch.Tensor | None = None
+    hidden: tuple[torch.Tensor, ...] | None = None
 
 
 class SupernetTrainer(Trainer):
@@ -92,15 +83,13 @@ class SupernetTrainer(Trainer):
             )
         space = model.search_space
         if sampler is None:
-            sampler_kwargs = {}
-            if args.sampler in ("sandwich", "shiftnas"):
-                sampler_kwargs["num_random_subnets"] = args.num_random_subnets
-            seed = args.seed if args.sampler_seed is None else args.sampler_seed
-            sampler = get_sampler(args.sampler, space, seed=seed, **sampler_kwargs)
+            sampler = self._build_sampler(args, space)
         elif not isinstance(sampler, SubnetSampler):
             raise TypeError(f"`sampler` must be a SubnetSampler, got {type(sampler).__name__}.")
         self.sampler = sampler
-        self.teacher_model = self._build_teacher(model, args, teacher_model)
+        given = teacher_model if teacher_model is not None else args.teacher_model_name_or_path
+        self.distillation = args.distillation or ("teacher" if given is not None else "inplace")
+        self.teacher_model = self._build_teacher(model, args, teacher_model, self.distillation)
         super().__init__(model=model, args=args, **kwargs)
         if self.teacher_model is not None:
             self.teacher_model.to(self.args.device)
@@ -111,31 +100,46 @@ class SupernetTrainer(Trainer):
     # ------------------------------------------------------------------------------------------------------------
     # set-up
     @staticmethod
+    def _build_sampler(args: SupernetTrainingArguments, space) -> SubnetSampler:
+        kwargs = {}
+        if args.sampler in ("sandwich", "shiftnas"):
+            kwargs["num_random_subnets"] = args.num_random_subnets
+        if args.uniform_subnet_probability > 0:
+            if args.sampler == "shiftnas":
+                raise ValueError(
+                    "uniform_subnet_probability is not supported by the shiftnas sampler; allowed samplers: "
+                    "sandwich, instatune, random."
+                )
+            kwargs["uniform_probability"] = args.uniform_subnet_probability
+        seed = args.seed if args.sampler_seed is None else args.sampler_seed
+        if args.sampler_stages is None:
+            return get_sampler(args.sampler, space, seed=seed, **kwargs)
+        return StagedSampler(
+            space, args.sampler_stages, args.max_steps, lambda s: get_sampler(args.sampler, s, seed=seed, **kwargs)
+        )
+
+    @staticmethod
     def _build_teacher(
-        model: PreTrainedModel, args: SupernetTrainingArguments, teacher: PreTrainedModel | str | None
+        model: PreTrainedModel,
+        args: SupernetTrainingArguments,
+        teacher: PreTrainedModel | str | None,
+        distillation: str,
     ) -> PreTrainedModel | None:
         teacher = teacher if teacher is not None else args.teacher_model_name_or_path
-        if args.distillation != "teacher":
+        if distillation != "teacher":
             if teacher is not None:
                 raise ValueError(
-                    f"A teacher model was given but distillation={args.distillation!r}; set distillation='teacher'."
+                    f"A teacher model was given but distillation={distillation!r}; set distillation='teacher'."
                 )
             return None
         if teacher is None:
             raise ValueError("distillation='teacher' needs `teacher_model` or `teacher_model_name_or_path`.")
         if isinstance(teacher, (str, os.PathLike)):
-            suffix = next(s for s in _TEACHER_AUTO_CLASSES if model.static_class_name.endswith(s))
-            auto_class = getattr(transformers, _TEACHER_AUTO_CLASSES[suffix])
-            teacher = auto_class.from_pretrained(os.fspath(teacher), num_labels=model.config.num_labels)
+            auto_class = vanilla_auto_class(model.static_class_name)
+            teacher = auto_class.from_pretrained(os.fspath(teacher))
         if not isinstance(teacher, nn.Module):
             raise TypeError(f"`teacher_model` must be a model or a path, got {type(teacher).__name__}.")
-        for key in ("vocab_size", "num_labels"):
-            mine, theirs = getattr(model.config, key, None), getattr(teacher.config, key, None)
-            if mine is not None and theirs is not None and mine != theirs:
-                raise ValueError(
-                    f"The teacher's {key}={theirs} differs from the supernet's {key}={mine}: a teacher must share "
-                    "the student's vocabulary and labels."
-                )
+        check_teacher_config(model.config, teacher.config)
         teacher.eval()
         teacher.requires_grad_(False)
         return teacher
@@ -163,46 +167,52 @@ class SupernetTrainer(Trainer):
         args = self.args
         need_qkv, need_hidden = args.attention_loss_weight > 0, args.hidden_loss_weight > 0
         largest = supernet.search_space.largest()
+        inplace = self.distillation == "inplace"
 
         teacher: TeacherTargets | None = None
         if self.teacher_model is not None:
             teacher = self._teacher_targets(self.teacher_model, inputs, need_qkv, need_hidden)
-        elif args.distillation == "inplace" and subnets[0] != largest:
+        elif inplace and subnets[0] != largest:
             with supernet.subnet(largest):
                 teacher = self._teacher_targets(model, inputs, need_qkv, need_hidden)
 
         scale = 1.0 / self.current_gradient_accumulation_steps
         distributed = self.accelerator.num_processes > 1
+        protected = None  # the largest subnet's gradient, set aside (NASViT gradient protection)
         losses = []
         previous = supernet.active_subnet
         try:
             for i, subnet in enumerate(subnets):
                 supernet._activate(subnet)
                 last = i == len(subnets) - 1
-                teaches = args.distillation == "inplace" and teacher is None and subnet == largest
+                teaches = inplace and teacher is None and subnet == largest
                 sync = contextlib.nullcontext() if last or not distributed else self.accelerator.no_sync(model)
                 with sync:
                     with _capture_qkv(supernet, enabled=need_qkv) as qkv:
                         outputs = model(**inputs, output_hidden_states=need_hidden)
-                    hidden = outputs.hidden_states[-1] if need_hidden else None
+                    hidden = outputs.hidden_states if need_hidden else None
                     if teaches or teacher is None:
                         loss = _task_loss(outputs)
                     else:
-                        loss = self._student_loss(outputs, teacher, qkv, hidden, inputs)
+                        loss = self._student_loss(outputs, teacher, qkv, hidden, inputs, subnet)
                     if teaches:
                         teacher = TeacherTargets(
                             logits=[t.detach() for t in _logits(outputs)],
                             qkv=tuple(t.detach() for t in qkv) if qkv else None,
-                            hidden=hidden.detach() if hidden is not None else None,
+                            hidden=tuple(h.detach() for h in hidden) if hidden is not None else None,
                         )
                     if last and distributed:
                         # DDP reduces the gradients on this backward: every parameter must be in its graph, also
                         # those of layers this subnet drops (their gradients came from the earlier subnets).
                         loss = loss + 0.0 * sum(p.view(-1)[0] for p in model.parameters() if p.requires_grad)
                     self.accelerator.backward(loss * scale)
+                if args.protect_largest_gradient and protected is None and subnet == largest and not last:
+                    protected = self._set_aside_gradients(model, distributed)
                 losses.append(loss.detach())
         finally:
             supernet._activate(previous)
+        if args.protect_largest_gradient:
+            self._protected_grad_norm = self._protect(model, protected)
 
         per_subnet = torch.stack(losses)  # (num_subnets,)
         if type(self.sampler).update is not SubnetSampler.update:
@@ -210,13 +220,52 @@ class SupernetTrainer(Trainer):
             self.sampler.update(subnets, reduced.tolist())
         return per_subnet.mean() * scale
 
+    # ------------------------------------------------------------------------------------------------------------
+    # gradient protection (NASViT): the largest subnet keeps a plain fine-tuning step
+    @staticmethod
+    def _set_aside_gradients(model: nn.Module, distributed: bool) -> list[torch.Tensor | None]:
+        """Move the gradients now in `.grad` (the largest subnet's) aside and zero `.grad`. Under DDP that backward
+        ran without synchronization, so the set-aside gradients are averaged across processes here."""
+        grads = []
+        for p in model.parameters():
+            g = None if p.grad is None else p.grad.detach().clone()
+            if g is not None and distributed:
+                torch.distributed.all_reduce(g)
+                g /= torch.distributed.get_world_size()
+            grads.append(g)
+            if p.grad is not None:
+                p.grad.zero_()
+        return grads
+
+    def _protect(self, model: nn.Module, protected: list[torch.Tensor | None] | None) -> torch.Tensor:
+        """Clip the other subnets' summed gradient (now in `.grad`) and the largest's (set aside) each to
+        `max_grad_norm`, add them, and return the norm the plain sum would have had (what the Trainer logs)."""
+        max_norm = self.args.max_grad_norm
+        protected = protected if protected is not None else [None] * len(list(model.parameters()))
+        pairs = [(p.grad, g) for p, g in zip(model.parameters(), protected, strict=True) if p.grad is not None]
+        norm = torch.nn.utils.get_total_norm([o if g is None else o + g for o, g in pairs])
+        _clip_tensors_([o for o, _ in pairs], max_norm)
+        largest = [g for _, g in pairs if g is not None]
+        if largest:
+            _clip_tensors_(largest, max_norm)
+            for o, g in pairs:
+                if g is not None:
+                    o.add_(g)
+        return norm
+
+    def _clip_grad_norm(self, model: nn.Module) -> torch.Tensor:
+        if self.args.protect_largest_gradient:
+            return self._protected_grad_norm  # clipped part by part in training_step
+        return super()._clip_grad_norm(model)
+
     def _student_loss(
         self,
         outputs: Any,
         teacher: TeacherTargets,
         qkv: tuple[torch.Tensor, ...] | None,
-        hidden: torch.Tensor | None,
+        hidden: tuple[torch.Tensor, ...] | None,
         inputs: dict[str, Any],
+        subnet: SubnetConfig,
     ) -> torch.Tensor:
         args = self.args
         mask = inputs.get("attention_mask")
@@ -237,7 +286,12 @@ class SupernetTrainer(Trainer):
                 * attention_relation_loss(qkv, teacher.qkv, mask, num_relation_heads=args.num_relation_heads)
             )
         if args.hidden_loss_weight > 0 and hidden is not None and teacher.hidden is not None:
-            terms.append(args.hidden_loss_weight * hidden_state_loss(hidden, teacher.hidden, mask))
+            if args.hidden_loss_layers == "last":
+                hidden_loss = hidden_state_loss(hidden[-1], teacher.hidden[-1], mask)
+            else:
+                num_layers = len(self.supernet.elastic_layers())
+                hidden_loss = layer_hidden_state_loss(hidden, teacher.hidden, subnet.layers, num_layers, mask)
+            terms.append(args.hidden_loss_weight * hidden_loss)
         if not terms:
             raise ValueError(
                 "No loss term applies to the student subnets: give labels (task_loss_weight > 0) or a teacher signal "
@@ -258,7 +312,7 @@ class SupernetTrainer(Trainer):
         return TeacherTargets(
             logits=_logits(outputs),
             qkv=tuple(qkv) if qkv else None,
-            hidden=outputs.hidden_states[-1] if need_hidden else None,
+            hidden=tuple(outputs.hidden_states) if need_hidden else None,
         )
 
     # ------------------------------------------------------------------------------------------------------------
@@ -307,6 +361,35 @@ class SupernetTrainer(Trainer):
 
 # ----------------------------------------------------------------------------------------------------------------
 # helpers
+def check_teacher_config(student_config: Any, teacher_config: Any) -> None:
+    """Raise `ValueError` if a teacher's vocabulary or labels differ from the student's (placeholder label names such
+    as `LABEL_0` count as unknown)."""
+    for key in ("vocab_size", "num_labels", "label2id"):
+        mine, theirs = _config_value(student_config, key), _config_value(teacher_config, key)
+        if mine is not None and theirs is not None and mine != theirs:
+            raise ValueError(
+                f"The teacher's {key}={theirs} differs from the supernet's {key}={mine}: a teacher must share "
+                "the student's vocabulary and labels."
+            )
+
+
+@torch.no_grad()
+def _clip_tensors_(tensors: list[torch.Tensor], max_norm: float) -> None:
+    """Scale `tensors` in place so that their joint L2 norm is at most `max_norm` (as `clip_grad_norm_` does)."""
+    norm = torch.nn.utils.get_total_norm(tensors)
+    coefficient = torch.clamp(max_norm / (norm + 1e-6), max=1.0)
+    for t in tensors:
+        t.mul_(coefficient.to(t.device))
+
+
+def _config_value(config: Any, key: str) -> Any:
+    """`config.<key>`, with transformers' placeholder label names (`LABEL_0`, ...) read as unknown (None)."""
+    value = getattr(config, key, None)
+    if key == "label2id" and value is not None and all(k == f"LABEL_{v}" for k, v in value.items()):
+        return None
+    return value
+
+
 def _task_loss(outputs: Any) -> torch.Tensor:
     loss = getattr(outputs, "loss", None)
     if loss is None:
@@ -336,7 +419,7 @@ def _last_qkv(model: nn.Module) -> tuple[nn.Module, nn.Module, nn.Module]:
     """The query, key and value projections of the last layer that runs."""
     if isinstance(model, SupernetMixin):
         layers = model.elastic_layers()
-        return layers[model.active_subnet.num_hidden_layers - 1].qkv_projections()
+        return layers[model.active_subnet.layers[-1]].qkv_projections()
     base = model.base_model
     layers = base.encoder.layer if hasattr(base, "encoder") else base.layers  # BERT / ViT and BEiT
     attention = layers[-1].attention

@@ -9,6 +9,7 @@ from transformers import TrainingArguments
 __all__ = ["SupernetTrainingArguments"]
 
 DISTILLATION_MODES = ("inplace", "teacher", "none")
+HIDDEN_LOSS_LAYERS = ("all", "last")
 EVAL_SUBNET_NAMES = ("largest", "middle", "smallest")
 
 
@@ -36,11 +37,37 @@ class SupernetTrainingArguments(TrainingArguments):
         default=2, metadata={"help": "Random subnets per step besides the largest and smallest (sandwich, shiftnas)."}
     )
     sampler_seed: int | None = field(default=None, metadata={"help": "Seed of the sampler (default: `seed`)."})
-    distillation: str = field(
-        default="inplace",
+    sampler_stages: str | None = field(
+        default=None,
+        metadata={
+            "help": "Progressive shrinking as a schedule of stages, e.g. 'width@0.5,depth': the first stage's "
+            "dimensions (and those named nowhere) are elastic from the start; each later stage's dimensions stay at "
+            "their largest choice until that stage starts (at the previous stage's fraction of max_steps). "
+            "Dimensions: num_hidden_layers (depth), num_attention_heads (heads), intermediate_size (ffn), "
+            "hidden_size (hidden); width = heads+ffn+hidden. Join several with '+'."
+        },
+    )
+    uniform_subnet_probability: float = field(
+        default=0.0,
+        metadata={
+            "help": "Probability that a random subnet has one head count and FFN width for all its layers (the "
+            "uniform subnets search and extraction favour); sandwich, instatune and random samplers."
+        },
+    )
+    protect_largest_gradient: bool = field(
+        default=False,
+        metadata={
+            "help": "NASViT gradient protection: clip the other subnets' summed gradient on its own and add the "
+            "largest subnet's gradient (clipped on its own, as plain fine-tuning would) back, so the largest "
+            "subnet keeps a plain fine-tuning step. Needs gradient_accumulation_steps=1 and max_grad_norm > 0."
+        },
+    )
+    distillation: str | None = field(
+        default=None,
         metadata={
             "help": "inplace: the largest subnet teaches the others (needs a sampler that puts it first); teacher: "
-            "an external model teaches every subnet; none: labels only."
+            "an external model teaches every subnet; none: labels only. Default: teacher when a teacher model is "
+            "given, else inplace."
         },
     )
     teacher_model_name_or_path: str | None = field(
@@ -54,7 +81,17 @@ class SupernetTrainingArguments(TrainingArguments):
     attention_loss_weight: float = field(
         default=0.0, metadata={"help": "Weight of the last-layer self-attention relation loss (AutoDistil/MiniLM)."}
     )
-    hidden_loss_weight: float = field(default=0.0, metadata={"help": "Weight of the last hidden-state MSE."})
+    hidden_loss_weight: float = field(
+        default=0.0,
+        metadata={
+            "help": "Weight of hidden-state distillation: MSE at the embeddings and every kept layer against the "
+            "teacher layer it maps to (DynaBERT), or at the last layer only (see hidden_loss_layers)."
+        },
+    )
+    hidden_loss_layers: str = field(
+        default="all",
+        metadata={"help": "all: embeddings and every kept layer (DynaBERT); last: the last hidden state only."},
+    )
     num_relation_heads: int | None = field(
         default=None, metadata={"help": "Relation heads of the attention loss (default: chosen per pair of sizes)."}
     )
@@ -71,8 +108,33 @@ class SupernetTrainingArguments(TrainingArguments):
             raise ValueError(f"Unknown sampler {self.sampler!r}; allowed: {sorted(SAMPLERS)}.")
         if self.num_random_subnets < 0:
             raise ValueError(f"`num_random_subnets` must be >= 0, got {self.num_random_subnets}.")
-        if self.distillation not in DISTILLATION_MODES:
+        if self.distillation is not None and self.distillation not in DISTILLATION_MODES:
             raise ValueError(f"Unknown distillation {self.distillation!r}; allowed: {list(DISTILLATION_MODES)}.")
+        if self.hidden_loss_layers not in HIDDEN_LOSS_LAYERS:
+            raise ValueError(
+                f"Unknown hidden_loss_layers {self.hidden_loss_layers!r}; allowed: {list(HIDDEN_LOSS_LAYERS)}."
+            )
+        if not 0.0 <= self.uniform_subnet_probability <= 1.0:
+            raise ValueError(f"`uniform_subnet_probability` must be in [0, 1], got {self.uniform_subnet_probability}.")
+        if self.sampler_stages is not None:
+            from .samplers import parse_stages
+
+            parse_stages(self.sampler_stages)  # unknown dimensions or bad fractions fail here, before training
+            if self.max_steps <= 0:
+                raise ValueError(
+                    f"`sampler_stages` needs a fixed number of steps: set max_steps > 0 (got {self.max_steps})."
+                )
+        if self.protect_largest_gradient:
+            if self.gradient_accumulation_steps != 1:
+                raise ValueError(
+                    "protect_largest_gradient=True needs gradient_accumulation_steps=1, got "
+                    f"{self.gradient_accumulation_steps}."
+                )
+            if not self.max_grad_norm or self.max_grad_norm <= 0:
+                raise ValueError(
+                    f"protect_largest_gradient=True clips each part to max_grad_norm: set max_grad_norm > 0 (got "
+                    f"{self.max_grad_norm})."
+                )
         if self.distillation_temperature <= 0:
             raise ValueError(f"`distillation_temperature` must be > 0, got {self.distillation_temperature}.")
         for name in ("task_loss_weight", "kd_loss_weight", "attention_loss_weight", "hidden_loss_weight"):

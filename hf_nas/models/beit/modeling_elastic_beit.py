@@ -26,13 +26,12 @@ from transformers.utils.output_capturing import capture_outputs
 from ...modules import ElasticLayerNorm, ElasticLinear
 from ...modules.linear import _check_size
 from ...search_space import SubnetConfig
-from ..supernet import SupernetMixin
+from ..supernet import SupernetMixin, set_active_layers
 from ..vit.modeling_elastic_vit import (
     ElasticPatchEmbeddings,
     ElasticVisionLayerMixin,
     ElasticViTAttention,
     ElasticViTMLP,
-    _set_active_layers,
     interpolate_position_embeddings,
 )
 from .configuration_elastic_beit import ElasticBeitConfig
@@ -270,7 +269,7 @@ class ElasticBeitModel(ElasticBeitPreTrainedModel):
             else ElasticLayerNorm(config.hidden_size, eps=config.layer_norm_eps)
         )
         self.pooler = ElasticBeitPooler(config) if add_pooling_layer else None
-        self.active_num_hidden_layers = config.num_hidden_layers
+        self.active_layers = tuple(range(config.num_hidden_layers))  # indices of the layers that run
         self.post_init()
 
     def get_input_embeddings(self) -> nn.Module:
@@ -281,8 +280,7 @@ class ElasticBeitModel(ElasticBeitPreTrainedModel):
 
     def _apply_subnet(self, subnet: SubnetConfig) -> None:
         self.embeddings.set_active(subnet.hidden_size)
-        self.active_num_hidden_layers = subnet.num_hidden_layers
-        _set_active_layers(self.layers, subnet)
+        self.active_layers = set_active_layers(self.layers, subnet)
         if isinstance(self.layernorm, ElasticLayerNorm):
             self.layernorm.set_active(subnet.hidden_size)
         if self.pooler is not None:
@@ -313,7 +311,7 @@ class ElasticBeitModel(ElasticBeitPreTrainedModel):
             )  # (1, heads, T, T): each layer adds the planes of the heads it runs
             attention_mask = shared + attention_mask if attention_mask is not None else shared
         hidden_states = embedding_output
-        for layer in self.layers[: self.active_num_hidden_layers]:
+        for layer in (self.layers[i] for i in self.active_layers):
             hidden_states = layer(
                 hidden_states,
                 attention_mask=attention_mask,

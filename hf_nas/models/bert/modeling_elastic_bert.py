@@ -1,6 +1,6 @@
 """Elastic BERT supernet: the vanilla BERT architecture built from elastic modules, with vanilla parameter names.
 
-Depth keeps the first `num_hidden_layers` layers; each kept layer runs its first `num_attention_heads[i]` heads and
+Depth keeps the layers `subnet.layers` (an ordered subset); each kept layer runs its first `num_attention_heads[i]` heads and
 first `intermediate_size[i]` FFN neurons (importance-ordered by `hf_nas.importance.reorder_by_importance`); every
 module reads and writes the first `hidden_size` channels of the residual stream.
 """
@@ -27,7 +27,7 @@ from transformers.utils.output_capturing import capture_outputs
 from ...modules import ElasticEmbedding, ElasticLayerNorm, ElasticLinear, ElasticSelfAttention
 from ...modules.attention import head_permutation_index
 from ...search_space import SubnetConfig
-from ..supernet import SupernetMixin
+from ..supernet import SupernetMixin, set_active_layers
 from .configuration_elastic_bert import ElasticBertConfig
 
 __all__ = [
@@ -201,17 +201,14 @@ class ElasticBertEncoder(nn.Module):
         super().__init__()
         self.config = config
         self.layer = nn.ModuleList([ElasticBertLayer(config) for _ in range(config.num_hidden_layers)])
-        self.active_num_hidden_layers = config.num_hidden_layers
+        self.active_layers = tuple(range(config.num_hidden_layers))  # indices of the layers that run
 
     def set_active(self, subnet: SubnetConfig) -> None:
-        self.active_num_hidden_layers = subnet.num_hidden_layers
-        # zip stops at the kept layers; the dropped ones keep whatever sizes they had (they do not run).
-        for layer, heads, ffn in zip(self.layer, subnet.num_attention_heads, subnet.intermediate_size, strict=False):
-            layer.set_active(subnet.hidden_size, heads, ffn)
+        self.active_layers = set_active_layers(self.layer, subnet)
 
     def forward(self, hidden_states: torch.Tensor, attention_mask: torch.Tensor | None = None, **kwargs):
-        for layer_module in self.layer[: self.active_num_hidden_layers]:
-            hidden_states = layer_module(hidden_states, attention_mask, **kwargs)
+        for i in self.active_layers:
+            hidden_states = self.layer[i](hidden_states, attention_mask, **kwargs)
         return BaseModelOutput(last_hidden_state=hidden_states)
 
 

@@ -1,8 +1,8 @@
 """Elastic ViT supernet: the vanilla ViT architecture (transformers 5 layout) built from elastic modules.
 
 Parameter names are vanilla ViT's (`embeddings.patch_embeddings.projection`, `layers.{i}.attention.{q,k,v,o}_proj`,
-`layers.{i}.mlp.fc{1,2}`, ...), so a vanilla checkpoint loads without key mapping. Depth keeps the first
-`num_hidden_layers` layers; each kept layer runs its first `num_attention_heads[i]` heads and first
+`layers.{i}.mlp.fc{1,2}`, ...), so a vanilla checkpoint loads without key mapping. Depth keeps the layers
+`subnet.layers` (an ordered subset, renumbered on extraction); each kept layer runs its first `num_attention_heads[i]` heads and first
 `intermediate_size[i]` MLP neurons; every module reads and writes the first `hidden_size` channels of the residual
 stream (the patch projection, CLS token and position embeddings are sliced the same way).
 """
@@ -28,7 +28,7 @@ from ...modules import ElasticConv2d, ElasticLayerNorm, ElasticLinear
 from ...modules.attention import eager_attention_forward, head_permutation_index
 from ...modules.linear import _check_size
 from ...search_space import SubnetConfig
-from ..supernet import SupernetMixin
+from ..supernet import SupernetMixin, set_active_layers
 from .configuration_elastic_vit import ElasticViTConfig
 
 __all__ = [
@@ -305,12 +305,6 @@ class ElasticViTPooler(nn.Module):
         return self.activation(self.dense(hidden_states[:, 0]))  # (B, p)
 
 
-def _set_active_layers(layers: nn.ModuleList, subnet: SubnetConfig) -> None:
-    # zip stops at the kept layers; the dropped ones keep whatever sizes they had (they do not run).
-    for layer, heads, ffn in zip(layers, subnet.num_attention_heads, subnet.intermediate_size, strict=False):
-        layer.set_active(subnet.hidden_size, heads, ffn)
-
-
 class ElasticViTPreTrainedModel(SupernetMixin, ViTPreTrainedModel):
     config: ElasticViTConfig
     config_class = ElasticViTConfig
@@ -369,7 +363,7 @@ class ElasticViTModel(ElasticViTPreTrainedModel):
         self.layers = nn.ModuleList([ElasticViTLayer(config) for _ in range(config.num_hidden_layers)])
         self.layernorm = ElasticLayerNorm(config.hidden_size, eps=config.layer_norm_eps)
         self.pooler = ElasticViTPooler(config) if add_pooling_layer else None
-        self.active_num_hidden_layers = config.num_hidden_layers
+        self.active_layers = tuple(range(config.num_hidden_layers))  # indices of the layers that run
         self.post_init()
 
     def get_input_embeddings(self) -> nn.Module:
@@ -380,8 +374,7 @@ class ElasticViTModel(ElasticViTPreTrainedModel):
 
     def _apply_subnet(self, subnet: SubnetConfig) -> None:
         self.embeddings.set_active(subnet.hidden_size)
-        self.active_num_hidden_layers = subnet.num_hidden_layers
-        _set_active_layers(self.layers, subnet)
+        self.active_layers = set_active_layers(self.layers, subnet)
         self.layernorm.set_active(subnet.hidden_size)
         if self.pooler is not None:
             self.pooler.set_active(subnet.hidden_size)
@@ -407,7 +400,7 @@ class ElasticViTModel(ElasticViTPreTrainedModel):
             config=self.config, inputs_embeds=embedding_output, attention_mask=attention_mask
         )
         hidden_states = embedding_output
-        for layer in self.layers[: self.active_num_hidden_layers]:
+        for layer in (self.layers[i] for i in self.active_layers):
             hidden_states = layer(hidden_states, attention_mask, **kwargs)
         sequence_output = self.layernorm(hidden_states)
         pooled_output = self.pooler(sequence_output) if self.pooler is not None else None

@@ -1,0 +1,214 @@
+"""Training recipes: how a supernet gets its teacher.
+
+- `"teacher_first"` (the default): fine-tune the full model on the task first (or take a given fine-tuned teacher),
+  initialise the supernet from it, reorder heads and neurons by importance on it, then train the supernet with
+  distillation from that fixed teacher (logits and the hidden states of every kept layer, as DynaBERT does). The
+  teacher is saved beside the supernet (`<output_dir>/teacher`), where `extract_subnet.py --finetune_steps` finds it.
+- `"one_pass"` (InstaTune): the supernet is built during the single fine-tuning from the pretrained weights, and the
+  largest subnet teaches the others in place.
+
+The library functions here do the teacher stage; `scripts/train_supernet.py` strings the stages together.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+import transformers
+from transformers import PreTrainedModel, Trainer, TrainingArguments
+
+from ..utils import atomic_directory
+from .training_args import SupernetTrainingArguments
+
+__all__ = [
+    "RECIPES",
+    "TEACHER_DIR_NAME",
+    "RecipeArguments",
+    "finetune_subnet",
+    "finetune_teacher",
+    "find_saved_teacher",
+    "teacher_training_arguments",
+    "vanilla_auto_class",
+]
+
+logger = logging.getLogger(__name__)
+
+RECIPES = ("teacher_first", "one_pass")
+TEACHER_DIR_NAME = "teacher"
+_HEAD_SUFFIXES = (
+    "ForSequenceClassification",
+    "ForTokenClassification",
+    "ForQuestionAnswering",
+    "ForMaskedLM",
+    "ForImageClassification",
+)
+_WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin")
+
+
+@dataclass
+class RecipeArguments:
+    """Which recipe trains the supernet, and the teacher stage of the teacher-first recipe."""
+
+    recipe: str = field(
+        default="teacher_first",
+        metadata={
+            "help": "teacher_first: fine-tune the full model (or take --teacher_model_name_or_path), then train the "
+            "supernet from it with distillation from that fixed teacher; one_pass: InstaTune, the supernet is built "
+            "during the one fine-tuning and the largest subnet teaches in place."
+        },
+    )
+    teacher_max_steps: int | None = field(
+        default=None, metadata={"help": "Optimizer steps of the teacher's fine-tuning (default: max_steps)."}
+    )
+    teacher_learning_rate: float | None = field(
+        default=None, metadata={"help": "Learning rate of the teacher's fine-tuning (default: learning_rate)."}
+    )
+    layer_rule: str | None = field(
+        default=None,
+        metadata={
+            "help": "Which layers a depth-k subnet keeps: first, spread (evenly spaced, always the last) or "
+            "importance (ranked on the fine-tuned model). Default: the search space's (spread for a new supernet)."
+        },
+    )
+
+    def __post_init__(self):
+        if self.recipe not in RECIPES:
+            raise ValueError(f"Unknown recipe {self.recipe!r}; allowed: {list(RECIPES)}.")
+        if self.teacher_max_steps is not None and self.teacher_max_steps < 1:
+            raise ValueError(f"`teacher_max_steps` must be >= 1, got {self.teacher_max_steps}.")
+        if self.teacher_learning_rate is not None and not self.teacher_learning_rate > 0:
+            raise ValueError(f"`teacher_learning_rate` must be > 0, got {self.teacher_learning_rate}.")
+        from ..search_space import LAYER_RULES
+
+        if self.layer_rule is not None and self.layer_rule not in LAYER_RULES:
+            raise ValueError(f"Unknown layer_rule {self.layer_rule!r}; allowed: {list(LAYER_RULES)}.")
+
+
+def teacher_training_arguments(
+    args: SupernetTrainingArguments,
+    output_dir: str | os.PathLike,
+    max_steps: int | None = None,
+    learning_rate: float | None = None,
+) -> TrainingArguments:
+    """Plain `TrainingArguments` for the teacher's fine-tuning: the supernet run's settings (batch size, schedule,
+    seed, precision, devices, logging), its own output folder, step count and learning rate, and no checkpoints."""
+    names = {f.name for f in dataclasses.fields(TrainingArguments) if f.init}
+    values: dict[str, Any] = {name: getattr(args, name) for name in names if hasattr(args, name)}
+    values.update(
+        output_dir=os.fspath(output_dir),
+        max_steps=max_steps if max_steps is not None else args.max_steps,
+        learning_rate=learning_rate if learning_rate is not None else args.learning_rate,
+        save_strategy="no",
+        eval_strategy="no",
+        load_best_model_at_end=False,
+        push_to_hub=False,
+        resume_from_checkpoint=None,
+        hub_model_id=None,
+    )
+    return TrainingArguments(**values)
+
+
+def find_saved_teacher(output_dir: str | os.PathLike) -> str | None:
+    """The teacher folder a teacher-first run saved in `output_dir`, if it is complete (config and weights)."""
+    folder = os.path.join(os.fspath(output_dir), TEACHER_DIR_NAME)
+    if not os.path.isfile(os.path.join(folder, "config.json")):
+        return None
+    if not any(os.path.isfile(os.path.join(folder, name)) for name in _WEIGHT_FILES):
+        return None
+    return folder
+
+
+def finetune_teacher(
+    model: PreTrainedModel,
+    args: TrainingArguments,
+    train_dataset: Any,
+    save_directory: str | os.PathLike,
+    data_collator: Any = None,
+    processing_class: Any = None,
+    **trainer_kwargs: Any,
+) -> PreTrainedModel:
+    """Fine-tune the full (vanilla) model on the task with a plain `Trainer` and save it, with its tokenizer or
+    image processor, atomically to `save_directory`. Returns the fine-tuned model in eval mode.
+
+    Example:
+
+    ```python
+    >>> teacher = AutoModelForSequenceClassification.from_pretrained(path, num_labels=2)  # doctest: +SKIP
+    >>> targs = teacher_training_arguments(supernet_args, "out/supernet/teacher")  # doctest: +SKIP
+    >>> teacher = finetune_teacher(teacher, targs, train, "out/supernet/teacher", collator, tokenizer)  # doctest: +SKIP
+    ```
+    """
+    if not isinstance(model, PreTrainedModel):
+        raise TypeError(f"`model` must be a PreTrainedModel, got {type(model).__name__}.")
+    trainer = Trainer(
+        model=model,
+        args=args,
+        train_dataset=train_dataset,
+        data_collator=data_collator,
+        processing_class=processing_class,
+        **trainer_kwargs,
+    )
+    result = trainer.train()
+    trainer.log_metrics("teacher_train", result.metrics)
+    if args.should_save:
+        with atomic_directory(save_directory) as tmp:
+            model.save_pretrained(tmp)
+            if processing_class is not None:
+                processing_class.save_pretrained(tmp)
+    logger.info("teacher fine-tuned for %d steps and saved to %s", result.global_step, save_directory)
+    return model.eval()
+
+
+def vanilla_auto_class(static_class_name: str) -> type:
+    """The transformers Auto class that loads the vanilla twin `static_class_name` (e.g. `BertForSequenceClassification`
+    -> `AutoModelForSequenceClassification`)."""
+    for suffix in _HEAD_SUFFIXES:
+        if static_class_name.endswith(suffix):
+            return getattr(transformers, f"AutoModel{suffix}")
+    return transformers.AutoModel
+
+
+def finetune_subnet(
+    supernet: PreTrainedModel,
+    subnet: Any,
+    args: SupernetTrainingArguments,
+    train_dataset: Any,
+    teacher_model: PreTrainedModel | str | None = None,
+    data_collator: Any = None,
+    **trainer_kwargs: Any,
+) -> PreTrainedModel:
+    """A short distillation of one chosen subnet after the search (always reported apart from the subnet without
+    retraining): `subnet` alone is trained inside `supernet` (a fixed sampler), with distillation from
+    `teacher_model` (e.g. the teacher saved beside the supernet) or from labels only when there is none. The
+    supernet's other weights keep their values unless weight decay moves them; extract the subnet afterwards.
+
+    Example:
+
+    ```python
+    >>> args = SupernetTrainingArguments("out/finetune", max_steps=100, hidden_loss_weight=1.0)  # doctest: +SKIP
+    >>> finetune_subnet(supernet, subnet, args, train, teacher_model="out/supernet/teacher")  # doctest: +SKIP
+    >>> small = supernet.extract_subnet(subnet)  # doctest: +SKIP
+    ```
+    """
+    from .samplers import get_sampler
+    from .trainer import SupernetTrainer
+
+    supernet.search_space.validate(subnet)
+    sampler = get_sampler("fixed", supernet.search_space, subnets=[subnet])
+    args = dataclasses.replace(args, protect_largest_gradient=False, eval_subnets="")
+    trainer = SupernetTrainer(
+        model=supernet,
+        args=args,
+        teacher_model=teacher_model,
+        sampler=sampler,
+        train_dataset=train_dataset,
+        data_collator=data_collator,
+        **trainer_kwargs,
+    )
+    trainer.train()
+    supernet.eval()
+    return supernet
