@@ -123,7 +123,10 @@ def main() -> None:
             logger.info("Resuming from %s", last_checkpoint)
     set_seed(training_args.seed)
 
-    is_vanilla = transformers.PreTrainedConfig.get_config_dict(path)[0].get("model_type") == vanilla_model_type(path)
+    config_dict = transformers.PreTrainedConfig.get_config_dict(path)[0]
+    is_vanilla = config_dict.get("model_type") == vanilla_model_type(path)
+    # a saved supernet keeps its search space, also when the teacher-first recipe restarts from its teacher
+    saved_space = None if is_vanilla else SearchSpace.from_dict(config_dict["search_space"])
     if isinstance(data_args, TextDataArguments):
         data = prepare_text(path, data_args, training_args)
     else:
@@ -139,6 +142,8 @@ def main() -> None:
             )
         teacher, path = prepare_teacher(path, is_vanilla, data, recipe_args, training_args)
     model = load_supernet(path, data, model_args, training_args)
+    if saved_space is not None:
+        model.search_space = saved_space
     if model_args.search_space_file is not None:
         model.search_space = SearchSpace.load(model_args.search_space_file)
     fresh = (is_vanilla or teacher is not None) and last_checkpoint is None and training_args.do_train
