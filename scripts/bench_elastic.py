@@ -70,15 +70,16 @@ def mac_ladder(model, sequence_length: int) -> list[tuple[str, SubnetConfig]]:
     c = model.config
     L, H, F, D = c.num_hidden_layers, c.num_attention_heads, c.intermediate_size, c.hidden_size
     hd = c.attention_head_size
+    subnet = model.search_space.subnet  # the layers the supernet's layer rule keeps for each depth
     return [
-        ("full", SubnetConfig.uniform(L, H, F, D)),
-        ("heads 75%, ffn 75%", SubnetConfig.uniform(L, H * 3 // 4, F * 3 // 4, D)),
-        ("depth 5, heterogeneous", SubnetConfig(5, (12, 9, 9, 6, 6), (1536, 1152, 1152, 768, 384), D)),
-        ("depth 4, heads 50%, ffn 50%", SubnetConfig.uniform(4, H // 2, F // 2, D)),
-        ("hidden 75% (vanilla)", SubnetConfig.uniform(L, D * 3 // 4 // hd, F * 3 // 4, D * 3 // 4)),
-        ("depth 3, heads 50%, ffn 50%", SubnetConfig.uniform(3, H // 2, F // 2, D)),
-        ("hidden 50% (vanilla), depth 4", SubnetConfig.uniform(4, D // 2 // hd, F // 2, D // 2)),
-        ("depth 3, heads 25%, ffn 25%", SubnetConfig.uniform(3, H // 4, F // 4, D)),
+        ("full", subnet(L, H, F, D)),
+        ("heads 75%, ffn 75%", subnet(L, H * 3 // 4, F * 3 // 4, D)),
+        ("depth 5, heterogeneous", subnet(5, (12, 9, 9, 6, 6), (1536, 1152, 1152, 768, 384), D)),
+        ("depth 4, heads 50%, ffn 50%", subnet(4, H // 2, F // 2, D)),
+        ("hidden 75% (vanilla)", subnet(L, D * 3 // 4 // hd, F * 3 // 4, D * 3 // 4)),
+        ("depth 3, heads 50%, ffn 50%", subnet(3, H // 2, F // 2, D)),
+        ("hidden 50% (vanilla), depth 4", subnet(4, D // 2 // hd, F // 2, D // 2)),
+        ("depth 3, heads 25%, ffn 25%", subnet(3, H // 4, F // 4, D)),
     ]
 
 

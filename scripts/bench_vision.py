@@ -156,7 +156,7 @@ def point_subnets(model, macs, point: float) -> dict[str, SubnetConfig]:
     full = macs(model, space.largest())
     max_depth = max(space.num_hidden_layers)
     candidates = [
-        SubnetConfig.uniform(d, h, f, space.hidden_size[0])
+        space.subnet(d, h, f, space.hidden_size[0])
         for d in space.num_hidden_layers
         for h in space.num_attention_heads
         for f in space.intermediate_size

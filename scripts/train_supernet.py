@@ -59,7 +59,6 @@ from hf_nas.data import (
 from hf_nas.metrics import build_compute_metrics
 from hf_nas.models.auto import elastic_class_for, vanilla_model_type
 from hf_nas.training import SupernetTrainer, SupernetTrainingArguments
-from hf_nas.training.trainer import check_teacher_config
 from hf_nas.training.recipes import (
     TEACHER_DIR_NAME,
     RecipeArguments,
@@ -68,6 +67,7 @@ from hf_nas.training.recipes import (
     teacher_training_arguments,
     vanilla_auto_class,
 )
+from hf_nas.training.trainer import check_teacher_config
 from hf_nas.utils import atomic_directory, default_text_checkpoint
 
 logger = logging.getLogger("hf_nas.train_supernet")

@@ -790,7 +790,9 @@ def test_find_unused_parameters_defaults_to_false_and_true_is_refused(tmp_path):
 
 
 def test_unknown_sampler(tmp_path):
-    with pytest.raises(ValueError, match=r"Unknown sampler 'nope'; allowed: \['fixed', 'instatune', 'random', 'sandwich'"):
+    with pytest.raises(
+        ValueError, match=r"Unknown sampler 'nope'; allowed: \['fixed', 'instatune', 'random', 'sandwich'"
+    ):
         make_args(tmp_path, sampler="nope")
 
 
