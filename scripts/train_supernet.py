@@ -140,13 +140,15 @@ def main() -> None:
                 f"--recipe teacher_first distills from the fine-tuned teacher: --distillation must be 'teacher', "
                 f"got {training_args.distillation!r} (use --recipe one_pass for in-place distillation)."
             )
-        teacher, path = prepare_teacher(path, is_vanilla, data, recipe_args, training_args)
+        teacher, teacher_path = prepare_teacher(path, is_vanilla, data, recipe_args, training_args)
+        if is_vanilla:  # the supernet starts from the fine-tuned teacher; a saved supernet from its own weights
+            path = teacher_path
     model = load_supernet(path, data, model_args, training_args)
     if saved_space is not None:
         model.search_space = saved_space
     if model_args.search_space_file is not None:
         model.search_space = SearchSpace.load(model_args.search_space_file)
-    fresh = (is_vanilla or teacher is not None) and last_checkpoint is None and training_args.do_train
+    fresh = is_vanilla and last_checkpoint is None and training_args.do_train
     loader = (
         DataLoader(
             data.splits["train"], batch_size=training_args.per_device_train_batch_size, collate_fn=data.collator
@@ -158,7 +160,8 @@ def main() -> None:
         set_layer_rule(model, recipe_args.layer_rule, loader, model_args, training_args)
     logger.info("search space: %s", model.search_space)
 
-    # Importance reordering is for a fresh supernet (vanilla or from the teacher); a saved one was reordered already.
+    # Importance reordering is for a fresh supernet (from a vanilla checkpoint or its fine-tuned teacher); a saved
+    # supernet was reordered already.
     if model_args.reorder_by_importance and fresh:
         reorder_by_importance(
             model,
@@ -206,7 +209,7 @@ class TaskData:
 
 
 def prepare_teacher(path: str, is_vanilla: bool, data: TaskData, recipe_args: RecipeArguments, training_args):
-    """The fixed teacher of the teacher-first recipe and the checkpoint the supernet starts from.
+    """The fixed teacher of the teacher-first recipe and the folder it is saved in.
 
     Order of preference: a complete teacher already saved in `<output_dir>/teacher` (a rerun), the given
     `--teacher_model_name_or_path` (saved there too), the teacher beside a saved supernet `path`, else the full model

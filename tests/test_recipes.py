@@ -519,3 +519,29 @@ def test_extract_with_a_short_distillation_reports_both_accuracies(tmp_path, mon
     assert changed, "the fine-tune did not change the subnet"
     with pytest.raises(ValueError, match="--finetune_steps needs --train_file"):
         script.FinetuneArguments(finetune_steps=3)
+
+
+def test_teacher_first_from_a_saved_supernet_keeps_its_weights_and_teacher(tmp_path, monkeypatch, tiny_checkpoint):
+    path, data = tiny_checkpoint
+    first = tmp_path / "first"
+    run_train_supernet(monkeypatch, *common(path, data, first), "--do_train", "--teacher_max_steps", "2")
+    saved = hf_nas.ElasticBertForSequenceClassification.from_pretrained(first).state_dict()
+    seen = {}
+    real_init = SupernetTrainer.__init__
+
+    def record(self, *args, **kwargs):
+        seen["weights"] = {k: v.clone() for k, v in kwargs["model"].state_dict().items()}
+        seen["teacher"] = kwargs["teacher_model"]
+        real_init(self, *args, **kwargs)
+
+    monkeypatch.setattr(SupernetTrainer, "__init__", record)
+    script = load_script("train_supernet")
+    monkeypatch.setattr(script, "finetune_teacher", lambda *a, **k: pytest.fail("the teacher was trained again"))
+    argv = common(first, data, tmp_path / "second")
+    monkeypatch.setattr(sys, "argv", ["train_supernet.py", *argv, "--do_train"])
+    script.main()
+    for name, value in saved.items():  # the supernet continues from its own weights, not from the teacher's
+        torch.testing.assert_close(seen["weights"][name], value, msg=name)
+    teacher = BertForSequenceClassification.from_pretrained(first / "teacher")
+    for (name, a), b in zip(seen["teacher"].state_dict().items(), teacher.state_dict().values(), strict=True):
+        torch.testing.assert_close(a, b, msg=name)
