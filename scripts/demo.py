@@ -1,13 +1,15 @@
 """The whole hf-nas pipeline on the shipped SST-2 sample, offline, in minutes on 2 CPU cores:
 
-1. fine-tune all-MiniLM-L6-v2 on the task: the teacher (teacher-first recipe);
-2. load the teacher as an elastic supernet, reorder its heads and neurons by importance, and fine-tune the supernet
-   (sandwich rule, distillation of logits and hidden states from the fixed teacher) so that every subnet is usable;
+1. load all-MiniLM-L6-v2 as an elastic supernet (a depth-k subnet keeps k spread layers, always the last) and reorder
+   its heads and neurons by importance;
+2. fine-tune the supernet with the default recipe (one pass: sandwich rule, the largest subnet teaching the others
+   its logits and the hidden states of every kept layer, its gradient protected, half the random subnets uniform) so
+   that every subnet is usable;
 3. search: NSGA-II screened by predictors, objectives accuracy, MACs and latency of the extracted subnet;
 4. extract the most accurate subnet under half the MACs, with its tokenizer and model card;
 5. reload it in a fresh process where `import hf_nas` fails, with plain transformers, and check its accuracy.
 
-    python scripts/demo.py [--output_dir demo_output] [--teacher_steps 40] [--max_steps 60] [--num_evaluations 30]
+    python scripts/demo.py [--output_dir demo_output] [--max_steps 60] [--num_evaluations 30]
 """
 
 from __future__ import annotations
@@ -16,7 +18,6 @@ import csv
 import json
 import logging
 import os
-import shutil
 import subprocess
 import sys
 from dataclasses import dataclass, field
@@ -25,20 +26,15 @@ import datasets
 import torch
 import transformers
 from torch.utils.data import DataLoader
-from transformers import (
-    AutoTokenizer,
-    BertForSequenceClassification,
-    DataCollatorWithPadding,
-    HfArgumentParser,
-    set_seed,
-)
+from transformers import AutoTokenizer, DataCollatorWithPadding, HfArgumentParser, set_seed
 
 from hf_nas import ElasticBertForSequenceClassification, reorder_by_importance
 from hf_nas.hub import export_subnet
 from hf_nas.metrics import build_compute_metrics
 from hf_nas.search import Constraint, SubnetSearch, get_objective
 from hf_nas.search.objectives import TaskMetricObjective
-from hf_nas.training import SupernetTrainer, SupernetTrainingArguments, finetune_teacher, teacher_training_arguments
+from hf_nas.training import SupernetTrainer, SupernetTrainingArguments
+from hf_nas.training.recipes import RECIPE_DEFAULTS
 from hf_nas.utils import checkpoint_name, default_text_checkpoint
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -55,7 +51,6 @@ class DemoArguments:
     output_dir: str = field(default="demo_output")
     max_length: int = 64
     batch_size: int = 16
-    teacher_steps: int = field(default=40, metadata={"help": "Fine-tuning steps of the teacher (the full model)."})
     max_steps: int = field(default=60, metadata={"help": "Supernet fine-tuning steps."})
     fixed_hidden_size: bool = field(default=True, metadata={"help": "Keep the hidden size out of the search space."})
     importance_batches: int = 4
@@ -101,7 +96,15 @@ def main() -> None:
     dev = read_tsv(args.validation_file, tokenizer, args.max_length)
     collator = DataCollatorWithPadding(tokenizer)
 
-    # 2. supernet fine-tuning arguments (the teacher's fine-tuning takes the same batch size, schedule and seed)
+    # 1. the supernet, rewired so that slicing keeps the most important heads and neurons
+    model = ElasticBertForSequenceClassification.from_pretrained(path, num_labels=2)
+    loader = DataLoader(train, batch_size=args.batch_size, collate_fn=collator)
+    reorder_by_importance(model, loader, num_batches=args.importance_batches)
+    if args.fixed_hidden_size:  # elastic depth, heads and FFN; the residual width stays whole
+        model.search_space = model.search_space.narrow(hidden_size=[model.config.hidden_size])
+    logger.info("supernet %s, search space %s", checkpoint_name(path), model.search_space)
+
+    # 2. supernet fine-tuning with the benchmarked levers (train_supernet.py's defaults)
     training_args = SupernetTrainingArguments(
         os.path.join(args.output_dir, "supernet"),
         max_steps=args.max_steps,
@@ -113,29 +116,11 @@ def main() -> None:
         report_to=[],
         seed=args.seed,
         use_cpu=True,
+        **RECIPE_DEFAULTS,
     )
-
-    # 1. the teacher: the full model fine-tuned on the task, saved beside the supernet
-    teacher_dir = os.path.join(training_args.output_dir, "teacher")
-    teacher = BertForSequenceClassification.from_pretrained(path, num_labels=2)
-    teacher_args = teacher_training_arguments(
-        training_args, os.path.join(args.output_dir, "teacher_run"), max_steps=args.teacher_steps
-    )
-    teacher = finetune_teacher(teacher, teacher_args, train, teacher_dir, collator, tokenizer)
-    shutil.rmtree(teacher_args.output_dir, ignore_errors=True)  # the Trainer's scratch folder
-    set_seed(args.seed)
-
-    # 2. the supernet starts from the teacher, rewired so that slicing keeps the most important heads and neurons
-    model = ElasticBertForSequenceClassification.from_pretrained(teacher_dir)
-    loader = DataLoader(train, batch_size=args.batch_size, collate_fn=collator)
-    reorder_by_importance(model, loader, num_batches=args.importance_batches)
-    if args.fixed_hidden_size:  # elastic depth, heads and FFN; the residual width stays whole
-        model.search_space = model.search_space.narrow(hidden_size=[model.config.hidden_size])
-    logger.info("supernet %s, search space %s", checkpoint_name(path), model.search_space)
     trainer = SupernetTrainer(
         model=model,
         args=training_args,
-        teacher_model=teacher,
         train_dataset=train,
         eval_dataset=dev,
         processing_class=tokenizer,
@@ -186,9 +171,8 @@ def main() -> None:
         if chosen in front
         else None,
         training_recipe=(
-            f"Teacher-first: the full model fine-tuned for {args.teacher_steps} steps, then the supernet initialised "
-            f"from it and trained for {args.max_steps} steps (sandwich rule, distillation from the teacher) on "
-            f"{len(train)} SST-2 sentences."
+            f"One pass (InstaTune): {args.max_steps} sandwich steps on {len(train)} SST-2 sentences, the largest subnet "
+            "teaching the others in place (logits and hidden states)."
         ),
     )
 

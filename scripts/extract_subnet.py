@@ -14,8 +14,9 @@ For ViT and BEiT supernets the image processor saved with the supernet is copied
 and MACs are measured at its image size (or `--image_size`).
 
 `--finetune_steps N` (text supernets) adds a short distillation of the chosen subnet before it is saved: the subnet
-alone is trained for N steps on `--train_file` with distillation from the teacher saved beside the supernet (or
-`--teacher_model_name_or_path`). The card then reports the accuracy without retraining and after it, apart
+alone is trained for N steps on `--train_file` with distillation from the teacher saved beside the supernet (the
+teacher-first recipe), `--teacher_model_name_or_path`, or else the supernet's own full model (the one-pass recipe's
+in-place teacher). The card then reports the accuracy without retraining and after it, apart
 (`--validation_file`), and says how the subnet was trained.
 
 `--results` is the output folder of scripts/search_subnets.py (`SearchResults.from_dir` reads its
@@ -258,8 +259,7 @@ def main() -> None:
     if recipe is None and finetuned is not None:
         recipe = (
             f"The supernet was fine-tuned with hf-nas (`scripts/train_supernet.py`). This subnet was chosen as {how}, "
-            f"then trained alone for {finetune_args.finetune_steps} steps with distillation from the supernet's "
-            f"teacher ({finetuned['description']})."
+            f"then trained alone for {finetune_args.finetune_steps} steps with distillation ({finetuned['description']})."
         )
     if recipe is None:
         recipe = (
@@ -308,10 +308,9 @@ def finetune(supernet, subnet, tokenizer, supernet_path: str, args: FinetuneArgu
     if tokenizer is None:
         raise ValueError(f"--finetune_steps needs the tokenizer saved with the supernet; {supernet_path} has none.")
     teacher = args.teacher_model_name_or_path or find_saved_teacher(supernet_path)
-    if teacher is None:
-        logger.warning(
-            "No teacher beside %s and none given: the fine-tune learns from the labels only.", supernet_path
-        )
+    teacher_name = teacher or "the supernet's full model"
+    if teacher is None:  # a one-pass supernet: its full model taught every subnet in place, and teaches this one
+        teacher = supernet.extract_subnet(supernet.max_subnet()).eval()
     data = TextDataArguments(
         train_file=args.train_file,
         validation_file=args.validation_file,
@@ -347,8 +346,8 @@ def finetune(supernet, subnet, tokenizer, supernet_path: str, args: FinetuneArgu
         per_device_train_batch_size=args.finetune_batch_size,
         learning_rate=args.finetune_learning_rate,
         warmup_steps=max(1, args.finetune_steps // 10),
-        hidden_loss_weight=args.finetune_hidden_loss_weight if teacher is not None else 0.0,
-        distillation="teacher" if teacher is not None else "none",
+        hidden_loss_weight=args.finetune_hidden_loss_weight,
+        distillation="teacher",
         save_strategy="no",
         report_to=[],
         seed=args.seed,
@@ -356,7 +355,8 @@ def finetune(supernet, subnet, tokenizer, supernet_path: str, args: FinetuneArgu
     finetune_subnet(supernet, subnet, targs, splits["train"], teacher_model=teacher, data_collator=collator)
     after = accuracy()
     shutil.rmtree(work, ignore_errors=True)
-    metrics, description = {}, f"{args.finetune_steps} steps on `{os.path.basename(args.train_file)}`"
+    metrics = {}
+    description = f"teacher: {teacher_name}; {args.finetune_steps} steps on `{os.path.basename(args.train_file)}`"
     if after is not None:
         metrics = {"accuracy": after, "accuracy_without_retraining": before}
         description += (

@@ -1,12 +1,17 @@
 """Fine-tune a vanilla BERT, ViT or BEiT checkpoint into a supernet whose every subnet is good.
 
 Two recipes, one command (`--recipe`):
-- `teacher_first` (default): fine-tune the full model (`--teacher_max_steps`, default `--max_steps`) or take
+- `one_pass` (default; InstaTune): the supernet is built during the one fine-tuning; the largest subnet teaches in
+  place. At equal training compute it gave better subnets than teacher-first (docs/benchmarks/supernet.md).
+- `teacher_first`: fine-tune the full model (`--teacher_max_steps`, default `--max_steps`) or take
   `--teacher_model_name_or_path`, save it to `<output_dir>/teacher`, initialise the supernet from it, reorder heads
   and neurons by importance on it, then train the supernet (BigNAS sandwich) with distillation from that fixed
-  teacher: logits and, with `--hidden_loss_weight`, the hidden states of every kept layer. A rerun reuses a saved
-  teacher and resumes the supernet from its last checkpoint.
-- `one_pass` (InstaTune): the supernet is built during the one fine-tuning; the largest subnet teaches in place.
+  teacher: logits and the hidden states of every kept layer. A rerun reuses a saved teacher and resumes the
+  supernet from its last checkpoint.
+
+Both use the benchmarked levers by default (`hf_nas.training.recipes.RECIPE_DEFAULTS`: hidden-state distillation at
+every kept layer, gradient protection of the largest subnet, half the random subnets uniform); any of them can be
+set on the command line or in the JSON file.
 
 In the style of transformers' run_glue.py and run_image_classification.py: arguments from the command line or one
 JSON file. The checkpoint's model type picks the data options: text classification for BERT (--train_file, ...),
@@ -26,6 +31,7 @@ For images, the image processor (resizing to --image_size) is saved beside the s
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 import os
 import shutil
@@ -60,6 +66,7 @@ from hf_nas.metrics import build_compute_metrics
 from hf_nas.models.auto import elastic_class_for, vanilla_model_type
 from hf_nas.training import SupernetTrainer, SupernetTrainingArguments
 from hf_nas.training.recipes import (
+    RECIPE_DEFAULTS,
     TEACHER_DIR_NAME,
     RecipeArguments,
     find_saved_teacher,
@@ -98,8 +105,10 @@ def main() -> None:
     path = argument_from_command_line("model_name_or_path") or default_text_checkpoint()
     parser = HfArgumentParser((ModelArguments, RecipeArguments, data_arguments_class(path), SupernetTrainingArguments))
     if len(sys.argv) == 2 and sys.argv[1].endswith(".json"):
-        model_args, recipe_args, data_args, training_args = parser.parse_json_file(os.path.abspath(sys.argv[1]))
+        with open(os.path.abspath(sys.argv[1])) as f:
+            model_args, recipe_args, data_args, training_args = parser.parse_dict({**RECIPE_DEFAULTS, **json.load(f)})
     else:
+        parser.set_defaults(**RECIPE_DEFAULTS)
         model_args, recipe_args, data_args, training_args = parser.parse_args_into_dataclasses()
 
     logging.basicConfig(

@@ -394,7 +394,7 @@ def test_two_stage_script_trains_saves_and_uses_the_teacher(tmp_path, monkeypatc
     monkeypatch.setattr(SupernetTrainer, "_teacher_targets", count_targets)
     monkeypatch.setattr(SupernetTrainer, "training_step", count_steps)
     run_train_supernet(
-        monkeypatch, *common(path, data, out), "--do_train", "--teacher_max_steps", "4", "--hidden_loss_weight", "1"
+        monkeypatch, *common(path, data, out), "--do_train", "--recipe", "teacher_first", "--teacher_max_steps", "4"
     )
     # stage 1: the teacher was fine-tuned (its weights moved) and saved beside the supernet, with the tokenizer
     teacher_dir = out / "teacher"
@@ -415,7 +415,8 @@ def test_two_stage_script_trains_saves_and_uses_the_teacher(tmp_path, monkeypatc
     # a rerun reuses the saved teacher instead of fine-tuning again
     script = load_script("train_supernet")
     monkeypatch.setattr(script, "finetune_teacher", lambda *a, **k: pytest.fail("the teacher was trained again"))
-    monkeypatch.setattr(sys, "argv", ["train_supernet.py", *common(path, data, tmp_path / "again"), "--do_train"])
+    argv = [*common(path, data, tmp_path / "again"), "--do_train", "--recipe", "teacher_first"]
+    monkeypatch.setattr(sys, "argv", ["train_supernet.py", *argv])
     (tmp_path / "again").mkdir()
     import shutil
 
@@ -424,19 +425,55 @@ def test_two_stage_script_trains_saves_and_uses_the_teacher(tmp_path, monkeypatc
     assert (tmp_path / "again" / "config.json").is_file()
 
 
-def test_one_pass_recipe_has_no_teacher(tmp_path, monkeypatch, tiny_checkpoint):
+def test_one_pass_is_the_default_recipe_with_the_benchmarked_levers(tmp_path, monkeypatch, tiny_checkpoint):
     path, data = tiny_checkpoint
     out = tmp_path / "supernet"
-    run_train_supernet(monkeypatch, *common(path, data, out), "--do_train", "--recipe", "one_pass")
-    assert not (out / "teacher").exists()
-    assert (out / "config.json").is_file()
+    seen = {}
+    real_init = SupernetTrainer.__init__
+
+    def record(self, *args, **kwargs):
+        seen["args"], seen["teacher"] = kwargs["args"], kwargs["teacher_model"]
+        real_init(self, *args, **kwargs)
+
+    monkeypatch.setattr(SupernetTrainer, "__init__", record)
+    run_train_supernet(monkeypatch, *common(path, data, out), "--do_train")
+    assert not (out / "teacher").exists() and (out / "config.json").is_file()
+    assert seen["teacher"] is None
+    args = seen["args"]
+    assert args.hidden_loss_weight == 1.0 and args.protect_largest_gradient and args.uniform_subnet_probability == 0.5
+    # every lever can be switched off on the command line, and a JSON file gets the same defaults
+    run_train_supernet(
+        monkeypatch, *common(path, data, tmp_path / "off"), "--do_train", "--protect_largest_gradient", "false",
+        "--hidden_loss_weight", "0", "--gradient_accumulation_steps", "2",
+    )  # fmt: skip
+    assert not seen["args"].protect_largest_gradient and seen["args"].hidden_loss_weight == 0.0
+    config = {
+        "model_name_or_path": str(path), "train_file": str(data), "output_dir": str(tmp_path / "json"),
+        "max_steps": 2, "per_device_train_batch_size": 8, "max_seq_length": 16, "importance_batches": 1,
+        "report_to": "none", "use_cpu": True, "save_strategy": "no", "do_train": True,
+        "uniform_subnet_probability": 0.25,
+    }  # fmt: skip
+    config_file = tmp_path / "args.json"
+    config_file.write_text(json.dumps(config))
+    script = load_script("train_supernet")
+    monkeypatch.setattr(sys, "argv", ["train_supernet.py", str(config_file)])
+    script.main()
+    assert seen["args"].protect_largest_gradient and seen["args"].uniform_subnet_probability == 0.25
 
 
 def test_importance_layer_rule_from_the_script(tmp_path, monkeypatch, tiny_checkpoint):
     path, data = tiny_checkpoint
     out = tmp_path / "supernet"
     run_train_supernet(
-        monkeypatch, *common(path, data, out), "--do_train", "--teacher_max_steps", "1", "--layer_rule", "importance"
+        monkeypatch,
+        *common(path, data, out),
+        "--do_train",
+        "--recipe",
+        "teacher_first",
+        "--teacher_max_steps",
+        "1",
+        "--layer_rule",
+        "importance",
     )
     space = json.loads((out / "config.json").read_text())["search_space"]
     assert space["layer_rule"] == "importance" and sorted(space["layer_order"]) == [0, 1, 2]
@@ -445,10 +482,11 @@ def test_importance_layer_rule_from_the_script(tmp_path, monkeypatch, tiny_check
 @pytest.mark.parametrize(
     ("argv", "match"),
     [
-        (["--recipe", "two_pass"], r"Unknown recipe 'two_pass'; allowed: \['teacher_first', 'one_pass'\]"),
+        (["--recipe", "two_pass"], r"Unknown recipe 'two_pass'; allowed: \['one_pass', 'teacher_first'\]"),
         (["--layer_rule", "middle"], r"Unknown layer_rule 'middle'; allowed: \['first', 'spread', 'importance'\]"),
         (["--sampler_stages", "width@0.5,layers"], r"Unknown dimension 'layers'"),
-        (["--distillation", "inplace"], r"--distillation must be 'teacher'"),
+        (["--recipe", "teacher_first", "--distillation", "inplace"], r"--distillation must be 'teacher'"),
+        (["--gradient_accumulation_steps", "2"], r"--protect_largest_gradient false"),
     ],
 )
 def test_script_bad_input_fails_before_training(tmp_path, monkeypatch, tiny_checkpoint, argv, match):
@@ -473,6 +511,8 @@ def test_teacher_with_other_labels_is_refused_before_training(tmp_path, monkeypa
             monkeypatch,
             *common(path, data, tmp_path / "out"),
             "--do_train",
+            "--recipe",
+            "teacher_first",
             "--teacher_model_name_or_path",
             str(other),
         )
@@ -486,7 +526,9 @@ def test_recipe_arguments_validate():
 def test_extract_with_a_short_distillation_reports_both_accuracies(tmp_path, monkeypatch, tiny_checkpoint):
     path, data = tiny_checkpoint
     out = tmp_path / "supernet"
-    run_train_supernet(monkeypatch, *common(path, data, out), "--do_train", "--teacher_max_steps", "2")
+    run_train_supernet(
+        monkeypatch, *common(path, data, out), "--do_train", "--recipe", "teacher_first", "--teacher_max_steps", "2"
+    )
     supernet = hf_nas.ElasticBertForSequenceClassification.from_pretrained(out)
     subnet = supernet.search_space.smallest()
     (tmp_path / "subnet.json").write_text(subnet.to_json_string())
@@ -524,7 +566,8 @@ def test_extract_with_a_short_distillation_reports_both_accuracies(tmp_path, mon
 def test_teacher_first_from_a_saved_supernet_keeps_its_weights_and_teacher(tmp_path, monkeypatch, tiny_checkpoint):
     path, data = tiny_checkpoint
     first = tmp_path / "first"
-    run_train_supernet(monkeypatch, *common(path, data, first), "--do_train", "--teacher_max_steps", "2")
+    teacher_first = ("--recipe", "teacher_first")
+    run_train_supernet(monkeypatch, *common(path, data, first), "--do_train", *teacher_first, "--teacher_max_steps", "2")
     saved = hf_nas.ElasticBertForSequenceClassification.from_pretrained(first).state_dict()
     seen = {}
     real_init = SupernetTrainer.__init__
@@ -538,10 +581,44 @@ def test_teacher_first_from_a_saved_supernet_keeps_its_weights_and_teacher(tmp_p
     script = load_script("train_supernet")
     monkeypatch.setattr(script, "finetune_teacher", lambda *a, **k: pytest.fail("the teacher was trained again"))
     argv = common(first, data, tmp_path / "second")
-    monkeypatch.setattr(sys, "argv", ["train_supernet.py", *argv, "--do_train"])
+    monkeypatch.setattr(sys, "argv", ["train_supernet.py", *argv, "--do_train", *teacher_first])
     script.main()
     for name, value in saved.items():  # the supernet continues from its own weights, not from the teacher's
         torch.testing.assert_close(seen["weights"][name], value, msg=name)
     teacher = BertForSequenceClassification.from_pretrained(first / "teacher")
     for (name, a), b in zip(seen["teacher"].state_dict().items(), teacher.state_dict().values(), strict=True):
         torch.testing.assert_close(a, b, msg=name)
+
+
+def test_extract_distills_from_the_supernets_full_model_without_a_teacher(tmp_path, monkeypatch, tiny_checkpoint):
+    path, data = tiny_checkpoint
+    out = tmp_path / "supernet"
+    run_train_supernet(monkeypatch, *common(path, data, out), "--do_train")  # one pass: no teacher folder
+    supernet = hf_nas.ElasticBertForSequenceClassification.from_pretrained(out)
+    (tmp_path / "subnet.json").write_text(supernet.search_space.smallest().to_json_string())
+    full = supernet.extract_subnet(supernet.max_subnet())
+    teachers = []
+    real = hf_nas.training.recipes.finetune_subnet
+
+    def spy(*args, **kwargs):
+        teachers.append(kwargs["teacher_model"])
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(hf_nas.training.recipes, "finetune_subnet", spy)
+    script = load_script("extract_subnet")
+    monkeypatch.setattr(
+        sys,
+        "argv",
+        [
+            "extract_subnet.py", "--supernet", str(out), "--subnet_json", str(tmp_path / "subnet.json"),
+            "--output_dir", str(tmp_path / "subnet"), "--skip_latency", "--finetune_steps", "1",
+            "--train_file", str(data), "--finetune_batch_size", "8", "--max_seq_length", "16",
+            "--latency_sequence_length", "16",
+        ],
+    )  # fmt: skip
+    script.main()
+    (teacher,) = teachers
+    assert isinstance(teacher, BertForSequenceClassification)
+    for (name, a), b in zip(teacher.state_dict().items(), full.state_dict().values(), strict=True):
+        torch.testing.assert_close(a, b, msg=name)
+    assert "teacher: the supernet's full model" in (tmp_path / "subnet" / "README.md").read_text()

@@ -1,11 +1,12 @@
 """Training recipes: how a supernet gets its teacher.
 
-- `"teacher_first"` (the default): fine-tune the full model on the task first (or take a given fine-tuned teacher),
+- `"one_pass"` (InstaTune, the default): the supernet is built during the single fine-tuning from the pretrained
+  weights, and the largest subnet teaches the others in place. At equal training compute its subnets were better than
+  teacher-first's at every MAC point of `docs/benchmarks/supernet.md` (one seed; every interval includes 0).
+- `"teacher_first"`: fine-tune the full model on the task first (or take a given fine-tuned teacher),
   initialise the supernet from it, reorder heads and neurons by importance on it, then train the supernet with
   distillation from that fixed teacher (logits and the hidden states of every kept layer, as DynaBERT does). The
   teacher is saved beside the supernet (`<output_dir>/teacher`), where `extract_subnet.py --finetune_steps` finds it.
-- `"one_pass"` (InstaTune): the supernet is built during the single fine-tuning from the pretrained weights, and the
-  largest subnet teaches the others in place.
 
 The library functions here do the teacher stage; `scripts/train_supernet.py` strings the stages together.
 """
@@ -26,6 +27,7 @@ from .training_args import SupernetTrainingArguments
 
 __all__ = [
     "RECIPES",
+    "RECIPE_DEFAULTS",
     "TEACHER_DIR_NAME",
     "RecipeArguments",
     "finetune_subnet",
@@ -37,7 +39,9 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-RECIPES = ("teacher_first", "one_pass")
+RECIPES = ("one_pass", "teacher_first")
+# The levers of the benchmarked recipe (docs/benchmarks/supernet.md): train_supernet.py's defaults for both recipes.
+RECIPE_DEFAULTS = {"hidden_loss_weight": 1.0, "protect_largest_gradient": True, "uniform_subnet_probability": 0.5}
 TEACHER_DIR_NAME = "teacher"
 _HEAD_SUFFIXES = (
     "ForSequenceClassification",
@@ -54,11 +58,11 @@ class RecipeArguments:
     """Which recipe trains the supernet, and the teacher stage of the teacher-first recipe."""
 
     recipe: str = field(
-        default="teacher_first",
+        default="one_pass",
         metadata={
-            "help": "teacher_first: fine-tune the full model (or take --teacher_model_name_or_path), then train the "
-            "supernet from it with distillation from that fixed teacher; one_pass: InstaTune, the supernet is built "
-            "during the one fine-tuning and the largest subnet teaches in place."
+            "help": "one_pass (default): InstaTune, the supernet is built during the one fine-tuning and the largest "
+            "subnet teaches in place; teacher_first: fine-tune the full model (or take --teacher_model_name_or_path), "
+            "then train the supernet from it with distillation from that fixed teacher."
         },
     )
     teacher_max_steps: int | None = field(

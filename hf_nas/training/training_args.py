@@ -128,12 +128,13 @@ class SupernetTrainingArguments(TrainingArguments):
             if self.gradient_accumulation_steps != 1:
                 raise ValueError(
                     "protect_largest_gradient=True needs gradient_accumulation_steps=1, got "
-                    f"{self.gradient_accumulation_steps}."
+                    f"{self.gradient_accumulation_steps}; set protect_largest_gradient=False "
+                    "(--protect_largest_gradient false) to accumulate gradients."
                 )
             if not self.max_grad_norm or self.max_grad_norm <= 0:
                 raise ValueError(
                     f"protect_largest_gradient=True clips each part to max_grad_norm: set max_grad_norm > 0 (got "
-                    f"{self.max_grad_norm})."
+                    f"{self.max_grad_norm}), or protect_largest_gradient=False."
                 )
         if self.distillation_temperature <= 0:
             raise ValueError(f"`distillation_temperature` must be > 0, got {self.distillation_temperature}.")
