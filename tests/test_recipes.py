@@ -567,7 +567,9 @@ def test_teacher_first_from_a_saved_supernet_keeps_its_weights_and_teacher(tmp_p
     path, data = tiny_checkpoint
     first = tmp_path / "first"
     teacher_first = ("--recipe", "teacher_first")
-    run_train_supernet(monkeypatch, *common(path, data, first), "--do_train", *teacher_first, "--teacher_max_steps", "2")
+    run_train_supernet(
+        monkeypatch, *common(path, data, first), "--do_train", *teacher_first, "--teacher_max_steps", "2"
+    )
     saved = hf_nas.ElasticBertForSequenceClassification.from_pretrained(first).state_dict()
     seen = {}
     real_init = SupernetTrainer.__init__
