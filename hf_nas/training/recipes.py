@@ -2,7 +2,8 @@
 
 - `"one_pass"` (InstaTune, the default): the supernet is built during the single fine-tuning from the pretrained
   weights, and the largest subnet teaches the others in place. At equal training compute its subnets were better than
-  teacher-first's at every MAC point of `docs/benchmarks/supernet.md` (one seed; every interval includes 0).
+  teacher-first's at most MAC points of `docs/benchmarks/supernet.md` and on average (one seed; no interval of the
+  differences excludes 0).
 - `"teacher_first"`: fine-tune the full model on the task first (or take a given fine-tuned teacher),
   initialise the supernet from it, reorder heads and neurons by importance on it, then train the supernet with
   distillation from that fixed teacher (logits and the hidden states of every kept layer, as DynaBERT does). The
