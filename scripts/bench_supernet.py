@@ -858,7 +858,7 @@ def plot(result: dict, path: str) -> None:
     ax.axhline(result["majority_class"], color="red", lw=0.6, ls=":", label="majority class")
     ax.set_xlabel("MACs (% of the full model)")
     ax.set_ylabel("SST-2 dev accuracy (%)")
-    ax.legend(fontsize=7, loc="lower right")
+    ax.legend(fontsize=7, loc="center right")
     ax.grid(alpha=0.3)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
