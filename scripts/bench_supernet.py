@@ -762,7 +762,11 @@ def report(bench: Bench, args: BenchArguments, command: list[str]) -> dict:
             "hf_nas": hf_nas.__version__,
             "python": platform.python_version(),
         },
-        "settings": {k: v for k, v in dataclasses.asdict(args).items() if k not in ("measure", "rows")},
+        "settings": {
+            **{k: v for k, v in dataclasses.asdict(args).items() if k not in ("measure", "rows")},
+            "data_dir": os.path.relpath(args.data_dir, ROOT),
+            "output_dir": os.path.relpath(args.output_dir, ROOT),
+        },
         "recipe": RECIPE,
         "default_recipe": DEFAULT_RECIPE,
         "targets": TARGETS,
@@ -1064,9 +1068,10 @@ def render_markdown(r: dict) -> str:
         "",
         "## Compute",
         "",
-        "Wall times of single runs on 2 shared CPU cores (other jobs ran beside some of them: the teacher's beside "
-        "the test suite, the one-pass supernet beside the ablations); the step times and memory at the end were "
-        "measured side by side in fresh processes. Equal compute is counted in training MACs, not wall time.",
+        "Wall times of single runs on 2 shared CPU cores: rows may have been computed by several processes of this "
+        "script at once (`--rows`), with one thread each, or beside other jobs, so wall times are indicative only; "
+        "the step times and memory below were measured side by side in fresh processes on a quiet machine. Equal "
+        "compute is counted in training MACs, not wall time.",
         "",
     ]
     sec = c["supernet_seconds"]
