@@ -523,17 +523,11 @@ def test_recipe_arguments_validate():
         RecipeArguments(teacher_max_steps=0)
 
 
-def test_extract_with_a_short_distillation_reports_both_accuracies(tmp_path, monkeypatch, tiny_checkpoint):
-    path, data = tiny_checkpoint
-    out = tmp_path / "supernet"
-    run_train_supernet(
-        monkeypatch, *common(path, data, out), "--do_train", "--recipe", "teacher_first", "--teacher_max_steps", "2"
-    )
-    supernet = hf_nas.ElasticBertForSequenceClassification.from_pretrained(out)
-    subnet = supernet.search_space.smallest()
-    (tmp_path / "subnet.json").write_text(subnet.to_json_string())
-    untrained = supernet.extract_subnet(subnet)
-    script = load_script("extract_subnet")
+def extract_with_finetune(monkeypatch, supernet_dir: Path, data: Path, work: Path, *extra: str) -> tuple:
+    """Run extract_subnet.py with a short distillation of the smallest subnet; returns the script module and the
+    teachers `finetune_subnet` was given."""
+    supernet = hf_nas.ElasticBertForSequenceClassification.from_pretrained(supernet_dir)
+    (work / "subnet.json").write_text(supernet.search_space.smallest().to_json_string())
     teachers = []
     real = hf_nas.training.recipes.finetune_subnet
 
@@ -542,17 +536,31 @@ def test_extract_with_a_short_distillation_reports_both_accuracies(tmp_path, mon
         return real(*args, **kwargs)
 
     monkeypatch.setattr(hf_nas.training.recipes, "finetune_subnet", spy)
+    script = load_script("extract_subnet")
     monkeypatch.setattr(
         sys,
         "argv",
         [
-            "extract_subnet.py", "--supernet", str(out), "--subnet_json", str(tmp_path / "subnet.json"),
-            "--output_dir", str(tmp_path / "subnet"), "--skip_latency", "--finetune_steps", "2",
-            "--train_file", str(data), "--validation_file", str(data), "--finetune_batch_size", "8",
-            "--max_seq_length", "16", "--latency_sequence_length", "16",
+            "extract_subnet.py", "--supernet", str(supernet_dir), "--subnet_json", str(work / "subnet.json"),
+            "--output_dir", str(work / "subnet"), "--skip_latency", "--train_file", str(data),
+            "--finetune_batch_size", "8", "--max_seq_length", "16", "--latency_sequence_length", "16", *extra,
         ],
     )  # fmt: skip
     script.main()
+    return script, teachers
+
+
+def test_extract_with_a_short_distillation_reports_both_accuracies(tmp_path, monkeypatch, tiny_checkpoint):
+    path, data = tiny_checkpoint
+    out = tmp_path / "supernet"
+    run_train_supernet(
+        monkeypatch, *common(path, data, out), "--do_train", "--recipe", "teacher_first", "--teacher_max_steps", "2"
+    )
+    supernet = hf_nas.ElasticBertForSequenceClassification.from_pretrained(out)
+    untrained = supernet.extract_subnet(supernet.search_space.smallest())
+    script, teachers = extract_with_finetune(
+        monkeypatch, out, data, tmp_path, "--finetune_steps", "2", "--validation_file", str(data)
+    )
     assert teachers == [str(out / "teacher")]  # the teacher saved beside the supernet
     card = (tmp_path / "subnet" / "README.md").read_text()
     assert "accuracy_without_retraining" in card and "then trained alone for 2 steps" in card
@@ -597,28 +605,8 @@ def test_extract_distills_from_the_supernets_full_model_without_a_teacher(tmp_pa
     out = tmp_path / "supernet"
     run_train_supernet(monkeypatch, *common(path, data, out), "--do_train")  # one pass: no teacher folder
     supernet = hf_nas.ElasticBertForSequenceClassification.from_pretrained(out)
-    (tmp_path / "subnet.json").write_text(supernet.search_space.smallest().to_json_string())
     full = supernet.extract_subnet(supernet.max_subnet())
-    teachers = []
-    real = hf_nas.training.recipes.finetune_subnet
-
-    def spy(*args, **kwargs):
-        teachers.append(kwargs["teacher_model"])
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(hf_nas.training.recipes, "finetune_subnet", spy)
-    script = load_script("extract_subnet")
-    monkeypatch.setattr(
-        sys,
-        "argv",
-        [
-            "extract_subnet.py", "--supernet", str(out), "--subnet_json", str(tmp_path / "subnet.json"),
-            "--output_dir", str(tmp_path / "subnet"), "--skip_latency", "--finetune_steps", "1",
-            "--train_file", str(data), "--finetune_batch_size", "8", "--max_seq_length", "16",
-            "--latency_sequence_length", "16",
-        ],
-    )  # fmt: skip
-    script.main()
+    _, teachers = extract_with_finetune(monkeypatch, out, data, tmp_path, "--finetune_steps", "1")
     (teacher,) = teachers
     assert isinstance(teacher, BertForSequenceClassification)
     for (name, a), b in zip(teacher.state_dict().items(), full.state_dict().values(), strict=True):
