@@ -1,26 +1,17 @@
 """hf-nas: neural architecture search for Hugging Face Transformers.
 
-Importing `hf_nas` registers the elastic model types with `AutoConfig` / `AutoModel*`, so a saved supernet reloads
-with the Auto classes.
+Importing `hf_nas` registers the elastic and per-layer subnet model types of every family in
+`hf_nas.models.families` with `AutoConfig` / `AutoModel*`, so saved supernets and extracted subnets reload with the
+Auto classes.
 """
 
 __version__ = "0.1.0"
 
-from transformers import (
-    AutoConfig,
-    AutoModel,
-    AutoModelForImageClassification,
-    AutoModelForMaskedLM,
-    AutoModelForQuestionAnswering,
-    AutoModelForSequenceClassification,
-    AutoModelForTokenClassification,
-)
-from transformers.conversion_mapping import get_checkpoint_conversion_mapping, register_checkpoint_conversion_mapping
-
-from . import extraction
-from .costs import LatencyResult, count_macs, count_macs_measured, count_parameters, measure_latency, time_forward
+from .costs import LatencyResult, count_macs, count_parameters, measure_latency, time_forward
 from .extraction import extract_subnet, save_subnet
+from .hub import build_model_card, export_subnet, push_subnet_folder
 from .importance import rank_layers, reorder_by_importance
+from .models.auto import register_auto_classes
 from .models.beit import (
     BeitSubnetConfig,
     BeitSubnetForImageClassification,
@@ -43,6 +34,7 @@ from .models.bert import (
     ElasticBertForTokenClassification,
     ElasticBertModel,
 )
+from .models.families import FAMILIES, ModelFamily, get_family, register_family
 from .models.vit import (
     ElasticViTConfig,
     ElasticViTForImageClassification,
@@ -51,65 +43,12 @@ from .models.vit import (
     ViTSubnetForImageClassification,
     ViTSubnetModel,
 )
+from .search import SearchResults, SubnetSearch
 from .search_space import SearchSpace, SubnetConfig
+from .training import RecipeArguments, SupernetTrainer, SupernetTrainingArguments
 
-
-def _register() -> None:
-    families = [
-        (
-            ElasticBertConfig,
-            BertSubnetConfig,
-            {
-                AutoModel: (ElasticBertModel, BertSubnetModel),
-                AutoModelForSequenceClassification: (
-                    ElasticBertForSequenceClassification,
-                    BertSubnetForSequenceClassification,
-                ),
-                AutoModelForTokenClassification: (ElasticBertForTokenClassification, BertSubnetForTokenClassification),
-                AutoModelForQuestionAnswering: (ElasticBertForQuestionAnswering, BertSubnetForQuestionAnswering),
-                AutoModelForMaskedLM: (ElasticBertForMaskedLM, BertSubnetForMaskedLM),
-            },
-        ),
-        (
-            ElasticViTConfig,
-            ViTSubnetConfig,
-            {
-                AutoModel: (ElasticViTModel, ViTSubnetModel),
-                AutoModelForImageClassification: (ElasticViTForImageClassification, ViTSubnetForImageClassification),
-            },
-        ),
-        (
-            ElasticBeitConfig,
-            BeitSubnetConfig,
-            {
-                AutoModel: (ElasticBeitModel, BeitSubnetModel),
-                AutoModelForImageClassification: (
-                    ElasticBeitForImageClassification,
-                    BeitSubnetForImageClassification,
-                ),
-            },
-        ),
-    ]
-    # transformers converts the legacy ViT/BEiT key layout (`encoder.layer.N.attention.attention.query`, ...) by
-    # model class name, on load and (reversed) on save; the elastic base models share the vanilla ones' mapping.
-    for elastic_name, vanilla_name in (("ElasticViTModel", "ViTModel"), ("ElasticBeitModel", "BeitModel")):
-        conversion = get_checkpoint_conversion_mapping(vanilla_name)
-        if conversion is not None:
-            register_checkpoint_conversion_mapping(elastic_name, conversion, overwrite=True)
-    for elastic_config, subnet_config, auto_classes in families:
-        AutoConfig.register(elastic_config.model_type, elastic_config, exist_ok=True)
-        AutoConfig.register(subnet_config.model_type, subnet_config, exist_ok=True)
-        # Saving a per-layer subnet copies its modeling file into the folder and writes `auto_map`.
-        subnet_config.register_for_auto_class()
-        for auto_class, (elastic_class, subnet_class) in auto_classes.items():
-            auto_class.register(elastic_config, elastic_class, exist_ok=True)
-            auto_class.register(subnet_config, subnet_class, exist_ok=True)
-            subnet_class.register_for_auto_class(auto_class.__name__)
-            extraction.SUBNET_CLASSES[elastic_class.static_class_name] = subnet_class
-        extraction.SUBNET_CONFIG_CLASSES[elastic_config.model_type] = subnet_config
-
-
-_register()
+for _family in FAMILIES.values():
+    register_auto_classes(_family)
 
 __all__ = [
     "BeitSubnetConfig",
@@ -134,18 +73,29 @@ __all__ = [
     "ElasticViTForImageClassification",
     "ElasticViTModel",
     "LatencyResult",
+    "ModelFamily",
+    "RecipeArguments",
+    "SearchResults",
     "SearchSpace",
     "SubnetConfig",
+    "SubnetSearch",
+    "SupernetTrainer",
+    "SupernetTrainingArguments",
     "ViTSubnetConfig",
     "ViTSubnetForImageClassification",
     "ViTSubnetModel",
     "__version__",
+    "build_model_card",
     "count_macs",
-    "count_macs_measured",
     "count_parameters",
+    "export_subnet",
     "extract_subnet",
+    "get_family",
     "measure_latency",
+    "push_subnet_folder",
     "rank_layers",
+    "register_auto_classes",
+    "register_family",
     "reorder_by_importance",
     "save_subnet",
     "time_forward",

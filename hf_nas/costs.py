@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import math
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import Any
@@ -22,8 +21,10 @@ from torch.utils import benchmark
 from torch.utils.flop_counter import FlopCounterMode
 
 from .extraction import extract_subnet
+from .models.families import FAMILIES, get_family
 from .models.supernet import SupernetMixin
 from .search_space import SubnetConfig
+from .validation import check_device, check_min_run_time, check_positive_int, pair
 
 __all__ = [
     "LatencyResult",
@@ -37,16 +38,8 @@ __all__ = [
 
 # ----------------------------------------------------------------------------------------------------------------
 # argument checks
-def _check_positive_int(field: str, value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"`{field}` must be an int, got {value!r} of type {type(value).__name__}.")
-    if value < 1:
-        raise ValueError(f"`{field}` must be a positive int (>= 1), got {value}.")
-    return value
-
-
 def _check_sequence_length(config: Any, sequence_length: int) -> int:
-    _check_positive_int("sequence_length", sequence_length)
+    check_positive_int("sequence_length", sequence_length)
     limit = getattr(config, "max_position_embeddings", None)
     if limit is not None and sequence_length > limit:
         raise ValueError(
@@ -54,46 +47,6 @@ def _check_sequence_length(config: Any, sequence_length: int) -> int:
             f"allowed: 1 to {limit}."
         )
     return sequence_length
-
-
-def _check_device(device: Any) -> torch.device:
-    if not isinstance(device, (str, torch.device)):
-        raise TypeError(f"`device` must be a string such as 'cpu' or 'cuda:0', got {device!r}.")
-    try:
-        parsed = torch.device(device)
-    except RuntimeError as e:
-        raise ValueError(f"`device`={device!r} is not a valid torch device string (e.g. 'cpu', 'cuda:0'): {e}") from e
-    if parsed.type == "cuda":
-        if not torch.cuda.is_available():
-            raise ValueError(f"`device`={device!r} asks for CUDA, but torch.cuda.is_available() is False; use 'cpu'.")
-        count = torch.cuda.device_count()
-        if parsed.index is not None and parsed.index >= count:
-            raise ValueError(f"`device`={device!r} is out of range: this machine has CUDA devices 0 to {count - 1}.")
-    return parsed
-
-
-def _check_min_run_time(min_run_time: Any) -> float:
-    if isinstance(min_run_time, bool) or not isinstance(min_run_time, (int, float)):
-        raise TypeError(f"`min_run_time` must be a number of seconds, got {min_run_time!r}.")
-    if not (math.isfinite(min_run_time) and min_run_time > 0):
-        raise ValueError(f"`min_run_time` must be a positive, finite number of seconds, got {min_run_time}.")
-    return float(min_run_time)
-
-
-def _pair(value: Any) -> tuple[int, int]:
-    return (int(value[0]), int(value[1])) if isinstance(value, (tuple, list)) else (int(value), int(value))
-
-
-def _is_vision(config: Any) -> bool:
-    """Image models (ViT, BEiT and their elastic and per-layer forms) have a patch size; text models do not."""
-    return getattr(config, "patch_size", None) is not None and getattr(config, "num_channels", None) is not None
-
-
-def _family(config: Any) -> str:
-    model_type = getattr(config, "model_type", "")
-    if "beit" in model_type:
-        return "beit"
-    return "vit" if _is_vision(config) else "bert"
 
 
 @dataclass(frozen=True)
@@ -113,16 +66,16 @@ class _Inputs:
 def _resolve_inputs(config: Any, sequence_length: int | None, image_size: Any) -> _Inputs:
     """Check the input-size arguments against the model kind: text models take `sequence_length` (default 128),
     image models `image_size` (an int or (height, width); default: the config's)."""
-    if _is_vision(config):
+    if get_family(config).is_image:
         if sequence_length is not None:
             raise ValueError(
                 f"`sequence_length` is for text models; this {config.model_type} model takes images: pass "
                 "`image_size` (an int or (height, width); default: the config's image_size)."
             )
-        size = _pair(config.image_size if image_size is None else image_size)
+        size = pair(config.image_size if image_size is None else image_size)
         if isinstance(image_size, bool) or any(v < 1 for v in size):
             raise ValueError(f"`image_size` must be a positive int or (height, width), got {image_size!r}.")
-        patch = _pair(config.patch_size)
+        patch = pair(config.patch_size)
         num_patches = (size[0] // patch[0]) * (size[1] // patch[1])
         if num_patches < 1:
             raise ValueError(
@@ -160,7 +113,7 @@ def _architecture(model: nn.Module, subnet: SubnetConfig | None) -> _Architectur
         elif subnet != model.max_subnet():
             model.search_space.validate(subnet)  # what extract_subnet accepts, so the cost is of a real model
         config = model.config
-        return _Architecture(subnet, config.attention_head_size, config, _head_cost(model.static_class_name))
+        return _Architecture(subnet, config.attention_head_size, config, _head_cost(config, model.static_class_name))
     if subnet is not None:
         raise ValueError(
             f"`subnet` is only for supernets; {type(model).__name__} is a plain model whose architecture is its "
@@ -177,13 +130,21 @@ def _architecture(model: nn.Module, subnet: SubnetConfig | None) -> _Architectur
     heads = getattr(config, "layer_num_attention_heads", None) or (config.num_attention_heads,) * layers
     ffn = getattr(config, "layer_intermediate_sizes", None) or (config.intermediate_size,) * layers
     plain = SubnetConfig(layers, tuple(heads), tuple(ffn), config.hidden_size)
-    head = next((_HEAD_COSTS[c.__name__] for c in type(model).__mro__ if c.__name__ in _HEAD_COSTS), None)
-    if head is None:
-        raise TypeError(
-            f"No cost formulas for {type(model).__name__}; supported: supernets and plain models of the classes "
-            f"{sorted(_HEAD_COSTS)} (and their subclasses)."
-        )
+    head = _plain_head_cost(model)
     return _Architecture(plain, head_size, config, head)
+
+
+def _plain_head_cost(model: nn.Module) -> _HeadCost:
+    """The head cost of a plain (vanilla or extracted) model, by its class or the first base class hf-nas knows."""
+    for cls in type(model).__mro__:
+        try:
+            return _head_cost(model.config, cls.__name__)
+        except (TypeError, ValueError):
+            continue
+    raise TypeError(
+        f"No cost formulas for {type(model).__name__}; supported: supernets and plain models of the families "
+        f"{sorted(FAMILIES)} with the heads {sorted(_HEAD_COSTS)} (and their subclasses)."
+    )
 
 
 def _base_model(model: nn.Module) -> nn.Module:
@@ -251,23 +212,26 @@ class _MaskedLMHead(_HeadCost):
         return batch_size * sequence_length * hidden_size * (hidden_size + vocab_size)  # transform + decoder
 
 
+# by task (the head's kind), whatever the family
 _HEAD_COSTS: dict[str, _HeadCost] = {
-    "BertModel": _NoHead(),
-    "BertForSequenceClassification": _LinearHead("classifier", per_token=False),
-    "BertForTokenClassification": _LinearHead("classifier", per_token=True),
-    "BertForQuestionAnswering": _LinearHead("qa_outputs", per_token=True),
-    "BertForMaskedLM": _MaskedLMHead(),
-    "ViTModel": _NoHead(),
-    "ViTForImageClassification": _LinearHead("classifier", per_token=False),
-    "BeitModel": _NoHead(),
-    "BeitForImageClassification": _LinearHead("classifier", per_token=False),
+    "feature-extraction": _NoHead(),
+    "sequence-classification": _LinearHead("classifier", per_token=False),
+    "image-classification": _LinearHead("classifier", per_token=False),
+    "token-classification": _LinearHead("classifier", per_token=True),
+    "question-answering": _LinearHead("qa_outputs", per_token=True),
+    "fill-mask": _MaskedLMHead(),
 }
 
 
-def _head_cost(class_name: str) -> _HeadCost:
-    if class_name not in _HEAD_COSTS:
-        raise TypeError(f"No cost formulas for heads of class {class_name!r}; supported: {sorted(_HEAD_COSTS)}.")
-    return _HEAD_COSTS[class_name]
+def _head_cost(config: Any, class_name: str) -> _HeadCost:
+    """The head cost of a class of the config's family, by its name (vanilla, elastic or subnet)."""
+    try:
+        task = get_family(config).task_of(class_name).name
+    except ValueError as e:
+        raise TypeError(f"No cost formulas for {class_name}: {e}") from e
+    if task not in _HEAD_COSTS:
+        raise TypeError(f"No cost formulas for heads of class {class_name!r}; supported tasks: {sorted(_HEAD_COSTS)}.")
+    return _HEAD_COSTS[task]
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -314,7 +278,7 @@ def count_parameters(model: nn.Module, subnet: SubnetConfig | None = None) -> in
     arch = _architecture(model, subnet)
     config, s, hs = arch.config, arch.subnet, arch.attention_head_size
     h = s.hidden_size
-    if _is_vision(config):
+    if get_family(config).is_image:
         return _vision_parameters(model, config, s, hs) + arch.head.num_parameters(model, h)
     # Embeddings: word, position and token-type tables of width h, and their LayerNorm.
     n = (config.vocab_size + config.max_position_embeddings + config.type_vocab_size) * h + 2 * h
@@ -330,7 +294,7 @@ def count_parameters(model: nn.Module, subnet: SubnetConfig | None = None) -> in
 
 def _relative_distances(config: Any) -> int:
     """Rows of a BEiT relative position bias table (one column per head)."""
-    window = [i // p for i, p in zip(_pair(config.image_size), _pair(config.patch_size), strict=True)]
+    window = [i // p for i, p in zip(pair(config.image_size), pair(config.patch_size), strict=True)]
     return (2 * window[0] - 1) * (2 * window[1] - 1) + 3
 
 
@@ -343,10 +307,10 @@ def _pooler_width(config: Any, hidden_size: int) -> int:
 def _vision_parameters(model: nn.Module, config: Any, s: SubnetConfig, hs: int) -> int:
     """Parameters of a ViT or BEiT backbone with the sizes of `s` (the head is counted by the caller)."""
     h = s.hidden_size
-    beit = _family(config) == "beit"
+    beit = get_family(config).model_type == "beit"
     base = _base_model(model)
     embeddings = base.embeddings
-    patch = _pair(config.patch_size)
+    patch = pair(config.patch_size)
     n = config.num_channels * patch[0] * patch[1] * h + h  # patch projection (a convolution with bias)
     n += h  # CLS token
     if getattr(embeddings, "position_embeddings", None) is not None:
@@ -434,7 +398,7 @@ def count_macs(
     arch = _architecture(model, subnet)
     inputs = _resolve_inputs(arch.config, sequence_length, image_size)
     T = inputs.tokens
-    B = _check_positive_int("batch_size", batch_size)
+    B = check_positive_int("batch_size", batch_size)
     s, hs = arch.subnet, arch.attention_head_size
     h = s.hidden_size
     N = B * T  # tokens
@@ -444,10 +408,10 @@ def count_macs(
         macs += N * (3 * h * inner + inner * h + 2 * h * ffn)  # q, k, v, attention output, FFN in and out
         macs += 2 * B * T * T * inner  # scores (B, nh, T, T) = q k^T, then probs @ v: T * hs MACs per score each
     config = arch.config
-    if _is_vision(config):
-        patch = _pair(config.patch_size)
+    if get_family(config).is_image:
+        patch = pair(config.patch_size)
         macs += B * inputs.num_patches * h * config.num_channels * patch[0] * patch[1]  # patch projection
-        if _family(config) == "vit" and getattr(_base_model(model), "pooler", None) is not None:
+        if get_family(config).model_type == "vit" and getattr(_base_model(model), "pooler", None) is not None:
             macs += B * h * _pooler_width(config, h)  # dense on the CLS state
     elif getattr(_base_model(model), "pooler", None) is not None:
         macs += B * h * h  # first token of each sequence
@@ -464,7 +428,7 @@ def _random_model_inputs(
     generator = torch.Generator().manual_seed(seed)
     pixel_values = torch.randn(batch_size, config.num_channels, *inputs.image_size, generator=generator)
     batch: dict[str, Any] = {"pixel_values": pixel_values.to(device)}
-    if inputs.image_size != _pair(config.image_size):
+    if inputs.image_size != pair(config.image_size):
         batch["interpolate_pos_encoding"] = True
     return batch
 
@@ -521,7 +485,7 @@ def count_macs_measured(
         raise TypeError(f"`model` must be a torch.nn.Module, got {type(model).__name__}.")
     arch = _architecture(model, subnet)  # validates `subnet` and the model kind
     model_inputs = _resolve_inputs(arch.config, sequence_length, image_size)
-    _check_positive_int("batch_size", batch_size)
+    check_positive_int("batch_size", batch_size)
     if isinstance(model, SupernetMixin):
         static = extract_subnet(model, arch.subnet)
     else:
@@ -626,16 +590,16 @@ def time_forward(
     if not isinstance(model, nn.Module):
         raise TypeError(f"`model` must be a torch.nn.Module, got {type(model).__name__}.")
     config = getattr(model, "config", None)
-    if not _is_vision(config) and getattr(config, "vocab_size", None) is None:
+    if not get_family(config).is_image and getattr(config, "vocab_size", None) is None:
         raise TypeError(
             f"`model` ({type(model).__name__}) has neither `config.vocab_size` (text) nor `config.patch_size` "
             "(images) to draw random inputs from."
         )
-    _check_positive_int("batch_size", batch_size)
+    check_positive_int("batch_size", batch_size)
     model_inputs = _resolve_inputs(config, sequence_length, image_size)
-    parsed_device = _check_device(device)
-    num_threads = torch.get_num_threads() if num_threads is None else _check_positive_int("num_threads", num_threads)
-    min_run_time = _check_min_run_time(min_run_time)
+    parsed_device = check_device(device)
+    num_threads = torch.get_num_threads() if num_threads is None else check_positive_int("num_threads", num_threads)
+    min_run_time = check_min_run_time(min_run_time)
     if isinstance(seed, bool) or not isinstance(seed, int):
         raise TypeError(f"`seed` must be an int, got {seed!r}.")
 
@@ -713,12 +677,12 @@ def measure_latency(
             f"`model` must be an elastic supernet, got {type(model).__name__}; time a plain model with `time_forward`."
         )
     # Check everything before the (comparatively slow) extraction.
-    _check_positive_int("batch_size", batch_size)
+    check_positive_int("batch_size", batch_size)
     _resolve_inputs(model.config, sequence_length, image_size)
-    _check_device(device)
+    check_device(device)
     if num_threads is not None:
-        _check_positive_int("num_threads", num_threads)
-    _check_min_run_time(min_run_time)
+        check_positive_int("num_threads", num_threads)
+    check_min_run_time(min_run_time)
     arch = _architecture(model, subnet)
 
     static = extract_subnet(model, arch.subnet)

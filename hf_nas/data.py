@@ -13,11 +13,12 @@ from typing import Any
 import datasets
 from datasets import load_dataset
 
+from .models.families import family_for_checkpoint
+
 __all__ = [
     "ImageClassificationCollator",
     "ImageClassificationTransform",
     "ImageDataArguments",
-    "MODALITIES",
     "TextDataArguments",
     "argument_from_command_line",
     "checkpoint_modality",
@@ -36,8 +37,6 @@ __all__ = [
 ]
 
 _EXTENSIONS = (".csv", ".tsv", ".json", ".jsonl")
-# vanilla model type -> the kind of data its scripts read
-MODALITIES = {"bert": "text", "vit": "image", "beit": "image"}
 
 
 @dataclass
@@ -70,20 +69,16 @@ def checkpoint_modality(pretrained_model_name_or_path: str | os.PathLike) -> str
     Example:
 
     ```python
+    >>> import tempfile
+    >>> from transformers import ViTConfig
     >>> from hf_nas.data import checkpoint_modality
-    >>> checkpoint_modality("path/to/vit-checkpoint")  # doctest: +SKIP
+    >>> folder = tempfile.mkdtemp()
+    >>> ViTConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=4).save_pretrained(folder)
+    >>> checkpoint_modality(folder)
     'image'
     ```
     """
-    from .models.auto import vanilla_model_type
-
-    model_type = vanilla_model_type(pretrained_model_name_or_path)
-    if model_type not in MODALITIES:
-        raise ValueError(
-            f"{pretrained_model_name_or_path!s} is a `{model_type}` checkpoint; hf-nas supports the model types "
-            f"{sorted(MODALITIES)}."
-        )
-    return MODALITIES[model_type]
+    return family_for_checkpoint(pretrained_model_name_or_path).modality
 
 
 def data_arguments_class(pretrained_model_name_or_path: str | os.PathLike) -> type:

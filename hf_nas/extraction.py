@@ -12,20 +12,14 @@ import os
 from typing import Any
 
 import torch
-import transformers
 from transformers import PreTrainedModel
 
+from .models.families import get_family
 from .modules import ELASTIC_PRIMITIVES
 from .search_space import SubnetConfig
 from .utils import atomic_directory
 
 __all__ = ["extract_subnet", "is_vanilla_subnet", "save_subnet", "subnet_model_config"]
-
-# Per-model-family: the vanilla classes and the per-layer ("subnet") classes, by the elastic class's
-# `static_class_name`. Filled by each family's registration in `hf_nas/__init__.py`.
-SUBNET_CLASSES: dict[str, type[PreTrainedModel]] = {}
-SUBNET_CONFIG_CLASSES: dict[str, type] = {}
-VANILLA_MODEL_TYPES: dict[str, str] = {"elastic_bert": "bert", "elastic_vit": "vit", "elastic_beit": "beit"}
 
 
 def is_vanilla_subnet(subnet: SubnetConfig, attention_head_size: int) -> bool:
@@ -46,12 +40,13 @@ def subnet_model_config(supernet: PreTrainedModel, subnet: SubnetConfig):
         num_attention_heads=subnet.hidden_size // head_size,
         intermediate_size=max(subnet.intermediate_size),
     )
-    data.update(supernet._static_config_overrides(subnet))
+    data.update(supernet.static_config_overrides(subnet))
+    family = get_family(config)
     if is_vanilla_subnet(subnet, head_size):
-        config_class = transformers.CONFIG_MAPPING[VANILLA_MODEL_TYPES[config.model_type]]
+        config_class = family.vanilla_config_class()
         data["intermediate_size"] = subnet.intermediate_size[0]
     else:
-        config_class = SUBNET_CONFIG_CLASSES[config.model_type]
+        config_class = family.subnet_config_class()
         data.update(
             layer_num_attention_heads=list(subnet.num_attention_heads),
             layer_intermediate_sizes=list(subnet.intermediate_size),
@@ -84,21 +79,23 @@ def extract_subnet(supernet: PreTrainedModel, subnet: SubnetConfig | None = None
     if subnet != supernet.max_subnet():
         supernet.search_space.validate(subnet)
     static_config = subnet_model_config(supernet, subnet)
-    if isinstance(static_config, tuple(SUBNET_CONFIG_CLASSES.values())):
-        model_class = SUBNET_CLASSES[supernet.static_class_name]
+    family = get_family(supernet.config)
+    task = family.task_of(supernet.static_class_name).name
+    if isinstance(static_config, family.subnet_config_class()):
+        model_class = family.subnet_class(task)
     else:
-        model_class = getattr(transformers, supernet.static_class_name)
+        model_class = family.vanilla_class(task)
     reference = next(supernet.parameters())
-    static = model_class(static_config, **supernet._static_init_kwargs()).to(
+    static = model_class(static_config, **supernet.static_init_kwargs()).to(
         device=reference.device, dtype=reference.dtype
     )
 
     previous = supernet.active_subnet
-    supernet._activate(subnet)
+    supernet.activate_subnet(subnet)
     try:
         state = _active_state_dict(supernet, static, subnet)
     finally:
-        supernet._activate(previous)
+        supernet.activate_subnet(previous)
     static.load_state_dict(state, strict=True)
     static.train(supernet.training)
     return static

@@ -24,12 +24,13 @@ from huggingface_hub import EvalResult, HfApi, ModelCard, ModelCardData
 from huggingface_hub.utils import DEFAULT_IGNORE_PATTERNS, HFValidationError, filter_repo_objects, validate_repo_id
 from transformers import PreTrainedModel
 
-from . import extraction
-from .costs import LatencyResult, _is_vision, _pair, count_macs, count_parameters
+from .costs import LatencyResult, count_macs, count_parameters
 from .extraction import extract_subnet, is_vanilla_subnet
+from .models.families import get_family
 from .models.supernet import SupernetMixin
 from .search_space import SubnetConfig
 from .utils import atomic_directory
+from .validation import pair
 
 __all__ = [
     "MODEL_CARD_TAGS",
@@ -49,15 +50,6 @@ TEMPLATE_NAME = "subnet_card.md"
 _SOURCE_TEMPLATE = Path(__file__).resolve().parent.parent / "model_cards" / TEMPLATE_NAME
 _PACKAGED_TEMPLATE = Path(__file__).resolve().parent / "_templates" / TEMPLATE_NAME
 
-# Head class suffix -> (Auto class that loads it, Hub pipeline tag), checked in this order.
-_HEAD_TASKS: dict[str, tuple[str, str]] = {
-    "ForSequenceClassification": ("AutoModelForSequenceClassification", "text-classification"),
-    "ForTokenClassification": ("AutoModelForTokenClassification", "token-classification"),
-    "ForQuestionAnswering": ("AutoModelForQuestionAnswering", "question-answering"),
-    "ForImageClassification": ("AutoModelForImageClassification", "image-classification"),
-    "ForMaskedLM": ("AutoModelForMaskedLM", "fill-mask"),
-    "Model": ("AutoModel", "feature-extraction"),
-}
 _LATENCY_FIELDS = (
     "median_ms",
     "iqr_ms",
@@ -199,13 +191,6 @@ def _table(header: list[str], rows: list[list[Any]]) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join(" --- " for _ in header) + "|"]
     lines += ["| " + " | ".join(str(cell) for cell in row) + " |" for row in rows]
     return "\n".join(lines)
-
-
-def _head_task(static_class_name: str) -> tuple[str, str]:
-    for suffix, task in _HEAD_TASKS.items():
-        if static_class_name.endswith(suffix):
-            return task
-    raise ValueError(f"No Auto class known for {static_class_name!r}; supported head suffixes: {list(_HEAD_TASKS)}.")
 
 
 def _subnet_table(subnet: SubnetConfig, head_size: int) -> str:
@@ -441,15 +426,15 @@ def build_model_card(
     latency_dict = _check_latency(latency)
     pareto = _check_pareto(pareto)
     config = supernet.config
-    vision = _is_vision(config)
+    vision = get_family(config).is_image
     note = None
     if vision:
         if macs_sequence_length is not None:
             raise ValueError(
                 "`macs_sequence_length` is for text models; image models count MACs at `macs_image_size`."
             )
-        image_size = list(_pair(macs_image_size or (latency_dict or {}).get("image_size") or config.image_size))
-        if image_size != list(_pair(config.image_size)):
+        image_size = list(pair(macs_image_size or (latency_dict or {}).get("image_size") or config.image_size))
+        if image_size != list(pair(config.image_size)):
             note = (
                 f"# for {image_size[0]}x{image_size[1]} px images (the config says {config.image_size} px): "
                 "model(pixel_values, interpolate_pos_encoding=True)"
@@ -471,16 +456,15 @@ def build_model_card(
 
     head_size = config.attention_head_size
     vanilla = is_vanilla_subnet(subnet, head_size)
-    auto_class, pipeline_tag = _head_task(supernet.static_class_name)
+    task = get_family(config).task_of(supernet.static_class_name)
+    auto_class, pipeline_tag = task.auto_class, task.pipeline_tag
     num_parameters = count_parameters(supernet, subnet)  # also validates `subnet` against the search space
     full_parameters = count_parameters(supernet, supernet.max_subnet())
     macs = count_macs(supernet, subnet, **size_kwargs)
     full_macs = count_macs(supernet, supernet.max_subnet(), **size_kwargs)
-    model_type = extraction.VANILLA_MODEL_TYPES.get(config.model_type, config.model_type)
-    subnet_class = extraction.SUBNET_CLASSES.get(supernet.static_class_name)
-    modeling_file = (
-        f"{subnet_class.__module__.rsplit('.', 1)[-1]}.py" if subnet_class is not None else "the modeling file"
-    )
+    family = get_family(config)
+    model_type = family.model_type
+    modeling_file = family.subnet_modeling_file
 
     hub_base_model = base_model if base_model is not None and _is_hub_id(base_model) else None
     if base_model is not None and hub_base_model is None:

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .utils import atomic_write_text
+from .validation import check_int
 
 __all__ = ["SearchSpace", "SubnetConfig"]
 
@@ -35,12 +36,6 @@ def spread_layers(depth: int, total: int) -> tuple[int, ...]:
     """`depth` evenly spaced layers of `total`, always keeping the last one: layer `floor((i + 1) * total / depth) - 1`
     for i = 0..depth-1 (e.g. 3 of 6 -> (1, 3, 5), 4 of 6 -> (0, 2, 3, 5))."""
     return tuple((i + 1) * total // depth - 1 for i in range(depth))
-
-
-def _check_int(field: str, value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"`{field}` must be an int, got {value!r} of type {type(value).__name__}.")
-    return value
 
 
 @dataclass(frozen=True)
@@ -74,8 +69,8 @@ class SubnetConfig:
     layers: tuple[int, ...] | None = None
 
     def __post_init__(self):
-        _check_int("num_hidden_layers", self.num_hidden_layers)
-        _check_int("hidden_size", self.hidden_size)
+        check_int("num_hidden_layers", self.num_hidden_layers)
+        check_int("hidden_size", self.hidden_size)
         if self.num_hidden_layers < 1:
             raise ValueError(f"`num_hidden_layers` must be >= 1, got {self.num_hidden_layers}.")
         if self.hidden_size < 1:
@@ -84,7 +79,7 @@ class SubnetConfig:
             values = getattr(self, name)
             if isinstance(values, (str, bytes)) or not isinstance(values, Iterable):
                 raise TypeError(f"`{name}` must be a sequence of ints (one per layer), got {values!r}.")
-            values = tuple(_check_int(f"{name}[{i}]", v) for i, v in enumerate(values))
+            values = tuple(check_int(f"{name}[{i}]", v) for i, v in enumerate(values))
             if len(values) != self.num_hidden_layers:
                 raise ValueError(
                     f"`{name}` has {len(values)} entries but `num_hidden_layers` is {self.num_hidden_layers}: "
@@ -166,7 +161,7 @@ def _check_layers(layers: Any, depth: int) -> tuple[int, ...]:
         return tuple(range(depth))
     if isinstance(layers, (str, bytes)) or not isinstance(layers, Iterable):
         raise TypeError(f"`layers` must be a sequence of layer indices (one per kept layer), got {layers!r}.")
-    layers = tuple(_check_int(f"layers[{i}]", v) for i, v in enumerate(layers))
+    layers = tuple(check_int(f"layers[{i}]", v) for i, v in enumerate(layers))
     if len(layers) != depth:
         raise ValueError(
             f"`layers` has {len(layers)} entries but `num_hidden_layers` is {depth}: give exactly one layer index "
@@ -185,7 +180,7 @@ def _check_layers(layers: Any, depth: int) -> tuple[int, ...]:
 def _choices(field: str, values: Any) -> tuple[int, ...]:
     if isinstance(values, (str, bytes)) or not isinstance(values, Iterable):
         raise TypeError(f"`{field}` choices must be a sequence of ints, got {values!r}.")
-    values = tuple(_check_int(f"{field} choice", v) for v in values)
+    values = tuple(check_int(f"{field} choice", v) for v in values)
     if not values:
         raise ValueError(f"`{field}` needs at least one choice, got none.")
     for v in values:
@@ -234,7 +229,7 @@ class SearchSpace:
     def __post_init__(self):
         for field in _SPACE_FIELDS:
             object.__setattr__(self, field, _choices(field, getattr(self, field)))
-        _check_int("attention_head_size", self.attention_head_size)
+        check_int("attention_head_size", self.attention_head_size)
         if self.attention_head_size < 1:
             raise ValueError(f"`attention_head_size` must be >= 1, got {self.attention_head_size}.")
         bad = [h for h in self.hidden_size if h % self.attention_head_size]
@@ -244,7 +239,7 @@ class SearchSpace:
                 f"allowed hidden sizes are multiples of {self.attention_head_size}."
             )
         total = max(self.num_hidden_layers) if self.num_supernet_layers is None else self.num_supernet_layers
-        _check_int("num_supernet_layers", total)
+        check_int("num_supernet_layers", total)
         if total < max(self.num_hidden_layers):
             raise ValueError(
                 f"`num_supernet_layers`={total} is below the largest depth choice {max(self.num_hidden_layers)}; "
@@ -262,7 +257,7 @@ class SearchSpace:
                 )
             if isinstance(order, (str, bytes)) or not isinstance(order, Iterable):
                 raise TypeError(f"`layer_order` must be a sequence of layer indices, got {order!r}.")
-            order = tuple(_check_int(f"layer_order[{i}]", v) for i, v in enumerate(order))
+            order = tuple(check_int(f"layer_order[{i}]", v) for i, v in enumerate(order))
             if sorted(order) != list(range(total)):
                 raise ValueError(
                     f"`layer_order` must be a permutation of the supernet's layers 0..{total - 1}, got {list(order)}."
@@ -282,7 +277,7 @@ class SearchSpace:
         (1, 3, 5)
         ```
         """
-        _check_int("depth", depth)
+        check_int("depth", depth)
         total = self.num_supernet_layers
         if not 1 <= depth <= total:
             raise ValueError(f"`depth`={depth} is out of range; allowed: 1 to {total}.")

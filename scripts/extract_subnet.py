@@ -37,8 +37,9 @@ from transformers import AutoConfig, AutoImageProcessor, AutoTokenizer, HfArgume
 
 import hf_nas
 from hf_nas import SubnetConfig, measure_latency
-from hf_nas.data import MODALITIES, processor_image_size
+from hf_nas.data import processor_image_size
 from hf_nas.hub import check_repo_id, export_subnet, push_subnet_folder
+from hf_nas.models.families import get_family
 from hf_nas.models.supernet import SupernetMixin
 from hf_nas.search import SearchResults, parse_constraints, supernet_fingerprint
 
@@ -197,7 +198,7 @@ def default_base_model(supernet_path: str) -> str | None:
 def load_processor(path: str, supernet, export_args: ExportArguments) -> tuple[object | None, dict[str, int]]:
     """The tokenizer or image processor saved with the supernet (None, with a warning, if there is none), and the
     input shape of latency and MACs: `sequence_length` for text, `image_size` for images."""
-    if MODALITIES.get(supernet.config.model_type.removeprefix("elastic_")) == "image":
+    if get_family(supernet.config).is_image:
         processor = None
         if any(os.path.isfile(os.path.join(path, name)) for name in IMAGE_PROCESSOR_FILES):
             processor = AutoImageProcessor.from_pretrained(path)
@@ -303,7 +304,7 @@ def finetune(supernet, subnet, tokenizer, supernet_path: str, args: FinetuneArgu
     from hf_nas.training import SupernetTrainingArguments
     from hf_nas.training.recipes import find_saved_teacher, finetune_subnet
 
-    if MODALITIES.get(supernet.config.model_type.removeprefix("elastic_")) != "text":
+    if get_family(supernet.config).is_image:
         raise ValueError("--finetune_steps supports text supernets; for images fine-tune the extracted model.")
     if tokenizer is None:
         raise ValueError(f"--finetune_steps needs the tokenizer saved with the supernet; {supernet_path} has none.")

@@ -64,6 +64,7 @@ from hf_nas.data import (
 )
 from hf_nas.metrics import build_compute_metrics
 from hf_nas.models.auto import elastic_class_for, vanilla_model_type
+from hf_nas.models.families import get_task
 from hf_nas.training import SupernetTrainer, SupernetTrainingArguments
 from hf_nas.training.recipes import (
     RECIPE_DEFAULTS,
@@ -72,7 +73,6 @@ from hf_nas.training.recipes import (
     find_saved_teacher,
     finetune_teacher,
     teacher_training_arguments,
-    vanilla_auto_class,
 )
 from hf_nas.training.trainer import check_teacher_config
 from hf_nas.utils import atomic_directory, default_text_checkpoint
@@ -231,7 +231,7 @@ def prepare_teacher(path: str, is_vanilla: bool, data: TaskData, recipe_args: Re
     if saved is None and given is None and not is_vanilla:
         given = find_saved_teacher(path)  # the teacher saved beside a supernet trained teacher-first
     source = saved or given
-    auto_class = vanilla_auto_class(elastic_class_for(path, data.task).static_class_name)
+    auto_class = get_task(data.task).auto_model_class()
     if source is not None:
         logger.info("teacher: %s", source)
         teacher = auto_class.from_pretrained(source)  # its own labels: they must match the data's, checked here

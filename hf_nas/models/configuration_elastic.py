@@ -31,10 +31,10 @@ class ElasticConfigMixin:
                 f"hidden_size={self.hidden_size} is not divisible by num_attention_heads={self.num_attention_heads}: "
                 f"an elastic {self._family} needs a whole attention head size (hidden_size = heads x head size)."
             )
-        space = SearchSpace.from_model_config(self) if self.search_space is None else self._check_space()
+        space = SearchSpace.from_model_config(self) if self.search_space is None else self.check_search_space()
         self.search_space = space.to_dict()
 
-    def _check_space(self) -> SearchSpace:
+    def check_search_space(self) -> SearchSpace:
         space = SearchSpace.from_dict(dict(self.search_space))
         if space.attention_head_size != self.attention_head_size:
             raise ValueError(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from ..search_space import SearchSpace, SubnetConfig
 
@@ -26,7 +26,7 @@ def set_active_layers(layers, subnet: SubnetConfig) -> tuple[int, ...]:
 class SupernetMixin:
     """Mixed into an elastic `PreTrainedModel`. A base model implements `_apply_subnet(subnet)`, which sets the
     active sizes of its elastic modules without validation; a model with a head lists the head's elastic layers in
-    `_head_modules()`. Each names its vanilla twin in `static_class_name`."""
+    `head_modules()`. Each names its vanilla twin in `static_class_name`."""
 
     static_class_name: ClassVar[str]
 
@@ -44,7 +44,7 @@ class SupernetMixin:
         previous = self.config.search_space
         self.config.search_space = space.to_dict()
         try:
-            self.config._check_space()
+            self.config.check_search_space()
         except ValueError:
             self.config.search_space = previous
             raise
@@ -68,7 +68,7 @@ class SupernetMixin:
         `self.search_space`.
         """
         self.search_space.validate(subnet)
-        self._activate(subnet)
+        self.activate_subnet(subnet)
 
     @contextmanager
     def subnet(self, subnet: SubnetConfig) -> Iterator[PreTrainedModel]:
@@ -78,41 +78,43 @@ class SupernetMixin:
         try:
             yield self
         finally:
-            self._activate(previous)
+            self.activate_subnet(previous)
 
     def reset_supernet(self) -> None:
         """Make the whole supernet active again."""
-        self._activate(self.max_subnet())
+        self.activate_subnet(self.max_subnet())
 
-    def _activate(self, subnet: SubnetConfig) -> None:
+    def activate_subnet(self, subnet: SubnetConfig) -> None:
+        """Make `subnet` active *without* validating it against the search space: the fast path for loops that only
+        pass subnets drawn from the space (training, search, extraction). Use [`set_subnet`] for user input."""
         self._apply_subnet(subnet)
         self.__dict__["_active_subnet"] = subnet
 
     def _apply_subnet(self, subnet: SubnetConfig) -> None:
         """Set the active sizes without validation. A model with a head activates its base model, then the head's
         own modules, which read `hidden_size` channels; a base model overrides this."""
-        self.base_model._activate(subnet)
-        for module in self._head_modules():
+        self.base_model.activate_subnet(subnet)
+        for module in self.head_modules():
             module.set_active(in_features=subnet.hidden_size)
 
-    def _head_modules(self) -> list:
+    def head_modules(self) -> list:
         """The head's elastic linear layers that read the last hidden state (e.g. the classifier)."""
         return []
 
-    def _static_init_kwargs(self) -> dict:
+    def static_init_kwargs(self) -> dict:
         """Extra constructor arguments of the vanilla twin (e.g. `add_pooling_layer`)."""
         return {}
 
-    def _static_config_overrides(self, subnet: SubnetConfig) -> dict:
+    def static_config_overrides(self, subnet: SubnetConfig) -> dict:
         """Config fields of the extracted model that follow the subnet beyond the search-space dimensions."""
         return {}
 
-    def _shares_head_order(self) -> bool:
+    def shares_head_order(self) -> bool:
         """Whether all layers must keep one head order (e.g. a relative position bias shared by all layers)."""
         return False
 
-    def _permute_shared_heads(self, order) -> None:
-        """Permute what all layers share per head (called with the common order when `_shares_head_order()`)."""
+    def permute_shared_heads(self, order: Any) -> None:
+        """Permute what all layers share per head (called with the common order when `shares_head_order()`)."""
 
     # ------------------------------------------------------------------------------------------------------------
     # leaving the supernet

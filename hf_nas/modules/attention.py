@@ -9,7 +9,8 @@ import torch
 from torch import nn
 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 
-from .linear import ElasticLinear, _check_size
+from ..validation import check_size
+from .linear import ElasticLinear
 
 __all__ = ["ElasticSelfAttention", "SelfAttention", "eager_attention_forward"]
 
@@ -115,7 +116,7 @@ class ElasticSelfAttention(SelfAttention):
 
     def set_active(self, hidden_size: int | None = None, num_attention_heads: int | None = None) -> None:
         if num_attention_heads is not None:
-            _check_size("num_attention_heads", num_attention_heads, self.max_num_attention_heads)
+            check_size("num_attention_heads", num_attention_heads, self.max_num_attention_heads)
         for proj in (self.query, self.key, self.value):
             proj.set_active(
                 in_features=hidden_size,

@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .linear import _check_size
+from ..validation import check_size
 
 __all__ = ["ElasticConv2d"]
 
@@ -39,7 +39,7 @@ class ElasticConv2d(nn.Conv2d):
 
     def set_active(self, out_channels: int | None = None) -> None:
         if out_channels is not None:
-            self.active_out_channels = _check_size("out_channels", out_channels, self.out_channels)
+            self.active_out_channels = check_size("out_channels", out_channels, self.out_channels)
 
     def reset_active(self) -> None:
         self.active_out_channels = self.out_channels

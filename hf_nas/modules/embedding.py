@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .linear import _check_size
+from ..validation import check_size
 
 __all__ = ["ElasticEmbedding"]
 
@@ -23,7 +23,7 @@ class ElasticEmbedding(nn.Embedding):
         return self.embedding_dim
 
     def set_active(self, embedding_dim: int) -> None:
-        self.active_embedding_dim = _check_size("embedding_dim", embedding_dim, self.embedding_dim)
+        self.active_embedding_dim = check_size("embedding_dim", embedding_dim, self.embedding_dim)
 
     def reset_active(self) -> None:
         self.active_embedding_dim = self.embedding_dim

@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .linear import _check_size
+from ..validation import check_size
 
 __all__ = ["ElasticLayerNorm"]
 
@@ -29,7 +29,7 @@ class ElasticLayerNorm(nn.LayerNorm):
         return self.normalized_shape[0]
 
     def set_active(self, features: int) -> None:
-        self.active_features = _check_size("features", features, self.max_features)
+        self.active_features = check_size("features", features, self.max_features)
 
     def reset_active(self) -> None:
         self.active_features = self.max_features

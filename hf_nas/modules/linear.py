@@ -6,15 +6,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..validation import check_size
+
 __all__ = ["ElasticLinear"]
-
-
-def _check_size(name: str, value: int, maximum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"`{name}` must be an int, got {value!r}.")
-    if not 1 <= value <= maximum:
-        raise ValueError(f"`{name}`={value} is out of range; allowed: 1 to {maximum}.")
-    return value
 
 
 class ElasticLinear(nn.Linear):
@@ -49,9 +43,9 @@ class ElasticLinear(nn.Linear):
 
     def set_active(self, in_features: int | None = None, out_features: int | None = None) -> None:
         if in_features is not None:
-            self.active_in_features = _check_size("in_features", in_features, self.in_features)
+            self.active_in_features = check_size("in_features", in_features, self.in_features)
         if out_features is not None:
-            self.active_out_features = _check_size("out_features", out_features, self.out_features)
+            self.active_out_features = check_size("out_features", out_features, self.out_features)
 
     def reset_active(self) -> None:
         self.active_in_features, self.active_out_features = self.in_features, self.out_features

@@ -434,7 +434,7 @@ class MixedForward:
         # Full size: every head and neuron of every layer a chain runs; the masks do the choosing.
         heads, ffn = full.num_attention_heads[0], full.intermediate_size[0]
         set_active_layers(layers, SubnetConfig.uniform(len(union), heads, ffn, self.max_hidden, layers=union))
-        model._activate(SubnetConfig.uniform(self.max_depth, heads, ffn, self.max_hidden, layers=self.main_chain))
+        model.activate_subnet(SubnetConfig.uniform(self.max_depth, heads, ffn, self.max_hidden, layers=self.main_chain))
         device = next(model.parameters()).device
         first = layers[self.main_chain[0]]
         head_size = first.attention_head_size
@@ -478,7 +478,7 @@ class MixedForward:
         self._masks.clear()
         self._release()
         if self._previous is not None:
-            self.model._activate(self._previous)
+            self.model.activate_subnet(self._previous)
             self._previous = None
 
     def _release(self) -> None:
@@ -500,7 +500,7 @@ class MixedForward:
         pooler = getattr(model.base_model, "pooler", None)
         if pooler is not None:
             self._handles.append(pooler.register_forward_hook(self._mask_hidden_output))
-        for module in model._head_modules():
+        for module in model.head_modules():
             self._handles.append(module.register_forward_pre_hook(self._scale_input("hidden")))
 
     # -- hooks -----------------------------------------------------------------------------------------------------

@@ -37,17 +37,11 @@ from typing import Any, ClassVar, TypeVar
 import torch
 from torch import nn
 
-from ..costs import (
-    _check_device,
-    _check_min_run_time,
-    _check_positive_int,
-    _is_vision,
-    count_macs,
-    count_parameters,
-    measure_latency,
-)
+from ..costs import count_macs, count_parameters, measure_latency
+from ..models.families import get_family
 from ..models.supernet import SupernetMixin
 from ..search_space import SubnetConfig
+from ..validation import check_device, check_min_run_time, check_positive_int
 from .pareto import DIRECTIONS
 
 __all__ = [
@@ -233,8 +227,8 @@ class MacsObjective(Objective):
     cheap = True
 
     def __init__(self, sequence_length: int = 128, batch_size: int = 1, image_size: int | list[int] | None = None):
-        self.sequence_length = _check_positive_int("sequence_length", sequence_length)
-        self.batch_size = _check_positive_int("batch_size", batch_size)
+        self.sequence_length = check_positive_int("sequence_length", sequence_length)
+        self.batch_size = check_positive_int("batch_size", batch_size)
         self.image_size = _check_image_size(image_size)
 
     def __call__(self, model: nn.Module, subnet: SubnetConfig) -> float:
@@ -255,14 +249,14 @@ def _check_image_size(image_size: Any) -> int | list[int] | None:
     if image_size is None:
         return None
     if isinstance(image_size, (tuple, list)) and len(image_size) == 2:
-        return [_check_positive_int("image_size", int(v)) for v in image_size]
-    return _check_positive_int("image_size", image_size)
+        return [check_positive_int("image_size", int(v)) for v in image_size]
+    return check_positive_int("image_size", image_size)
 
 
 def _input_size(model: nn.Module, sequence_length: int, image_size: Any) -> dict[str, Any]:
     """The cost functions' input-size argument for `model`: image models take `image_size`, text models
     `sequence_length`."""
-    if _is_vision(model.config):
+    if get_family(model.config).is_image:
         return {"image_size": image_size}
     return {"sequence_length": sequence_length}
 
@@ -307,11 +301,11 @@ class LatencyObjective(Objective):
         image_size: int | list[int] | None = None,
     ):
         self.image_size = _check_image_size(image_size)
-        self.batch_size = _check_positive_int("batch_size", batch_size)
-        self.sequence_length = _check_positive_int("sequence_length", sequence_length)
-        self.device = str(_check_device(device))
-        self.num_threads = None if num_threads is None else _check_positive_int("num_threads", num_threads)
-        self.min_run_time = _check_min_run_time(min_run_time)
+        self.batch_size = check_positive_int("batch_size", batch_size)
+        self.sequence_length = check_positive_int("sequence_length", sequence_length)
+        self.device = str(check_device(device))
+        self.num_threads = None if num_threads is None else check_positive_int("num_threads", num_threads)
+        self.min_run_time = check_min_run_time(min_run_time)
 
     def __call__(self, model: nn.Module, subnet: SubnetConfig) -> float:
         _check_supernet(model)
@@ -493,7 +487,7 @@ class TaskMetricObjective(Objective):
 
         if not isinstance(metric, str) or not metric:
             raise TypeError(f"`metric` must be a metric name such as 'accuracy' or 'f1', got {metric!r}.")
-        self.batch_size = _check_positive_int("batch_size", batch_size)
+        self.batch_size = check_positive_int("batch_size", batch_size)
         if collate_fn is not None and tokenizer is not None:
             raise ValueError(
                 "Pass either `collate_fn` or `tokenizer` (which builds DataCollatorWithPadding), not both."
@@ -504,7 +498,7 @@ class TaskMetricObjective(Objective):
             raise TypeError(
                 f"`metric_kwargs` must be a dict of arguments to the metric's compute, got {metric_kwargs!r}."
             )
-        self.device = None if device is None else _check_device(device)
+        self.device = None if device is None else check_device(device)
         self.metric = metric
         self.metric_kwargs = dict(metric_kwargs or {})
         self.name = os.path.basename(metric.rstrip("/"))  # the results column: "accuracy", "f1", ...

@@ -20,9 +20,9 @@ import os
 from dataclasses import dataclass, field
 from typing import Any
 
-import transformers
 from transformers import PreTrainedModel, Trainer, TrainingArguments
 
+from ..models.families import get_family
 from ..utils import atomic_directory
 from .training_args import SupernetTrainingArguments
 
@@ -44,13 +44,6 @@ RECIPES = ("one_pass", "teacher_first")
 # The levers of the benchmarked recipe (docs/benchmarks/supernet.md): train_supernet.py's defaults for both recipes.
 RECIPE_DEFAULTS = {"hidden_loss_weight": 1.0, "protect_largest_gradient": True, "uniform_subnet_probability": 0.5}
 TEACHER_DIR_NAME = "teacher"
-_HEAD_SUFFIXES = (
-    "ForSequenceClassification",
-    "ForTokenClassification",
-    "ForQuestionAnswering",
-    "ForMaskedLM",
-    "ForImageClassification",
-)
 _WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin")
 
 
@@ -168,13 +161,10 @@ def finetune_teacher(
     return model.eval()
 
 
-def vanilla_auto_class(static_class_name: str) -> type:
-    """The transformers Auto class that loads the vanilla twin `static_class_name` (e.g. `BertForSequenceClassification`
-    -> `AutoModelForSequenceClassification`)."""
-    for suffix in _HEAD_SUFFIXES:
-        if static_class_name.endswith(suffix):
-            return getattr(transformers, f"AutoModel{suffix}")
-    return transformers.AutoModel
+def vanilla_auto_class(model: PreTrainedModel) -> type:
+    """The transformers Auto class that loads the vanilla twin of the supernet `model` (an
+    `ElasticBertForSequenceClassification` -> `AutoModelForSequenceClassification`)."""
+    return get_family(model.config).task_of(model.static_class_name).auto_model_class()
 
 
 def finetune_subnet(

@@ -30,6 +30,7 @@ from typing import Any, ClassVar
 
 from ..registry import Registry
 from ..search_space import SearchSpace, SubnetConfig
+from ..validation import check_float, check_int
 
 __all__ = [
     "SAMPLERS",
@@ -46,23 +47,6 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
-
-
-def _check_int(field: str, value: Any, minimum: int | None = None) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"`{field}` must be an int, got {value!r} of type {type(value).__name__}.")
-    if minimum is not None and value < minimum:
-        raise ValueError(f"`{field}` must be an int >= {minimum}, got {value}.")
-    return value
-
-
-def _check_float(field: str, value: Any) -> float:
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise TypeError(f"`{field}` must be a real number, got {value!r} of type {type(value).__name__}.")
-    value = float(value)
-    if not math.isfinite(value):
-        raise ValueError(f"`{field}` must be finite, got {value}.")
-    return value
 
 
 def _check_update_args(subnets: Sequence[SubnetConfig], losses: Sequence[float]) -> list[float]:
@@ -114,12 +98,12 @@ class SubnetSampler(ABC):
         if not isinstance(search_space, SearchSpace):
             raise TypeError(f"`search_space` must be a SearchSpace, got {type(search_space).__name__}.")
         self.search_space = search_space
-        self.seed = _check_int("seed", seed)
+        self.seed = check_int("seed", seed)
 
     def generator(self, step: int, micro_step: int = 0) -> random.Random:
         """The random generator of one call: derived from `(seed, step, micro_step)` only."""
-        _check_int("step", step, 0)
-        _check_int("micro_step", micro_step, 0)
+        check_int("step", step, 0)
+        check_int("micro_step", micro_step, 0)
         return random.Random(f"{self.seed}-{step}-{micro_step}")
 
     @abstractmethod
@@ -172,7 +156,7 @@ class _UniformDraws:
     per-layer draw that hits any one of them with vanishing probability."""
 
     def _init_uniform(self, uniform_probability: float) -> None:
-        p = _check_float("uniform_probability", uniform_probability)
+        p = check_float("uniform_probability", uniform_probability)
         if not 0.0 <= p <= 1.0:
             raise ValueError(f"`uniform_probability` must be in [0, 1], got {uniform_probability}.")
         self.uniform_probability = p
@@ -248,7 +232,7 @@ class SandwichSampler(_UniformDraws, SubnetSampler):
         uniform_probability: float = 0.0,
     ):
         super().__init__(search_space, seed)
-        self.num_random_subnets = _check_int("num_random_subnets", num_random_subnets, 0)
+        self.num_random_subnets = check_int("num_random_subnets", num_random_subnets, 0)
         self._init_uniform(uniform_probability)
 
     @property
@@ -317,7 +301,7 @@ class RandomSampler(_UniformDraws, SubnetSampler):
         self, search_space: SearchSpace, seed: int = 0, *, num_subnets: int = 1, uniform_probability: float = 0.0
     ):
         super().__init__(search_space, seed)
-        self.num_subnets = _check_int("num_subnets", num_subnets, 1)
+        self.num_subnets = check_int("num_subnets", num_subnets, 1)
         self._init_uniform(uniform_probability)
 
     def sample(self, step: int, micro_step: int = 0) -> list[SubnetConfig]:
@@ -359,7 +343,7 @@ class FixedSampler(SubnetSampler):
         return self.subnets[0] == self.search_space.largest()
 
     def sample(self, step: int, micro_step: int = 0) -> list[SubnetConfig]:
-        _check_int("step", step, 0)
+        check_int("step", step, 0)
         return list(self.subnets)
 
 
@@ -440,7 +424,7 @@ class ShiftNASSampler(SubnetSampler):
         max_attempts: int = 1000,
     ):
         super().__init__(search_space, seed)
-        self.num_random_subnets = _check_int("num_random_subnets", num_random_subnets, 0)
+        self.num_random_subnets = check_int("num_random_subnets", num_random_subnets, 0)
         if not isinstance(include_extremes, bool):
             raise TypeError(f"`include_extremes` must be a bool, got {include_extremes!r}.")
         if not include_extremes and num_random_subnets == 0:
@@ -449,14 +433,14 @@ class ShiftNASSampler(SubnetSampler):
                 "`num_random_subnets` >= 1 or `include_extremes=True`."
             )
         self.include_extremes = include_extremes
-        self.num_bins = _check_int("num_bins", num_bins, 1)
-        self.pool_size = _check_int("pool_size", pool_size, 1)
+        self.num_bins = check_int("num_bins", num_bins, 1)
+        self.pool_size = check_int("pool_size", pool_size, 1)
         if pool_size < num_bins:
             raise ValueError(f"`pool_size` ({pool_size}) must be >= `num_bins` ({num_bins}) to place the bin edges.")
-        self.ema = _check_float("ema", ema)
+        self.ema = check_float("ema", ema)
         if not 0.0 < self.ema < 1.0:
             raise ValueError(f"`ema` must be in the open interval (0, 1), got {ema}.")
-        self.beta = _check_float("beta", beta)
+        self.beta = check_float("beta", beta)
         if self.beta < 0:
             raise ValueError(f"`beta` must be >= 0, got {beta}.")
         if complexity_fn is not None and not callable(complexity_fn):
@@ -466,7 +450,7 @@ class ShiftNASSampler(SubnetSampler):
         self.complexity_fn = complexity_fn or functools.partial(
             _mac_proxy, attention_head_size=search_space.attention_head_size
         )
-        self.max_attempts = _check_int("max_attempts", max_attempts, 1)
+        self.max_attempts = check_int("max_attempts", max_attempts, 1)
 
         pool_rng = random.Random(f"{self.seed}-shiftnas-pool")
         self._pool = sorted(self.complexity(search_space.sample(generator=pool_rng)) for _ in range(pool_size))
@@ -566,7 +550,7 @@ class ShiftNASSampler(SubnetSampler):
                 f"`bin_edges` must be a list of num_bins - 1 = {self.num_bins - 1} numbers, got {edges!r}: was the "
                 "state saved with another `num_bins`?"
             )
-        edges = [_check_float(f"bin_edges[{i}]", v) for i, v in enumerate(edges)]
+        edges = [check_float(f"bin_edges[{i}]", v) for i, v in enumerate(edges)]
         if edges != sorted(edges):
             raise ValueError(f"`bin_edges` must be non-decreasing, got {edges}.")
         if not isinstance(ema_losses, list) or len(ema_losses) != self.num_bins:
@@ -574,7 +558,7 @@ class ShiftNASSampler(SubnetSampler):
                 f"`ema_losses` must be a list of num_bins = {self.num_bins} entries (a number or None), got "
                 f"{ema_losses!r}."
             )
-        ema_losses = [None if v is None else _check_float(f"ema_losses[{i}]", v) for i, v in enumerate(ema_losses)]
+        ema_losses = [None if v is None else check_float(f"ema_losses[{i}]", v) for i, v in enumerate(ema_losses)]
         self._set_bins(edges, ema_losses)
 
     def __repr__(self) -> str:
@@ -684,7 +668,7 @@ class StagedSampler(SubnetSampler):
     ):
         parsed = parse_stages(stages)
         super().__init__(search_space, 0)
-        self.max_steps = _check_int("max_steps", max_steps, 1)
+        self.max_steps = check_int("max_steps", max_steps, 1)
         self.stages = stages
         locked = [set(dims) for dims, _ in parsed[1:]]
         self._starts: list[int] = []
@@ -704,7 +688,7 @@ class StagedSampler(SubnetSampler):
 
     def stage_of(self, step: int) -> int:
         """The index of the stage that optimizer step `step` belongs to."""
-        return bisect.bisect_right(self._starts, _check_int("step", step, 0)) - 1
+        return bisect.bisect_right(self._starts, check_int("step", step, 0)) - 1
 
     def sample(self, step: int, micro_step: int = 0) -> list[SubnetConfig]:
         self._current = self.stage_of(step)

@@ -135,7 +135,7 @@ class SupernetTrainer(Trainer):
         if teacher is None:
             raise ValueError("distillation='teacher' needs `teacher_model` or `teacher_model_name_or_path`.")
         if isinstance(teacher, (str, os.PathLike)):
-            auto_class = vanilla_auto_class(model.static_class_name)
+            auto_class = vanilla_auto_class(model)
             teacher = auto_class.from_pretrained(os.fspath(teacher))
         if not isinstance(teacher, nn.Module):
             raise TypeError(f"`teacher_model` must be a model or a path, got {type(teacher).__name__}.")
@@ -183,7 +183,7 @@ class SupernetTrainer(Trainer):
         previous = supernet.active_subnet
         try:
             for i, subnet in enumerate(subnets):
-                supernet._activate(subnet)
+                supernet.activate_subnet(subnet)
                 last = i == len(subnets) - 1
                 teaches = inplace and teacher is None and subnet == largest
                 sync = contextlib.nullcontext() if last or not distributed else self.accelerator.no_sync(model)
@@ -210,7 +210,7 @@ class SupernetTrainer(Trainer):
                     protected = self._set_aside_gradients(model, distributed)
                 losses.append(loss.detach())
         finally:
-            supernet._activate(previous)
+            supernet.activate_subnet(previous)
         if args.protect_largest_gradient:
             self._protected_grad_norm = self._protect(model, protected)
 
@@ -332,10 +332,10 @@ class SupernetTrainer(Trainer):
         metrics: dict[str, float] = {}
         try:
             for name, subnet in self.eval_subnets.items():
-                supernet._activate(subnet)
+                supernet.activate_subnet(subnet)
                 metrics.update(super().evaluate(eval_dataset, ignore_keys, f"{metric_key_prefix}_{name}"))
         finally:
-            supernet._activate(previous)
+            supernet.activate_subnet(previous)
         return metrics
 
     # ------------------------------------------------------------------------------------------------------------

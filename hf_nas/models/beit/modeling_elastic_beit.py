@@ -24,8 +24,8 @@ from transformers.models.beit.modeling_beit import BeitDropPath, BeitModelOutput
 from transformers.utils.output_capturing import capture_outputs
 
 from ...modules import ElasticLayerNorm, ElasticLinear
-from ...modules.linear import _check_size
 from ...search_space import SubnetConfig
+from ...validation import check_size
 from ..supernet import SupernetMixin, set_active_layers
 from ..vit.modeling_elastic_vit import (
     ElasticPatchEmbeddings,
@@ -63,7 +63,7 @@ class ElasticBeitEmbeddings(nn.Module):
         self.active_hidden_size = config.hidden_size
 
     def set_active(self, hidden_size: int) -> None:
-        self.active_hidden_size = _check_size("hidden_size", hidden_size, self.cls_token.shape[-1])
+        self.active_hidden_size = check_size("hidden_size", hidden_size, self.cls_token.shape[-1])
         self.patch_embeddings.projection.set_active(out_channels=hidden_size)
 
     def forward(self, pixel_values: torch.Tensor, bool_masked_pos: torch.BoolTensor | None = None) -> torch.Tensor:
@@ -210,18 +210,18 @@ class ElasticBeitPreTrainedModel(SupernetMixin, BeitPreTrainedModel):
                 init.constant_(module.lambda_1, self.config.layer_scale_init_value)
                 init.constant_(module.lambda_2, self.config.layer_scale_init_value)
 
-    def _static_config_overrides(self, subnet: SubnetConfig) -> dict[str, Any]:
+    def static_config_overrides(self, subnet: SubnetConfig) -> dict[str, Any]:
         config = self.config
         if config.out_indices == [config.num_hidden_layers] or config.out_indices == (config.num_hidden_layers,):
             # The default backbone output (the last stage) follows the depth; any other choice must fit in it.
             return {"stage_names": None, "out_features": None, "out_indices": None}
         return {"stage_names": None}
 
-    def _shares_head_order(self) -> bool:
+    def shares_head_order(self) -> bool:
         return self.base_model.shared_position_bias is not None
 
     @torch.no_grad()
-    def _permute_shared_heads(self, order: torch.Tensor) -> None:
+    def permute_shared_heads(self, order: torch.Tensor) -> None:
         shared = self.base_model.shared_position_bias
         if shared is not None:
             table = shared.relative_position_bias_table  # (num_relative_distance, heads)
@@ -275,7 +275,7 @@ class ElasticBeitModel(ElasticBeitPreTrainedModel):
     def get_input_embeddings(self) -> nn.Module:
         return self.embeddings.patch_embeddings
 
-    def _static_init_kwargs(self) -> dict:
+    def static_init_kwargs(self) -> dict:
         return {"add_pooling_layer": self.pooler is not None}
 
     def _apply_subnet(self, subnet: SubnetConfig) -> None:
@@ -348,5 +348,5 @@ class ElasticBeitForImageClassification(ElasticBeitPreTrainedModel):
         )
         self.post_init()
 
-    def _head_modules(self) -> list[ElasticLinear]:
+    def head_modules(self) -> list[ElasticLinear]:
         return [self.classifier] if isinstance(self.classifier, ElasticLinear) else []

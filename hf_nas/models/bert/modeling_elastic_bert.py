@@ -312,7 +312,7 @@ class ElasticBertModel(ElasticBertPreTrainedModel):
     def set_input_embeddings(self, value: nn.Embedding) -> None:
         self.embeddings.word_embeddings = value
 
-    def _static_init_kwargs(self) -> dict:
+    def static_init_kwargs(self) -> dict:
         return {"add_pooling_layer": self.pooler is not None}
 
     def _apply_subnet(self, subnet: SubnetConfig) -> None:
@@ -377,7 +377,7 @@ class ElasticBertForSequenceClassification(ElasticBertPreTrainedModel):
         self.classifier = ElasticLinear(config.hidden_size, config.num_labels)
         self.post_init()
 
-    def _head_modules(self) -> list[ElasticLinear]:
+    def head_modules(self) -> list[ElasticLinear]:
         return [self.classifier]
 
 
@@ -393,7 +393,7 @@ class ElasticBertForTokenClassification(ElasticBertPreTrainedModel):
         self.classifier = ElasticLinear(config.hidden_size, config.num_labels)
         self.post_init()
 
-    def _head_modules(self) -> list[ElasticLinear]:
+    def head_modules(self) -> list[ElasticLinear]:
         return [self.classifier]
 
 
@@ -408,7 +408,7 @@ class ElasticBertForQuestionAnswering(ElasticBertPreTrainedModel):
         self.qa_outputs = ElasticLinear(config.hidden_size, config.num_labels)
         self.post_init()
 
-    def _head_modules(self) -> list[ElasticLinear]:
+    def head_modules(self) -> list[ElasticLinear]:
         return [self.qa_outputs]
 
 
@@ -434,7 +434,7 @@ class ElasticBertForMaskedLM(ElasticBertPreTrainedModel):
         self.cls.predictions.bias = new_embeddings.bias
 
     def _apply_subnet(self, subnet: SubnetConfig) -> None:
-        self.bert._activate(subnet)
+        self.bert.activate_subnet(subnet)
         transform = self.cls.predictions.transform
         transform.dense.set_active(in_features=subnet.hidden_size, out_features=subnet.hidden_size)
         transform.LayerNorm.set_active(subnet.hidden_size)

@@ -26,8 +26,8 @@ from transformers.utils.output_capturing import capture_outputs
 
 from ...modules import ElasticConv2d, ElasticLayerNorm, ElasticLinear
 from ...modules.attention import eager_attention_forward, head_permutation_index
-from ...modules.linear import _check_size
 from ...search_space import SubnetConfig
+from ...validation import check_size
 from ..supernet import SupernetMixin, set_active_layers
 from .configuration_elastic_vit import ElasticViTConfig
 
@@ -109,7 +109,7 @@ class ElasticViTEmbeddings(nn.Module):
         self.active_hidden_size = config.hidden_size
 
     def set_active(self, hidden_size: int) -> None:
-        self.active_hidden_size = _check_size("hidden_size", hidden_size, self.cls_token.shape[-1])
+        self.active_hidden_size = check_size("hidden_size", hidden_size, self.cls_token.shape[-1])
         self.patch_embeddings.projection.set_active(out_channels=hidden_size)
 
     def forward(
@@ -168,7 +168,7 @@ class ElasticViTAttention(nn.Module):
         return self.q_proj.active_out_features // self.head_dim
 
     def set_active(self, hidden_size: int, num_attention_heads: int) -> None:
-        _check_size("num_attention_heads", num_attention_heads, self.max_num_attention_heads)
+        check_size("num_attention_heads", num_attention_heads, self.max_num_attention_heads)
         inner = num_attention_heads * self.head_dim
         for proj in (self.q_proj, self.k_proj, self.v_proj):
             proj.set_active(in_features=hidden_size, out_features=inner)
@@ -327,7 +327,7 @@ class ElasticViTPreTrainedModel(SupernetMixin, ViTPreTrainedModel):
             if module.mask_token is not None:
                 init.zeros_(module.mask_token)
 
-    def _static_config_overrides(self, subnet: SubnetConfig) -> dict[str, Any]:
+    def static_config_overrides(self, subnet: SubnetConfig) -> dict[str, Any]:
         if self.config.pooler_output_size == self.config.hidden_size:
             return {"pooler_output_size": subnet.hidden_size}
         return {}
@@ -369,7 +369,7 @@ class ElasticViTModel(ElasticViTPreTrainedModel):
     def get_input_embeddings(self) -> nn.Module:
         return self.embeddings.patch_embeddings
 
-    def _static_init_kwargs(self) -> dict:
+    def static_init_kwargs(self) -> dict:
         return {"add_pooling_layer": self.pooler is not None, "use_mask_token": self.embeddings.mask_token is not None}
 
     def _apply_subnet(self, subnet: SubnetConfig) -> None:
@@ -431,5 +431,5 @@ class ElasticViTForImageClassification(ElasticViTPreTrainedModel):
         )
         self.post_init()
 
-    def _head_modules(self) -> list[ElasticLinear]:
+    def head_modules(self) -> list[ElasticLinear]:
         return [self.classifier] if isinstance(self.classifier, ElasticLinear) else []
