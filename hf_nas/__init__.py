@@ -9,6 +9,7 @@ __version__ = "0.1.0"
 
 from .costs import LatencyResult, count_macs, count_parameters, measure_latency, time_forward
 from .extraction import extract_subnet, save_subnet
+from .gradient import GradientSearchArguments, GradientSearchTrainer
 from .hub import build_model_card, export_subnet, push_subnet_folder
 from .importance import rank_layers, reorder_by_importance
 from .models.auto import register_auto_classes
@@ -72,6 +73,8 @@ __all__ = [
     "ElasticViTConfig",
     "ElasticViTForImageClassification",
     "ElasticViTModel",
+    "GradientSearchArguments",
+    "GradientSearchTrainer",
     "LatencyResult",
     "ModelFamily",
     "RecipeArguments",

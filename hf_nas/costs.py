@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import numbers
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import Any
@@ -31,9 +32,17 @@ __all__ = [
     "count_macs",
     "count_macs_measured",
     "count_parameters",
+    "layer_linear_macs",
+    "layer_macs",
+    "layer_parameters",
     "measure_latency",
+    "non_layer_macs",
+    "num_tokens",
     "time_forward",
 ]
+
+# A size or a cost: a plain number, or a tensor of them (e.g. expected sizes under a mixture of choices).
+Scalar = int | float | torch.Tensor
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -113,7 +122,7 @@ def _architecture(model: nn.Module, subnet: SubnetConfig | None) -> _Architectur
         elif subnet != model.max_subnet():
             model.search_space.validate(subnet)  # what extract_subnet accepts, so the cost is of a real model
         config = model.config
-        return _Architecture(subnet, config.attention_head_size, config, _head_cost(config, model.static_class_name))
+        return _Architecture(subnet, config.attention_head_size, config, _model_head(model))
     if subnet is not None:
         raise ValueError(
             f"`subnet` is only for supernets; {type(model).__name__} is a plain model whose architecture is its "
@@ -130,8 +139,14 @@ def _architecture(model: nn.Module, subnet: SubnetConfig | None) -> _Architectur
     heads = getattr(config, "layer_num_attention_heads", None) or (config.num_attention_heads,) * layers
     ffn = getattr(config, "layer_intermediate_sizes", None) or (config.intermediate_size,) * layers
     plain = SubnetConfig(layers, tuple(heads), tuple(ffn), config.hidden_size)
-    head = _plain_head_cost(model)
-    return _Architecture(plain, head_size, config, head)
+    return _Architecture(plain, head_size, config, _model_head(model))
+
+
+def _model_head(model: nn.Module) -> _HeadCost:
+    """The head cost of a supernet (by its vanilla class name) or of a plain model (by its classes)."""
+    if isinstance(model, SupernetMixin):
+        return _head_cost(model.config, model.static_class_name)
+    return _plain_head_cost(model)
 
 
 def _plain_head_cost(model: nn.Module) -> _HeadCost:
@@ -235,6 +250,226 @@ def _head_cost(config: Any, class_name: str) -> _HeadCost:
 
 
 # ----------------------------------------------------------------------------------------------------------------
+# the cost model: one layer from its active sizes, the tokens of one input, and what lies outside the layers
+def num_tokens(
+    config: Any, sequence_length: int | None = None, image_size: int | tuple[int, int] | None = None
+) -> int:
+    """Tokens per example of one forward pass: the sequence length for text models, the patches plus the CLS token
+    for image models.
+
+    Args:
+        config (`PretrainedConfig`): the model's config (it tells the family: text or images).
+        sequence_length (`int`, *optional*, defaults to 128): text models: tokens per sequence (at most
+            `config.max_position_embeddings`).
+        image_size (`int` or `(height, width)`, *optional*): image models: the input size, default
+            `config.image_size`; `(height // patch) * (width // patch)` patches plus the CLS token.
+
+    Returns:
+        `int`: the tokens per example.
+
+    Example:
+
+    ```python
+    >>> from hf_nas import ElasticViTConfig
+    >>> from hf_nas.costs import num_tokens
+    >>> num_tokens(ElasticViTConfig(image_size=32, patch_size=8))  # 4 x 4 patches + CLS
+    17
+    ```
+    """
+    return _resolve_inputs(config, sequence_length, image_size).tokens
+
+
+def _check_scalar(field: str, value: Any) -> Scalar:
+    """A size: a tensor (not checked, it may carry gradients) or a real number >= 0."""
+    if isinstance(value, torch.Tensor):
+        return value
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"`{field}` must be a number or a tensor, got {value!r} of type {type(value).__name__}.")
+    if not value >= 0:
+        raise ValueError(f"`{field}` must be >= 0, got {value}.")
+    return value
+
+
+def layer_parameters(
+    config: Any,
+    hidden_size: Scalar,
+    num_attention_heads: Scalar,
+    intermediate_size: Scalar,
+    *,
+    attention_head_size: int,
+) -> Scalar:
+    """Parameters of one encoder layer with the given active sizes.
+
+    BERT: query/key/value and attention output (weights and biases), the FFN (in and out, with biases) and two
+    LayerNorms. ViT and BEiT: the same, with the query/key/value biases of the config (`qkv_bias`; BEiT has no key
+    bias) and, for BEiT, the layer-scale vectors and the per-head relative position bias table when the config has
+    them. The sizes may be plain numbers or tensors of the same shape (the formula is polynomial in them), e.g.
+    expected sizes under a mixture of choices.
+
+    Args:
+        config (`PretrainedConfig`): the model's config (the family and its bias, layer-scale and position-bias
+            options).
+        hidden_size (`int` or `torch.Tensor`): hidden size `h`.
+        num_attention_heads (`int` or `torch.Tensor`): attention heads kept in the layer.
+        intermediate_size (`int` or `torch.Tensor`): FFN width kept in the layer.
+        attention_head_size (`int`): the size of one head (fixed by the supernet).
+
+    Returns:
+        `int` (or `torch.Tensor` when a size is one): the parameters of the layer.
+
+    Example:
+
+    ```python
+    >>> from transformers import BertConfig
+    >>> from transformers.models.bert.modeling_bert import BertLayer
+    >>> from hf_nas.costs import layer_parameters
+    >>> config = BertConfig(hidden_size=32, num_attention_heads=4, intermediate_size=64)
+    >>> layer_parameters(config, 32, 4, 64, attention_head_size=8)
+    8544
+    >>> sum(p.numel() for p in BertLayer(config).parameters())
+    8544
+    ```
+    """
+    h = _check_scalar("hidden_size", hidden_size)
+    heads = _check_scalar("num_attention_heads", num_attention_heads)
+    ffn = _check_scalar("intermediate_size", intermediate_size)
+    inner = heads * check_positive_int("attention_head_size", attention_head_size)
+    n = _linear_params(inner, h) + _linear_params(h, ffn) + _linear_params(ffn, h)  # attention output, FFN in, out
+    family = get_family(config)
+    if not family.is_image:
+        return n + 3 * _linear_params(h, inner) + 4 * h  # query, key, value; two LayerNorms
+    beit = family.model_type == "beit"
+    n += 3 * h * inner + inner * (2 if beit else 3 * bool(config.qkv_bias))  # q, k, v (BEiT: no key bias)
+    n += 4 * h  # layernorm_before and layernorm_after
+    if beit and config.layer_scale_init_value > 0:
+        n += 2 * h  # lambda_1, lambda_2
+    if beit and config.use_relative_position_bias:
+        n += _relative_distances(config) * heads
+    return n
+
+
+def layer_linear_macs(
+    hidden_size: Scalar, num_attention_heads: Scalar, intermediate_size: Scalar, *, attention_head_size: int
+) -> Scalar:
+    """MACs of the linear layers of one encoder layer, per token: query, key, value and attention output
+    (`4 h a` with `a` = heads x head size) and the two FFN matrices (`2 h f`). Plain numbers or tensors.
+
+    Example:
+
+    ```python
+    >>> from hf_nas.costs import layer_linear_macs
+    >>> layer_linear_macs(32, 4, 64, attention_head_size=8)  # 4 * 32 * 32 + 2 * 32 * 64
+    8192
+    ```
+    """
+    h = _check_scalar("hidden_size", hidden_size)
+    heads = _check_scalar("num_attention_heads", num_attention_heads)
+    inner = heads * check_positive_int("attention_head_size", attention_head_size)
+    ffn = _check_scalar("intermediate_size", intermediate_size)
+    return 4 * h * inner + 2 * h * ffn  # q, k, v, attention output; FFN in and out
+
+
+def layer_macs(
+    hidden_size: Scalar,
+    num_attention_heads: Scalar,
+    intermediate_size: Scalar,
+    *,
+    attention_head_size: int,
+    tokens: int,
+    batch_size: int = 1,
+) -> Scalar:
+    """MACs of one encoder layer on `batch_size` examples of `tokens` tokens, as [`count_macs`] counts them: the
+    linear layers on every token ([`layer_linear_macs`]) and the attention matmuls, scores `q k^T` and `probs v`
+    (`2 T^2 a` per example, `a` = heads x head size). Bias additions, softmax, LayerNorm and elementwise ops are not
+    counted.
+
+    The sizes may be plain numbers or tensors: MACs are linear in each of `hidden_size`, `num_attention_heads` and
+    `intermediate_size`, so with independent expected sizes the result is the expected MACs.
+
+    Args:
+        hidden_size (`int` or `torch.Tensor`): hidden size `h`.
+        num_attention_heads (`int` or `torch.Tensor`): attention heads kept in the layer.
+        intermediate_size (`int` or `torch.Tensor`): FFN width kept in the layer.
+        attention_head_size (`int`): the size of one head.
+        tokens (`int`): tokens per example (see [`num_tokens`]).
+        batch_size (`int`, *optional*, defaults to 1): examples per forward pass.
+
+    Returns:
+        `int` (or `torch.Tensor` when a size is one): the MACs of the layer.
+
+    Example:
+
+    ```python
+    >>> from hf_nas.costs import layer_macs
+    >>> layer_macs(32, 4, 64, attention_head_size=8, tokens=16)  # 16 * 8192 + 2 * 16 * 16 * 32
+    147456
+    ```
+    """
+    linear = layer_linear_macs(
+        hidden_size, num_attention_heads, intermediate_size, attention_head_size=attention_head_size
+    )
+    check_positive_int("tokens", tokens)
+    check_positive_int("batch_size", batch_size)
+    inner = num_attention_heads * attention_head_size
+    # scores (B, nh, T, T) = q k^T, then probs @ v: T * head size MACs per score each
+    return batch_size * tokens * linear + 2 * batch_size * tokens * tokens * inner
+
+
+def non_layer_macs(
+    model: nn.Module,
+    hidden_size: int,
+    sequence_length: int | None = None,
+    batch_size: int = 1,
+    image_size: int | tuple[int, int] | None = None,
+) -> int:
+    """MACs of one forward pass outside the encoder layers, at hidden size `hidden_size`: the patch projection of
+    image models (`patches x hidden x channels x patch area`), the pooler (BERT: `h x h`, ViT: `h x` its width, once
+    per example) and the head (see [`count_macs`]). [`count_macs`] is this plus [`layer_macs`] of every kept layer.
+
+    Args:
+        model (`nn.Module`): an elastic supernet or a plain model (vanilla or extracted) of a supported family.
+        hidden_size (`int`): the hidden size of the subnet.
+        sequence_length (`int`, *optional*, defaults to 128): text models: tokens per sequence.
+        batch_size (`int`, *optional*, defaults to 1): examples per forward pass.
+        image_size (`int` or `(height, width)`, *optional*): image models: the input size (default: the config's).
+
+    Returns:
+        `int`: the MACs outside the layers.
+
+    Example:
+
+    ```python
+    >>> from hf_nas import ElasticBertConfig, ElasticBertForSequenceClassification
+    >>> from hf_nas.costs import non_layer_macs
+    >>> config = ElasticBertConfig(vocab_size=99, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+    ...                            intermediate_size=64, num_labels=2)
+    >>> non_layer_macs(ElasticBertForSequenceClassification(config), 32, sequence_length=16)  # pooler + classifier
+    1088
+    ```
+    """
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"`model` must be a torch.nn.Module, got {type(model).__name__}.")
+    arch = _architecture(model, None)
+    inputs = _resolve_inputs(arch.config, sequence_length, image_size)
+    batch_size = check_positive_int("batch_size", batch_size)
+    return _non_layer_macs(model, arch, check_positive_int("hidden_size", hidden_size), inputs, batch_size)
+
+
+def _non_layer_macs(model: nn.Module, arch: _Architecture, h: int, inputs: _Inputs, batch_size: int) -> int:
+    """Patch projection (images), pooler and head MACs at hidden size `h`."""
+    config, macs = arch.config, 0
+    pooler = getattr(_base_model(model), "pooler", None)
+    if get_family(config).is_image:
+        patch = pair(config.patch_size)
+        macs += batch_size * inputs.num_patches * h * config.num_channels * patch[0] * patch[1]  # patch projection
+        if get_family(config).model_type == "vit" and pooler is not None:
+            macs += batch_size * h * _pooler_width(config, h)  # dense on the CLS state
+    elif pooler is not None:
+        macs += batch_size * h * h  # first token of each sequence
+    return macs + arch.head.macs(model, h, batch_size, inputs.tokens)
+
+
+# ----------------------------------------------------------------------------------------------------------------
 # parameters
 def count_parameters(model: nn.Module, subnet: SubnetConfig | None = None) -> int:
     """Number of parameters of the extracted `subnet`, computed without extracting it.
@@ -242,7 +477,8 @@ def count_parameters(model: nn.Module, subnet: SubnetConfig | None = None) -> in
     The count is exactly `sum(p.numel() for p in extract_subnet(model, subnet).parameters())`: embeddings (the
     vocabulary is never cut), every kept layer, the pooler if the model has one, and the head; a masked-LM decoder
     tied to the word embeddings is counted once, as `parameters()` does. It is plain arithmetic on the config and
-    `subnet` (a few microseconds), so a search can call it on thousands of candidates.
+    `subnet` (a few microseconds), so a search can call it on thousands of candidates: [`layer_parameters`] of every
+    kept layer plus the embeddings, pooler and head.
 
     Args:
         model (`nn.Module`):
@@ -276,20 +512,24 @@ def count_parameters(model: nn.Module, subnet: SubnetConfig | None = None) -> in
             )
         return sum(p.numel() for p in model.parameters())
     arch = _architecture(model, subnet)
-    config, s, hs = arch.config, arch.subnet, arch.attention_head_size
-    h = s.hidden_size
+    config, s = arch.config, arch.subnet
+    n = sum(
+        layer_parameters(config, s.hidden_size, heads, ffn, attention_head_size=arch.attention_head_size)
+        for heads, ffn in zip(s.num_attention_heads, s.intermediate_size, strict=True)
+    )
     if get_family(config).is_image:
-        return _vision_parameters(model, config, s, hs) + arch.head.num_parameters(model, h)
-    # Embeddings: word, position and token-type tables of width h, and their LayerNorm.
+        n += _vision_non_layer_parameters(model, config, s)
+    else:
+        n += _text_non_layer_parameters(model, config, s.hidden_size)
+    return n + arch.head.num_parameters(model, s.hidden_size)
+
+
+def _text_non_layer_parameters(model: nn.Module, config: Any, h: int) -> int:
+    """Embeddings (word, position and token-type tables of width `h`, and their LayerNorm) and the pooler."""
     n = (config.vocab_size + config.max_position_embeddings + config.type_vocab_size) * h + 2 * h
-    for heads, ffn in zip(s.num_attention_heads, s.intermediate_size, strict=True):
-        inner = heads * hs
-        n += 3 * _linear_params(h, inner)  # query, key, value
-        n += _linear_params(inner, h) + 2 * h  # attention.output.dense + LayerNorm
-        n += _linear_params(h, ffn) + _linear_params(ffn, h) + 2 * h  # intermediate, output.dense + LayerNorm
     if getattr(_base_model(model), "pooler", None) is not None:
         n += _linear_params(h, h)
-    return n + arch.head.num_parameters(model, h)
+    return n
 
 
 def _relative_distances(config: Any) -> int:
@@ -304,8 +544,9 @@ def _pooler_width(config: Any, hidden_size: int) -> int:
     return hidden_size if width == config.hidden_size else width
 
 
-def _vision_parameters(model: nn.Module, config: Any, s: SubnetConfig, hs: int) -> int:
-    """Parameters of a ViT or BEiT backbone with the sizes of `s` (the head is counted by the caller)."""
+def _vision_non_layer_parameters(model: nn.Module, config: Any, s: SubnetConfig) -> int:
+    """Parameters of a ViT or BEiT backbone outside its layers, with the sizes of `s`: patch embeddings, the shared
+    relative position bias, the final LayerNorm and the pooler (the head is counted by the caller)."""
     h = s.hidden_size
     beit = get_family(config).model_type == "beit"
     base = _base_model(model)
@@ -317,18 +558,8 @@ def _vision_parameters(model: nn.Module, config: Any, s: SubnetConfig, hs: int) 
         n += embeddings.position_embeddings.shape[1] * h
     if getattr(embeddings, "mask_token", None) is not None:
         n += h
-    rows = _relative_distances(config) if beit else 0
-    for heads, ffn in zip(s.num_attention_heads, s.intermediate_size, strict=True):
-        inner = heads * hs
-        n += 3 * h * inner + inner * (2 if beit else 3 * bool(config.qkv_bias))  # q, k, v (BEiT: no key bias)
-        n += _linear_params(inner, h) + 4 * h  # o_proj, layernorm_before and layernorm_after
-        n += _linear_params(h, ffn) + _linear_params(ffn, h)  # MLP
-        if beit and config.layer_scale_init_value > 0:
-            n += 2 * h  # lambda_1, lambda_2
-        if beit and config.use_relative_position_bias:
-            n += rows * heads
     if beit and getattr(base, "shared_position_bias", None) is not None:
-        n += rows * max(s.num_attention_heads)  # one column per head of the widest layer
+        n += _relative_distances(config) * max(s.num_attention_heads)  # one column per head of the widest layer
     if not (beit and config.use_mean_pooling):
         n += 2 * h  # final layer norm
     pooler = getattr(base, "pooler", None)
@@ -358,6 +589,8 @@ def count_macs(
     - the pooler (`h x h`) and the sequence-classification classifier once per sequence, on the first token;
       token-classification and question-answering outputs per token; the masked-LM transform (`h x h`) and
       vocabulary decoder (`h x vocab_size`) per token.
+
+    That is [`layer_macs`] of every kept layer plus [`non_layer_macs`] (patch projection, pooler, head).
 
     Not counted: bias additions, elementwise ops (residuals, activations, masking, scaling), softmax, LayerNorm and
     embedding lookups. This is exactly what `torch.utils.flop_counter.FlopCounterMode` counts (its FLOPs are 2 x MACs
@@ -397,25 +630,20 @@ def count_macs(
         raise TypeError(f"`model` must be a torch.nn.Module, got {type(model).__name__}.")
     arch = _architecture(model, subnet)
     inputs = _resolve_inputs(arch.config, sequence_length, image_size)
-    T = inputs.tokens
-    B = check_positive_int("batch_size", batch_size)
-    s, hs = arch.subnet, arch.attention_head_size
-    h = s.hidden_size
-    N = B * T  # tokens
-    macs = 0
-    for heads, ffn in zip(s.num_attention_heads, s.intermediate_size, strict=True):
-        inner = heads * hs
-        macs += N * (3 * h * inner + inner * h + 2 * h * ffn)  # q, k, v, attention output, FFN in and out
-        macs += 2 * B * T * T * inner  # scores (B, nh, T, T) = q k^T, then probs @ v: T * hs MACs per score each
-    config = arch.config
-    if get_family(config).is_image:
-        patch = pair(config.patch_size)
-        macs += B * inputs.num_patches * h * config.num_channels * patch[0] * patch[1]  # patch projection
-        if get_family(config).model_type == "vit" and getattr(_base_model(model), "pooler", None) is not None:
-            macs += B * h * _pooler_width(config, h)  # dense on the CLS state
-    elif getattr(_base_model(model), "pooler", None) is not None:
-        macs += B * h * h  # first token of each sequence
-    return macs + arch.head.macs(model, h, B, T)
+    batch_size = check_positive_int("batch_size", batch_size)
+    s = arch.subnet
+    macs = sum(
+        layer_macs(
+            s.hidden_size,
+            heads,
+            ffn,
+            attention_head_size=arch.attention_head_size,
+            tokens=inputs.tokens,
+            batch_size=batch_size,
+        )
+        for heads, ffn in zip(s.num_attention_heads, s.intermediate_size, strict=True)
+    )
+    return macs + _non_layer_macs(model, arch, s.hidden_size, inputs, batch_size)
 
 
 def _random_model_inputs(

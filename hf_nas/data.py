@@ -256,9 +256,15 @@ def extract_archive(path: str | os.PathLike, cache_dir: str | os.PathLike | None
     Example:
 
     ```python
+    >>> import os, tarfile, tempfile
     >>> from hf_nas.data import extract_archive
-    >>> folder = extract_archive("../shared/data/cifar10/cifar10-jpg.tar.gz")  # doctest: +SKIP
-    >>> sorted(os.listdir(folder))  # doctest: +SKIP
+    >>> root = tempfile.mkdtemp()
+    >>> with tarfile.open(os.path.join(root, "images.tar.gz"), "w:gz") as archive:
+    ...     for split in ("train", "test"):
+    ...         os.makedirs(os.path.join(root, split, "cat"))
+    ...         archive.add(os.path.join(root, split), arcname=split)
+    >>> folder = extract_archive(os.path.join(root, "images.tar.gz"), cache_dir=os.path.join(root, "cache"))
+    >>> sorted(os.listdir(folder))
     ['test', 'train']
     ```
     """
@@ -318,10 +324,17 @@ def load_image_datasets(data: ImageDataArguments, seed: int = 0) -> datasets.Dat
     Example:
 
     ```python
+    >>> import os, tempfile
+    >>> from PIL import Image
     >>> from hf_nas.data import ImageDataArguments, load_image_datasets
-    >>> raw = load_image_datasets(ImageDataArguments(data_dir="data/cifar10_sample"))  # doctest: +SKIP
-    >>> raw["train"].features["label"].names[:2]  # doctest: +SKIP
-    ['airplane', 'automobile']
+    >>> data_dir = tempfile.mkdtemp()  # imagefolder layout: <split>/<class>/<image>
+    >>> for split in ("train", "test"):
+    ...     for name in ("cat", "dog"):
+    ...         os.makedirs(os.path.join(data_dir, split, name))
+    ...         Image.new("RGB", (32, 32)).save(os.path.join(data_dir, split, name, "0.png"))
+    >>> raw = load_image_datasets(ImageDataArguments(data_dir=data_dir))
+    >>> sorted(raw), raw["train"].features["label"].names
+    (['train', 'validation'], ['cat', 'dog'])
     ```
     """
     if data.dataset_name is not None:
@@ -421,10 +434,14 @@ def load_image_processor(pretrained_model_name_or_path: str | os.PathLike, image
     Example:
 
     ```python
+    >>> import tempfile
+    >>> from transformers import ViTImageProcessor
     >>> from hf_nas.data import load_image_processor
-    >>> processor = load_image_processor("path/to/vit-checkpoint", image_size=56)  # doctest: +SKIP
-    >>> processor.size["height"]  # doctest: +SKIP
-    56
+    >>> checkpoint = tempfile.mkdtemp()
+    >>> _ = ViTImageProcessor(size={"height": 32, "width": 32}).save_pretrained(checkpoint)
+    >>> processor = load_image_processor(checkpoint, image_size=56)
+    >>> processor.size["height"], processor.size["width"]
+    (56, 56)
     ```
     """
     from transformers import AutoImageProcessor
@@ -487,11 +504,15 @@ class ImageClassificationTransform:
     Example:
 
     ```python
+    >>> import datasets
+    >>> from PIL import Image
+    >>> from transformers import ViTImageProcessor
     >>> from hf_nas.data import ImageClassificationTransform
-    >>> transform = ImageClassificationTransform(processor, "image")  # doctest: +SKIP
-    >>> dataset.set_transform(transform)  # doctest: +SKIP
-    >>> dataset[0]["pixel_values"].shape  # doctest: +SKIP
-    torch.Size([3, 224, 224])
+    >>> dataset = datasets.Dataset.from_dict({"image": [Image.new("RGB", (40, 30))] * 2, "label": [1, 0]})
+    >>> processor = ViTImageProcessor(size={"height": 32, "width": 32})
+    >>> dataset.set_transform(ImageClassificationTransform(processor, "image"))
+    >>> dataset[0]["pixel_values"].shape, dataset[0]["labels"]
+    (torch.Size([3, 32, 32]), 1)
     ```
     """
 
@@ -553,7 +574,8 @@ class ImageClassificationCollator:
     ```python
     >>> import torch
     >>> from hf_nas.data import ImageClassificationCollator
-    >>> rows = [{"pixel_values": torch.zeros(3, 8, 8), "labels": 1}, {"pixel_values": torch.ones(3, 8, 8), "labels": 0}]
+    >>> rows = [{"pixel_values": torch.zeros(3, 8, 8), "labels": 1},
+    ...         {"pixel_values": torch.ones(3, 8, 8), "labels": 0}]
     >>> batch = ImageClassificationCollator(interpolate_pos_encoding=True)(rows)
     >>> batch["pixel_values"].shape, batch["labels"].tolist(), batch["interpolate_pos_encoding"]
     (torch.Size([2, 3, 8, 8]), [1, 0], True)

@@ -71,8 +71,15 @@ def extract_subnet(supernet: PreTrainedModel, subnet: SubnetConfig | None = None
     Example:
 
     ```python
-    >>> small = extract_subnet(model, model.search_space.smallest())  # doctest: +SKIP
-    >>> small.save_pretrained("out/small")  # doctest: +SKIP
+    >>> import tempfile
+    >>> from hf_nas import ElasticBertConfig, ElasticBertForSequenceClassification, extract_subnet
+    >>> config = ElasticBertConfig(vocab_size=99, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+    ...                            intermediate_size=64, num_labels=2)
+    >>> model = ElasticBertForSequenceClassification(config)
+    >>> small = extract_subnet(model, model.search_space.smallest())
+    >>> type(small).__name__, small.config.num_hidden_layers, small.config.hidden_size
+    ('BertSubnetForSequenceClassification', 1, 16)
+    >>> small.save_pretrained(tempfile.mkdtemp())
     ```
     """
     subnet = supernet.active_subnet if subnet is None else subnet

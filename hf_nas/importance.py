@@ -95,7 +95,7 @@ def compute_importance(
             hook.remove()
         for p, flag in zip(model.parameters(), params_grad, strict=True):
             p.requires_grad_(flag)
-        model._activate(previous)
+        model.activate_subnet(previous)
         model.train(was_training)
     if seen == 0:
         raise ValueError("`batches` is empty: importance needs at least one batch of inputs.")
@@ -128,17 +128,26 @@ def reorder_by_importance(
     Example:
 
     ```python
-    >>> scores = reorder_by_importance(model, train_dataloader, num_batches=8)  # doctest: +SKIP
-    >>> small = model.extract_subnet(model.search_space.smallest())  # keeps the most important units  # doctest: +SKIP
+    >>> import torch
+    >>> from hf_nas import ElasticBertConfig, ElasticBertForSequenceClassification, reorder_by_importance
+    >>> config = ElasticBertConfig(vocab_size=99, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+    ...                            intermediate_size=64, num_labels=2)
+    >>> model = ElasticBertForSequenceClassification(config).eval()
+    >>> batches = [{"input_ids": torch.randint(0, 99, (4, 8)), "labels": torch.tensor([0, 1, 0, 1])}] * 2
+    >>> before = model(**batches[0]).logits
+    >>> scores = reorder_by_importance(model, batches, num_batches=2)
+    >>> [tuple(h.shape) for h in scores.heads], torch.allclose(model(**batches[0]).logits, before, atol=1e-5)
+    ([(4,), (4,)], True)
+    >>> small = model.extract_subnet(model.search_space.smallest())  # keeps the most important units
     ```
     """
     with torch.enable_grad():
         scores = compute_importance(model, batches, num_batches, loss_fn, show_progress)
     shared_order = None
-    if model._shares_head_order():
+    if model.shares_head_order():
         # One head order for all layers (they share per-head parameters): rank by the summed importance.
         shared_order = torch.argsort(torch.stack(scores.heads).sum(0), descending=True, stable=True)
-        model._permute_shared_heads(shared_order)
+        model.permute_shared_heads(shared_order)
     for layer, head_scores, neuron_scores in zip(model.elastic_layers(), scores.heads, scores.neurons, strict=True):
         head_order = torch.argsort(head_scores, descending=True, stable=True) if shared_order is None else shared_order
         neuron_order = torch.argsort(neuron_scores, descending=True, stable=True)
@@ -167,8 +176,19 @@ def rank_layers(
     Example:
 
     ```python
-    >>> order, _ = rank_layers(model, train_dataloader, num_batches=8)  # doctest: +SKIP
-    >>> model.search_space = dataclasses.replace(model.search_space, layer_rule="importance", layer_order=order)  # doctest: +SKIP
+    >>> import dataclasses
+    >>> import torch
+    >>> from hf_nas import ElasticBertConfig, ElasticBertForSequenceClassification, rank_layers
+    >>> config = ElasticBertConfig(vocab_size=99, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+    ...                            intermediate_size=64, num_labels=2)
+    >>> model = ElasticBertForSequenceClassification(config)
+    >>> batches = [{"input_ids": torch.randint(0, 99, (4, 8)), "labels": torch.tensor([0, 1, 0, 1])}] * 2
+    >>> order, increases = rank_layers(model, batches, num_batches=2)
+    >>> sorted(order), len(increases)
+    ([0, 1], 2)
+    >>> model.search_space = dataclasses.replace(model.search_space, layer_rule="importance", layer_order=order)
+    >>> model.search_space.smallest().layers == (order[0],)
+    True
     ```
     """
     if num_batches is not None and (not isinstance(num_batches, int) or num_batches < 1):
@@ -199,11 +219,11 @@ def rank_layers(
             batch = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
             for i, subnet in enumerate([*without, full]):
                 # Subnets outside the search space on purpose (depth L-1 need not be a choice): no validation.
-                model._activate(subnet)
+                model.activate_subnet(subnet)
                 totals[i] += float(loss_fn(model(**batch)))
             seen += 1
     finally:
-        model._activate(previous)
+        model.activate_subnet(previous)
         model.train(was_training)
     if seen == 0:
         raise ValueError("`batches` is empty: ranking layers needs at least one batch of inputs.")

@@ -56,7 +56,8 @@ class SubnetConfig:
 
     ```python
     >>> from hf_nas import SubnetConfig
-    >>> subnet = SubnetConfig(num_hidden_layers=2, num_attention_heads=(4, 2), intermediate_size=(64, 32), hidden_size=32)
+    >>> subnet = SubnetConfig(num_hidden_layers=2, num_attention_heads=(4, 2), intermediate_size=(64, 32),
+    ...                       hidden_size=32)
     >>> SubnetConfig.from_dict(subnet.to_dict()) == subnet
     True
     ```
@@ -370,7 +371,11 @@ class SearchSpace:
         """A smaller space: each given dimension keeps only the listed choices, which must be in this space.
 
         ```python
-        >>> space = space.narrow(num_hidden_layers=[2], hidden_size=[32])  # doctest: +SKIP
+        >>> space = SearchSpace(num_hidden_layers=(1, 2), num_attention_heads=(2, 4), intermediate_size=(32, 64),
+        ...                     hidden_size=(16, 32), attention_head_size=8)
+        >>> narrow = space.narrow(num_hidden_layers=[2], hidden_size=[32])
+        >>> narrow.num_hidden_layers, narrow.hidden_size, narrow.num_attention_heads
+        ((2,), (32,), (2, 4))
         ```
         """
         for field, values in choices.items():

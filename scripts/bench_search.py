@@ -12,31 +12,33 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import os
-import platform
 import random
-import sys
 import time
 from dataclasses import dataclass, field
 
 import numpy as np
-import torch
-import transformers
-from transformers import AutoTokenizer, DataCollatorWithPadding, HfArgumentParser, set_seed
+from bench_common import (
+    BENCHMARKS_DIR,
+    BenchArguments,
+    build_supernet,
+    common_args,
+    environment,
+    load_sst2,
+    met,
+    parse_args,
+    setup_logging,
+    write_results,
+)
+from transformers import AutoTokenizer, DataCollatorWithPadding, set_seed
 
-import hf_nas
 from hf_nas import ElasticBertForSequenceClassification
 from hf_nas.search import Constraint, Predictor, SubnetSearch, get_objective, hypervolume
 from hf_nas.search.objectives import TaskMetricObjective
 from hf_nas.training import SupernetTrainer, SupernetTrainingArguments
-from hf_nas.utils import atomic_write_text, checkpoint_name, default_text_checkpoint
+from hf_nas.utils import checkpoint_name, default_text_checkpoint
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from bench_supernet import BenchArguments, build_supernet, common_args, load_sst2  # noqa: E402
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 logger = logging.getLogger("hf_nas.bench_search")
 TARGETS = {"latency_median_ape": 0.10}
 
@@ -55,7 +57,7 @@ class SearchBenchArguments:
     eval_batch_size: int = 64
     dev_samples: int | None = field(default=None, metadata={"help": "Default: the full dev set (smoke runs only)."})
     seed: int = 0
-    output_dir: str = os.path.join(ROOT, "docs", "benchmarks")
+    output_dir: str = BENCHMARKS_DIR
     work_dir: str = "/tmp/hf_nas_bench_search"
 
 
@@ -80,9 +82,8 @@ def train_supernet(args: SearchBenchArguments, path: str, tokenizer, train) -> s
 
 
 def main() -> None:
-    (args,) = HfArgumentParser(SearchBenchArguments).parse_args_into_dataclasses()
-    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
-    transformers.utils.logging.set_verbosity_error()
+    args = parse_args(SearchBenchArguments)
+    setup_logging()
     set_seed(args.seed)
     started = time.perf_counter()
     base = default_text_checkpoint()
@@ -171,12 +172,7 @@ def main() -> None:
     result = {
         "model": checkpoint_name(base),
         "supernet": supernet_path,
-        "device": "cpu",
-        "num_threads": torch.get_num_threads(),
-        "machine": platform.machine(),
-        "torch": torch.__version__,
-        "transformers": transformers.__version__,
-        "hf_nas": hf_nas.__version__,
+        **environment(),
         "dev_samples": len(dev),
         "num_evaluations": args.num_evaluations,
         "candidates": args.candidates,
@@ -190,10 +186,7 @@ def main() -> None:
         "targets": TARGETS,
         "wall_seconds": time.perf_counter() - started,
     }
-    os.makedirs(args.output_dir, exist_ok=True)
-    atomic_write_text(os.path.join(args.output_dir, "search.json"), json.dumps(result, indent=2) + "\n")
-    atomic_write_text(os.path.join(args.output_dir, "search.md"), render_markdown(result))
-    print(render_markdown(result))
+    write_results(args.output_dir, "search", result, render_markdown(result))
 
 
 def render_markdown(r: dict) -> str:
@@ -217,7 +210,6 @@ def render_markdown(r: dict) -> str:
             f"| {name} | {v['hypervolume_accuracy_macs']:.4f} | {'-' if best is None else f'{100 * best:.2f}%'} | "
             f"{v['pareto_size']} | {v['wall_seconds'] / 60:.1f} min |"
         )
-    met = "met" if lat["median_ape"] <= r["targets"]["latency_median_ape"] else "NOT met"
     lines += [
         "",
         f"Reference point of the hypervolume: accuracy {r['reference_point'][0]:.4f}, MAC ratio 1.0.",
@@ -225,7 +217,7 @@ def render_markdown(r: dict) -> str:
         "| latency predictor (fitted on the random search's subnets, scored on the other search's) | value |",
         "|---|---|",
         f"| median absolute error (target <= {100 * r['targets']['latency_median_ape']:.0f}%) | "
-        f"{100 * lat['median_ape']:.1f}% ({met}) |",
+        f"{100 * lat['median_ape']:.1f}% ({met(lat['median_ape'], r['targets']['latency_median_ape'])}) |",
         f"| mean / 90th percentile absolute error | {100 * lat['mean_ape']:.1f}% / {100 * lat['p90_ape']:.1f}% |",
         f"| Kendall tau | {lat['kendall_tau']:.3f} |",
         f"| held-out subnets | {lat['num_test']} |",

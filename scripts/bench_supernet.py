@@ -27,13 +27,11 @@ stopped part-way continues; `--rows` runs a subset (e.g. ablations in a second p
 
 from __future__ import annotations
 
-import csv
 import dataclasses
 import hashlib
 import json
 import logging
 import os
-import platform
 import random
 import statistics
 import subprocess
@@ -45,12 +43,24 @@ import datasets
 import numpy as np
 import torch
 import transformers
+from bench_common import (
+    BENCHMARKS_DIR,
+    ROOT,
+    BenchArguments,
+    cpu_training_args,
+    first_rows,
+    parse_args,
+    read_sst2,
+    run_record,
+    setup_logging,
+    tokenize_sst2,
+    write_results,
+)
 from torch.utils.data import DataLoader
 from transformers import (
     AutoTokenizer,
     BertForSequenceClassification,
     DataCollatorWithPadding,
-    HfArgumentParser,
     Trainer,
     TrainingArguments,
     set_seed,
@@ -62,7 +72,6 @@ from hf_nas.training import SupernetTrainer, SupernetTrainingArguments
 from hf_nas.training.recipes import finetune_subnet
 from hf_nas.utils import atomic_write_text, checkpoint_name, default_text_checkpoint
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 logger = logging.getLogger("hf_nas.bench_supernet")
 MAC_POINTS = (1.0, 0.75, 0.5, 0.35, 0.25)
 BENCHED_RECIPES = ("one_pass", "teacher_first")
@@ -106,25 +115,17 @@ ABLATION_NOTES = (
 
 
 @dataclass
-class BenchArguments:
-    model_name_or_path: str | None = field(default=None, metadata={"help": "Default: all-MiniLM-L6-v2."})
-    data_dir: str = field(default=os.path.join(ROOT, "..", "shared", "data", "sst2"))
-    train_samples: int = field(default=9600, metadata={"help": "Seeded subset of the 67,349 training rows."})
+class SupernetBenchArguments(BenchArguments):
+    max_steps: int = field(default=300, metadata={"help": "Optimizer steps of the teacher, supernet and baselines."})
+    work_dir: str = field(default="/tmp/hf_nas_bench_supernet", metadata={"help": "Models and finished rows."})
     validation_samples: int = field(
         default=1000, metadata={"help": "Training rows held out (disjoint from the subset) to select subnets on."}
     )
-    dev_samples: int | None = field(default=None, metadata={"help": "Default: the full dev set (smoke runs only)."})
-    max_steps: int = field(default=300, metadata={"help": "Optimizer steps of the teacher, supernet and baselines."})
     ablation_steps: int = field(default=100, metadata={"help": "Optimizer steps of each ablation supernet."})
     finetune_steps: int = field(
         default=100, metadata={"help": "Steps of the short distillation of each selected subnet after the search."}
     )
-    batch_size: int = 32
-    max_seq_length: int = 64
     mac_sequence_length: int = field(default=128, metadata={"help": "Tokens per sequence of the MAC ratios."})
-    learning_rate: float = 5e-5
-    seed: int = 42
-    importance_batches: int = 8
     cloud_size: int = field(default=50, metadata={"help": "Random subnets of the default space in the cloud."})
     bootstrap_samples: int = 2000
     timing_rounds: int = 5
@@ -135,41 +136,22 @@ class BenchArguments:
             "all."
         },
     )
-    output_dir: str = os.path.join(ROOT, "docs", "benchmarks")
-    work_dir: str = field(default="/tmp/hf_nas_bench_supernet", metadata={"help": "Models and finished rows."})
     measure: str | None = field(default=None, metadata={"help": "Internal: run one measurement subprocess."})
 
 
 # ------------------------------------------------------------------------------------------------------------------
 # data
-def load_splits(args: BenchArguments, tokenizer) -> dict[str, datasets.Dataset]:
+def load_splits(args: SupernetBenchArguments, tokenizer) -> dict[str, datasets.Dataset]:
     """Tokenized train subset, validation split (held-out training rows) and the official dev set."""
-
-    def read(name: str) -> list[dict]:
-        with open(os.path.join(args.data_dir, name), newline="") as f:
-            return list(csv.DictReader(f, delimiter="\t", quoting=csv.QUOTE_NONE))
-
-    rows = read("train.tsv")
+    rows = read_sst2(args.data_dir, "train.tsv")
     order = list(range(len(rows)))
     random.Random(args.seed).shuffle(order)
     picked = {
-        "train": [rows[i] for i in order[: args.train_samples]],
-        "validation": [rows[i] for i in order[args.train_samples : args.train_samples + args.validation_samples]],
-        "dev": read("dev.tsv")[: args.dev_samples],
+        "train": rows.select(order[: args.train_samples]),
+        "validation": rows.select(order[args.train_samples : args.train_samples + args.validation_samples]),
+        "dev": first_rows(read_sst2(args.data_dir, "dev.tsv"), args.dev_samples),
     }
-
-    def tokenize(batch):
-        enc = tokenizer(batch["sentence"], truncation=True, max_length=args.max_seq_length)
-        enc["labels"] = batch["label"]
-        return enc
-
-    out = {}
-    for name, items in picked.items():
-        ds = datasets.Dataset.from_dict(
-            {"sentence": [r["sentence"] for r in items], "label": [int(r["label"]) for r in items]}
-        )
-        out[name] = ds.map(tokenize, batched=True, remove_columns=["sentence", "label"])
-    return out
+    return {name: tokenize_sst2(ds, tokenizer, args.max_seq_length) for name, ds in picked.items()}
 
 
 @torch.inference_mode()
@@ -234,27 +216,13 @@ class Rows:
         return row
 
 
-def train_args(args: BenchArguments, name: str, steps: int, cls=TrainingArguments, **kwargs):
-    return cls(
-        output_dir=os.path.join(args.work_dir, "runs", name),
-        max_steps=steps,
-        per_device_train_batch_size=args.batch_size,
-        learning_rate=args.learning_rate,
-        warmup_steps=max(1, steps // 10),
-        lr_scheduler_type="linear",
-        seed=args.seed,
-        data_seed=args.seed,
-        save_strategy="no",
-        eval_strategy="no",
-        logging_steps=max(1, steps // 10),
-        report_to=[],
-        use_cpu=True,
-        disable_tqdm=True,
-        **kwargs,
-    )
+def train_args(args: SupernetBenchArguments, name: str, steps: int, cls=TrainingArguments, **kwargs):
+    """The training arguments of the run `name` (in `<work_dir>/runs/<name>`) for `steps` optimizer steps."""
+    output_dir = os.path.join(args.work_dir, "runs", name)
+    return cpu_training_args(output_dir, steps, args.batch_size, args.learning_rate, args.seed, cls, **kwargs)
 
 
-def equal_compute(model, args: BenchArguments) -> dict:
+def equal_compute(model, args: SupernetBenchArguments) -> dict:
     """The one-pass steps whose training MACs match the teacher-first recipe's (teacher fine-tuning + supernet).
 
     Training compute is counted analytically: a forward+backward costs 3 forwards, a forward the subnet's MACs at
@@ -293,7 +261,7 @@ def equal_compute(model, args: BenchArguments) -> dict:
 
 
 class Bench:
-    def __init__(self, args: BenchArguments):
+    def __init__(self, args: SupernetBenchArguments):
         self.args = args
         self.path = args.model_name_or_path or default_text_checkpoint()
         self.tokenizer = AutoTokenizer.from_pretrained(self.path)
@@ -587,7 +555,7 @@ def reset_peak_rss() -> None:
         f.write("5")  # resets the peak resident set size (VmHWM) of this process
 
 
-def measure(args: BenchArguments) -> dict:
+def measure(args: SupernetBenchArguments) -> dict:
     """Inside a subprocess: `plain` or `sandwich` training memory (the increase of peak RSS over the process's own
     level just before training), or `timing` (a sandwich step vs the sum of its subnets' forward+backward), for the
     default recipe (one pass: the largest subnet teaches in place, so a step has no extra forward)."""
@@ -613,7 +581,7 @@ def measure(args: BenchArguments) -> dict:
     )
     trainer.create_optimizer_and_scheduler(num_training_steps=args.max_steps)
     trainer.current_gradient_accumulation_steps = 1
-    inputs = trainer._prepare_inputs(batch)
+    inputs = {key: value.to(trainer.args.device) for key, value in batch.items()}
     if args.measure == "sandwich":
         reset_peak_rss()
         base = peak_rss_bytes()
@@ -673,7 +641,7 @@ def accuracy(values: list[int]) -> float:
     return 100 * sum(values) / len(values)
 
 
-def report(bench: Bench, args: BenchArguments, command: list[str]) -> dict:
+def report(bench: Bench, args: SupernetBenchArguments) -> dict:
     rows = bench.rows
     teacher = rows.get("teacher")
     if teacher is None or rows.get(f"{DEFAULT_RECIPE}_subnets") is None:
@@ -750,17 +718,13 @@ def report(bench: Bench, args: BenchArguments, command: list[str]) -> dict:
         p[DEFAULT_RECIPE]["alone"]["train_seconds"] for p in points if "alone" in p.get(DEFAULT_RECIPE, {})
     ]
     measured = rows.get("measure")
+    record = run_record()
     result = {
-        "command": " ".join(command),
-        "commit": git_commit(),
+        "command": record["command"],
+        "commit": record["commit"],
         "model": checkpoint_name(bench.path),
-        "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, torch threads {torch.get_num_threads()}",
-        "versions": {
-            "torch": torch.__version__,
-            "transformers": transformers.__version__,
-            "hf_nas": hf_nas.__version__,
-            "python": platform.python_version(),
-        },
+        "machine": record["machine"],
+        "versions": record["versions"],
         "settings": {
             **{k: v for k, v in dataclasses.asdict(args).items() if k not in ("measure", "rows")},
             "data_dir": os.path.relpath(args.data_dir, ROOT),
@@ -798,17 +762,6 @@ def report(bench: Bench, args: BenchArguments, command: list[str]) -> dict:
     default_cloud = clouds.get(DEFAULT_RECIPE, [])
     result["cloud_min_dev"] = min(c["dev"] for c in default_cloud) if default_cloud else None
     return result
-
-
-def git_commit() -> str:
-    try:
-        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
-        dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--", "hf_nas", "scripts"], cwd=ROOT, capture_output=True, text=True
-        ).stdout.strip()
-        return commit + (" (with uncommitted changes)" if dirty else "")
-    except OSError:
-        return "unknown"
 
 
 def plot(result: dict, path: str) -> None:
@@ -877,13 +830,6 @@ def within(interval: dict, tolerance: float) -> str:
         return "NOT met"
     side = "met" if interval["diff"] >= -tolerance else "missed"
     return f"unresolved (point estimate {side}; the interval spans the target)"
-
-
-def status(value: float | None, target: float, higher_is_better: bool = False) -> str:
-    if value is None:
-        return "not measured"
-    ok = value >= target if higher_is_better else value <= target
-    return "met" if ok else "NOT met"
 
 
 def recipe_verdict(points: list[dict]) -> str:
@@ -1152,13 +1098,13 @@ def update_readme(r: dict, path: str) -> None:
 
 
 def main() -> None:
-    (args,) = HfArgumentParser(BenchArguments).parse_args_into_dataclasses()
+    args = parse_args(SupernetBenchArguments)
     transformers.utils.logging.set_verbosity_error()
     datasets.utils.logging.disable_progress_bar()
     if args.measure is not None:
         print(json.dumps(measure(args)))
         return
-    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
+    setup_logging()
     bench = Bench(args)
     groups = {g.strip() for g in args.rows.split(",")}
     if "all" in groups:
@@ -1181,14 +1127,11 @@ def main() -> None:
             logger.info("== %s", name)
             fn()
     if "report" in groups:
-        result = report(bench, args, [os.path.relpath(sys.argv[0], ROOT), *sys.argv[1:]])
-        os.makedirs(args.output_dir, exist_ok=True)
-        atomic_write_text(os.path.join(args.output_dir, "supernet.json"), json.dumps(result, indent=1) + "\n")
+        result = report(bench, args)
+        write_results(args.output_dir, "supernet", result, render_markdown(result), indent=1)
         plot(result, os.path.join(args.output_dir, "supernet_pareto.png"))
-        atomic_write_text(os.path.join(args.output_dir, "supernet.md"), render_markdown(result))
-        if os.path.abspath(args.output_dir) == os.path.join(ROOT, "docs", "benchmarks"):
+        if os.path.abspath(args.output_dir) == BENCHMARKS_DIR:
             update_readme(result, os.path.join(ROOT, "README.md"))
-        print(render_markdown(result))
 
 
 if __name__ == "__main__":

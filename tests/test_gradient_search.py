@@ -12,20 +12,25 @@ import torch
 import transformers
 from transformers import BertForSequenceClassification
 
-from hf_nas import SubnetConfig, count_macs
-from hf_nas.search.gradient import (
+from hf_nas import (
+    ElasticBeitConfig,
+    ElasticBeitForImageClassification,
+    ElasticViTConfig,
+    ElasticViTForImageClassification,
+    SubnetConfig,
+    count_macs,
+)
+from hf_nas.gradient import (
+    ARCH_STATE_NAME,
+    ARCHITECTURE_DIR_NAME,
     ArchitectureParameters,
     ArchitectureWeights,
+    GradientSearchArguments,
+    GradientSearchTrainer,
     MixedForward,
     expected_macs,
     perturbation_select,
     select_argmax,
-)
-from hf_nas.training.gradient_trainer import (
-    ARCH_STATE_NAME,
-    ARCHITECTURE_DIR_NAME,
-    GradientSearchArguments,
-    GradientSearchTrainer,
 )
 
 from .conftest import assert_outputs_close, make_supernet, random_batch, tiny_bert_config
@@ -477,3 +482,123 @@ def test_the_mixture_is_one_forward_with_the_memory_of_the_largest_subnet():
     finally:
         for hook in hooks:
             hook.remove()
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# image supernets: the same search on `pixel_values`, with costs at an image size
+VISION_FAMILIES = ["vit", "beit"]
+
+
+def tiny_vision_supernet(family: str, seed: int = 0):
+    """A tiny random ViT or BEiT classifier (hidden 32, 2 layers, 4 heads, 32 px images of 8 px patches); BEiT with
+    relative position bias, layer scale and mean pooling."""
+    torch.manual_seed(seed)
+    kwargs = dict(
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        intermediate_size=64,
+        image_size=32,
+        patch_size=8,
+        num_labels=3,
+    )
+    if family == "vit":
+        return ElasticViTForImageClassification(ElasticViTConfig(**kwargs)).eval()
+    config = ElasticBeitConfig(
+        **kwargs, use_relative_position_bias=True, use_mean_pooling=True, layer_scale_init_value=0.5
+    )
+    return ElasticBeitForImageClassification(config).eval()
+
+
+def image_batch(n: int = 4, seed: int = 0) -> dict[str, torch.Tensor]:
+    generator = torch.Generator().manual_seed(seed)
+    pixel_values = torch.randn(n, 3, 32, 32, generator=generator)  # (n, C, H, W)
+    return {"pixel_values": pixel_values, "labels": torch.arange(n) % 3}
+
+
+@pytest.mark.parametrize("family", VISION_FAMILIES)
+def test_vision_mixed_forward_reaches_every_parameter_and_equals_the_one_hot_subnet(family):
+    model = tiny_vision_supernet(family).train()
+    space = model.search_space
+    arch = ArchitectureParameters(space, init_std=0.1)
+    with MixedForward(model, arch.weights()):
+        model(**image_batch()).loss.backward()
+    for name, p in arch.named_parameters():
+        assert p.grad is not None and p.grad.abs().sum() > 0, name
+    assert model.elastic_layers()[-1].neuron_projection().weight.grad.abs().sum() > 0
+    model.eval()
+    pixel_values = image_batch()["pixel_values"]
+    for subnet in (space.smallest(), space.largest(), space.sample(seed=1)):
+        with torch.no_grad():
+            with model.subnet(subnet):
+                expected = model(pixel_values=pixel_values).logits
+            with MixedForward(model, ArchitectureWeights.one_hot(space, subnet)):
+                actual = model(pixel_values=pixel_values).logits
+        torch.testing.assert_close(actual, expected, atol=1e-5, rtol=0)
+    assert model.active_subnet == model.max_subnet()
+
+
+@pytest.mark.parametrize("family", VISION_FAMILIES)
+def test_vision_expected_macs_equals_count_macs_for_one_hot_weights(family):
+    model = tiny_vision_supernet(family)
+    space = model.search_space
+    subnets = [space.smallest(), space.largest(), *(space.sample(seed=s) for s in range(4))]
+    for image_size in (None, 16, (16, 32)):
+        for subnet in subnets:
+            weights = ArchitectureWeights.one_hot(space, subnet)
+            macs = expected_macs(model, weights, image_size=image_size, batch_size=2).item()
+            assert macs == count_macs(model, subnet, image_size=image_size, batch_size=2), (image_size, subnet)
+    arch = ArchitectureParameters(space)
+    macs = expected_macs(model, arch.weights())
+    assert count_macs(model, space.smallest()) < macs.item() < count_macs(model, space.largest())
+    macs.backward()
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in arch.parameters())
+    with pytest.raises(ValueError, match="`sequence_length` is for text models"):
+        expected_macs(model, arch.weights(), sequence_length=16)
+
+
+@pytest.mark.parametrize("family", VISION_FAMILIES)
+def test_vision_selection_respects_a_mac_budget(family):
+    model = tiny_vision_supernet(family)
+    space = model.search_space
+    # Weights that prefer the largest subnet everywhere; the budget must still hold.
+    weights = ArchitectureWeights.one_hot(space, space.largest())
+    weights = ArchitectureWeights(**{name: 0.7 * w + 0.3 / w.shape[-1] for name, w in weights.items()})
+    full = count_macs(model, model.max_subnet())
+    smallest = count_macs(model, space.smallest()) / full
+    batches = [image_batch(seed=s) for s in range(2)]
+    for ratio in (smallest + 0.1 * (1 - smallest), smallest + 0.5 * (1 - smallest)):
+        argmax = select_argmax(model, weights, max_macs_ratio=ratio)
+        perturbation = perturbation_select(model, weights, batches, max_macs_ratio=ratio, show_progress=False)
+        for subnet in (argmax, perturbation):
+            space.validate(subnet)
+            assert count_macs(model, subnet) <= ratio * full
+    assert select_argmax(model, weights) == space.largest()  # no budget: the argmax
+
+
+@pytest.mark.parametrize("family", VISION_FAMILIES)
+def test_gradient_search_trainer_runs_on_vision_models(tmp_path, family):
+    model = tiny_vision_supernet(family)
+    space = model.search_space
+    batch = image_batch(n=8)
+    data = datasets.Dataset.from_dict({k: v.tolist() for k, v in batch.items()})
+    args = search_args(
+        tmp_path,
+        max_steps=3,
+        per_device_train_batch_size=4,
+        logging_steps=1,
+        macs_sequence_length=None,  # images: MACs at the config's image size
+        resource_penalty=1.0,
+        target_macs_ratio=0.6,
+    )
+    trainer = GradientSearchTrainer(model=model, args=args, train_dataset=data, arch_dataset=data)
+    assert trainer.macs_inputs == {"image_size": None}
+    trainer.train()
+    logs = [entry for entry in trainer.state.log_history if "arch_loss" in entry]
+    assert len(logs) == 3 and all(0 < entry["expected_macs_ratio"] <= 1 for entry in logs)
+    subnet = trainer.select_subnet("argmax")
+    assert subnet in space
+    assert count_macs(model, subnet) <= 0.6 * count_macs(model, model.max_subnet())
+    assert trainer.select_subnet("perturbation", num_eval_batches=1, tuning_steps=1) in space
+    with pytest.raises(ValueError, match=f"`macs_sequence_length`=8 does not apply to this {family} model"):
+        GradientSearchTrainer(model=model, args=search_args(tmp_path), train_dataset=data, arch_dataset=data)

@@ -20,6 +20,7 @@ import torch
 from huggingface_hub import ModelCard, RepoUrl
 from transformers import AutoModelForSequenceClassification, BertTokenizer
 
+import hf_nas.hub.card as hub_card
 from hf_nas import SubnetConfig, count_macs, count_parameters
 from hf_nas.costs import LatencyResult
 from hf_nas.hub import (
@@ -144,16 +145,15 @@ def test_template_copies_are_identical():
     source, packaged = ROOT / "model_cards" / "subnet_card.md", ROOT / "hf_nas" / "_templates" / "subnet_card.md"
     assert filecmp.cmp(source, packaged, shallow=False), "run: cp model_cards/subnet_card.md hf_nas/_templates/"
     assert "_templates/*.md" in (ROOT / "setup.cfg").read_text()
-    assert Path(subnet_card_template_path()).is_file()
+    assert (hub_card.SOURCE_TEMPLATE, hub_card.PACKAGED_TEMPLATE) == (source, packaged)  # both lookups find them
+    assert subnet_card_template_path() == str(source)  # a source checkout uses the source
 
 
 def test_packaged_template_is_found_without_the_source_folder(monkeypatch, supernet, tmp_path):
-    import hf_nas.hub as hub
-
-    monkeypatch.setattr(hub, "_SOURCE_TEMPLATE", tmp_path / "missing.md")  # as in an installed wheel
-    assert subnet_card_template_path() == str(hub._PACKAGED_TEMPLATE)
+    monkeypatch.setattr(hub_card, "SOURCE_TEMPLATE", tmp_path / "missing.md")  # as in an installed wheel
+    assert subnet_card_template_path() == str(ROOT / "hf_nas" / "_templates" / "subnet_card.md")
     assert "hf-nas" in str(build_model_card(supernet, VANILLA, base_model=BASE, macs_sequence_length=SEQ))
-    monkeypatch.setattr(hub, "_PACKAGED_TEMPLATE", tmp_path / "also-missing.md")
+    monkeypatch.setattr(hub_card, "PACKAGED_TEMPLATE", tmp_path / "also-missing.md")
     with pytest.raises(FileNotFoundError, match="subnet_card.md"):
         subnet_card_template_path()
 

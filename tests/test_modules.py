@@ -7,10 +7,21 @@ import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
+from transformers import ViTConfig
 from transformers.models.bert.modeling_bert import BertSelfAttention
+from transformers.models.vit.modeling_vit import ViTAttention
 
-from hf_nas.modules import ElasticEmbedding, ElasticLayerNorm, ElasticLinear, ElasticSelfAttention, SelfAttention
-from hf_nas.modules.attention import head_permutation_index
+from hf_nas.modules import (
+    ELASTIC_PRIMITIVES,
+    ElasticConv2d,
+    ElasticEmbedding,
+    ElasticLayerNorm,
+    ElasticLinear,
+    ElasticPrimitive,
+    ElasticSelfAttention,
+    SelfAttention,
+)
+from hf_nas.modules.attention import VISION_PROJECTION_NAMES, head_permutation_index
 
 from .conftest import ATTN_IMPLEMENTATIONS, randomize_parameters, tiny_bert_config
 
@@ -219,7 +230,7 @@ def manual_attention(attn: ElasticSelfAttention, x: torch.Tensor, mask: torch.Te
         bias = linear.bias[:n] if linear.bias is not None else None
         return F.linear(x, linear.weight[:n, :h], bias).view(B, T, heads, hs).transpose(1, 2)  # (B, nh, T, hs)
 
-    q, k, v = project(attn.query), project(attn.key), project(attn.value)
+    q, k, v = (project(linear) for linear in attn.qkv_projections())
     probs = torch.softmax(q @ k.transpose(-1, -2) / hs**0.5 + mask, dim=-1)  # (B, nh, T, T)
     return (probs @ v).transpose(1, 2).reshape(B, T, n)  # (B, T, nh * hs)
 
@@ -268,7 +279,7 @@ def test_attention_set_active_out_of_range():
     attn.set_active(hidden_size=16, num_attention_heads=2)
     with pytest.raises(ValueError, match=r"`num_attention_heads`=5 is out of range; allowed: 1 to 4"):
         attn.set_active(num_attention_heads=5)
-    with pytest.raises(ValueError, match=r"`in_features`=40 is out of range; allowed: 1 to 32"):
+    with pytest.raises(ValueError, match=r"`hidden_size`=40 is out of range; allowed: 1 to 32"):
         attn.set_active(hidden_size=40)
     assert attn.active_num_attention_heads == 2 and attn.query.active_in_features == 16
 
@@ -293,3 +304,108 @@ def test_attention_permute_heads_permutes_the_output():
     permuted_out, permuted_weights = attn(x)
     close(permuted_out, out[..., head_permutation_index(order, 8)])
     close(permuted_weights, weights[:, order])
+
+
+def make_vision_attention(attn_implementation: str = "eager", key_bias: bool = True) -> ElasticSelfAttention:
+    """ViT-named attention (`q_proj`, `k_proj`, `v_proj`, output projection `o_proj`)."""
+    config = ViTConfig(hidden_size=32, num_attention_heads=4, attention_probs_dropout_prob=0.0, qkv_bias=key_bias)
+    config._attn_implementation = attn_implementation
+    torch.manual_seed(0)
+    attn = ElasticSelfAttention(
+        config,
+        32,
+        4,
+        8,
+        key_bias=key_bias,
+        projection_names=VISION_PROJECTION_NAMES,
+        output_projection="o_proj",
+    )
+    return randomize_parameters(attn).eval()
+
+
+@pytest.mark.parametrize("attn_implementation", ATTN_IMPLEMENTATIONS)
+def test_vision_named_attention_full_size_equals_vit_attention(attn_implementation):
+    attn = make_vision_attention(attn_implementation)
+    assert [name for name, _ in attn.named_parameters()] == [
+        f"{proj}.{kind}" for proj in ("q_proj", "k_proj", "v_proj", "o_proj") for kind in ("weight", "bias")
+    ]
+    vanilla = ViTAttention(attn.config).eval()
+    vanilla.load_state_dict(attn.state_dict(), strict=True)
+    x = torch.randn(3, 6, 32)
+    mask = additive_mask(3, 6)
+    close(attn(x, attention_mask=mask)[0], vanilla(x, attention_mask=mask)[0], atol=1e-6)
+
+
+@pytest.mark.parametrize("key_bias", [True, False])
+@pytest.mark.parametrize(("hidden_size", "heads"), [(32, 4), (16, 3), (8, 4)])
+def test_vision_named_attention_active_slice_and_to_static(key_bias, hidden_size, heads):
+    attn = make_vision_attention(key_bias=key_bias)
+    attn.set_active(hidden_size, heads)
+    assert attn.active_sizes() == {"hidden_size": hidden_size, "num_attention_heads": heads}
+    assert attn.o_proj.active_in_features == heads * 8 and attn.o_proj.active_out_features == hidden_size
+    x = torch.randn(3, 6, hidden_size)  # (B, T, h)
+    mask = additive_mask(3, 6)
+    out, _ = attn(x, attention_mask=mask)
+    assert out.shape == (3, 6, hidden_size)
+    merged = manual_attention(attn, x, mask, heads)  # (B, T, nh * hs)
+    close(out, F.linear(merged, attn.o_proj.weight[:hidden_size, : heads * 8], attn.o_proj.bias[:hidden_size]), 1e-5)
+
+    static = attn.to_static()
+    assert [name for name, _ in static.named_children()] == ["q_proj", "k_proj", "v_proj", "o_proj", "dropout"]
+    assert (static.k_proj.bias is not None) == key_bias
+    assert static.o_proj.in_features == heads * 8 and static.o_proj.out_features == hidden_size
+    close(static(x, attention_mask=mask)[0], out)
+    assert attn.active_num_parameters() == sum(p.numel() for p in static.parameters())
+
+
+def test_vision_named_attention_permute_heads_keeps_the_output():
+    attn = make_vision_attention()
+    x = torch.randn(2, 5, 32)
+    out, weights = attn(x)
+    order = torch.tensor([2, 0, 3, 1])
+    attn.permute_heads(order)
+    permuted_out, permuted_weights = attn(x)
+    close(permuted_out, out, atol=1e-6)
+    close(permuted_weights, weights[:, order])
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# The primitive protocol
+PRIMITIVES = {
+    "linear": lambda: ElasticLinear(12, 10),
+    "linear-no-bias": lambda: ElasticLinear(12, 10, bias=False),
+    "layernorm": lambda: ElasticLayerNorm(10),
+    "embedding": lambda: ElasticEmbedding(20, 10),
+    "conv2d": lambda: ElasticConv2d(3, 8, kernel_size=4, stride=4),
+    "attention": lambda: make_attention("eager"),
+    "attention-no-bias": lambda: make_attention("eager", bias=False),
+    "vision-attention": lambda: make_vision_attention(key_bias=False),
+}
+
+
+def test_every_primitive_follows_the_protocol():
+    for cls in (*ELASTIC_PRIMITIVES, ElasticSelfAttention):
+        assert issubclass(cls, ElasticPrimitive) and issubclass(cls, nn.Module), cls
+        assert not cls.__abstractmethods__, cls
+        assert cls.elastic_dims, cls
+    covered = {type(factory()) for factory in PRIMITIVES.values()}
+    assert covered == {*ELASTIC_PRIMITIVES, ElasticSelfAttention}
+
+
+@pytest.mark.parametrize("name", list(PRIMITIVES))
+def test_primitive_protocol(name):
+    module = PRIMITIVES[name]()
+    full = module.max_sizes()
+    assert set(full) == set(module.elastic_dims) and module.active_sizes() == full
+    for dim in module.elastic_dims:
+        module.set_active(**{dim: 1})
+        assert module.active_sizes() == {**full, dim: 1}, dim
+        with pytest.raises(ValueError, match=rf"`{dim}`={full[dim] + 1} is out of range; allowed: 1 to {full[dim]}"):
+            module.set_active(**{dim: full[dim] + 1})
+        assert module.active_sizes() == {**full, dim: 1}, "a failed set_active changes nothing"
+        assert module.active_num_parameters() == sum(p.numel() for p in module.to_static().parameters()), dim
+        module.reset_active()
+        assert module.active_sizes() == full
+    static = module.to_static()
+    assert not any(isinstance(m, ElasticPrimitive) for m in static.modules())
+    assert module.active_num_parameters() == sum(p.numel() for p in module.parameters())

@@ -4,7 +4,7 @@ schedules, uniform sampling, layer ranking, and the two-stage `train_supernet.py
 from __future__ import annotations
 
 import dataclasses
-import importlib.util
+import importlib
 import json
 import sys
 from pathlib import Path
@@ -24,7 +24,7 @@ from hf_nas.training.samplers import StagedSampler, parse_stages
 from .conftest import TINY, make_supernet, randomize_parameters, tiny_bert_config, with_layer_rule
 from .scripts.ddp_train import make_dataset
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+SCRIPT_COMMANDS = {"train_supernet": "train", "extract_subnet": "extract"}
 
 
 def make_args(output_dir, **overrides) -> SupernetTrainingArguments:
@@ -335,11 +335,8 @@ def test_rank_layers_matches_the_loss_of_each_layer_removed():
 # ----------------------------------------------------------------------------------------------------------------
 # the two-stage script on a tiny checkpoint
 def load_script(name: str):
-    spec = importlib.util.spec_from_file_location(f"script_{name}", REPO_ROOT / "scripts" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up
-    spec.loader.exec_module(module)
-    return module
+    """The module behind `scripts/<name>.py`: its `main` and helpers live in `hf_nas.commands`."""
+    return importlib.import_module(f"hf_nas.commands.{SCRIPT_COMMANDS[name]}")
 
 
 @pytest.fixture

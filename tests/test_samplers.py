@@ -7,6 +7,7 @@ import json
 import pytest
 
 from hf_nas import SearchSpace, SubnetConfig
+from hf_nas.costs import layer_linear_macs
 from hf_nas.training.samplers import (
     SAMPLERS,
     ShiftNASSampler,
@@ -333,3 +334,16 @@ def test_shiftnas_max_attempts_falls_back_to_closest(space):
 def test_shiftnas_bad_complexity_fn(space):
     with pytest.raises(ValueError, match="finite real number"):
         ShiftNASSampler(space, pool_size=10, complexity_fn=lambda s: float("inf"))
+
+
+def test_shiftnas_default_complexity_is_the_per_token_mac_count_of_the_layers(space):
+    """The default complexity is the cost model's per-token MACs of the layers' linear maps (hf_nas.costs)."""
+    sampler = shiftnas(space)
+    for subnet in (space.smallest(), space.largest(), SubnetConfig(2, (1, 4), (64, 16), 24)):
+        expected = sum(
+            layer_linear_macs(subnet.hidden_size, heads, ffn, attention_head_size=8)
+            for heads, ffn in zip(subnet.num_attention_heads, subnet.intermediate_size, strict=True)
+        )
+        assert sampler.complexity(subnet) == float(expected)
+    h = 24  # by hand: query, key, value, output (4 h a) and the FFN (2 h f) per layer
+    assert sampler.complexity(SubnetConfig(2, (1, 4), (64, 16), h)) == 4 * h * 8 + 2 * h * 64 + 4 * h * 32 + 2 * h * 16

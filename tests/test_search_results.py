@@ -199,7 +199,7 @@ def test_select_bad_arguments(kwargs, error, match):
 # ----------------------------------------------------------------------------------------------------------------
 # pareto_position
 def test_pareto_position_is_what_the_model_card_takes():
-    from hf_nas.hub import _check_pareto
+    from hf_nas.hub import check_pareto
 
     results = make_results()
     position = results.pareto_position(4)
@@ -210,7 +210,7 @@ def test_pareto_position_is_what_the_model_card_takes():
         "sorted_by": "accuracy",
         "values": {"accuracy": 0.8, "macs": 5e8},
     }
-    assert _check_pareto(position) == position  # build_model_card accepts it unchanged
+    assert check_pareto(position) == position  # build_model_card accepts it unchanged
     assert [results.pareto_position(i)["position"] for i in results.pareto_indices()] == [1, 2, 3]
 
 

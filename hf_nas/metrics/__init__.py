@@ -32,7 +32,14 @@ def build_compute_metrics(names: Sequence[str] = ("accuracy",)) -> Callable[[Any
     """A `compute_metrics` for classification: argmax of the logits against the labels, through `evaluate`.
 
     ```python
-    >>> compute_metrics = build_compute_metrics(["accuracy", "f1"])  # doctest: +SKIP
+    >>> import numpy as np
+    >>> from transformers import EvalPrediction
+    >>> from hf_nas.metrics import build_compute_metrics
+    >>> compute_metrics = build_compute_metrics(["accuracy", "f1"])
+    >>> logits = np.array([[0.1, 0.9], [0.8, 0.2], [0.3, 0.7]])
+    >>> metrics = compute_metrics(EvalPrediction(predictions=logits, label_ids=np.array([1, 0, 0])))
+    >>> {name: round(value, 3) for name, value in metrics.items()}
+    {'accuracy': 0.667, 'f1': 0.667}
     ```
     """
     metrics = [load_metric(name) for name in names]

@@ -1,11 +1,18 @@
-"""Elastic primitives: each is-a torch module with the vanilla parameter names, computes with the active slice of
-its weights, and copies that slice into a plain module with `to_static()`."""
+"""Elastic building blocks.
+
+- Primitives ([`ElasticPrimitive`]): each is-a torch module with the vanilla parameter names, computes with the active
+  slice of its weights, and copies that slice into a plain module with `to_static()`. `ELASTIC_PRIMITIVES` lists
+  those that own their parameters (what extraction copies); [`ElasticSelfAttention`] is built from them.
+- Layers ([`ElasticLayer`]): the protocol every family's transformer layer implements.
+"""
 
 from .attention import ElasticSelfAttention, SelfAttention
 from .conv import ElasticConv2d
 from .embedding import ElasticEmbedding
+from .layer import ElasticLayer
 from .layernorm import ElasticLayerNorm
 from .linear import ElasticLinear
+from .primitive import ElasticPrimitive
 
 ELASTIC_PRIMITIVES = (ElasticConv2d, ElasticEmbedding, ElasticLayerNorm, ElasticLinear)
 
@@ -13,8 +20,10 @@ __all__ = [
     "ELASTIC_PRIMITIVES",
     "ElasticConv2d",
     "ElasticEmbedding",
+    "ElasticLayer",
     "ElasticLayerNorm",
     "ElasticLinear",
+    "ElasticPrimitive",
     "ElasticSelfAttention",
     "SelfAttention",
 ]

@@ -7,11 +7,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..validation import check_size
+from .primitive import ElasticPrimitive
 
 __all__ = ["ElasticConv2d"]
 
 
-class ElasticConv2d(nn.Conv2d):
+class ElasticConv2d(ElasticPrimitive, nn.Conv2d):
     """`nn.Conv2d` that computes the first `active_out_channels` output channels.
 
     Parameters keep the vanilla names and full shapes, so a vanilla checkpoint loads without key mapping.
@@ -26,6 +27,8 @@ class ElasticConv2d(nn.Conv2d):
     torch.Size([1, 6, 4, 4])
     ```
     """
+
+    elastic_dims = ("out_channels",)
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
@@ -50,6 +53,10 @@ class ElasticConv2d(nn.Conv2d):
             return super().forward(x)
         bias = None if self.bias is None else self.bias[:n]
         return F.conv2d(x, self.weight[:n], bias, self.stride, self.padding, self.dilation, self.groups)
+
+    def active_num_parameters(self) -> int:
+        per_channel = self.weight[0].numel() + (1 if self.bias is not None else 0)
+        return self.active_out_channels * per_channel
 
     @torch.no_grad()
     def to_static(self) -> nn.Conv2d:

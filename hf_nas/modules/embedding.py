@@ -7,12 +7,15 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..validation import check_size
+from .primitive import ElasticPrimitive
 
 __all__ = ["ElasticEmbedding"]
 
 
-class ElasticEmbedding(nn.Embedding):
+class ElasticEmbedding(ElasticPrimitive, nn.Embedding):
     """`nn.Embedding` whose active embedding width is a prefix of the full width (the vocabulary is never cut)."""
+
+    elastic_dims = ("embedding_dim",)
 
     def __init__(self, num_embeddings: int, embedding_dim: int, padding_idx: int | None = None, **kwargs):
         super().__init__(num_embeddings, embedding_dim, padding_idx=padding_idx, **kwargs)

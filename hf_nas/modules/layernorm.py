@@ -7,16 +7,19 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..validation import check_size
+from .primitive import ElasticPrimitive
 
 __all__ = ["ElasticLayerNorm"]
 
 
-class ElasticLayerNorm(nn.LayerNorm):
+class ElasticLayerNorm(ElasticPrimitive, nn.LayerNorm):
     """`nn.LayerNorm` over a 1-D feature axis whose active size is a prefix of the full size.
 
     The statistics are computed over the active channels only, exactly as a plain `nn.LayerNorm` of the active size
     would; this is what makes an extracted subnet equal the supernet.
     """
+
+    elastic_dims = ("features",)
 
     def __init__(self, normalized_shape: int, eps: float = 1e-5, elementwise_affine: bool = True, **kwargs):
         super().__init__(normalized_shape, eps=eps, elementwise_affine=elementwise_affine, **kwargs)

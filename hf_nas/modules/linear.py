@@ -7,11 +7,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..validation import check_size
+from .primitive import ElasticPrimitive
 
 __all__ = ["ElasticLinear"]
 
 
-class ElasticLinear(nn.Linear):
+class ElasticLinear(ElasticPrimitive, nn.Linear):
     """`nn.Linear` that computes with the first `active_out_features` rows and `active_in_features` columns.
 
     The parameters keep the vanilla names and full shapes (`weight`: `(max_out_features, max_in_features)`), so a
@@ -27,6 +28,8 @@ class ElasticLinear(nn.Linear):
     torch.Size([3, 2])
     ```
     """
+
+    elastic_dims = ("in_features", "out_features")
 
     def __init__(self, in_features: int, out_features: int, bias: bool = True, device=None, dtype=None):
         super().__init__(in_features, out_features, bias=bias, device=device, dtype=dtype)

@@ -1,38 +1,22 @@
-"""Subnet search: objectives, predictors, strategies behind one ask/tell interface, and the Pareto front.
+"""Subnet search: objectives, constraints, predictors, strategies behind one ask/tell interface, the Pareto front,
+the search loop ([`SubnetSearch`]) and its results ([`SearchResults`]).
 
 Search code never touches the network: strategies see subnets and objective values only.
 """
 
-from .gradient import (
-    ArchitectureParameters,
-    ArchitectureWeights,
-    MixedForward,
-    expected_macs,
-    perturbation_select,
-    select_argmax,
-)
+from .constraints import Constraint, check_constraints, parse_constraints
 from .objectives import OBJECTIVES, Objective, get_objective, register_objective
 from .pareto import default_reference_point, hypervolume, pareto_front
 from .predictors import Predictor, encode
-from .search import RESULTS_NAME, SearchResults, SubnetSearch, supernet_fingerprint
-from .strategies import (
-    STRATEGIES,
-    Constraint,
-    SearchStrategy,
-    check_constraints,
-    get_strategy,
-    parse_constraints,
-    register_strategy,
-)
+from .results import RESULTS_NAME, SearchResults, supernet_fingerprint
+from .search import SubnetSearch
+from .strategies import STRATEGIES, SearchStrategy, get_strategy, register_strategy
 
 __all__ = [
     "OBJECTIVES",
     "RESULTS_NAME",
     "STRATEGIES",
-    "ArchitectureParameters",
-    "ArchitectureWeights",
     "Constraint",
-    "MixedForward",
     "Objective",
     "Predictor",
     "SearchResults",
@@ -41,15 +25,12 @@ __all__ = [
     "check_constraints",
     "default_reference_point",
     "encode",
-    "expected_macs",
     "get_objective",
     "get_strategy",
     "hypervolume",
     "pareto_front",
     "parse_constraints",
-    "perturbation_select",
     "register_objective",
     "register_strategy",
-    "select_argmax",
     "supernet_fingerprint",
 ]

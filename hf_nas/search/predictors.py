@@ -91,8 +91,16 @@ def register_predictor_model(name: str, factory: Callable[[int], Any]) -> None:
     """Make `Predictor(space, model=name)` use `factory(seed)`, which returns an unfitted scikit-learn regressor.
 
     ```python
-    >>> from sklearn.neighbors import KNeighborsRegressor  # doctest: +SKIP
-    >>> register_predictor_model("knn", lambda seed: KNeighborsRegressor(n_neighbors=5))  # doctest: +SKIP
+    >>> from sklearn.neighbors import KNeighborsRegressor
+    >>> from hf_nas import SearchSpace
+    >>> from hf_nas.search.predictors import Predictor, register_predictor_model
+    >>> register_predictor_model("knn", lambda seed: KNeighborsRegressor(n_neighbors=5))
+    >>> space = SearchSpace(num_hidden_layers=(1, 2), num_attention_heads=(2, 4), intermediate_size=(32, 64),
+    ...                     hidden_size=(16, 32), attention_head_size=8)
+    >>> subnets = [space.sample(seed=i) for i in range(10)]
+    >>> predictor = Predictor(space, model="knn").fit(subnets, [s.hidden_size for s in subnets])
+    >>> predictor.predict(subnets[:3]).shape
+    (3,)
     ```
     """
     if not isinstance(name, str) or not name:

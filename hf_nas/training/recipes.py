@@ -135,9 +135,24 @@ def finetune_teacher(
     Example:
 
     ```python
-    >>> teacher = AutoModelForSequenceClassification.from_pretrained(path, num_labels=2)  # doctest: +SKIP
-    >>> targs = teacher_training_arguments(supernet_args, "out/supernet/teacher")  # doctest: +SKIP
-    >>> teacher = finetune_teacher(teacher, targs, train, "out/supernet/teacher", collator, tokenizer)  # doctest: +SKIP
+    >>> import os, tempfile
+    >>> from transformers import BertConfig, BertForSequenceClassification
+    >>> from hf_nas import SupernetTrainingArguments
+    >>> from hf_nas.training.recipes import find_saved_teacher, finetune_teacher, teacher_training_arguments
+    >>> config = BertConfig(vocab_size=99, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+    ...                     intermediate_size=64, num_labels=2)
+    >>> teacher = BertForSequenceClassification(config)
+    >>> train = [{"input_ids": [2, 5, 7, 9], "labels": i % 2} for i in range(4)]
+    >>> output_dir = tempfile.mkdtemp()  # the supernet's output folder
+    >>> supernet_args = SupernetTrainingArguments(output_dir, max_steps=1, per_device_train_batch_size=2,
+    ...                                           report_to="none")
+    >>> targs = teacher_training_arguments(supernet_args, os.path.join(output_dir, "teacher"))
+    >>> teacher = finetune_teacher(teacher, targs, train, os.path.join(output_dir, "teacher"))  # doctest: +ELLIPSIS
+    {'train_runtime': ...}
+    ***** teacher_train metrics *****
+      epoch ...
+    >>> find_saved_teacher(output_dir) == os.path.join(output_dir, "teacher")
+    True
     ```
     """
     if not isinstance(model, PreTrainedModel):
@@ -184,9 +199,22 @@ def finetune_subnet(
     Example:
 
     ```python
-    >>> args = SupernetTrainingArguments("out/finetune", max_steps=100, hidden_loss_weight=1.0)  # doctest: +SKIP
-    >>> finetune_subnet(supernet, subnet, args, train, teacher_model="out/supernet/teacher")  # doctest: +SKIP
-    >>> small = supernet.extract_subnet(subnet)  # doctest: +SKIP
+    >>> import tempfile
+    >>> from hf_nas import ElasticBertConfig, ElasticBertForSequenceClassification, SupernetTrainingArguments
+    >>> from hf_nas.training.recipes import finetune_subnet
+    >>> config = ElasticBertConfig(vocab_size=99, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+    ...                            intermediate_size=64, num_labels=2)
+    >>> supernet = ElasticBertForSequenceClassification(config)
+    >>> teacher = supernet.extract_subnet(supernet.max_subnet())  # stands in for the teacher saved beside it
+    >>> subnet = supernet.search_space.smallest()
+    >>> train = [{"input_ids": [2, 5, 7, 9], "labels": i % 2} for i in range(4)]
+    >>> args = SupernetTrainingArguments(tempfile.mkdtemp(), max_steps=1, per_device_train_batch_size=2,
+    ...                                  hidden_loss_weight=1.0, save_strategy="no", report_to="none")
+    >>> supernet = finetune_subnet(supernet, subnet, args, train, teacher_model=teacher)  # doctest: +ELLIPSIS
+    {'train_runtime': ...}
+    >>> small = supernet.extract_subnet(subnet)
+    >>> small.config.num_hidden_layers, small.config.hidden_size
+    (1, 16)
     ```
     """
     from .samplers import get_sampler

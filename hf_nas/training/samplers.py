@@ -28,14 +28,15 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from typing import Any, ClassVar
 
+from ..costs import layer_linear_macs
 from ..registry import Registry
 from ..search_space import SearchSpace, SubnetConfig
 from ..validation import check_float, check_int
 
 __all__ = [
     "SAMPLERS",
-    "InstaTuneSampler",
     "FixedSampler",
+    "InstaTuneSampler",
     "RandomSampler",
     "SandwichSampler",
     "ShiftNASSampler",
@@ -174,11 +175,13 @@ def register_sampler(cls: type[SubnetSampler]) -> type[SubnetSampler]:
     """Class decorator adding a [`SubnetSampler`] subclass to [`SAMPLERS`] under its `name`.
 
     ```python
-    >>> @register_sampler  # doctest: +SKIP
+    >>> @register_sampler
     ... class MySampler(SubnetSampler):
     ...     name = "mine"
     ...     def sample(self, step, micro_step=0):
     ...         return [self.search_space.sample(generator=self.generator(step, micro_step))]
+    >>> "mine" in SAMPLERS
+    True
     ```
     """
     return SAMPLERS.register(cls)
@@ -188,7 +191,10 @@ def get_sampler(name: str, search_space: SearchSpace, seed: int = 0, **kwargs: A
     """Build the sampler registered as `name` with its options `kwargs`.
 
     ```python
-    >>> sampler = get_sampler("random", space, seed=1, num_subnets=2)  # doctest: +SKIP
+    >>> space = SearchSpace((1, 2), (2, 4), (32, 64), (32,), attention_head_size=8)
+    >>> sampler = get_sampler("random", space, seed=1, num_subnets=2)
+    >>> len(sampler.sample(step=0))
+    2
     ```
 
     Raises:
@@ -215,9 +221,11 @@ class SandwichSampler(_UniformDraws, SubnetSampler):
     Example:
 
     ```python
-    >>> sampler = SandwichSampler(space, seed=0)  # doctest: +SKIP
-    >>> [s.num_hidden_layers for s in sampler.sample(step=0)]  # doctest: +SKIP
-    [2, 1, 2, 1]
+    >>> space = SearchSpace((1, 2), (2, 4), (32, 64), (32,), attention_head_size=8)
+    >>> sampler = SandwichSampler(space, seed=0)
+    >>> subnets = sampler.sample(step=0)  # the largest, the smallest, then two random subnets
+    >>> subnets[0] == space.largest(), subnets[1] == space.smallest(), len(subnets)
+    (True, True, 4)
     ```
     """
 
@@ -256,8 +264,9 @@ class InstaTuneSampler(_UniformDraws, SubnetSampler):
     Example:
 
     ```python
-    >>> sampler = InstaTuneSampler(space, seed=0)  # doctest: +SKIP
-    >>> len(sampler.sample(step=0))  # doctest: +SKIP
+    >>> space = SearchSpace((1, 2), (2, 4), (32, 64), (32,), attention_head_size=8)
+    >>> sampler = InstaTuneSampler(space, seed=0)
+    >>> len(sampler.sample(step=0))
     2
     ```
     """
@@ -289,8 +298,9 @@ class RandomSampler(_UniformDraws, SubnetSampler):
     Example:
 
     ```python
-    >>> sampler = RandomSampler(space, seed=0, num_subnets=3)  # doctest: +SKIP
-    >>> len(sampler.sample(step=0))  # doctest: +SKIP
+    >>> space = SearchSpace((1, 2), (2, 4), (32, 64), (32,), attention_head_size=8)
+    >>> sampler = RandomSampler(space, seed=0, num_subnets=3)
+    >>> len(sampler.sample(step=0))
     3
     ```
     """
@@ -322,8 +332,9 @@ class FixedSampler(SubnetSampler):
     Example:
 
     ```python
-    >>> sampler = FixedSampler(space, subnets=[space.smallest()])  # doctest: +SKIP
-    >>> sampler.sample(step=7) == [space.smallest()]  # doctest: +SKIP
+    >>> space = SearchSpace((1, 2), (2, 4), (32, 64), (32,), attention_head_size=8)
+    >>> sampler = FixedSampler(space, subnets=[space.smallest()])
+    >>> sampler.sample(step=7) == [space.smallest()]
     True
     ```
     """
@@ -348,12 +359,10 @@ class FixedSampler(SubnetSampler):
 
 
 def _mac_proxy(subnet: SubnetConfig, attention_head_size: int) -> float:
-    """Per-token MACs of the encoder layers: Q, K, V and output projections (4 * hidden * heads * head size) and the
-    two FFN matrices (2 * hidden * ffn), summed over the kept layers."""
-    h = subnet.hidden_size
+    """Per-token MACs of the linear layers of the kept encoder layers (`hf_nas.costs.layer_linear_macs`)."""
     return float(
         sum(
-            4 * h * heads * attention_head_size + 2 * h * ffn
+            layer_linear_macs(subnet.hidden_size, heads, ffn, attention_head_size=attention_head_size)
             for heads, ffn in zip(subnet.num_attention_heads, subnet.intermediate_size, strict=True)
         )
     )
@@ -387,8 +396,8 @@ class ShiftNASSampler(SubnetSampler):
         ema (`float`, *optional*, defaults to 0.9): decay of the moving average of each bin's loss, in (0, 1).
         beta (`float`, *optional*, defaults to 2.0): strength of the shift (>= 0; 0 keeps the bins uniform).
         complexity_fn (`Callable[[SubnetConfig], float]`, *optional*): the complexity of a subnet. Defaults to an
-            analytic per-token MAC proxy of the encoder layers:
-            `sum(4 * hidden * heads * attention_head_size + 2 * hidden * ffn)` over the kept layers.
+            analytic per-token MAC proxy of the encoder layers: the sum of `hf_nas.costs.layer_linear_macs` (query,
+            key, value, attention output and FFN matrices) over the kept layers.
         max_attempts (`int`, *optional*, defaults to 1000): uniform draws per subnet before taking the closest one.
 
     Example:
@@ -651,8 +660,9 @@ class StagedSampler(SubnetSampler):
     Example:
 
     ```python
-    >>> sampler = StagedSampler(space, "width@0.5,depth", 100, lambda s: get_sampler("sandwich", s))  # doctest: +SKIP
-    >>> sampler.stage_of(10), sampler.stage_of(60)  # doctest: +SKIP
+    >>> space = SearchSpace((1, 2), (2, 4), (32, 64), (32,), attention_head_size=8)
+    >>> sampler = StagedSampler(space, "width@0.5,depth", 100, lambda s: get_sampler("sandwich", s))
+    >>> sampler.stage_of(10), sampler.stage_of(60)
     (0, 1)
     ```
     """

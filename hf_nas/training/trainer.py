@@ -60,10 +60,24 @@ class SupernetTrainer(Trainer):
     Example:
 
     ```python
-    >>> trainer = SupernetTrainer(model=supernet, args=SupernetTrainingArguments("out"), train_dataset=train,
-    ...                           eval_dataset=dev, compute_metrics=compute_metrics)  # doctest: +SKIP
-    >>> trainer.train()  # doctest: +SKIP
-    >>> trainer.evaluate()["eval_smallest_accuracy"]  # doctest: +SKIP
+    >>> import tempfile
+    >>> from hf_nas import ElasticBertConfig, ElasticBertForSequenceClassification, SupernetTrainingArguments
+    >>> from hf_nas.metrics import build_compute_metrics
+    >>> from hf_nas.training import SupernetTrainer
+    >>> config = ElasticBertConfig(vocab_size=99, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+    ...                            intermediate_size=64, num_labels=2)
+    >>> supernet = ElasticBertForSequenceClassification(config)
+    >>> train = dev = [{"input_ids": [2, 5, 7, 9], "labels": i % 2} for i in range(4)]
+    >>> args = SupernetTrainingArguments(tempfile.mkdtemp(), max_steps=1, per_device_train_batch_size=2,
+    ...                                  save_strategy="no", report_to="none")
+    >>> trainer = SupernetTrainer(model=supernet, args=args, train_dataset=train, eval_dataset=dev,
+    ...                           compute_metrics=build_compute_metrics(["accuracy"]))
+    >>> trainer.train().global_step  # doctest: +ELLIPSIS
+    {'train_runtime': ...}
+    1
+    >>> metrics = trainer.evaluate()
+    >>> 0.0 <= metrics["eval_smallest_accuracy"] <= 1.0, "eval_largest_loss" in metrics
+    (True, True)
     ```
     """
 

@@ -12,6 +12,9 @@ all layers has one column per head of the widest layer; a layer with `k` heads a
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
 import torch
 from huggingface_hub.dataclasses import strict
 from torch import nn
@@ -20,20 +23,22 @@ from transformers.models.beit.modeling_beit import BeitLayer
 
 __all__ = ["BeitSubnetConfig", "BeitSubnetForImageClassification", "BeitSubnetModel"]
 
+# >>> shared subnet code: copied from models/subnet_common.py of hf-nas; edit it there, not here >>>
 
-@strict
-class BeitSubnetConfig(BeitConfig):
-    r"""[`BeitConfig`] with per-layer sizes.
 
-    `hidden_size // num_attention_heads` is the attention head size, as in BEiT; layer `i` has
-    `layer_num_attention_heads[i]` heads of that size and an MLP of width `layer_intermediate_sizes[i]`.
+@dataclass(kw_only=True, eq=False, repr=False)
+class LayerSizesConfigMixin:
+    r"""Per-layer sizes, mixed into a vanilla config class (listed before it).
+
+    `hidden_size // num_attention_heads` is the attention head size, as in the vanilla model; layer `i` has
+    `layer_num_attention_heads[i]` heads of that size and an FFN (MLP) of width `layer_intermediate_sizes[i]`.
+    Both default to the uniform sizes of the vanilla fields.
     """
 
-    model_type = "beit_subnet"
     layer_num_attention_heads: list[int] | None = None
     layer_intermediate_sizes: list[int] | None = None
 
-    def __post_init__(self, **kwargs):
+    def __post_init__(self, **kwargs: Any) -> None:
         super().__post_init__(**kwargs)
         if self.layer_num_attention_heads is None:
             self.layer_num_attention_heads = [self.num_attention_heads] * self.num_hidden_layers
@@ -49,6 +54,90 @@ class BeitSubnetConfig(BeitConfig):
                 raise ValueError(f"`{name}` entries must be >= 1, got {list(values)}.")
 
 
+@dataclass(frozen=True)
+class LayerLayout:
+    """Where a vanilla model keeps the modules whose shapes follow a layer's head count and FFN width.
+
+    Args:
+        layers: the path of the layer list in the base model (`encoder.layer`).
+        attention: the path, in a layer, of the module that splits the heads (its `num_attention_heads`, and
+            `all_head_size` if it has one, are set to the layer's).
+        qkv: the paths of the query, key and value projections (`hidden -> heads * head_size`).
+        attention_output: the path of the projection of the merged heads (`heads * head_size -> hidden`).
+        ffn_input: the path of the FFN's first projection (`hidden -> intermediate`).
+        ffn_output: the path of the FFN's second projection (`intermediate -> hidden`).
+    """
+
+    layers: str
+    attention: str
+    qkv: tuple[str, str, str]
+    attention_output: str
+    ffn_input: str
+    ffn_output: str
+
+
+def _resize_linear(
+    root: nn.Module, path: str, in_features: int | None = None, out_features: int | None = None
+) -> None:
+    """Replace the `nn.Linear` at `path` by one of the new shape, with a bias if it had one (fresh weights: the
+    checkpoint fills them)."""
+    parent_path, _, name = path.rpartition(".")
+    parent = root.get_submodule(parent_path)
+    old = getattr(parent, name)
+    new = nn.Linear(
+        old.in_features if in_features is None else in_features,
+        old.out_features if out_features is None else out_features,
+        bias=old.bias is not None,
+        device=old.weight.device,
+        dtype=old.weight.dtype,
+    )
+    setattr(parent, name, new)
+
+
+def resize_layers(layers: nn.ModuleList, config: LayerSizesConfigMixin, layout: LayerLayout) -> None:
+    """Give every layer its own head count and FFN width; the model was built at the uniform size first."""
+    head_size = config.hidden_size // config.num_attention_heads
+    sizes = zip(layers, config.layer_num_attention_heads, config.layer_intermediate_sizes, strict=True)
+    for layer, heads, ffn in sizes:
+        inner = heads * head_size
+        for path in layout.qkv:
+            _resize_linear(layer, path, out_features=inner)
+        _resize_linear(layer, layout.attention_output, in_features=inner)
+        _resize_linear(layer, layout.ffn_input, out_features=ffn)
+        _resize_linear(layer, layout.ffn_output, in_features=ffn)
+        attention = layer.get_submodule(layout.attention)
+        attention.num_attention_heads = heads
+        if hasattr(attention, "all_head_size"):
+            attention.all_head_size = inner
+
+
+class SubnetModelMixin:
+    """Mixed into a vanilla model class (listed before it): builds the vanilla model, then resizes its layers to
+    the config's per-layer sizes. A family sets `layer_layout` and may extend `resize_layers`."""
+
+    layer_layout: ClassVar[LayerLayout]
+
+    def __init__(self, config: LayerSizesConfigMixin, *args: Any, **kwargs: Any):
+        super().__init__(config, *args, **kwargs)
+        self.resize_layers(config)
+        self.post_init()
+
+    def resize_layers(self, config: LayerSizesConfigMixin) -> None:
+        layers = self.base_model.get_submodule(self.layer_layout.layers)
+        resize_layers(layers, config, self.layer_layout)
+
+
+# <<< shared subnet code <<<
+
+
+@strict
+class BeitSubnetConfig(LayerSizesConfigMixin, BeitConfig):
+    r"""[`BeitConfig`] with per-layer sizes: layer `i` has `layer_num_attention_heads[i]` heads of size
+    `hidden_size // num_attention_heads` and an MLP of width `layer_intermediate_sizes[i]`."""
+
+    model_type = "beit_subnet"
+
+
 class BeitSubnetLayer(BeitLayer):
     """A BEiT layer that adds only the planes of its own heads from a bias shared by all layers."""
 
@@ -59,45 +148,34 @@ class BeitSubnetLayer(BeitLayer):
         return super().forward(hidden_states, attention_mask, interpolate_pos_encoding, resolution, **kwargs)
 
 
-def _resize(model: BeitModel, config: BeitSubnetConfig) -> None:
-    """Give every layer its own head count and MLP width (built at the uniform size first)."""
-    hidden = config.hidden_size
-    head_size = config.hidden_size // config.num_attention_heads
-    if model.shared_position_bias is not None:
-        table = model.shared_position_bias.relative_position_bias_table  # (num_relative_distance, heads)
-        model.shared_position_bias.relative_position_bias_table = nn.Parameter(
-            torch.zeros(table.shape[0], max(config.layer_num_attention_heads))
-        )
-    sizes = zip(model.layers, config.layer_num_attention_heads, config.layer_intermediate_sizes, strict=True)
-    for layer, heads, ffn in sizes:
-        inner = heads * head_size
-        attention = layer.attention
-        attention.q_proj = nn.Linear(hidden, inner)
-        attention.k_proj = nn.Linear(hidden, inner, bias=False)
-        attention.v_proj = nn.Linear(hidden, inner)
-        attention.o_proj = nn.Linear(inner, hidden)
-        attention.num_attention_heads = heads
-        layer.mlp.fc1 = nn.Linear(hidden, ffn)
-        layer.mlp.fc2 = nn.Linear(ffn, hidden)
-        if layer.relative_position_bias is not None:
-            rows = layer.relative_position_bias.relative_position_bias_table.shape[0]
-            layer.relative_position_bias.relative_position_bias_table = nn.Parameter(torch.zeros(rows, heads))
-        layer.__class__ = BeitSubnetLayer
+def _resize_bias_table(bias: nn.Module | None, heads: int) -> None:
+    """Give a relative position bias one column per head (fresh values: the checkpoint fills them)."""
+    if bias is not None:
+        rows = bias.relative_position_bias_table.shape[0]  # (num_relative_distance, heads)
+        bias.relative_position_bias_table = nn.Parameter(torch.zeros(rows, heads))
 
 
-class BeitSubnetModel(BeitModel):
+class _BeitSubnetMixin(SubnetModelMixin):
+    layer_layout = LayerLayout(
+        layers="layers",
+        attention="attention",
+        qkv=("attention.q_proj", "attention.k_proj", "attention.v_proj"),
+        attention_output="attention.o_proj",
+        ffn_input="mlp.fc1",
+        ffn_output="mlp.fc2",
+    )
+
+    def resize_layers(self, config: BeitSubnetConfig) -> None:
+        super().resize_layers(config)
+        _resize_bias_table(self.base_model.shared_position_bias, max(config.layer_num_attention_heads))
+        for layer, heads in zip(self.base_model.layers, config.layer_num_attention_heads, strict=True):
+            _resize_bias_table(layer.relative_position_bias, heads)
+            layer.__class__ = BeitSubnetLayer
+
+
+class BeitSubnetModel(_BeitSubnetMixin, BeitModel):
     config_class = BeitSubnetConfig
 
-    def __init__(self, config: BeitSubnetConfig, add_pooling_layer: bool = True):
-        super().__init__(config, add_pooling_layer=add_pooling_layer)
-        _resize(self, config)
-        self.post_init()
 
-
-class BeitSubnetForImageClassification(BeitForImageClassification):
+class BeitSubnetForImageClassification(_BeitSubnetMixin, BeitForImageClassification):
     config_class = BeitSubnetConfig
-
-    def __init__(self, config: BeitSubnetConfig):
-        super().__init__(config)
-        _resize(self.beit, config)
-        self.post_init()

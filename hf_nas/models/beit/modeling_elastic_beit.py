@@ -330,9 +330,17 @@ class ElasticBeitForImageClassification(ElasticBeitPreTrainedModel):
     Example:
 
     ```python
+    >>> import tempfile
+    >>> from transformers import BeitConfig, BeitForImageClassification
     >>> from hf_nas import ElasticBeitForImageClassification
-    >>> model = ElasticBeitForImageClassification.from_pretrained("path/to/beit", num_labels=10)  # doctest: +SKIP
-    >>> small = model.extract_subnet(model.search_space.smallest())  # doctest: +SKIP
+    >>> folder = tempfile.mkdtemp()  # a vanilla BEiT checkpoint (a Hub id or a folder)
+    >>> config = BeitConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64,
+    ...                     image_size=32, patch_size=8, num_labels=10)
+    >>> BeitForImageClassification(config).save_pretrained(folder)
+    >>> model = ElasticBeitForImageClassification.from_pretrained(folder, num_labels=10)
+    >>> small = model.extract_subnet(model.search_space.smallest())  # per-layer sizes
+    >>> type(small).__name__, small.config.num_hidden_layers
+    ('BeitSubnetForImageClassification', 1)
     ```
     """
 

@@ -24,7 +24,7 @@ from transformers.modeling_outputs import BaseModelOutput, BaseModelOutputWithPo
 from transformers.pytorch_utils import apply_chunking_to_forward
 from transformers.utils.output_capturing import capture_outputs
 
-from ...modules import ElasticEmbedding, ElasticLayerNorm, ElasticLinear, ElasticSelfAttention
+from ...modules import ElasticEmbedding, ElasticLayer, ElasticLayerNorm, ElasticLinear, ElasticSelfAttention
 from ...modules.attention import head_permutation_index
 from ...search_space import SubnetConfig
 from ..supernet import SupernetMixin, set_active_layers
@@ -137,7 +137,10 @@ class ElasticBertOutput(nn.Module):
         return self.LayerNorm(hidden_states + input_tensor)
 
 
-class ElasticBertLayer(GradientCheckpointingLayer):
+class ElasticBertLayer(ElasticLayer, GradientCheckpointingLayer):
+    """BERT's post-norm layer: attention (`attention.self`, `attention.output`), then the FFN (`intermediate`,
+    `output`), each with a residual connection and a layer norm."""
+
     def __init__(self, config: ElasticBertConfig):
         super().__init__()
         self.chunk_size_feed_forward = config.chunk_size_feed_forward
@@ -175,8 +178,7 @@ class ElasticBertLayer(GradientCheckpointingLayer):
 
     def qkv_projections(self) -> tuple[ElasticLinear, ElasticLinear, ElasticLinear]:
         """The query, key and value projections, each (B, T, hidden) -> (B, T, heads * head_size)."""
-        attention = self.attention.self
-        return attention.query, attention.key, attention.value
+        return self.attention.self.qkv_projections()
 
     def permute_heads(self, order: torch.Tensor) -> None:
         self.attention.self.permute_heads(order)
@@ -359,9 +361,17 @@ class ElasticBertForSequenceClassification(ElasticBertPreTrainedModel):
     Example:
 
     ```python
+    >>> import tempfile
+    >>> from transformers import BertConfig, BertForSequenceClassification
     >>> from hf_nas import ElasticBertForSequenceClassification
-    >>> model = ElasticBertForSequenceClassification.from_pretrained("path/to/bert", num_labels=2)  # doctest: +SKIP
-    >>> small = model.extract_subnet(model.search_space.smallest())  # doctest: +SKIP
+    >>> folder = tempfile.mkdtemp()  # a vanilla BERT checkpoint (a Hub id or a folder)
+    >>> config = BertConfig(vocab_size=99, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+    ...                     intermediate_size=64)
+    >>> BertForSequenceClassification(config).save_pretrained(folder)
+    >>> model = ElasticBertForSequenceClassification.from_pretrained(folder, num_labels=2)
+    >>> small = model.extract_subnet(model.search_space.smallest())  # per-layer sizes
+    >>> type(small).__name__, small.config.num_hidden_layers
+    ('BertSubnetForSequenceClassification', 1)
     ```
     """
 

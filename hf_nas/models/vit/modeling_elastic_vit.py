@@ -9,7 +9,7 @@ stream (the patch projection, CLS token and position embeddings are sliced the s
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from typing import Any
 
 import torch
@@ -20,12 +20,11 @@ from transformers.activations import ACT2FN
 from transformers.masking_utils import create_bidirectional_mask
 from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.modeling_outputs import BaseModelOutputWithPooling
-from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 from transformers.utils import torch_int
 from transformers.utils.output_capturing import capture_outputs
 
-from ...modules import ElasticConv2d, ElasticLayerNorm, ElasticLinear
-from ...modules.attention import eager_attention_forward, head_permutation_index
+from ...modules import ElasticConv2d, ElasticLayer, ElasticLayerNorm, ElasticLinear, ElasticSelfAttention
+from ...modules.attention import VISION_PROJECTION_NAMES
 from ...search_space import SubnetConfig
 from ...validation import check_size
 from ..supernet import SupernetMixin, set_active_layers
@@ -144,67 +143,28 @@ class ElasticViTEmbeddings(nn.Module):
         return self.dropout(embeddings)
 
 
-class ElasticViTAttention(nn.Module):
+class ElasticViTAttention(ElasticSelfAttention):
     """Multi-head self-attention with its output projection (`q_proj`, `k_proj`, `v_proj`, `o_proj`) whose active
     heads are the first `active_num_attention_heads` and whose input and output are the first `hidden_size`
     channels; the head size never changes. Runs through transformers' attention interface (eager, sdpa, ...)."""
 
     def __init__(self, config: Any, query_value_bias: bool = True, key_bias: bool = True):
-        super().__init__()
-        self.config = config
-        self.max_num_attention_heads = config.num_attention_heads
-        self.head_dim = config.hidden_size // config.num_attention_heads
-        self.attention_dropout = config.attention_probs_dropout_prob
-        self.scaling = self.head_dim**-0.5
-        self.is_causal = False
-        inner = config.num_attention_heads * self.head_dim
-        self.q_proj = ElasticLinear(config.hidden_size, inner, bias=query_value_bias)
-        self.k_proj = ElasticLinear(config.hidden_size, inner, bias=key_bias)
-        self.v_proj = ElasticLinear(config.hidden_size, inner, bias=query_value_bias)
-        self.o_proj = ElasticLinear(inner, config.hidden_size, bias=True)
+        head_dim = config.hidden_size // config.num_attention_heads
+        super().__init__(
+            config,
+            config.hidden_size,
+            config.num_attention_heads,
+            head_dim,
+            bias=query_value_bias,
+            key_bias=key_bias,
+            projection_names=VISION_PROJECTION_NAMES,
+            output_projection="o_proj",
+        )
+        self.head_dim = head_dim
 
     @property
-    def active_num_attention_heads(self) -> int:
-        return self.q_proj.active_out_features // self.head_dim
-
-    def set_active(self, hidden_size: int, num_attention_heads: int) -> None:
-        check_size("num_attention_heads", num_attention_heads, self.max_num_attention_heads)
-        inner = num_attention_heads * self.head_dim
-        for proj in (self.q_proj, self.k_proj, self.v_proj):
-            proj.set_active(in_features=hidden_size, out_features=inner)
-        self.o_proj.set_active(in_features=inner, out_features=hidden_size)
-
-    @torch.no_grad()
-    def permute_heads(self, order: torch.Tensor) -> None:
-        """Reorder the heads in place (`order` is a permutation of the head indices)."""
-        index = head_permutation_index(order, self.head_dim)
-        for proj in (self.q_proj, self.k_proj, self.v_proj):
-            proj.permute_out_features(index)
-        self.o_proj.permute_in_features(index)
-
-    def forward(
-        self, hidden_states: torch.Tensor, attention_mask: torch.Tensor | None = None, **kwargs: Any
-    ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        input_shape = hidden_states.shape[:-1]  # (B, T)
-        hidden_shape = (*input_shape, -1, self.head_dim)
-        query_states = self.q_proj(hidden_states).view(hidden_shape).transpose(1, 2)  # (B, nh, T, hd)
-        key_states = self.k_proj(hidden_states).view(hidden_shape).transpose(1, 2)  # (B, nh, T, hd)
-        value_states = self.v_proj(hidden_states).view(hidden_shape).transpose(1, 2)  # (B, nh, T, hd)
-        attention_interface: Callable = ALL_ATTENTION_FUNCTIONS.get_interface(
-            self.config._attn_implementation, eager_attention_forward
-        )
-        attn_output, attn_weights = attention_interface(
-            self,
-            query_states,
-            key_states,
-            value_states,
-            attention_mask,
-            dropout=0.0 if not self.training else self.attention_dropout,
-            scaling=self.scaling,
-            **kwargs,
-        )
-        attn_output = attn_output.reshape(*input_shape, -1).contiguous()  # (B, T, nh * hd)
-        return self.o_proj(attn_output), attn_weights
+    def attention_dropout(self) -> float:
+        return self.dropout.p
 
 
 class ElasticViTMLP(nn.Module):
@@ -223,16 +183,16 @@ class ElasticViTMLP(nn.Module):
         return self.fc2(self.activation_fn(self.fc1(hidden_states)))
 
 
-class ElasticVisionLayerMixin:
-    """The layer protocol shared by the elastic ViT and BEiT layers (used by importance reordering, distillation
-    and gradient-based search)."""
+class ElasticVisionLayerMixin(ElasticLayer):
+    """The [`ElasticLayer`] protocol for the elastic ViT and BEiT layers (an attention with its output projection
+    `o_proj`, and an MLP `fc1`, `fc2`); each layer adds `set_active`."""
 
     attention: ElasticViTAttention
     mlp: ElasticViTMLP
 
     @property
     def attention_head_size(self) -> int:
-        return self.attention.head_dim
+        return self.attention.attention_head_size
 
     @property
     def max_num_attention_heads(self) -> int:
@@ -251,7 +211,7 @@ class ElasticVisionLayerMixin:
         return self.mlp.fc2
 
     def qkv_projections(self) -> tuple[ElasticLinear, ElasticLinear, ElasticLinear]:
-        return self.attention.q_proj, self.attention.k_proj, self.attention.v_proj
+        return self.attention.qkv_projections()
 
     def permute_heads(self, order: torch.Tensor) -> None:
         self.attention.permute_heads(order)
@@ -346,7 +306,7 @@ class ElasticViTModel(ElasticViTPreTrainedModel):
     >>> import torch
     >>> from hf_nas import ElasticViTConfig, ElasticViTModel
     >>> config = ElasticViTConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64,
-    ...                           image_size=32, patch_size=8)
+    ...                           image_size=32, patch_size=8, num_labels=10)
     >>> model = ElasticViTModel(config)
     >>> with model.subnet(model.search_space.smallest()):
     ...     model(pixel_values=torch.randn(1, 3, 32, 32)).last_hidden_state.shape
@@ -413,9 +373,17 @@ class ElasticViTForImageClassification(ElasticViTPreTrainedModel):
     Example:
 
     ```python
+    >>> import tempfile
+    >>> from transformers import ViTConfig, ViTForImageClassification
     >>> from hf_nas import ElasticViTForImageClassification
-    >>> model = ElasticViTForImageClassification.from_pretrained("path/to/vit", num_labels=10)  # doctest: +SKIP
-    >>> small = model.extract_subnet(model.search_space.smallest())  # doctest: +SKIP
+    >>> folder = tempfile.mkdtemp()  # a vanilla ViT checkpoint (a Hub id or a folder)
+    >>> config = ViTConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64,
+    ...                    image_size=32, patch_size=8, num_labels=10)
+    >>> ViTForImageClassification(config).save_pretrained(folder)
+    >>> model = ElasticViTForImageClassification.from_pretrained(folder, num_labels=10)
+    >>> small = model.extract_subnet(model.search_space.smallest())  # per-layer sizes
+    >>> type(small).__name__, small.config.num_hidden_layers
+    ('ViTSubnetForImageClassification', 1)
     ```
     """
 

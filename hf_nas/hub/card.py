@@ -1,11 +1,9 @@
-"""Model cards and Hub uploads for extracted subnets.
+"""The model card (README.md) of an extracted subnet.
 
 [`build_model_card`] renders `model_cards/subnet_card.md` with `huggingface_hub.ModelCard.from_template`: the base
 model, the search space, the chosen subnet, its parameters, MACs and measured latency, its metrics and its place on the
-Pareto front, how to load it and how it was trained. [`export_subnet`] writes a complete, loadable folder (config,
-weights, tokenizer or image processor, README.md and, for a per-layer subnet, the modeling file) atomically, and
-[`push_subnet_folder`] uploads such a folder with `huggingface_hub` (or, with `dry_run=True`, only lists what it would
-upload).
+Pareto front, how to load it and how it was trained. [`check_pareto`] checks the Pareto position the card takes (as
+`SearchResults.pareto_position` writes it).
 """
 
 from __future__ import annotations
@@ -14,30 +12,32 @@ import json
 import logging
 import math
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import huggingface_hub
 import torch
 import transformers
-from huggingface_hub import EvalResult, HfApi, ModelCard, ModelCardData
-from huggingface_hub.utils import DEFAULT_IGNORE_PATTERNS, HFValidationError, filter_repo_objects, validate_repo_id
+from huggingface_hub import EvalResult, ModelCard, ModelCardData
+from huggingface_hub.utils import HFValidationError, validate_repo_id
 from transformers import PreTrainedModel
 
-from .costs import LatencyResult, count_macs, count_parameters
-from .extraction import extract_subnet, is_vanilla_subnet
-from .models.families import get_family
-from .models.supernet import SupernetMixin
-from .search_space import SubnetConfig
-from .utils import atomic_directory
-from .validation import pair
+from ..costs import LatencyResult, count_macs, count_parameters
+from ..extraction import is_vanilla_subnet
+from ..models.families import get_family
+from ..models.supernet import SupernetMixin
+from ..search_space import SubnetConfig
+from ..validation import pair
+from .push import check_repo_id
 
 __all__ = [
     "MODEL_CARD_TAGS",
+    "PACKAGED_TEMPLATE",
+    "SOURCE_TEMPLATE",
+    "TEMPLATE_NAME",
     "build_model_card",
-    "check_repo_id",
-    "export_subnet",
-    "push_subnet_folder",
+    "check_pareto",
     "subnet_card_template_path",
 ]
 
@@ -46,9 +46,11 @@ logger = logging.getLogger(__name__)
 MODEL_CARD_TAGS = ["hf-nas", "neural-architecture-search", "subnet"]
 TEMPLATE_NAME = "subnet_card.md"
 # The template's source is the top-level `model_cards/` folder of a source checkout (an editable install finds it
-# there); a wheel ships the identical copy `hf_nas/_templates/subnet_card.md` (tests keep the two equal).
-_SOURCE_TEMPLATE = Path(__file__).resolve().parent.parent / "model_cards" / TEMPLATE_NAME
-_PACKAGED_TEMPLATE = Path(__file__).resolve().parent / "_templates" / TEMPLATE_NAME
+# there); a wheel ships the identical copy `hf_nas/_templates/subnet_card.md` (tests keep the two equal). This file is
+# `hf_nas/hub/card.py`: the package folder `hf_nas/` is two levels up, the checkout's root three.
+_PACKAGE_DIR = Path(__file__).resolve().parent.parent
+SOURCE_TEMPLATE = _PACKAGE_DIR.parent / "model_cards" / TEMPLATE_NAME
+PACKAGED_TEMPLATE = _PACKAGE_DIR / "_templates" / TEMPLATE_NAME
 
 _LATENCY_FIELDS = (
     "median_ms",
@@ -65,6 +67,10 @@ _PARETO_FIELDS = ("position", "size", "objectives", "sorted_by", "values")
 _PARETO_REQUIRED = ("position", "size", "objectives")
 _PRETTY_NAMES = {"macs": "MACs", "params": "parameters", "num_parameters": "parameters", "latency_ms": "latency (ms)"}
 _PLACEHOLDER_REPO = "path/to/this/folder"
+_NO_RECIPE = (
+    "The weights are copied unchanged from the supernet; nothing was trained after extraction. The supernet's "
+    "training recipe was not recorded."
+)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -72,12 +78,12 @@ _PLACEHOLDER_REPO = "path/to/this/folder"
 def subnet_card_template_path() -> str:
     """Path of the subnet card template: `model_cards/subnet_card.md` in a source checkout, else the copy shipped in
     the package (`hf_nas/_templates/subnet_card.md`)."""
-    for path in (_SOURCE_TEMPLATE, _PACKAGED_TEMPLATE):
+    for path in (SOURCE_TEMPLATE, PACKAGED_TEMPLATE):
         if path.is_file():
             return str(path)
     raise FileNotFoundError(
-        f"The model card template {TEMPLATE_NAME!r} is missing: looked for {_SOURCE_TEMPLATE} and "
-        f"{_PACKAGED_TEMPLATE}. Reinstall hf-nas."
+        f"The model card template {TEMPLATE_NAME!r} is missing: looked for {SOURCE_TEMPLATE} and "
+        f"{PACKAGED_TEMPLATE}. Reinstall hf-nas."
     )
 
 
@@ -118,7 +124,30 @@ def _check_latency(latency: LatencyResult | dict[str, Any] | None) -> dict[str, 
     return dict(latency)
 
 
-def _check_pareto(pareto: dict[str, Any] | None) -> dict[str, Any] | None:
+def check_pareto(pareto: dict[str, Any] | None) -> dict[str, Any] | None:
+    """Check the `pareto` argument of [`build_model_card`]: a subnet's place on the Pareto front of a search.
+
+    Args:
+        pareto (`dict` or `None`):
+            `position` (1-based) and `size` of the front (positive ints, `position <= size`), `objectives` (a
+            non-empty list of names), and optionally `sorted_by` (one of the objectives) and `values` (objective name
+            -> finite number); `SearchResults.pareto_position` writes such a dict.
+
+    Returns:
+        `dict` or `None`: the checked copy (the optional keys only when set, `values` as floats), or `None`.
+
+    Raises:
+        `TypeError`: `pareto` is not a dict or None. `ValueError`: a key is unknown or missing, or a value is not
+        allowed (the message names it and what is allowed).
+
+    Example:
+
+    ```python
+    >>> from hf_nas.hub import check_pareto
+    >>> check_pareto({"position": 2, "size": 5, "objectives": ["accuracy", "macs"], "sorted_by": "macs"})
+    {'position': 2, 'size': 5, 'objectives': ['accuracy', 'macs'], 'sorted_by': 'macs'}
+    ```
+    """
     if pareto is None:
         return None
     if not isinstance(pareto, dict):
@@ -152,11 +181,25 @@ def _check_pareto(pareto: dict[str, Any] | None) -> dict[str, Any] | None:
     return checked
 
 
-def _check_supernet(supernet: Any, subnet: Any) -> None:
+def _check_card_arguments(
+    supernet: Any,
+    subnet: Any,
+    base_model: Any,
+    repo_id: Any,
+    metrics: dict[str, float] | None,
+    latency: LatencyResult | dict[str, Any] | None,
+    pareto: dict[str, Any] | None,
+) -> tuple[dict[str, float], dict[str, Any] | None, dict[str, Any] | None]:
+    """Check the arguments of [`build_model_card`] that need no model; return the checked metrics, latency, pareto."""
     if not isinstance(supernet, SupernetMixin):
         raise TypeError(f"`supernet` must be an elastic supernet (ElasticBert*), got {type(supernet).__name__}.")
     if not isinstance(subnet, SubnetConfig):
         raise TypeError(f"`subnet` must be a SubnetConfig, got {type(subnet).__name__}.")
+    if base_model is not None and (not isinstance(base_model, str) or not base_model):
+        raise ValueError(f"`base_model` must be a non-empty string (a Hub id or a path) or None, got {base_model!r}.")
+    if repo_id is not None:
+        check_repo_id(repo_id)
+    return _check_metrics(metrics), _check_latency(latency), check_pareto(pareto)
 
 
 def _is_hub_id(name: str) -> bool:
@@ -171,7 +214,163 @@ def _is_hub_id(name: str) -> bool:
 
 
 # ----------------------------------------------------------------------------------------------------------------
-# card sections
+# what the card states: the input size, the costs, the task
+@dataclass(frozen=True)
+class _MacsInputs:
+    """The input size the MACs are counted at: `count_macs` keywords, the cost table's words, the card data entry
+    and, for an image size other than the config's, a line for the loading snippet."""
+
+    count_kwargs: dict[str, Any]
+    text: str
+    card_data: dict[str, Any]
+    note: str | None = None
+
+
+def _image_inputs(
+    config: Any, latency: dict[str, Any] | None, macs_sequence_length: int | None, macs_image_size: Any
+) -> _MacsInputs:
+    if macs_sequence_length is not None:
+        raise ValueError("`macs_sequence_length` is for text models; image models count MACs at `macs_image_size`.")
+    image_size = list(pair(macs_image_size or (latency or {}).get("image_size") or config.image_size))
+    note = None
+    if image_size != list(pair(config.image_size)):
+        note = (
+            f"# for {image_size[0]}x{image_size[1]} px images (the config says {config.image_size} px): "
+            "model(pixel_values, interpolate_pos_encoding=True)"
+        )
+    text = f"{image_size[0]}x{image_size[1]} px image"
+    return _MacsInputs({"image_size": tuple(image_size)}, text, {"macs_image_size": image_size}, note)
+
+
+def _text_inputs(
+    config: Any, latency: dict[str, Any] | None, macs_sequence_length: int | None, macs_image_size: Any
+) -> _MacsInputs:
+    if macs_image_size is not None:
+        raise ValueError("`macs_image_size` is for image models; text models count MACs at `macs_sequence_length`.")
+    if macs_sequence_length is None:
+        if latency is not None:
+            macs_sequence_length = latency["sequence_length"]
+        else:
+            macs_sequence_length = min(128, getattr(config, "max_position_embeddings", 128))
+    return _MacsInputs(
+        {"sequence_length": macs_sequence_length},
+        f"{macs_sequence_length} tokens",
+        {"macs_sequence_length": macs_sequence_length},
+    )
+
+
+@dataclass(frozen=True)
+class _SubnetFacts:
+    """What the card states about the subnet, besides the caller's metrics, latency and Pareto position."""
+
+    vanilla: bool
+    head_size: int
+    auto_class: str
+    pipeline_tag: str
+    model_type: str
+    modeling_file: str
+    inputs: _MacsInputs
+    num_parameters: int
+    full_parameters: int
+    macs: int
+    full_macs: int
+
+
+def _subnet_facts(
+    supernet: Any,
+    subnet: SubnetConfig,
+    latency: dict[str, Any] | None,
+    macs_sequence_length: int | None,
+    macs_image_size: Any,
+) -> _SubnetFacts:
+    """The card's facts: the MACs' input size (checked against the model's modality), the task and the costs."""
+    config = supernet.config
+    family = get_family(config)
+    input_kind = _image_inputs if family.is_image else _text_inputs
+    inputs = input_kind(config, latency, macs_sequence_length, macs_image_size)
+    vanilla = is_vanilla_subnet(subnet, config.attention_head_size)
+    task = family.task_of(supernet.static_class_name)
+    num_parameters = count_parameters(supernet, subnet)  # also validates `subnet` against the search space
+    largest = supernet.max_subnet()
+    return _SubnetFacts(
+        vanilla=vanilla,
+        head_size=config.attention_head_size,
+        auto_class=task.auto_class,
+        pipeline_tag=task.pipeline_tag,
+        model_type=family.model_type,
+        modeling_file=family.subnet_modeling_file,
+        inputs=inputs,
+        num_parameters=num_parameters,
+        full_parameters=count_parameters(supernet, largest),
+        macs=count_macs(supernet, subnet, **inputs.count_kwargs),
+        full_macs=count_macs(supernet, largest, **inputs.count_kwargs),
+    )
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# card data (the YAML header)
+def _hub_base_model(base_model: str | None) -> str | None:
+    """`base_model` if the card data may name it (a Hub model id), else `None` (with a warning for a path)."""
+    hub_base_model = base_model if base_model is not None and _is_hub_id(base_model) else None
+    if base_model is not None and hub_base_model is None:
+        logger.warning("base_model=%r is not a Hub model id; it is named in the card text only.", base_model)
+    return hub_base_model
+
+
+def _default_model_name(repo_id: str | None, base_model: str | None) -> str:
+    """The card's title without a `model_name`: the last part of `repo_id`, else one derived from `base_model`."""
+    if repo_id is not None:
+        return repo_id.rsplit("/", 1)[-1]
+    stem = os.path.basename(os.path.normpath(base_model)) if base_model else "supernet"
+    return f"{stem}-hf-nas-subnet"
+
+
+def _eval_results(metrics: dict[str, float], dataset: str | None, pipeline_tag: str) -> list[EvalResult] | None:
+    if dataset is None or not metrics:
+        return None
+    return [
+        EvalResult(
+            task_type=pipeline_tag,
+            dataset_type=dataset,
+            dataset_name=dataset,
+            metric_type=name,
+            metric_value=value,
+        )
+        for name, value in metrics.items()
+    ]
+
+
+def _hf_nas_data(
+    supernet: Any,
+    subnet: SubnetConfig,
+    facts: _SubnetFacts,
+    latency: dict[str, Any] | None,
+    metrics: dict[str, float],
+    pareto: dict[str, Any] | None,
+) -> dict[str, Any]:
+    """The card data's plain `hf_nas` field: everything hf-nas knows about the subnet, machine-readable."""
+    data: dict[str, Any] = {
+        "subnet": subnet.to_dict(),
+        "search_space": supernet.search_space.to_dict(),
+        "vanilla": facts.vanilla,
+        "num_parameters": facts.num_parameters,
+        "macs": facts.macs,
+        "macs_batch_size": 1,
+        **facts.inputs.card_data,
+        "supernet_num_parameters": facts.full_parameters,
+        "supernet_macs": facts.full_macs,
+    }
+    if latency is not None:
+        data["latency"] = latency
+    if metrics:
+        data["metrics"] = metrics
+    if pareto is not None:
+        data["pareto"] = pareto
+    return data
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# card sections (the text)
 def _human(n: float) -> str:
     for factor, suffix in ((1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "K")):
         if abs(n) >= factor:
@@ -191,6 +390,14 @@ def _table(header: list[str], rows: list[list[Any]]) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join(" --- " for _ in header) + "|"]
     lines += ["| " + " | ".join(str(cell) for cell in row) + " |" for row in rows]
     return "\n".join(lines)
+
+
+def _base_model_text(base_model: str | None, hub_base_model: str | None) -> str:
+    if base_model is None:
+        return "a pretrained checkpoint"
+    if hub_base_model is not None:
+        return f"[`{base_model}`](https://huggingface.co/{base_model})"
+    return f"`{base_model}`"
 
 
 def _subnet_table(subnet: SubnetConfig, head_size: int) -> str:
@@ -230,19 +437,19 @@ def _search_space_table(supernet: Any, subnet: SubnetConfig) -> str:
     return f"{table}\n\nThe space holds {space.size:,} distinct subnets."
 
 
-def _cost_table(num_parameters: int, full_parameters: int, macs: int, full_macs: int, inputs: str) -> str:
+def _cost_table(facts: _SubnetFacts) -> str:
     rows = [
         [
             "Parameters",
-            f"{_human(num_parameters)} ({num_parameters:,})",
-            f"{_human(full_parameters)}",
-            f"{100 * num_parameters / full_parameters:.1f}%",
+            f"{_human(facts.num_parameters)} ({facts.num_parameters:,})",
+            f"{_human(facts.full_parameters)}",
+            f"{100 * facts.num_parameters / facts.full_parameters:.1f}%",
         ],
         [
-            f"MACs (one forward, batch 1 x {inputs})",
-            f"{_human(macs)} ({macs:,})",
-            f"{_human(full_macs)}",
-            f"{100 * macs / full_macs:.1f}%",
+            f"MACs (one forward, batch 1 x {facts.inputs.text})",
+            f"{_human(facts.macs)} ({facts.macs:,})",
+            f"{_human(facts.full_macs)}",
+            f"{100 * facts.macs / facts.full_macs:.1f}%",
         ],
     ]
     return _table(["", "This subnet", "Whole supernet", "Ratio"], rows) + (
@@ -310,18 +517,8 @@ def _load_snippet(
     return "\n".join(lines)
 
 
-def _processor_class(processor: Any) -> str | None:
-    if processor is None:
-        return None
-    if isinstance(processor, transformers.PreTrainedTokenizerBase):
-        return "AutoTokenizer"
-    if isinstance(processor, transformers.ImageProcessingMixin):
-        return "AutoImageProcessor"
-    return "AutoProcessor"
-
-
 def _versions() -> str:
-    from . import __version__
+    from .. import __version__
 
     return "\n".join(
         [
@@ -331,6 +528,39 @@ def _versions() -> str:
             f"- huggingface_hub {huggingface_hub.__version__}",
         ]
     )
+
+
+def _text_sections(
+    supernet: Any,
+    subnet: SubnetConfig,
+    facts: _SubnetFacts,
+    *,
+    repo_id: str | None,
+    processor_class: str | None,
+    latency: dict[str, Any] | None,
+    metrics: dict[str, float],
+    dataset: str | None,
+    pareto: dict[str, Any] | None,
+    training_recipe: str | None,
+) -> dict[str, Any]:
+    """The template's variables that describe the subnet (the title and the base model aside)."""
+    snippet = _load_snippet(
+        facts.auto_class, repo_id or _PLACEHOLDER_REPO, facts.vanilla, processor_class, facts.inputs.note
+    )
+    return {
+        "is_vanilla": facts.vanilla,
+        "model_type": facts.model_type,
+        "modeling_file": facts.modeling_file,
+        "load_snippet": snippet,
+        "subnet_table": _subnet_table(subnet, facts.head_size),
+        "search_space_table": _search_space_table(supernet, subnet),
+        "cost_table": _cost_table(facts),
+        "latency_text": _latency_text(latency),
+        "metrics_text": _metrics_text(metrics, dataset),
+        "pareto_text": _pareto_text(pareto),
+        "training_recipe": (_NO_RECIPE if training_recipe is None else training_recipe).strip(),
+        "versions": _versions(),
+    }
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -377,7 +607,8 @@ def build_model_card(
         pareto (`dict`, *optional*):
             Its place on the Pareto front of a search: `position` (1-based) and `size` of the front, `objectives`
             (names), and optionally `sorted_by` (the objective the positions follow) and `values` (its objective
-            values), e.g. `{"position": 3, "size": 12, "objectives": ["accuracy", "macs"], "sorted_by": "macs"}`.
+            values), e.g. `{"position": 3, "size": 12, "objectives": ["accuracy", "macs"], "sorted_by": "macs"}`
+            (see [`check_pareto`]).
         training_recipe (`str`, *optional*):
             Markdown describing how the supernet was trained and the subnet searched.
         model_name (`str`, *optional*):
@@ -417,289 +648,38 @@ def build_model_card(
     ('google-bert/bert-base-uncased', 'transformers')
     ```
     """
-    _check_supernet(supernet, subnet)
-    if base_model is not None and (not isinstance(base_model, str) or not base_model):
-        raise ValueError(f"`base_model` must be a non-empty string (a Hub id or a path) or None, got {base_model!r}.")
-    if repo_id is not None:
-        check_repo_id(repo_id)
-    metrics = _check_metrics(metrics)
-    latency_dict = _check_latency(latency)
-    pareto = _check_pareto(pareto)
-    config = supernet.config
-    vision = get_family(config).is_image
-    note = None
-    if vision:
-        if macs_sequence_length is not None:
-            raise ValueError(
-                "`macs_sequence_length` is for text models; image models count MACs at `macs_image_size`."
-            )
-        image_size = list(pair(macs_image_size or (latency_dict or {}).get("image_size") or config.image_size))
-        if image_size != list(pair(config.image_size)):
-            note = (
-                f"# for {image_size[0]}x{image_size[1]} px images (the config says {config.image_size} px): "
-                "model(pixel_values, interpolate_pos_encoding=True)"
-            )
-        size_kwargs: dict[str, Any] = {"image_size": tuple(image_size)}
-        inputs_text = f"{image_size[0]}x{image_size[1]} px image"
-    else:
-        if macs_image_size is not None:
-            raise ValueError(
-                "`macs_image_size` is for image models; text models count MACs at `macs_sequence_length`."
-            )
-        if macs_sequence_length is None:
-            if latency_dict is not None:
-                macs_sequence_length = latency_dict["sequence_length"]
-            else:
-                macs_sequence_length = min(128, getattr(config, "max_position_embeddings", 128))
-        size_kwargs = {"sequence_length": macs_sequence_length}
-        inputs_text = f"{macs_sequence_length} tokens"
-
-    head_size = config.attention_head_size
-    vanilla = is_vanilla_subnet(subnet, head_size)
-    task = get_family(config).task_of(supernet.static_class_name)
-    auto_class, pipeline_tag = task.auto_class, task.pipeline_tag
-    num_parameters = count_parameters(supernet, subnet)  # also validates `subnet` against the search space
-    full_parameters = count_parameters(supernet, supernet.max_subnet())
-    macs = count_macs(supernet, subnet, **size_kwargs)
-    full_macs = count_macs(supernet, supernet.max_subnet(), **size_kwargs)
-    family = get_family(config)
-    model_type = family.model_type
-    modeling_file = family.subnet_modeling_file
-
-    hub_base_model = base_model if base_model is not None and _is_hub_id(base_model) else None
-    if base_model is not None and hub_base_model is None:
-        logger.warning("base_model=%r is not a Hub model id; it is named in the card text only.", base_model)
+    metrics, latency, pareto = _check_card_arguments(supernet, subnet, base_model, repo_id, metrics, latency, pareto)
+    facts = _subnet_facts(supernet, subnet, latency, macs_sequence_length, macs_image_size)
+    hub_base_model = _hub_base_model(base_model)
     if model_name is None:
-        if repo_id is not None:
-            model_name = repo_id.rsplit("/", 1)[-1]
-        else:
-            stem = os.path.basename(os.path.normpath(base_model)) if base_model else "supernet"
-            model_name = f"{stem}-hf-nas-subnet"
-
-    eval_results = None
-    if dataset is not None and metrics:
-        eval_results = [
-            EvalResult(
-                task_type=pipeline_tag,
-                dataset_type=dataset,
-                dataset_name=dataset,
-                metric_type=name,
-                metric_value=value,
-            )
-            for name, value in metrics.items()
-        ]
-    hf_nas_data: dict[str, Any] = {
-        "subnet": subnet.to_dict(),
-        "search_space": supernet.search_space.to_dict(),
-        "vanilla": vanilla,
-        "num_parameters": num_parameters,
-        "macs": macs,
-        "macs_batch_size": 1,
-        **({"macs_image_size": image_size} if vision else {"macs_sequence_length": macs_sequence_length}),
-        "supernet_num_parameters": full_parameters,
-        "supernet_macs": full_macs,
-    }
-    if latency_dict is not None:
-        hf_nas_data["latency"] = latency_dict
-    if metrics:
-        hf_nas_data["metrics"] = metrics
-    if pareto is not None:
-        hf_nas_data["pareto"] = pareto
+        model_name = _default_model_name(repo_id, base_model)
     card_data = ModelCardData(
         library_name="transformers",
         base_model=hub_base_model,
         tags=list(MODEL_CARD_TAGS),
-        pipeline_tag=pipeline_tag,
+        pipeline_tag=facts.pipeline_tag,
         datasets=[dataset] if dataset is not None else None,
         license=license,
         model_name=model_name,
-        eval_results=eval_results,
-        hf_nas=hf_nas_data,
+        eval_results=_eval_results(metrics, dataset, facts.pipeline_tag),
+        hf_nas=_hf_nas_data(supernet, subnet, facts, latency, metrics, pareto),
     )
-    if base_model is None:
-        base_model_text = "a pretrained checkpoint"
-    elif hub_base_model is not None:
-        base_model_text = f"[`{base_model}`](https://huggingface.co/{base_model})"
-    else:
-        base_model_text = f"`{base_model}`"
-    if training_recipe is None:
-        training_recipe = (
-            "The weights are copied unchanged from the supernet; nothing was trained after extraction. The "
-            "supernet's training recipe was not recorded."
-        )
+    sections = _text_sections(
+        supernet,
+        subnet,
+        facts,
+        repo_id=repo_id,
+        processor_class=processor_class,
+        latency=latency,
+        metrics=metrics,
+        dataset=dataset,
+        pareto=pareto,
+        training_recipe=training_recipe,
+    )
     return ModelCard.from_template(
         card_data,
         template_path=subnet_card_template_path(),
         model_name=model_name,
-        base_model_text=base_model_text,
-        is_vanilla=vanilla,
-        model_type=model_type,
-        modeling_file=modeling_file,
-        load_snippet=_load_snippet(auto_class, repo_id or _PLACEHOLDER_REPO, vanilla, processor_class, note),
-        subnet_table=_subnet_table(subnet, head_size),
-        search_space_table=_search_space_table(supernet, subnet),
-        cost_table=_cost_table(num_parameters, full_parameters, macs, full_macs, inputs_text),
-        latency_text=_latency_text(latency_dict),
-        metrics_text=_metrics_text(metrics, dataset),
-        pareto_text=_pareto_text(pareto),
-        training_recipe=training_recipe.strip(),
-        versions=_versions(),
+        base_model_text=_base_model_text(base_model, hub_base_model),
+        **sections,
     )
-
-
-# ----------------------------------------------------------------------------------------------------------------
-# export
-def _check_complete(folder: str, has_processor: bool) -> None:
-    """Raise if `folder` lacks a file a loadable subnet checkpoint needs."""
-    names = set(os.listdir(folder))
-    missing = [name for name in ("config.json", "README.md") if name not in names]
-    if not names & {"model.safetensors", "model.safetensors.index.json", "pytorch_model.bin"}:
-        missing.append("model.safetensors")
-    if "config.json" in names:
-        with open(os.path.join(folder, "config.json")) as f:
-            auto_map = json.load(f).get("auto_map", {})
-        for reference in auto_map.values():
-            module = f"{reference.split('.')[0]}.py"
-            if module not in names and module not in missing:
-                missing.append(module)
-    if has_processor and not names & {"tokenizer_config.json", "preprocessor_config.json", "processor_config.json"}:
-        missing.append("tokenizer_config.json or preprocessor_config.json")
-    if missing:
-        raise RuntimeError(f"The exported subnet folder is incomplete, missing {missing}; nothing was written.")
-
-
-def export_subnet(
-    supernet: PreTrainedModel,
-    subnet: SubnetConfig,
-    save_directory: str | os.PathLike,
-    *,
-    processor: Any | None = None,
-    safe_serialization: bool = True,
-    **card_kwargs: Any,
-) -> str:
-    """Extract `subnet` and write a complete checkpoint folder with its model card, atomically.
-
-    The folder holds `config.json`, the weights, `processor` (tokenizer or image processor, if given), `README.md`
-    (the card of [`build_model_card`]) and, for a per-layer subnet, the modeling file its `auto_map` names. Everything
-    is written under a temporary name beside `save_directory` and renamed into place only when complete, so a failure
-    leaves no half folder and an existing `save_directory` untouched.
-
-    Args:
-        supernet (`PreTrainedModel`): the elastic supernet.
-        subnet (`SubnetConfig`): the architecture to extract; must lie in `supernet.search_space`.
-        save_directory (`str` or `os.PathLike`): the folder to write (replaced if it exists).
-        processor (*optional*): a tokenizer or image processor saved beside the weights.
-        safe_serialization (`bool`, *optional*, defaults to `True`): passed to `save_pretrained`.
-        card_kwargs: keyword arguments of [`build_model_card`] (`base_model` is required there, and defaults to
-            `None` here).
-
-    Returns:
-        `str`: the absolute path of the folder.
-
-    Example:
-
-    ```python
-    >>> export_subnet(model, subnet, "out/subnet", processor=tokenizer, base_model="google-bert/bert-base-uncased",
-    ...               metrics={"accuracy": 0.91}, latency=measure_latency(model, subnet))  # doctest: +SKIP
-    ```
-    """
-    _check_supernet(supernet, subnet)
-    card_kwargs.setdefault("base_model", None)
-    card_kwargs.setdefault("processor_class", _processor_class(processor))
-    path = os.path.abspath(os.fspath(save_directory))
-    if card_kwargs.get("model_name") is None and card_kwargs.get("repo_id") is None:
-        card_kwargs["model_name"] = os.path.basename(path)
-    # The card checks every argument, so bad input fails before the (slower) extraction and before any write.
-    card = build_model_card(supernet, subnet, **card_kwargs)
-    model = extract_subnet(supernet, subnet)
-    with atomic_directory(path) as tmp:
-        model.save_pretrained(tmp, safe_serialization=safe_serialization)
-        if processor is not None:
-            processor.save_pretrained(tmp)
-        card.save(os.path.join(tmp, "README.md"))
-        _check_complete(tmp, has_processor=processor is not None)
-    logger.info("exported subnet %s to %s", json.dumps(subnet.to_dict()), path)
-    return path
-
-
-# ----------------------------------------------------------------------------------------------------------------
-# push
-def check_repo_id(repo_id: Any) -> None:
-    """Raise `ValueError` (naming the value and what is allowed) unless `repo_id` is a valid Hub repo id."""
-    if not isinstance(repo_id, str):
-        raise TypeError(f"`repo_id` must be a string such as 'username/model-name', got {type(repo_id).__name__}.")
-    try:
-        validate_repo_id(repo_id)
-    except HFValidationError as e:
-        raise ValueError(
-            f"`repo_id`={repo_id!r} is not a valid Hub repo id; allowed: 'namespace/name' or 'name' (letters, digits, "
-            f"'-', '_', '.'; at most 96 characters). huggingface_hub says: {e}"
-        ) from e
-
-
-def _files_to_upload(folder: str) -> list[str]:
-    """The relative (POSIX) paths `HfApi.upload_folder` uploads from `folder` with no allow/ignore patterns."""
-    root = Path(folder)
-    relative = [p.relative_to(root).as_posix() for p in sorted(root.glob("**/*")) if p.is_file()]
-    return list(filter_repo_objects(relative, ignore_patterns=DEFAULT_IGNORE_PATTERNS))
-
-
-def push_subnet_folder(
-    folder: str | os.PathLike,
-    repo_id: str,
-    *,
-    private: bool = False,
-    token: str | None = None,
-    dry_run: bool = False,
-    commit_message: str = "Upload subnet extracted with hf-nas",
-) -> list[str]:
-    """Upload a folder written by [`export_subnet`] to the Hub model repo `repo_id` (created if needed).
-
-    Uses `huggingface_hub`: `HfApi().create_repo(repo_id, private=private, exist_ok=True)` then `upload_folder`, in one
-    commit. With `dry_run=True` it prints the files it would upload and returns them without touching the network.
-
-    Args:
-        folder (`str` or `os.PathLike`): a complete subnet folder (`config.json` and `README.md` at least).
-        repo_id (`str`): `"namespace/name"` (or `"name"`, in the namespace of the token's user).
-        private (`bool`, *optional*, defaults to `False`): create the repo private (an existing repo keeps its
-            visibility).
-        token (`str`, *optional*): a Hub token; defaults to `HF_TOKEN` or the cached `hf auth login`.
-        dry_run (`bool`, *optional*, defaults to `False`): list the files only; the folder is kept as it is.
-        commit_message (`str`, *optional*): the commit message.
-
-    Returns:
-        `list[str]`: the paths (relative to `folder`, sorted) that are, or would be, uploaded.
-
-    Example:
-
-    ```python
-    >>> push_subnet_folder("out/subnet", "me/bert-subnet", dry_run=True)  # doctest: +SKIP
-    ['README.md', 'config.json', 'model.safetensors', 'tokenizer.json', 'tokenizer_config.json']
-    ```
-    """
-    check_repo_id(repo_id)
-    folder = os.path.abspath(os.fspath(folder))
-    if not os.path.isdir(folder):
-        raise ValueError(f"`folder`={folder!r} is not a directory; export the subnet first (export_subnet).")
-    missing = [name for name in ("config.json", "README.md") if not os.path.isfile(os.path.join(folder, name))]
-    if missing:
-        raise ValueError(
-            f"`folder`={folder!r} is not a complete subnet folder: missing {missing}. Write it with export_subnet."
-        )
-    files = _files_to_upload(folder)
-    if dry_run:
-        print(f"Dry run: would upload {len(files)} files from {folder} to https://huggingface.co/{repo_id}:")
-        for name in files:
-            print(f"  {name}")
-        return files
-    api = HfApi()
-    url = api.create_repo(repo_id, private=private, exist_ok=True, token=token, repo_type="model")
-    commit = api.upload_folder(
-        repo_id=getattr(url, "repo_id", None) or repo_id,
-        folder_path=folder,
-        repo_type="model",
-        commit_message=commit_message,
-        token=token,
-    )
-    logger.info("uploaded %d files to %s", len(files), getattr(commit, "commit_url", repo_id))
-    return files

@@ -2,10 +2,11 @@
 
 Each training step alternates, first-order as in DARTS: an *architecture step* on a batch of the architecture split
 (a validation split, never the training batches) updates the architecture parameters through the mixed forward of
-[`~hf_nas.search.gradient.MixedForward`], plus an optional resource penalty on the expected MACs; then a *weight
-step* on the training batch updates the supernet's weights through the mixed forward with the architecture weights
-fixed. Optimizers: `darts` (softmax weights) and `drnas` (Dirichlet weights, reparameterized samples, KL
-regularization toward a uniform Dirichlet).
+[`MixedForward`], plus an optional resource penalty on the expected MACs; then a *weight step* on the training batch
+updates the supernet's weights through the mixed forward with the architecture weights fixed. Optimizers: `darts`
+(softmax weights) and `drnas` (Dirichlet weights, reparameterized samples, KL regularization toward a uniform
+Dirichlet). Text supernets (BERT) train on `input_ids`, image supernets (ViT, BEiT) on `pixel_values`; MACs are
+counted at `macs_sequence_length` or `macs_image_size`.
 
 Data loading, logging, evaluation and checkpoints are the Trainer's; checkpoints also carry the architecture
 parameters, their optimizer, the sampling generator and the position in the architecture split, so a resumed run
@@ -28,25 +29,22 @@ from transformers import PreTrainedModel, Trainer, TrainingArguments
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
 from ..costs import count_macs
+from ..models.families import get_family
 from ..models.supernet import SupernetMixin
-from ..search.gradient import (
-    ArchitectureParameters,
-    ArchitectureWeights,
-    MixedForward,
-    expected_macs,
-    perturbation_select,
-    select_argmax,
-)
 from ..search_space import SubnetConfig
 from ..utils import atomic_write_text
+from .cost import expected_macs
+from .mixture import MixedForward
+from .parameters import ArchitectureParameters, ArchitectureWeights
+from .selection import perturbation_select, select_argmax
 
 __all__ = [
     "ARCHITECTURE_DIR_NAME",
     "ARCH_OPTIMIZERS",
     "ARCH_STATE_NAME",
+    "SELECTION_METHODS",
     "GradientSearchArguments",
     "GradientSearchTrainer",
-    "SELECTION_METHODS",
     "selection_summary",
 ]
 
@@ -65,11 +63,16 @@ class GradientSearchArguments(TrainingArguments):
 
     The Trainer's own arguments (`learning_rate`, `max_steps`, `per_device_train_batch_size`, ...) drive the weight
     steps; the `arch_*` arguments drive the architecture steps, one per training step (after `arch_warmup_steps`).
+    MACs are counted at `macs_sequence_length` tokens (text models, default 128) or at `macs_image_size` (image
+    models, default: the config's image size).
 
     Example:
 
     ```python
+    >>> from hf_nas.gradient import GradientSearchArguments
     >>> args = GradientSearchArguments("out", arch_optimizer="drnas", resource_penalty=1.0, target_macs_ratio=0.5)
+    >>> args.arch_optimizer, args.target_macs_ratio
+    ('drnas', 0.5)
     ```
     """
 
@@ -95,7 +98,12 @@ class GradientSearchArguments(TrainingArguments):
     target_macs_ratio: float | None = field(
         default=None, metadata={"help": "MAC budget as a fraction of the full model's MACs, in (0, 1]."}
     )
-    macs_sequence_length: int = field(default=128, metadata={"help": "Sequence length at which MACs are counted."})
+    macs_sequence_length: int | None = field(
+        default=None, metadata={"help": "Text models: sequence length at which MACs are counted (default 128)."}
+    )
+    macs_image_size: int | None = field(
+        default=None, metadata={"help": "Image models: image size at which MACs are counted (default: the config's)."}
+    )
     drnas_kl_weight: float = field(
         default=1e-3, metadata={"help": "DrNAS: weight of KL(Dir(concentration) || Dir(1)) in the arch loss."}
     )
@@ -112,13 +120,55 @@ class GradientSearchArguments(TrainingArguments):
                 raise ValueError(f"`{name}` must be a finite number >= 0, got {value}.")
         if self.arch_warmup_steps < 0:
             raise ValueError(f"`arch_warmup_steps` must be >= 0, got {self.arch_warmup_steps}.")
-        if self.macs_sequence_length < 1:
-            raise ValueError(f"`macs_sequence_length` must be >= 1, got {self.macs_sequence_length}.")
+        for name in ("macs_sequence_length", "macs_image_size"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise ValueError(f"`{name}` must be >= 1 (or None for the default), got {value}.")
         if self.target_macs_ratio is not None and not (0 < self.target_macs_ratio <= 1):
             raise ValueError(
                 f"`target_macs_ratio`={self.target_macs_ratio} is out of range: a fraction of the full model's MACs, "
                 "allowed: 0 < target_macs_ratio <= 1."
             )
+
+    def macs_inputs(self, model: PreTrainedModel) -> dict[str, Any]:
+        """The input size MACs are counted at, as keyword arguments of `count_macs`: `sequence_length` for text
+        models, `image_size` for image models."""
+        kind = get_family(model.config)
+        if kind.is_image:
+            wrong, right = "macs_sequence_length", "macs_image_size"
+        else:
+            wrong, right = "macs_image_size", "macs_sequence_length"
+        if getattr(self, wrong) is not None:
+            raise ValueError(
+                f"`{wrong}`={getattr(self, wrong)} does not apply to this {kind.model_type} model, which takes "
+                f"{'images' if kind.is_image else 'text'}: set `{right}` instead (or leave both unset)."
+            )
+        if kind.is_image:
+            return {"image_size": self.macs_image_size}
+        return {"sequence_length": self.macs_sequence_length}
+
+
+def _check_arch_parameters(
+    arch_parameters: Any, model: SupernetMixin, args: GradientSearchArguments, seed: int
+) -> ArchitectureParameters:
+    """The architecture parameters to optimize: new ones for `model.search_space`, or the given ones, checked."""
+    space = model.search_space
+    parametrization = ARCH_OPTIMIZERS[args.arch_optimizer]
+    if arch_parameters is None:
+        return ArchitectureParameters(space, parametrization, init_std=args.arch_init_std, seed=seed)
+    if not isinstance(arch_parameters, ArchitectureParameters):
+        raise TypeError(f"`arch_parameters` must be ArchitectureParameters, got {type(arch_parameters).__name__}.")
+    if arch_parameters.search_space != space:
+        raise ValueError(
+            f"`arch_parameters` were built for another search space ({arch_parameters.search_space}) than the "
+            f"model's ({space})."
+        )
+    if arch_parameters.parametrization != parametrization:
+        raise ValueError(
+            f"arch_optimizer={args.arch_optimizer!r} needs parametrization={parametrization!r}, but "
+            f"`arch_parameters` use {arch_parameters.parametrization!r}."
+        )
+    return arch_parameters
 
 
 class GradientSearchTrainer(Trainer):
@@ -126,7 +176,8 @@ class GradientSearchTrainer(Trainer):
     weight steps on the training set with architecture steps on a separate architecture split.
 
     Args:
-        model: an elastic supernet (`ElasticBert*`, ...); it runs at full size with the mixed forward.
+        model: an elastic supernet (`ElasticBert*`, `ElasticViT*`, `ElasticBeit*`); it runs at full size with the
+            mixed forward.
         args: [`GradientSearchArguments`].
         arch_parameters: [`ArchitectureParameters`] to optimize (default: new ones for `model.search_space`, with the
             parametrization of `args.arch_optimizer`).
@@ -137,10 +188,22 @@ class GradientSearchTrainer(Trainer):
     Example:
 
     ```python
-    >>> trainer = GradientSearchTrainer(model=supernet, args=GradientSearchArguments("out", max_steps=200),
-    ...                                 train_dataset=train, arch_dataset=search_split)  # doctest: +SKIP
-    >>> trainer.train()  # doctest: +SKIP
-    >>> subnet = trainer.select_subnet("perturbation", max_macs_ratio=0.5)  # doctest: +SKIP
+    >>> import tempfile
+    >>> import datasets
+    >>> from transformers import PrinterCallback
+    >>> from hf_nas import ElasticBertConfig, ElasticBertForSequenceClassification
+    >>> from hf_nas.gradient import GradientSearchArguments, GradientSearchTrainer
+    >>> model = ElasticBertForSequenceClassification(ElasticBertConfig(vocab_size=99, hidden_size=32,
+    ...     num_hidden_layers=2, num_attention_heads=4, intermediate_size=64))
+    >>> data = datasets.Dataset.from_dict({"input_ids": [[1, 2, 3, 4]] * 4, "labels": [0, 1, 0, 1]})
+    >>> args = GradientSearchArguments(tempfile.mkdtemp(), max_steps=2, per_device_train_batch_size=2, use_cpu=True,
+    ...                                report_to=[], save_strategy="no", disable_tqdm=True)
+    >>> trainer = GradientSearchTrainer(model=model, args=args, train_dataset=data, arch_dataset=data)
+    >>> trainer.remove_callback(PrinterCallback)  # no log lines on stdout
+    >>> trainer.train().global_step
+    2
+    >>> trainer.select_subnet("argmax") in model.search_space
+    True
     ```
     """
 
@@ -158,23 +221,9 @@ class GradientSearchTrainer(Trainer):
             raise TypeError(
                 f"GradientSearchTrainer searches an elastic supernet (ElasticBert*, ...), got {type(model).__name__}."
             )
-        space = model.search_space
-        parametrization = ARCH_OPTIMIZERS[args.arch_optimizer]
         seed = args.seed if args.arch_seed is None else args.arch_seed
-        if arch_parameters is None:
-            arch_parameters = ArchitectureParameters(space, parametrization, init_std=args.arch_init_std, seed=seed)
-        elif not isinstance(arch_parameters, ArchitectureParameters):
-            raise TypeError(f"`arch_parameters` must be ArchitectureParameters, got {type(arch_parameters).__name__}.")
-        if arch_parameters.search_space != space:
-            raise ValueError(
-                f"`arch_parameters` were built for another search space ({arch_parameters.search_space}) than the "
-                f"model's ({space})."
-            )
-        if arch_parameters.parametrization != parametrization:
-            raise ValueError(
-                f"arch_optimizer={args.arch_optimizer!r} needs parametrization={parametrization!r}, but "
-                f"`arch_parameters` use {arch_parameters.parametrization!r}."
-            )
+        arch_parameters = _check_arch_parameters(arch_parameters, model, args, seed)
+        self.macs_inputs = args.macs_inputs(model)
         super().__init__(model=model, args=args, **kwargs)
         self.arch_dataset = arch_dataset if arch_dataset is not None else self.eval_dataset
         if self.arch_dataset is None:
@@ -194,7 +243,7 @@ class GradientSearchTrainer(Trainer):
         self._arch_position = {"epoch": 0, "index": 0}  # where the next arch batch starts in the arch split
         self._arch_examples_cache: Any = None
         self._arch_logs: dict[str, list[float]] = {"arch_loss": [], "expected_macs_ratio": []}
-        self.full_macs = count_macs(model, model.max_subnet(), sequence_length=args.macs_sequence_length)
+        self.full_macs = count_macs(model, model.max_subnet(), **self.macs_inputs)
 
     @property
     def supernet(self) -> PreTrainedModel:
@@ -233,8 +282,7 @@ class GradientSearchTrainer(Trainer):
         return self.arch_parameters.weights(sample=sample, generator=self.arch_generator if sample else None)
 
     def _macs_ratio(self, weights: ArchitectureWeights) -> torch.Tensor:
-        macs = expected_macs(self.supernet, weights, sequence_length=self.args.macs_sequence_length)
-        return macs / self.full_macs
+        return expected_macs(self.supernet, weights, **self.macs_inputs) / self.full_macs
 
     def arch_loss(self, outputs: Any, weights: ArchitectureWeights) -> tuple[torch.Tensor, torch.Tensor]:
         """The architecture loss of one batch: the task loss, the resource penalty and (DrNAS) the KL term; also
@@ -302,8 +350,7 @@ class GradientSearchTrainer(Trainer):
         subnet = self.arch_parameters.argmax_subnet()
         with supernet.subnet(subnet):
             metrics = super().evaluate(eval_dataset, ignore_keys, metric_key_prefix)
-        ratio = count_macs(supernet, subnet, sequence_length=self.args.macs_sequence_length) / self.full_macs
-        metrics[f"{metric_key_prefix}_macs_ratio"] = ratio
+        metrics[f"{metric_key_prefix}_macs_ratio"] = count_macs(supernet, subnet, **self.macs_inputs) / self.full_macs
         return metrics
 
     def select_subnet(
@@ -322,9 +369,8 @@ class GradientSearchTrainer(Trainer):
         if method not in SELECTION_METHODS:
             raise ValueError(f"Unknown selection method {method!r}; allowed: {list(SELECTION_METHODS)}.")
         budget = self.args.target_macs_ratio if max_macs_ratio is None else max_macs_ratio
-        seq = self.args.macs_sequence_length
         if method == "argmax":
-            return select_argmax(self.supernet, self.arch_parameters, budget, sequence_length=seq)
+            return select_argmax(self.supernet, self.arch_parameters, budget, **self.macs_inputs)
         if isinstance(num_eval_batches, bool) or not isinstance(num_eval_batches, int) or num_eval_batches < 1:
             raise ValueError(f"`num_eval_batches` must be a positive int, got {num_eval_batches!r}.")
         saved = dict(self._arch_position)
@@ -340,9 +386,9 @@ class GradientSearchTrainer(Trainer):
             tuning_steps=tuning_steps,
             learning_rate=self.args.learning_rate if learning_rate is None else learning_rate,
             max_macs_ratio=budget,
-            sequence_length=seq,
             history=history,
             show_progress=not self.args.disable_tqdm,
+            **self.macs_inputs,
         )
 
     # ------------------------------------------------------------------------------------------------------------
@@ -404,9 +450,26 @@ def _repeat(loader: Any) -> Iterator[dict[str, Any]]:
         yield from loader
 
 
-def selection_summary(model: PreTrainedModel, subnet: SubnetConfig, sequence_length: int = 128) -> dict[str, Any]:
-    """The subnet and its MAC ratio to the full model, as written by the scripts."""
-    ratio = count_macs(model, subnet, sequence_length=sequence_length) / count_macs(
-        model, model.max_subnet(), sequence_length=sequence_length
-    )
+def selection_summary(
+    model: PreTrainedModel,
+    subnet: SubnetConfig,
+    sequence_length: int | None = None,
+    image_size: int | tuple[int, int] | None = None,
+) -> dict[str, Any]:
+    """The subnet and its MAC ratio to the full model (at `sequence_length` for text models, default 128, or
+    `image_size` for image models), as written by the scripts.
+
+    Example:
+
+    ```python
+    >>> from hf_nas import ElasticBertConfig, ElasticBertModel
+    >>> from hf_nas.gradient import selection_summary
+    >>> model = ElasticBertModel(ElasticBertConfig(vocab_size=99, hidden_size=32, num_hidden_layers=2,
+    ...                                            num_attention_heads=4, intermediate_size=64))
+    >>> selection_summary(model, model.max_subnet())["macs_ratio"]
+    1.0
+    ```
+    """
+    inputs = {"sequence_length": sequence_length, "image_size": image_size}
+    ratio = count_macs(model, subnet, **inputs) / count_macs(model, model.max_subnet(), **inputs)
     return {"subnet": subnet.to_dict(), "macs_ratio": ratio}

