@@ -35,6 +35,7 @@ SCRIPTS = {
     "search": "search_subnets.py",
     "extract": "extract_subnet.py",
     "push": "push_subnet.py",
+    "compress": "compress_subnet.py",
     "gradient-search": "gradient_search.py",
 }
 
@@ -90,8 +91,8 @@ def test_help_lists_every_command_with_its_description(capsys):
 
 def test_version_and_bad_commands(capsys):
     assert run_cli(capsys, "--version") == (0, f"hf-nas {hf_nas.__version__}\n", "")
-    code, _, err = run_cli(capsys, "compress")
-    assert code == 2 and "invalid choice: 'compress'" in err and "'gradient-search'" in err
+    code, _, err = run_cli(capsys, "bogus")
+    assert code == 2 and "invalid choice: 'bogus'" in err and "'gradient-search'" in err
     code, _, err = run_cli(capsys)
     assert code == 2 and "the following arguments are required: <command>" in err
 

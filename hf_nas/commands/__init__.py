@@ -34,6 +34,7 @@ COMMANDS: dict[str, Command] = {
     "search": Command("hf_nas.commands.search", "Search a supernet for the Pareto front of accuracy and costs."),
     "extract": Command("hf_nas.commands.extract", "Extract one subnet as a plain checkpoint with a model card."),
     "push": Command("hf_nas.commands.push", "Push an extracted subnet folder to the Hugging Face Hub."),
+    "compress": Command("hf_nas.commands.compress", "Compress an extracted subnet into a new checkpoint folder."),
     "gradient-search": Command(
         "hf_nas.commands.gradient_search", "Search a supernet by gradient descent (TangleNAS) and select subnets."
     ),

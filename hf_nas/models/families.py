@@ -78,6 +78,9 @@ class ModelFamily:
         tasks: the task names it supports, the backbone (`feature-extraction`) first.
         subnet_modeling_file: the self-contained modeling file of its per-layer subnets, copied beside an extracted
             heterogeneous subnet so that it loads with `trust_remote_code=True` and no hf-nas.
+        vanilla_layers: where the vanilla backbone (and an extracted subnet) keeps its list of layers (`encoder.layer`).
+        vanilla_qkv: the query, key and value projections inside one of those layers (`attention.self.query`, ...),
+            e.g. for self-attention distillation from a vanilla teacher.
     """
 
     model_type: str
@@ -86,6 +89,8 @@ class ModelFamily:
     modality: str
     tasks: tuple[str, ...]
     subnet_modeling_file: str
+    vanilla_layers: str
+    vanilla_qkv: tuple[str, str, str]
 
     def __post_init__(self) -> None:
         if self.modality not in MODALITIES:
@@ -152,6 +157,11 @@ class ModelFamily:
 
     def vanilla_config_class(self) -> type:
         return transformers.CONFIG_MAPPING[self.model_type]
+
+    def vanilla_qkv_projections(self, model: Any, layer: int = -1) -> tuple[Any, Any, Any]:
+        """The query, key and value projections of layer `layer` of a vanilla (or extracted) model of this family."""
+        block = model.base_model.get_submodule(self.vanilla_layers)[layer]
+        return tuple(block.get_submodule(name) for name in self.vanilla_qkv)
 
     def task_of(self, class_name: str) -> Task:
         """The task of a class of this family, from its name (vanilla, elastic or subnet)."""
@@ -248,6 +258,8 @@ register_family(
             "fill-mask",
         ),
         subnet_modeling_file="modeling_bert_subnet.py",
+        vanilla_layers="encoder.layer",
+        vanilla_qkv=("attention.self.query", "attention.self.key", "attention.self.value"),
     )
 )
 register_family(
@@ -258,6 +270,8 @@ register_family(
         modality="image",
         tasks=("feature-extraction", "image-classification"),
         subnet_modeling_file="modeling_vit_subnet.py",
+        vanilla_layers="layers",
+        vanilla_qkv=("attention.q_proj", "attention.k_proj", "attention.v_proj"),
     )
 )
 register_family(
@@ -268,5 +282,7 @@ register_family(
         modality="image",
         tasks=("feature-extraction", "image-classification"),
         subnet_modeling_file="modeling_beit_subnet.py",
+        vanilla_layers="layers",
+        vanilla_qkv=("attention.q_proj", "attention.k_proj", "attention.v_proj"),
     )
 )

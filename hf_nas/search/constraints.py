@@ -15,10 +15,9 @@ import numbers
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
 
 from ..validation import check_floats, check_int
-from .pareto import DIRECTIONS
+from .pareto import DIRECTIONS, check_directions
 
 __all__ = [
     "DIRECTIONS",
@@ -33,21 +32,6 @@ __all__ = [
 ]
 
 _CONSTRAINT_TEXT = re.compile(r"^\s*([A-Za-z_][\w.\-]*)\s*(<=|>=)\s*(\S+)\s*$")
-
-
-def check_directions(directions: Any) -> tuple[str, ...]:
-    """`directions` as a tuple: a non-empty sequence of `"maximize"` or `"minimize"`, one per objective."""
-    if isinstance(directions, (str, bytes)) or not isinstance(directions, Sequence):
-        raise TypeError(
-            f"`directions` must be a sequence with one of {list(DIRECTIONS)} per objective, e.g. "
-            f"['maximize', 'minimize'], got {directions!r}."
-        )
-    if not directions:
-        raise ValueError(f"`directions` needs at least one objective direction; allowed: {list(DIRECTIONS)}.")
-    for i, direction in enumerate(directions):
-        if direction not in DIRECTIONS:
-            raise ValueError(f"`directions[{i}]`={direction!r} is not a direction; allowed: {list(DIRECTIONS)}.")
-    return tuple(directions)
 
 
 def is_feasible(constraint_values: Sequence[float] | None) -> bool:

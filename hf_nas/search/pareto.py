@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
-__all__ = ["DIRECTIONS", "default_reference_point", "hypervolume", "pareto_front"]
+__all__ = ["DIRECTIONS", "check_directions", "default_reference_point", "hypervolume", "pareto_front"]
 
 DIRECTIONS = ("maximize", "minimize")
 
@@ -24,17 +25,19 @@ _CHUNK = 256
 
 # ----------------------------------------------------------------------------------------------------------------
 # input checks
-def _check_directions(directions: Sequence[str]) -> list[str]:
+def check_directions(directions: Any) -> tuple[str, ...]:
+    """`directions` as a tuple: a non-empty sequence of `"maximize"` or `"minimize"`, one per objective."""
     if isinstance(directions, (str, bytes)) or not isinstance(directions, Sequence):
         raise TypeError(
-            f"`directions` must be a sequence of {list(DIRECTIONS)}, one per objective, got {directions!r}."
+            f"`directions` must be a sequence with one of {list(DIRECTIONS)} per objective, e.g. "
+            f"['maximize', 'minimize'], got {directions!r}."
         )
-    if len(directions) == 0:
-        raise ValueError(f"`directions` is empty: give one of {list(DIRECTIONS)} per objective.")
+    if not directions:
+        raise ValueError(f"`directions` needs at least one objective direction; allowed: {list(DIRECTIONS)}.")
     for i, direction in enumerate(directions):
         if direction not in DIRECTIONS:
             raise ValueError(f"`directions[{i}]`={direction!r} is not a direction; allowed: {list(DIRECTIONS)}.")
-    return list(directions)
+    return tuple(directions)
 
 
 def _check_vector(field: str, vector: Sequence[float], length: int) -> np.ndarray:
@@ -59,7 +62,7 @@ def _check_vector(field: str, vector: Sequence[float], length: int) -> np.ndarra
 def _check_values(values: Sequence[Sequence[float]], directions: Sequence[str]) -> np.ndarray:
     """Validate `values` against `directions`; return them as an (n, k) array in *minimization* form (the columns
     to maximize are negated)."""
-    directions = _check_directions(directions)
+    directions = list(check_directions(directions))
     if isinstance(values, (str, bytes)) or not isinstance(values, (Sequence, np.ndarray)):
         raise TypeError(
             f"`values` must be a sequence of rows (one per point) of numbers, got {type(values).__name__}."

@@ -21,6 +21,7 @@ from torch import nn
 from transformers import PreTrainedModel, Trainer
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
+from ..models.families import get_family
 from ..models.supernet import SupernetMixin
 from ..search_space import SubnetConfig
 from ..utils import atomic_write_text
@@ -434,13 +435,7 @@ def _last_qkv(model: nn.Module) -> tuple[nn.Module, nn.Module, nn.Module]:
     if isinstance(model, SupernetMixin):
         layers = model.elastic_layers()
         return layers[model.active_subnet.layers[-1]].qkv_projections()
-    base = model.base_model
-    layers = base.encoder.layer if hasattr(base, "encoder") else base.layers  # BERT / ViT and BEiT
-    attention = layers[-1].attention
-    if hasattr(attention, "q_proj"):
-        return attention.q_proj, attention.k_proj, attention.v_proj
-    attention = attention.self if hasattr(attention, "self") else attention.attention
-    return attention.query, attention.key, attention.value
+    return get_family(model.config).vanilla_qkv_projections(model)  # a vanilla or extracted teacher
 
 
 @contextlib.contextmanager
