@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import math
 import numbers
+import os
 from collections.abc import Sequence
 from typing import Any
 
@@ -33,6 +34,7 @@ __all__ = [
     "check_floats",
     "check_int",
     "check_min_run_time",
+    "check_model_path",
     "check_positive_int",
     "check_size",
     "pair",
@@ -120,3 +122,42 @@ def check_min_run_time(min_run_time: Any) -> float:
     if not (math.isfinite(min_run_time) and min_run_time > 0):
         raise ValueError(f"`min_run_time` must be a positive, finite number of seconds, got {min_run_time}.")
     return float(min_run_time)
+
+
+def check_model_path(option: str, path: Any) -> str:
+    """A checkpoint location given on the command line (`option` names it, e.g. `--supernet`): an existing local
+    folder, or something that can only be a Hub id. A path that looks local but does not exist (it starts with `.`,
+    `/` or `~`, has more than one `/`, or its first folder exists here, as in `out/supernte`) is refused with one line
+    naming it, instead of a Hub lookup that fails with an unrelated message.
+
+    Example:
+
+    ```python
+    >>> import os, tempfile
+    >>> from hf_nas.validation import check_model_path
+    >>> folder = tempfile.mkdtemp()
+    >>> check_model_path("--supernet", folder) == folder
+    True
+    >>> check_model_path("--model_name_or_path", "google-bert/bert-base-uncased")  # a Hub id is left to the Hub
+    'google-bert/bert-base-uncased'
+    >>> check_model_path("--supernet", os.path.join(folder, "supernte"))  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+        ...
+    ValueError: --supernet .../supernte does not exist (no such local folder, and not a Hub model id).
+    ```
+    """
+    if not isinstance(path, (str, os.PathLike)) or not os.fspath(path):
+        raise TypeError(f"{option} must be a local folder or a Hub model id, got {path!r}.")
+    path = os.fspath(path)
+    if os.path.exists(path):
+        return path
+    first = path.split("/", 1)[0]
+    looks_local = (
+        path.startswith((".", "/", "~", os.sep))
+        or path.count("/") > 1
+        or (os.sep != "/" and os.sep in path)
+        or ("/" in path and os.path.isdir(first))
+    )
+    if looks_local:
+        raise ValueError(f"{option} {path} does not exist (no such local folder, and not a Hub model id).")
+    return path

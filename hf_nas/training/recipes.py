@@ -15,6 +15,7 @@ The library functions here do the teacher stage; `scripts/train_supernet.py` str
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 import os
 from dataclasses import dataclass, field
@@ -23,14 +24,16 @@ from typing import Any
 from transformers import PreTrainedModel, Trainer, TrainingArguments
 
 from ..models.families import get_family
-from ..utils import atomic_directory
+from ..utils import atomic_directory, atomic_write_text
 from .training_args import SupernetTrainingArguments
 
 __all__ = [
     "RECIPES",
     "RECIPE_DEFAULTS",
     "TEACHER_DIR_NAME",
+    "TRAINING_RECORD_NAME",
     "RecipeArguments",
+    "TrainingRecord",
     "finetune_subnet",
     "finetune_teacher",
     "find_saved_teacher",
@@ -44,6 +47,7 @@ RECIPES = ("one_pass", "teacher_first")
 # The levers of the benchmarked recipe (docs/benchmarks/supernet.md): train_supernet.py's defaults for both recipes.
 RECIPE_DEFAULTS = {"hidden_loss_weight": 1.0, "protect_largest_gradient": True, "uniform_subnet_probability": 0.5}
 TEACHER_DIR_NAME = "teacher"
+TRAINING_RECORD_NAME = "hf_nas_training.json"
 _WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin")
 
 
@@ -118,6 +122,51 @@ def find_saved_teacher(output_dir: str | os.PathLike) -> str | None:
     if not any(os.path.isfile(os.path.join(folder, name)) for name in _WEIGHT_FILES):
         return None
     return folder
+
+
+@dataclass
+class TrainingRecord:
+    """What a supernet folder says about how it was made, saved as `hf_nas_training.json` beside the weights and read
+    when a subnet is extracted (the model card's base model, dataset and training recipe).
+
+    Args:
+        base_model: the checkpoint the supernet was trained from: a Hub id, or a local path when there is none.
+        recipe: `one_pass` or `teacher_first` (or `task_agnostic` for distilled supernets).
+        dataset: where the training data came from: `name`, `config`, `train_split`, `validation_split`, or the
+            `train_file` / `validation_file` / `data_dir` given.
+        training: the training settings worth stating on a card (steps, learning rate, batch size, sampler,
+            distillation, loss weights, ...).
+        command_line: the arguments of the run.
+    """
+
+    base_model: str | None = None
+    recipe: str | None = None
+    dataset: dict[str, Any] = field(default_factory=dict)
+    training: dict[str, Any] = field(default_factory=dict)
+    command_line: list[str] = field(default_factory=list)
+
+    def save(self, folder: str | os.PathLike) -> str:
+        """Write `folder/hf_nas_training.json` atomically; returns its path."""
+        path = os.path.join(os.fspath(folder), TRAINING_RECORD_NAME)
+        atomic_write_text(path, json.dumps(dataclasses.asdict(self), indent=2, sort_keys=True) + "\n")
+        return path
+
+    @classmethod
+    def load(cls, folder: str | os.PathLike) -> TrainingRecord | None:
+        """The record saved in `folder`, or None when there is none (a supernet trained before records existed)."""
+        path = os.path.join(os.fspath(folder), TRAINING_RECORD_NAME)
+        if not os.path.isfile(path):
+            return None
+        with open(path) as f:
+            data = json.load(f)
+        if not isinstance(data, dict):
+            raise ValueError(f"{path} must hold a JSON object, got {type(data).__name__}.")
+        unknown = sorted(set(data) - {f.name for f in dataclasses.fields(cls)})
+        if unknown:
+            raise ValueError(
+                f"{path} has unknown keys {unknown}; allowed: {[f.name for f in dataclasses.fields(cls)]}."
+            )
+        return cls(**data)
 
 
 def finetune_teacher(
