@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, ClassVar
+
+from transformers import PretrainedConfig
 
 from ..search_space import SearchSpace, SubnetConfig
 
@@ -29,6 +32,36 @@ class SupernetMixin:
     `head_modules()`. Each names its vanilla twin in `static_class_name`."""
 
     static_class_name: ClassVar[str]
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        # Every constructor first turns a vanilla config of the family (`BertConfig` for `ElasticBert*`) into the
+        # elastic config, with the search space derived as `from_pretrained` derives it, and refuses any other.
+        super().__init_subclass__(**kwargs)
+        init = cls.__dict__.get("__init__")
+        if init is None:
+            return
+
+        @functools.wraps(init)
+        def __init__(self: Any, config: Any, *args: Any, **init_kwargs: Any) -> None:
+            init(self, type(self).as_elastic_config(config), *args, **init_kwargs)
+
+        cls.__init__ = __init__
+
+    @classmethod
+    def as_elastic_config(cls, config: Any) -> Any:
+        """`config` as this class's elastic config: an elastic config is kept, a vanilla config of the same family
+        (e.g. a `BertConfig` for `ElasticBert*`) is converted with its search space derived from it; anything else
+        raises a `TypeError` naming the config class to use."""
+        config_class = cls.config_class
+        if isinstance(config, config_class):
+            return config
+        vanilla_type = config_class.model_type.removeprefix("elastic_")
+        if isinstance(config, PretrainedConfig) and getattr(config, "model_type", None) == vanilla_type:
+            return config_class.from_dict(config.to_dict())
+        raise TypeError(
+            f"{cls.__name__} takes an {config_class.__name__} (or a vanilla `{vanilla_type}` config, converted), got "
+            f"{type(config).__name__}. To load a checkpoint use {cls.__name__}.from_pretrained(path)."
+        )
 
     # ------------------------------------------------------------------------------------------------------------
     # the space
