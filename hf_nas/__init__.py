@@ -7,7 +7,7 @@ Auto classes.
 
 __version__ = "0.1.0"
 
-from .costs import LatencyResult, count_macs, count_parameters, measure_latency, time_forward
+from .costs import LatencyResult, NoisyLatencyError, count_macs, count_parameters, measure_latency, time_forward
 from .extraction import extract_subnet, save_subnet
 from .gradient import GradientSearchArguments, GradientSearchTrainer
 from .hub import build_model_card, export_subnet, push_subnet_folder
@@ -77,6 +77,7 @@ __all__ = [
     "GradientSearchTrainer",
     "LatencyResult",
     "ModelFamily",
+    "NoisyLatencyError",
     "RecipeArguments",
     "SearchResults",
     "SearchSpace",

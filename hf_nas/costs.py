@@ -4,17 +4,24 @@
 extraction and no forward pass, so a search can call them on thousands of candidates. Each equals what the extracted
 subnet really has or does: `sum(p.numel() for p in extract_subnet(model, subnet).parameters())` for parameters, and
 the MACs `torch.utils.flop_counter.FlopCounterMode` counts on its forward for MACs (see [`count_macs_measured`]).
-[`measure_latency`] times the *extracted* subnet with `torch.utils.benchmark`; [`time_forward`] times any model.
+[`measure_latency`] times the *extracted* subnet with `torch.utils.benchmark`; [`time_forward`] times any model. Both
+follow one protocol (warm-up, then rounds until the spread of the times is small, see [`time_forward`]) and report
+milliseconds; the search's latency objective, `hf-nas extract` and the model cards all use [`measure_latency`].
 """
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import dataclasses
+import logging
+import math
 import numbers
+import statistics
 from abc import ABC, abstractmethod
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch import nn
@@ -28,7 +35,13 @@ from .search_space import SubnetConfig
 from .validation import check_device, check_min_run_time, check_positive_int, pair
 
 __all__ = [
+    "DEFAULT_MAX_RELATIVE_IQR",
+    "DEFAULT_MAX_ROUNDS",
+    "DEFAULT_WARMUP_RUNS",
     "LatencyResult",
+    "NOISY_ACTIONS",
+    "NoisyLatencyError",
+    "check_latency_options",
     "count_macs",
     "count_macs_measured",
     "count_parameters",
@@ -40,6 +53,8 @@ __all__ = [
     "num_tokens",
     "time_forward",
 ]
+
+logger = logging.getLogger(__name__)
 
 # A size or a cost: a plain number, or a tensor of them (e.g. expected sizes under a mixture of choices).
 Scalar = int | float | torch.Tensor
@@ -729,10 +744,33 @@ def count_macs_measured(
 
 
 # ----------------------------------------------------------------------------------------------------------------
-# latency
+# latency: one protocol (warm-up, rounds, spread check) for the search objective, extraction and model cards
+DEFAULT_WARMUP_RUNS = 5
+DEFAULT_MAX_RELATIVE_IQR = 0.25
+DEFAULT_MAX_ROUNDS = 3
+NOISY_ACTIONS = ("flag", "raise")
+# Blocks a round times at least: the interquartile range of fewer blocks says nothing about the spread (of one block
+# it is 0), so a round that `blocked_autorange` ends sooner is topped up with blocks of the same size.
+_MIN_BLOCKS = 5
+
+
+class NoisyLatencyError(RuntimeError):
+    """A latency whose spread stayed above `max_relative_iqr` in every round (see [`time_forward`]).
+
+    Args:
+        message (`str`): what was measured, the spread, the threshold and what to do.
+        result ([`LatencyResult`]): the least noisy round, with `noisy=True`.
+    """
+
+    def __init__(self, message: str, result: LatencyResult):
+        super().__init__(message)
+        self.result = result
+
+
 @dataclass(frozen=True)
 class LatencyResult:
-    """Forward-pass latency of a model, as measured by [`time_forward`] / [`measure_latency`].
+    """Forward-pass latency of a model, as measured by [`time_forward`] / [`measure_latency`]. Times are in
+    milliseconds: the fields end in `_ms` and [`to_dict`] says `"unit": "ms"`.
 
     Args:
         median_ms (`float`): median time of one forward pass, in milliseconds.
@@ -741,18 +779,28 @@ class LatencyResult:
         batch_size (`int`): sequences per forward pass.
         sequence_length (`int`): tokens per sequence.
         num_threads (`int`): torch intra-op threads used.
-        num_runs (`int`): forward passes timed in all (`torch.utils.benchmark` blocks x passes per block).
+        num_runs (`int`): forward passes timed in the kept round (blocks x passes per block).
         image_size (`list[int]`, *optional*): image models: the input `[height, width]` (`sequence_length` is then
             the number of patches plus the CLS token).
+        noisy (`bool`, *optional*, defaults to `False`): True if `iqr_ms / median_ms` stayed above
+            `max_relative_iqr` in every round: the machine was busy and the median is not to be trusted.
+        rounds (`int`, *optional*, defaults to 1): measurement rounds run; the least noisy one is kept.
+        warmup_runs (`int`, *optional*): untimed forward passes before the first round.
+        max_relative_iqr (`float`, *optional*): the spread threshold the result was checked against.
 
     Example:
 
     ```python
     >>> from hf_nas.costs import LatencyResult
-    >>> LatencyResult(1.5, 0.1, "cpu", 1, 128, 4, 200).to_dict()["median_ms"]
-    1.5
+    >>> result = LatencyResult(1.5, 0.1, "cpu", 1, 128, 4, 200)
+    >>> result.to_dict()["median_ms"], result.to_dict()["unit"], result.noisy
+    (1.5, 'ms', False)
+    >>> LatencyResult.from_dict(result.to_dict()) == result
+    True
     ```
     """
+
+    UNIT: ClassVar[str] = "ms"
 
     median_ms: float
     iqr_ms: float
@@ -762,12 +810,128 @@ class LatencyResult:
     num_threads: int
     num_runs: int
     image_size: list[int] | None = None
+    noisy: bool = False
+    rounds: int = 1
+    warmup_runs: int | None = None
+    max_relative_iqr: float | None = None
+
+    @property
+    def relative_iqr(self) -> float:
+        """`iqr_ms / median_ms`: the spread of the per-pass times relative to their median."""
+        return self.iqr_ms / self.median_ms if self.median_ms > 0 else math.inf
+
+    @classmethod
+    def dict_keys(cls) -> tuple[str, ...]:
+        """Every key [`to_dict`] may write: the fields and `"unit"` (optional fields are left out when None)."""
+        return (*(f.name for f in dataclasses.fields(cls)), "unit")
 
     def to_dict(self) -> dict[str, Any]:
+        """The fields as a JSON-serializable dict with `"unit": "ms"`; `image_size`, `warmup_runs` and
+        `max_relative_iqr` are left out when None."""
         data = dataclasses.asdict(self)
-        if data["image_size"] is None:
-            del data["image_size"]  # text models
-        return data
+        for key in ("image_size", "warmup_runs", "max_relative_iqr"):
+            if data[key] is None:
+                del data[key]
+        return {**data, "unit": self.UNIT}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> LatencyResult:
+        """The result a [`to_dict`] wrote, also one saved before `unit`, `noisy`, `rounds`, `warmup_runs` and
+        `max_relative_iqr` existed (they take their defaults)."""
+        if not isinstance(data, dict):
+            raise TypeError(f"`data` must be a dict from LatencyResult.to_dict(), got {type(data).__name__}.")
+        unknown = sorted(set(data) - set(cls.dict_keys()))
+        if unknown:
+            raise ValueError(f"Unknown keys in the latency dict: {unknown}; allowed: {list(cls.dict_keys())}.")
+        unit = data.get("unit", cls.UNIT)
+        if unit != cls.UNIT:
+            raise ValueError(f"The latency dict has `unit`={unit!r}; allowed: {cls.UNIT!r}.")
+        return cls(**{k: v for k, v in data.items() if k != "unit"})
+
+
+def check_latency_options(
+    warmup_runs: Any, max_relative_iqr: Any, max_rounds: Any, on_noisy: Any
+) -> tuple[int, float, int, str]:
+    """Check the options of the spread check of [`time_forward`] and return them (the threshold as a float).
+
+    Example:
+
+    ```python
+    >>> from hf_nas.costs import check_latency_options
+    >>> check_latency_options(5, 0.25, 3, "flag")
+    (5, 0.25, 3, 'flag')
+    ```
+    """
+    if isinstance(warmup_runs, bool) or not isinstance(warmup_runs, int):
+        raise TypeError(f"`warmup_runs` must be an int, got {warmup_runs!r} of type {type(warmup_runs).__name__}.")
+    if warmup_runs < 0:
+        raise ValueError(f"`warmup_runs` must be an int >= 0, got {warmup_runs}.")
+    if isinstance(max_relative_iqr, bool) or not isinstance(max_relative_iqr, numbers.Real):
+        raise TypeError(f"`max_relative_iqr` must be a number (e.g. 0.25), got {max_relative_iqr!r}.")
+    if not max_relative_iqr > 0:  # also refuses NaN; math.inf accepts any spread
+        raise ValueError(f"`max_relative_iqr` must be > 0 (math.inf accepts any spread), got {max_relative_iqr}.")
+    check_positive_int("max_rounds", max_rounds)
+    if on_noisy not in NOISY_ACTIONS:
+        raise ValueError(f"`on_noisy`={on_noisy!r} is not allowed; allowed: {list(NOISY_ACTIONS)}.")
+    return warmup_runs, float(max_relative_iqr), max_rounds, on_noisy
+
+
+@dataclass(frozen=True)
+class _Round:
+    """One measurement round: median and interquartile range of the per-pass times of its blocks."""
+
+    median_ms: float
+    iqr_ms: float
+    num_runs: int
+
+    @property
+    def relative_iqr(self) -> float:
+        return self.iqr_ms / self.median_ms if self.median_ms > 0 else math.inf
+
+
+def _time_round(timer: benchmark.Timer, min_run_time: float) -> _Round:
+    """`blocked_autorange` for at least `min_run_time` seconds, topped up to `_MIN_BLOCKS` blocks of its size."""
+    measurement = timer.blocked_autorange(min_run_time=min_run_time)
+    number = measurement.number_per_run
+    times = list(measurement.times)  # seconds per forward pass, one value per block
+    while len(times) < _MIN_BLOCKS:
+        times.extend(timer.timeit(number).times)
+    q1, median, q3 = statistics.quantiles(times, n=4, method="inclusive")
+    return _Round(median_ms=median * 1e3, iqr_ms=(q3 - q1) * 1e3, num_runs=len(times) * number)
+
+
+def _least_noisy_round(
+    timer: benchmark.Timer, min_run_time: float, max_relative_iqr: float, max_rounds: int
+) -> tuple[_Round, int]:
+    """Rounds until one's spread is at most `max_relative_iqr` or `max_rounds` ran; the least noisy round and the
+    number of rounds run."""
+    rounds = [_time_round(timer, min_run_time)]
+    while rounds[-1].relative_iqr > max_relative_iqr and len(rounds) < max_rounds:
+        rounds.append(_time_round(timer, min_run_time))
+    return min(rounds, key=lambda r: r.relative_iqr), len(rounds)
+
+
+@contextlib.contextmanager
+def _torch_threads(num_threads: int) -> Iterator[None]:
+    """Run the warm-up with the intra-op threads the Timer times with."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(num_threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
+
+
+def _report_noisy(result: LatencyResult, what: str, on_noisy: str) -> None:
+    message = (
+        f"The latency of {what} is noisy: its interquartile range {result.iqr_ms:.3g} ms is "
+        f"{result.relative_iqr:.0%} of its median {result.median_ms:.3g} ms in the least noisy of {result.rounds} "
+        f"rounds (max_relative_iqr={result.max_relative_iqr:g}). The machine is probably busy: measure again on an "
+        "idle one, or raise `min_run_time`, `max_rounds` or `max_relative_iqr`."
+    )
+    if on_noisy == "raise":
+        raise NoisyLatencyError(message, result)
+    logger.warning("%s The result is kept with noisy=True.", message)
 
 
 def time_forward(
@@ -779,13 +943,27 @@ def time_forward(
     min_run_time: float = 1.0,
     seed: int = 0,
     image_size: int | tuple[int, int] | None = None,
+    *,
+    warmup_runs: int = DEFAULT_WARMUP_RUNS,
+    max_relative_iqr: float = DEFAULT_MAX_RELATIVE_IQR,
+    max_rounds: int = DEFAULT_MAX_ROUNDS,
+    on_noisy: str = "flag",
 ) -> LatencyResult:
-    """Time the forward pass of any text model (supernet, vanilla or extracted) on random `input_ids`.
+    """Time the forward pass of any text or image model (supernet, vanilla or extracted) on random inputs.
 
     The model is moved to `device` (in place, like `model.to`) and run in eval mode under `torch.no_grad` (its
     training flag is restored afterwards) on random `input_ids` drawn from a generator seeded with `seed` and an
-    all-ones `attention_mask`. After one warm-up pass, `torch.utils.benchmark.Timer.blocked_autorange` times it for
-    at least `min_run_time` seconds (synchronizing accelerators) and the median over its blocks is reported.
+    all-ones `attention_mask` (image models: random `pixel_values`). The protocol, the same for the search's latency
+    objective, extraction and model cards:
+
+    1. warm-up: `warmup_runs` untimed forward passes (lazy initialization, allocator caches, CPU frequency);
+    2. a round: `torch.utils.benchmark.Timer.blocked_autorange` times blocks of passes for at least `min_run_time`
+       seconds (synchronizing accelerators), topped up to 5 blocks; its median and interquartile range (IQR) are
+       those of the per-pass times of its blocks;
+    3. spread check: if `IQR / median` exceeds `max_relative_iqr` (default 0.25), another round runs, up to
+       `max_rounds` (default 3) in all, and the round with the smallest `IQR / median` is kept;
+    4. if even that round is too spread, the result is marked `noisy=True` and a warning logged
+       (`on_noisy="flag"`, the default), or [`NoisyLatencyError`] is raised (`on_noisy="raise"`).
 
     Args:
         model (`nn.Module`): a text model that takes `input_ids` and `attention_mask` and has `config.vocab_size`,
@@ -795,13 +973,19 @@ def time_forward(
             `config.max_position_embeddings`).
         device (`str`, *optional*, defaults to `"cpu"`): torch device string, e.g. `"cpu"` or `"cuda:0"`.
         num_threads (`int`, *optional*): torch intra-op threads; defaults to `torch.get_num_threads()`.
-        min_run_time (`float`, *optional*, defaults to 1.0): seconds of timed runs at least.
+        min_run_time (`float`, *optional*, defaults to 1.0): seconds of timed runs at least, per round.
         seed (`int`, *optional*, defaults to 0): seed of the random `input_ids` (or `pixel_values`).
         image_size (`int` or `(height, width)`, *optional*): image models: the input size, default
             `config.image_size` (another size interpolates the position embeddings).
+        warmup_runs (`int`, *optional*, defaults to 5): untimed forward passes before the first round (>= 0).
+        max_relative_iqr (`float`, *optional*, defaults to 0.25): the largest `IQR / median` accepted;
+            `math.inf` accepts any spread.
+        max_rounds (`int`, *optional*, defaults to 3): rounds at most while the spread is too large.
+        on_noisy (`str`, *optional*, defaults to `"flag"`): what a still too spread result does: `"flag"` returns
+            it with `noisy=True` and logs a warning, `"raise"` raises [`NoisyLatencyError`].
 
     Returns:
-        [`LatencyResult`].
+        [`LatencyResult`]: the kept round, with the conditions of the measurement.
 
     Example:
 
@@ -811,8 +995,8 @@ def time_forward(
     >>> config = ElasticBertConfig(vocab_size=99, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
     ...                            intermediate_size=64)
     >>> result = time_forward(ElasticBertModel(config), batch_size=1, sequence_length=8, min_run_time=0.05)
-    >>> result.median_ms > 0
-    True
+    >>> result.median_ms > 0, result.to_dict()["unit"], 1 <= result.rounds <= 3
+    (True, 'ms', True)
     ```
     """
     if not isinstance(model, nn.Module):
@@ -830,8 +1014,12 @@ def time_forward(
     min_run_time = check_min_run_time(min_run_time)
     if isinstance(seed, bool) or not isinstance(seed, int):
         raise TypeError(f"`seed` must be an int, got {seed!r}.")
+    warmup_runs, max_relative_iqr, max_rounds, on_noisy = check_latency_options(
+        warmup_runs, max_relative_iqr, max_rounds, on_noisy
+    )
 
     inputs = _random_model_inputs(config, batch_size, model_inputs, parsed_device, seed)
+    description = f"batch {batch_size} x {model_inputs.describe()} on {parsed_device}"
     was_training = model.training
     model.to(parsed_device).eval()
     try:
@@ -840,23 +1028,32 @@ def time_forward(
             globals={"model": model, "inputs": inputs},
             num_threads=num_threads,
             label=type(model).__name__,
-            description=f"batch {batch_size} x {model_inputs.describe()} on {parsed_device}",
+            description=description,
         )
-        with torch.no_grad():  # grad mode is per thread, and the Timer runs the statement in this one
-            model(**inputs)  # warm-up: lazy initialization and allocator caches stay out of the timings
-            measurement = timer.blocked_autorange(min_run_time=min_run_time)
+        with torch.no_grad(), _torch_threads(num_threads):
+            # grad mode is per thread, and the Timer runs the statement in this one
+            for _ in range(warmup_runs):
+                model(**inputs)  # lazy initialization and allocator caches stay out of the timings
+            kept, rounds = _least_noisy_round(timer, min_run_time, max_relative_iqr, max_rounds)
     finally:
         model.train(was_training)
-    return LatencyResult(
-        median_ms=measurement.median * 1e3,
-        iqr_ms=measurement.iqr * 1e3,
+    result = LatencyResult(
+        median_ms=kept.median_ms,
+        iqr_ms=kept.iqr_ms,
         device=str(parsed_device),
         batch_size=batch_size,
         sequence_length=model_inputs.tokens,
         num_threads=num_threads,
-        num_runs=len(measurement.times) * measurement.number_per_run,
+        num_runs=kept.num_runs,
         image_size=None if model_inputs.image_size is None else list(model_inputs.image_size),
+        noisy=kept.relative_iqr > max_relative_iqr,
+        rounds=rounds,
+        warmup_runs=warmup_runs,
+        max_relative_iqr=max_relative_iqr,
     )
+    if result.noisy:
+        _report_noisy(result, f"{type(model).__name__} ({description})", on_noisy)
+    return result
 
 
 def measure_latency(
@@ -868,22 +1065,34 @@ def measure_latency(
     num_threads: int | None = None,
     min_run_time: float = 1.0,
     image_size: int | tuple[int, int] | None = None,
+    *,
+    warmup_runs: int = DEFAULT_WARMUP_RUNS,
+    max_relative_iqr: float = DEFAULT_MAX_RELATIVE_IQR,
+    max_rounds: int = DEFAULT_MAX_ROUNDS,
+    on_noisy: str = "flag",
 ) -> LatencyResult:
     """Latency of one forward pass of the *extracted* `subnet` (a standalone copy, not the supernet).
 
-    The subnet is extracted with `extract_subnet` and timed with [`time_forward`] on `device`, in eval mode, under
-    `torch.no_grad`, on seeded random `input_ids` of shape `(batch_size, sequence_length)`; the supernet itself is
-    neither moved nor changed.
+    This is the one definition of a subnet's latency in hf-nas: the search's `latency` objective, `hf-nas extract`
+    and the model cards all call it. The subnet is extracted with `extract_subnet` and timed with [`time_forward`]
+    (warm-up, rounds of `torch.utils.benchmark`, spread check) on `device`, in eval mode, under `torch.no_grad`, on
+    seeded random inputs of shape `(batch_size, sequence_length)` (or images of `image_size`); the supernet itself
+    is neither moved nor changed.
 
     Args:
-        model (`nn.Module`): an elastic supernet (`ElasticBert*`).
+        model (`nn.Module`): an elastic supernet (`ElasticBert*`, `ElasticViT*`, `ElasticBeit*`).
         subnet (`SubnetConfig`, *optional*): the subnet; defaults to `model.active_subnet`.
         batch_size (`int`, *optional*, defaults to 1): sequences per forward pass.
         sequence_length (`int`, *optional*, defaults to 128): text models: tokens per sequence.
         device (`str`, *optional*, defaults to `"cpu"`): torch device string, e.g. `"cpu"` or `"cuda:0"`.
         num_threads (`int`, *optional*): torch intra-op threads; defaults to `torch.get_num_threads()`.
-        min_run_time (`float`, *optional*, defaults to 1.0): seconds of timed runs at least.
+        min_run_time (`float`, *optional*, defaults to 1.0): seconds of timed runs at least, per round.
         image_size (`int` or `(height, width)`, *optional*): image models: the input size (default: the config's).
+        warmup_runs (`int`, *optional*, defaults to 5): untimed forward passes before timing.
+        max_relative_iqr (`float`, *optional*, defaults to 0.25): the largest accepted `IQR / median`.
+        max_rounds (`int`, *optional*, defaults to 3): rounds at most while the spread is larger.
+        on_noisy (`str`, *optional*, defaults to `"flag"`): `"flag"` (keep a too spread result with `noisy=True`,
+            and log a warning) or `"raise"` ([`NoisyLatencyError`]).
 
     Returns:
         [`LatencyResult`]: median and interquartile range in milliseconds, with the conditions of the measurement.
@@ -896,8 +1105,8 @@ def measure_latency(
     ...                            intermediate_size=64)
     >>> model = ElasticBertForSequenceClassification(config)
     >>> result = measure_latency(model, model.search_space.smallest(), sequence_length=8, min_run_time=0.05)
-    >>> result.sequence_length, result.device
-    (8, 'cpu')
+    >>> result.sequence_length, result.device, result.max_relative_iqr
+    (8, 'cpu', 0.25)
     ```
     """
     if not isinstance(model, SupernetMixin):
@@ -911,6 +1120,7 @@ def measure_latency(
     if num_threads is not None:
         check_positive_int("num_threads", num_threads)
     check_min_run_time(min_run_time)
+    check_latency_options(warmup_runs, max_relative_iqr, max_rounds, on_noisy)
     arch = _architecture(model, subnet)
 
     static = extract_subnet(model, arch.subnet)
@@ -922,4 +1132,8 @@ def measure_latency(
         num_threads=num_threads,
         min_run_time=min_run_time,
         image_size=image_size,
+        warmup_runs=warmup_runs,
+        max_relative_iqr=max_relative_iqr,
+        max_rounds=max_rounds,
+        on_noisy=on_noisy,
     )

@@ -4,8 +4,12 @@ checkpoint's image processor)."""
 
 from __future__ import annotations
 
+import argparse
 import csv
+import logging
 import os
+import re
+import textwrap
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -16,11 +20,16 @@ from datasets import load_dataset
 from .models.families import family_for_checkpoint
 
 __all__ = [
+    "TEXT_PAIR_COLUMNS",
+    "HelpFormatter",
     "ImageClassificationCollator",
     "ImageClassificationTransform",
     "ImageDataArguments",
     "TextDataArguments",
     "argument_from_command_line",
+    "check_data_paths",
+    "check_local_path",
+    "check_text_columns",
     "checkpoint_modality",
     "data_arguments_class",
     "extract_archive",
@@ -33,34 +42,110 @@ __all__ = [
     "pick_text_column",
     "prepare_image_datasets",
     "processor_image_size",
+    "text_columns",
     "tokenize_classification",
 ]
 
+logger = logging.getLogger(__name__)
+
 _EXTENSIONS = (".csv", ".tsv", ".json", ".jsonl")
+# The text columns of the GLUE tasks (run_glue.py's `task_to_keys`): the sentence-pair ones, in the order they are
+# tried (QNLI's question/sentence before the single `sentence` of CoLA and SST-2).
+TEXT_PAIR_COLUMNS = (
+    ("sentence1", "sentence2"),  # MRPC, STS-B, RTE, WNLI
+    ("question1", "question2"),  # QQP
+    ("premise", "hypothesis"),  # MNLI
+    ("question", "sentence"),  # QNLI
+)
+_SINGLE_TEXT_COLUMNS = ("sentence", "text")
+_ID_COLUMNS = ("id", "idx", "guid", "uid")  # string ids are not texts
+_STATES_DEFAULT = re.compile(r"\(default[:)]|\bdefault:", re.IGNORECASE)
+
+
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """The `--help` formatter of the hf-nas commands: each option's help ends with its default, `(default: X)`, once.
+
+    The default is not appended to options that are required, to switches (`--no_*`), or to options whose help states
+    their default already (as in "Default: the checkpoint's"), so an option whose default is `None` does not read
+    "(default: None)" after it. Lines are wrapped at spaces only: paths and Hub ids stay whole, to be copied.
+
+    Example:
+
+    ```python
+    >>> import argparse
+    >>> from hf_nas.data import HelpFormatter
+    >>> parser = argparse.ArgumentParser(formatter_class=HelpFormatter)
+    >>> _ = parser.add_argument("--size", type=int, default=8, help="Batch size.")
+    >>> _ = parser.add_argument("--column", default=None, help="A text column (default: the first).")
+    >>> formatter = parser._get_formatter()
+    >>> [formatter._expand_help(action) for action in parser._actions[1:]]
+    ['Batch size. (default: 8)', 'A text column (default: the first).']
+    ```
+    """
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        help_text = action.help or ""
+        if action.required or action.nargs == 0 or _STATES_DEFAULT.search(help_text):  # nargs 0: a --no_* switch
+            return help_text
+        return super()._get_help_string(action)
+
+    def _split_lines(self, text: str, width: int) -> list[str]:
+        return textwrap.wrap(" ".join(text.split()), width, break_long_words=False, break_on_hyphens=False)
 
 
 @dataclass
 class TextDataArguments:
-    """Where the text-classification data comes from and how it is tokenized (run_glue.py's options)."""
+    """Where the text-classification data comes from and how it is tokenized (run_glue.py's options).
+
+    The text column(s) are found as run_glue.py finds them when not given: a GLUE sentence pair
+    ([`TEXT_PAIR_COLUMNS`], e.g. `sentence1`/`sentence2` or `premise`/`hypothesis`), else `sentence` or `text`, else
+    the two text columns besides the label when there are exactly two (a pair), else the first text column. Commands
+    log the columns they use.
+    """
 
     dataset_name: str | None = field(default=None, metadata={"help": "A dataset on the Hub (e.g. nyu-mll/glue)."})
     dataset_config_name: str | None = field(default=None, metadata={"help": "Its configuration (e.g. sst2)."})
-    train_file: str | None = field(default=None, metadata={"help": "A csv, tsv or json(l) training file."})
-    validation_file: str | None = field(default=None, metadata={"help": "A csv, tsv or json(l) validation file."})
-    text_column: str | None = field(default=None, metadata={"help": "Default: sentence, text or the first str."})
-    text_pair_column: str | None = field(default=None, metadata={"help": "Second text of sentence pairs."})
-    label_column: str = field(default="label")
-    max_seq_length: int = field(default=128)
-    max_train_samples: int | None = field(default=None, metadata={"help": "Seeded subset of the training set."})
-    max_eval_samples: int | None = field(default=None)
+    train_file: str | None = field(default=None, metadata={"help": "A local csv, tsv or json(l) training file."})
+    validation_file: str | None = field(
+        default=None, metadata={"help": "A local csv, tsv or json(l) validation file."}
+    )
+    text_column: str | None = field(
+        default=None,
+        metadata={
+            "help": "Column of the (first) text. Default: a GLUE sentence pair (sentence1/sentence2, "
+            "question1/question2, premise/hypothesis, question/sentence), else sentence or text, else the two text "
+            "columns besides the label when there are exactly two, else the first text column."
+        },
+    )
+    text_pair_column: str | None = field(
+        default=None,
+        metadata={"help": "Column of the second text of sentence pairs. Default: found with --text_column."},
+    )
+    label_column: str = field(default="label", metadata={"help": "Column of the class labels."})
+    max_seq_length: int = field(
+        default=128, metadata={"help": "Longest tokenized input (text and pair together); longer ones are truncated."}
+    )
+    max_train_samples: int | None = field(
+        default=None,
+        metadata={"help": "Train on this many training rows, a subset shuffled with --seed. Default: all."},
+    )
+    max_eval_samples: int | None = field(
+        default=None,
+        metadata={"help": "Evaluate on this many validation rows, a subset shuffled with --seed. Default: all."},
+    )
     metrics: str = field(default="accuracy", metadata={"help": "Comma-separated evaluate metrics."})
 
     def __post_init__(self):
         if self.dataset_name is None and self.train_file is None and self.validation_file is None:
             raise ValueError("Give --dataset_name, or --train_file / --validation_file (csv, tsv or json).")
-        for path in (self.train_file, self.validation_file):
+        for option in ("train_file", "validation_file"):
+            path = getattr(self, option)
             if path is not None and os.path.splitext(path)[1] not in _EXTENSIONS:
-                raise ValueError(f"{path}: unsupported file type; allowed: {', '.join(_EXTENSIONS)}.")
+                raise ValueError(f"--{option} {path}: unsupported file type; allowed: {', '.join(_EXTENSIONS)}.")
+        for option in ("max_seq_length", "max_train_samples", "max_eval_samples"):
+            value = getattr(self, option)
+            if value is not None and value < 1:
+                raise ValueError(f"--{option} must be a positive number, got {value}.")
 
 
 def checkpoint_modality(pretrained_model_name_or_path: str | os.PathLike) -> str:
@@ -113,44 +198,186 @@ def argument_from_command_line(name: str, argv: list[str] | None = None) -> str 
     return getattr(known, name)
 
 
+def check_local_path(option: str, path: str | os.PathLike, kind: str = "file") -> str:
+    """`path`, given with the command-line option `option`, if it exists here; else a `ValueError` of one line naming
+    it. Remote data files (`https://...`, `hf://...`) are left to the loader. `kind` (`"file"`, `"folder"`, or
+    `"folder or archive"`) only words the message.
+
+    Example:
+
+    ```python
+    >>> from hf_nas.data import check_local_path
+    >>> check_local_path("--train_file", "data/sst2_sampel.tsv")
+    Traceback (most recent call last):
+        ...
+    ValueError: --train_file data/sst2_sampel.tsv does not exist (no such local file).
+    ```
+    """
+    path = os.fspath(path)
+    if "://" not in path and not os.path.exists(os.path.expanduser(path)):
+        detail = f"no such local {kind}"
+        if kind == "folder or archive":
+            detail = f"it is neither a folder nor a {'/'.join(_ARCHIVE_EXTENSIONS)} archive here"
+        raise ValueError(f"{option} {path} does not exist ({detail}).")
+    return path
+
+
+def check_data_paths(data: TextDataArguments | ImageDataArguments) -> None:
+    """Check that the local files and folders of `data` (`--train_file`, `--validation_file`, `--data_dir`,
+    `--train_dir`, `--validation_dir`) exist, before anything is loaded; see [`check_local_path`]."""
+    for option, kind in (
+        ("train_file", "file"),
+        ("validation_file", "file"),
+        ("data_dir", "folder or archive"),
+        ("train_dir", "folder or archive"),
+        ("validation_dir", "folder or archive"),
+    ):
+        path = getattr(data, option, None)
+        if path is not None:
+            check_local_path(f"--{option}", path, kind)
+
+
 def load_text_datasets(data: TextDataArguments) -> datasets.DatasetDict:
-    """The raw splits: `train` and/or `validation` from local files, or the Hub dataset's splits."""
+    """The raw splits: `train` and/or `validation` from local files, or the Hub dataset's splits.
+
+    The local files must exist, and the `train` and `validation` splits must have the text, pair and label columns of
+    `data` ([`text_columns`]); otherwise a `ValueError` names the option, the column and the columns there are. The
+    columns used are logged (INFO).
+    """
+    check_data_paths(data)
     if data.dataset_name is not None:
-        return load_dataset(data.dataset_name, data.dataset_config_name)
-    files = {k: v for k, v in (("train", data.train_file), ("validation", data.validation_file)) if v is not None}
-    extension = os.path.splitext(next(iter(files.values())))[1]
-    if extension == ".tsv":
-        return load_dataset("csv", data_files=files, delimiter="\t", quoting=csv.QUOTE_NONE)
-    return load_dataset("json" if extension in (".json", ".jsonl") else "csv", data_files=files)
+        raw = load_dataset(data.dataset_name, data.dataset_config_name)
+    else:
+        files = {k: v for k, v in (("train", data.train_file), ("validation", data.validation_file)) if v is not None}
+        extension = os.path.splitext(next(iter(files.values())))[1]
+        if extension == ".tsv":
+            raw = load_dataset("csv", data_files=files, delimiter="\t", quoting=csv.QUOTE_NONE)
+        else:
+            raw = load_dataset("json" if extension in (".json", ".jsonl") else "csv", data_files=files)
+    read = {split: ds for split, ds in raw.items() if split in ("train", "validation")} or dict(raw)
+    used = {split: check_text_columns(ds, data, split) for split, ds in read.items()}
+    for columns in dict.fromkeys(used.values()):  # one line, unless the splits differ
+        splits = [split for split, c in used.items() if c == columns]
+        logger.info(
+            "text column(s): %s (%s); label column: %r%s",
+            " and ".join(repr(c) for c in columns if c is not None),
+            "a sentence pair" if columns[1] is not None else "one text",
+            data.label_column,
+            "" if len(splits) == len(used) else f" (splits {', '.join(splits)})",
+        )
+        _hint_pair(read[splits[0]].column_names, data, *columns)
+    return raw
+
+
+def _hint_pair(names: list[str], data: TextDataArguments, text: str, pair: str | None) -> None:
+    """Warn when a given --text_column is read alone but the data has its usual second text."""
+    partner = next((b for a, b in TEXT_PAIR_COLUMNS if a == text and b in names), None)
+    if data.text_column is not None and pair is None and partner is not None:
+        logger.warning(
+            "--text_column %r is read alone; the data also has %r, its usual second text: pass --text_pair_column %s "
+            "to train on the pairs.",
+            text,
+            partner,
+            partner,
+        )
+
+
+def _string_columns(dataset: datasets.Dataset) -> list[str]:
+    return [
+        c for c in dataset.column_names if getattr(dataset.features[c], "dtype", None) in ("string", "large_string")
+    ]
 
 
 def pick_text_column(dataset: datasets.Dataset) -> str:
-    for name in ("sentence", "text"):
+    """`sentence` or `text` if present, else the first column of strings."""
+    for name in _SINGLE_TEXT_COLUMNS:
         if name in dataset.column_names:
             return name
-    strings = [c for c in dataset.column_names if getattr(dataset.features[c], "dtype", None) == "string"]
+    strings = _string_columns(dataset)
     if not strings:
         raise ValueError(f"No text column found among {dataset.column_names}; pass --text_column.")
     return strings[0]
 
 
+def text_columns(dataset: datasets.Dataset, data: TextDataArguments) -> tuple[str, str | None]:
+    """The text column and the pair column (None for single texts) that `data` reads from `dataset`: the given
+    `text_column` / `text_pair_column`, or found as run_glue.py does (see [`TextDataArguments`]).
+
+    Example:
+
+    ```python
+    >>> import datasets
+    >>> from hf_nas.data import TextDataArguments, text_columns
+    >>> rte = datasets.Dataset.from_dict({"sentence1": ["a"], "sentence2": ["b"], "label": [0], "idx": [0]})
+    >>> text_columns(rte, TextDataArguments(dataset_name="nyu-mll/glue"))
+    ('sentence1', 'sentence2')
+    >>> sst2 = datasets.Dataset.from_dict({"sentence": ["a"], "label": [0], "idx": [0]})
+    >>> text_columns(sst2, TextDataArguments(dataset_name="nyu-mll/glue"))
+    ('sentence', None)
+    ```
+    """
+    names = dataset.column_names
+    if data.text_column is not None:
+        return data.text_column, data.text_pair_column
+    if data.text_pair_column is not None:  # the pair is given: its known first text, else the first other text
+        first = next((a for a, b in TEXT_PAIR_COLUMNS if b == data.text_pair_column and a in names), None)
+        others = [c for c in _string_columns(dataset) if c not in (data.text_pair_column, data.label_column)]
+        if first is None and not others:
+            raise ValueError(f"No text column besides --text_pair_column found among {names}; pass --text_column.")
+        return first or others[0], data.text_pair_column
+    for first, second in TEXT_PAIR_COLUMNS:
+        if first in names and second in names:
+            return first, second
+    for name in _SINGLE_TEXT_COLUMNS:
+        if name in names:
+            return name, None
+    texts = [c for c in _string_columns(dataset) if c != data.label_column and c.lower() not in _ID_COLUMNS]
+    if len(texts) == 2:
+        return texts[0], texts[1]
+    if not texts:
+        raise ValueError(f"No text column found among {names}; pass --text_column.")
+    return texts[0], None
+
+
+def check_text_columns(
+    dataset: datasets.Dataset, data: TextDataArguments, split: str = "train"
+) -> tuple[str, str | None]:
+    """[`text_columns`] of `dataset`, after checking that they and the label column are columns of it: else one
+    `ValueError` names each missing option and column, and the columns there are.
+
+    Example:
+
+    ```python
+    >>> import datasets
+    >>> from hf_nas.data import TextDataArguments, check_text_columns
+    >>> dataset = datasets.Dataset.from_dict({"sentence": ["a"], "label": [0]})
+    >>> check_text_columns(dataset, TextDataArguments(train_file="train.csv", text_column="sentense"))
+    Traceback (most recent call last):
+        ...
+    ValueError: --text_column 'sentense' is not a column of the train data; its columns: ['sentence', 'label'].
+    ```
+    """
+    text, pair = text_columns(dataset, data)
+    options = (("text_column", text), ("text_pair_column", pair), ("label_column", data.label_column))
+    missing = [
+        (option, column) for option, column in options if column is not None and column not in dataset.column_names
+    ]
+    if missing:
+        named = " and ".join(f"--{option} {column!r}" for option, column in missing)
+        verb = "is not a column" if len(missing) == 1 else "are not columns"
+        raise ValueError(f"{named} {verb} of the {split} data; its columns: {dataset.column_names}.")
+    return text, pair
+
+
 def tokenize_classification(
     dataset: datasets.Dataset, tokenizer: Any, data: TextDataArguments, label2id: Mapping[Any, int]
 ) -> datasets.Dataset:
-    """Tokenize `dataset` (truncated to `max_seq_length`, unpadded) and map its labels to ids."""
-    text_column = data.text_column or pick_text_column(dataset)
-    missing = [
-        c for c in (text_column, data.label_column, data.text_pair_column) if c and c not in dataset.column_names
-    ]
-    if missing:
-        raise ValueError(f"Columns {missing} not in the data; columns: {dataset.column_names}.")
+    """Tokenize `dataset` (its [`text_columns`]: one text, or a pair encoded together; truncated to
+    `max_seq_length`, unpadded) and map its labels to ids."""
+    text_column, pair_column = check_text_columns(dataset, data)
 
     def preprocess(batch):
-        texts = (
-            (batch[text_column],)
-            if data.text_pair_column is None
-            else (batch[text_column], batch[data.text_pair_column])
-        )
+        texts = (batch[text_column],) if pair_column is None else (batch[text_column], batch[pair_column])
         encoded = tokenizer(*texts, truncation=True, max_length=data.max_seq_length)
         try:
             encoded["labels"] = [label2id[label] for label in batch[data.label_column]]
@@ -203,8 +430,10 @@ class ImageDataArguments:
     cache_dir: str | None = field(
         default=None, metadata={"help": "Where archives are extracted (default: ~/.cache/hf_nas/archives)."}
     )
-    image_column: str | None = field(default=None, metadata={"help": "Default: image, img or the first image column."})
-    label_column: str = field(default="label")
+    image_column: str | None = field(
+        default=None, metadata={"help": "Column of the images. Default: image, img or the first column of images."}
+    )
+    label_column: str = field(default="label", metadata={"help": "Column of the class labels."})
     image_size: int | None = field(
         default=None, metadata={"help": "Resize images to this many pixels square (default: the image processor's)."}
     )
@@ -216,8 +445,14 @@ class ImageDataArguments:
         },
     )
     random_flip: bool = field(default=False, metadata={"help": "Flip training images horizontally at random."})
-    max_train_samples: int | None = field(default=None, metadata={"help": "Seeded subset of the training set."})
-    max_eval_samples: int | None = field(default=None, metadata={"help": "Seeded subset of the validation set."})
+    max_train_samples: int | None = field(
+        default=None,
+        metadata={"help": "Train on this many training images, a subset shuffled with --seed. Default: all."},
+    )
+    max_eval_samples: int | None = field(
+        default=None,
+        metadata={"help": "Evaluate on this many validation images, a subset shuffled with --seed. Default: all."},
+    )
     metrics: str = field(default="accuracy", metadata={"help": "Comma-separated evaluate metrics."})
 
     def __post_init__(self):
@@ -337,6 +572,7 @@ def load_image_datasets(data: ImageDataArguments, seed: int = 0) -> datasets.Dat
     (['train', 'validation'], ['cat', 'dog'])
     ```
     """
+    check_data_paths(data)
     if data.dataset_name is not None:
         loaded = load_dataset(data.dataset_name, data.dataset_config_name)
         raw = _train_and_validation(loaded, data.dataset_name)

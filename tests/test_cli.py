@@ -31,6 +31,7 @@ from .test_recipes import common, tiny_checkpoint  # noqa: F401 (a fixture)
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPTS = {
     "train": "train_supernet.py",
+    "finetune": "finetune.py",
     "distill": "distill_supernet.py",
     "search": "search_subnets.py",
     "extract": "extract_subnet.py",

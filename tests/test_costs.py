@@ -30,6 +30,9 @@ from hf_nas import (
     measure_latency,
 )
 from hf_nas.costs import (
+    DEFAULT_MAX_RELATIVE_IQR,
+    DEFAULT_MAX_ROUNDS,
+    DEFAULT_WARMUP_RUNS,
     LatencyResult,
     count_macs_measured,
     layer_linear_macs,
@@ -211,9 +214,12 @@ def assert_well_formed(result: LatencyResult, batch_size: int, sequence_length: 
     assert math.isfinite(result.iqr_ms) and result.iqr_ms >= 0
     assert (result.device, result.batch_size, result.sequence_length) == ("cpu", batch_size, sequence_length)
     assert result.num_threads >= 1 and result.num_runs >= 1
+    assert 1 <= result.rounds <= DEFAULT_MAX_ROUNDS and isinstance(result.noisy, bool)  # on a busy machine: noisy
+    assert (result.warmup_runs, result.max_relative_iqr) == (DEFAULT_WARMUP_RUNS, DEFAULT_MAX_RELATIVE_IQR)
     fields = {f.name: getattr(result, f.name) for f in dataclasses.fields(LatencyResult)}
     assert fields.pop("image_size") is None  # text models: no image size, and none in the dict
-    assert result.to_dict() == fields
+    assert result.to_dict() == {**fields, "unit": "ms"}
+    assert LatencyResult.from_dict(result.to_dict()) == result
 
 
 def test_measure_latency_times_the_extracted_subnet():
@@ -248,6 +254,13 @@ def test_time_forward_times_any_model_and_restores_its_mode():
         ({"num_threads": 0}, ValueError, "num_threads"),
         ({"min_run_time": 0}, ValueError, "min_run_time"),
         ({"min_run_time": "1s"}, TypeError, "min_run_time"),
+        ({"warmup_runs": -1}, ValueError, "warmup_runs"),
+        ({"warmup_runs": 1.5}, TypeError, "warmup_runs"),
+        ({"max_relative_iqr": 0}, ValueError, "max_relative_iqr"),
+        ({"max_relative_iqr": math.nan}, ValueError, "max_relative_iqr"),
+        ({"max_relative_iqr": "25%"}, TypeError, "max_relative_iqr"),
+        ({"max_rounds": 0}, ValueError, "max_rounds"),
+        ({"on_noisy": "ignore"}, ValueError, r"on_noisy.*'ignore'.*\['flag', 'raise'\]"),
     ],
 )
 def test_latency_rejects_bad_arguments(kwargs, error, match):

@@ -44,7 +44,7 @@ BASE = "google-bert/bert-base-uncased"
 LATENCY = LatencyResult(
     median_ms=0.42, iqr_ms=0.01, device="cpu", batch_size=1, sequence_length=SEQ, num_threads=1, num_runs=100
 )
-PARETO = {"position": 3, "size": 12, "objectives": ["accuracy", "macs"], "sorted_by": "macs"}
+PARETO = {"pareto_index": 2, "size": 12, "objectives": ["accuracy", "macs"], "sorted_by": "macs"}
 
 
 @pytest.fixture
@@ -210,14 +210,16 @@ def test_card_parses_and_carries_the_metadata(tmp_path, supernet, subnet):
     assert f"{count_macs(supernet, subnet, sequence_length=SEQ):,}" in text and f"batch 1 x {SEQ} tokens" in text
     assert "0.42 ms" in text and "device `cpu`" in text and "torch threads: 1" in text
     assert "| accuracy | 0.875 |" in text
-    assert "Point **3 of 12** on the accuracy–MACs Pareto front" in text
+    assert "**pareto_index 2** (of 0-11) on the accuracy–MACs Pareto front" in text
     assert "Sandwich rule, 3 epochs on SST-2." in text
-    assert 'tokenizer = AutoTokenizer.from_pretrained("me/tiny-subnet")' in text
     if subnet == VANILLA:
         assert 'AutoModelForSequenceClassification.from_pretrained("me/tiny-subnet")' in text
+        assert 'tokenizer = AutoTokenizer.from_pretrained("me/tiny-subnet")' in text
         assert "trust_remote_code" not in text
     else:
         assert 'AutoModelForSequenceClassification.from_pretrained("me/tiny-subnet", trust_remote_code=True)' in text
+        # the tokenizer's Auto class reads the custom config too: without the flag it would stop to ask
+        assert 'tokenizer = AutoTokenizer.from_pretrained("me/tiny-subnet", trust_remote_code=True)' in text
         assert "modeling_bert_subnet.py" in text
 
 
@@ -233,11 +235,12 @@ def test_card_of_a_spread_subnet_names_its_layers(supernet):
 
 
 def test_card_defaults_and_a_local_base_model(tmp_path, supernet):
-    """A local path is named in the text only (the Hub rejects a `base_model` that is not a model id)."""
+    """A local path is named in the text only (the Hub rejects a `base_model` that is not a model id), as a local
+    checkpoint with its folder's name: never this machine's path."""
     card = ModelCard(str(build_model_card(supernet, VANILLA, base_model=str(tmp_path))))
     data = card.data.to_dict()
     assert "base_model" not in data and data["library_name"] == "transformers"
-    assert f"`{tmp_path}`" in card.text
+    assert f"a local checkpoint (`{tmp_path.name}`)" in card.text and str(tmp_path) not in str(card)
     assert "Latency: not measured." in card.text
     assert "No metrics were recorded" in card.text
     assert "was not placed on a Pareto front" in card.text
@@ -251,8 +254,12 @@ def test_card_defaults_and_a_local_base_model(tmp_path, supernet):
         ({"latency": {"median_ms": 1.0}}, ValueError, r"Missing keys in `latency`: \['device'"),
         ({"latency": {**LATENCY.to_dict(), "gpu": 1}}, ValueError, r"Unknown keys in `latency`: \['gpu'\]"),
         ({"latency": 3.0}, TypeError, "`latency` must be a LatencyResult"),
-        ({"pareto": {**PARETO, "position": 13}}, ValueError, r"`pareto\['position'\]`=13 is outside the front"),
-        ({"pareto": {"position": 1, "size": 2}}, ValueError, r"Missing keys in `pareto`: \['objectives'\]"),
+        (
+            {"pareto": {**PARETO, "pareto_index": 12}},
+            ValueError,
+            r"`pareto\['pareto_index'\]`=12 is outside the front",
+        ),
+        ({"pareto": {"pareto_index": 1, "size": 2}}, ValueError, r"Missing keys in `pareto`: \['objectives'\]"),
         ({"pareto": {**PARETO, "sorted_by": "params"}}, ValueError, "sorted_by"),
         ({"metrics": {"accuracy": "high"}}, ValueError, r"`metrics\['accuracy'\]` must be a finite number"),
         ({"repo_id": "not a repo"}, ValueError, "not a valid Hub repo id"),
@@ -286,7 +293,8 @@ def test_export_subnet_writes_a_complete_loadable_folder(tmp_path, supernet, sub
     assert os.listdir(out.parent) == ["subnet"]  # no temporary folder left beside it
     card = load_card(out)
     assert card.data.to_dict()["hf_nas"]["subnet"] == subnet.to_dict()
-    assert 'AutoTokenizer.from_pretrained("me/sub")' in card.text
+    remote = "" if subnet == VANILLA else ", trust_remote_code=True"  # per-layer: the tokenizer reads the config too
+    assert f'AutoTokenizer.from_pretrained("me/sub"{remote})' in card.text
 
     model = AutoModelForSequenceClassification.from_pretrained(out, trust_remote_code=subnet == PER_LAYER).eval()
     batch = random_batch()
@@ -313,7 +321,7 @@ def test_export_failure_leaves_an_existing_folder_intact(tmp_path, supernet, mon
 
 def test_export_bad_card_arguments_write_nothing(tmp_path, supernet):
     with pytest.raises(ValueError, match="Missing keys in `pareto`"):
-        export_subnet(supernet, VANILLA, tmp_path / "subnet", base_model=BASE, pareto={"position": 1})
+        export_subnet(supernet, VANILLA, tmp_path / "subnet", base_model=BASE, pareto={"pareto_index": 1})
     assert os.listdir(tmp_path) == []
 
 
@@ -428,14 +436,14 @@ def test_script_pareto_index(tmp_path, supernet_dir, results_dir):
         "--supernet", str(supernet_dir), "--results", str(results_dir), "--pareto_index", "2",
         "--output_dir", str(out), "--skip_latency", "--latency_sequence_length", str(SEQ),
     )  # fmt: skip
-    assert "point 3 of 4 on the Pareto front" in result.stdout
+    assert "pareto_index 2 (of 0-3) on the Pareto front of the search, record 3" in result.stdout
     card = load_card(out)
     meta = card.data.to_dict()["hf_nas"]
     assert SubnetConfig.from_dict(meta["subnet"]) == PER_LAYER  # row 2 -> records[3]
-    assert meta["pareto"]["position"] == 3 and meta["pareto"]["size"] == 4
+    assert meta["pareto"]["pareto_index"] == 2 and meta["pareto"]["record"] == 3 and meta["pareto"]["size"] == 4
     assert meta["pareto"]["sorted_by"] == "accuracy" and meta["pareto"]["values"]["accuracy"] == 0.8
     assert meta["metrics"] == {"accuracy": 0.8}  # the maximized objective; MACs are a cost
-    assert "Point **3 of 4** on the accuracy–MACs Pareto front" in card.text
+    assert "**pareto_index 2** (of 0-3, record 3 of the search results) on the accuracy–MACs Pareto front" in card.text
     assert card.text.lstrip().startswith("<!--") and "\n# subnet\n" in card.text  # titled after the folder
     assert "Latency: not measured." in card.text
     assert "base_model" not in card.data.to_dict()
@@ -453,7 +461,7 @@ def test_script_constraint_picks_the_best_feasible_subnet(
     card = load_card(out)
     meta = card.data.to_dict()["hf_nas"]
     assert SubnetConfig.from_dict(meta["subnet"]) == PER_LAYER
-    assert meta["pareto"]["position"] == 3  # it is also on the front
+    assert meta["pareto"]["pareto_index"] == 2  # it is also on the front
     assert f"the subnet of best accuracy with `macs<={macs}`" in card.text
     assert "fingerprints differ" not in caplog.text  # the results are of this supernet
 
@@ -521,7 +529,7 @@ def test_script_error_exit_code(tmp_path, supernet_dir):
             ValueError,
             "Unknown objective 'f1' for `maximize`",
         ),
-        (["--results", "NOWHERE", "--pareto_index", "0"], FileNotFoundError, "No search_results.json in"),
+        (["--results", "NOWHERE", "--pareto_index", "0"], ValueError, r"--results .*nowhere does not exist"),
         (["--subnet_json", "s.json", "--push_to_hub"], ValueError, "--push_to_hub needs --hub_model_id"),
         (["--subnet_json", "s.json", "--dry_run"], ValueError, "only apply with --push_to_hub"),
         (["--subnet_json", "s.json", "--push_to_hub", "--hub_model_id", "a b"], ValueError, "not a valid Hub repo id"),

@@ -212,6 +212,9 @@ def test_costs_reject_subnets_outside_the_space(classifier):
         (LatencyObjective, {"min_run_time": 0}, ValueError, "min_run_time"),
         (LatencyObjective, {"device": "toaster"}, ValueError, "device"),
         (LatencyObjective, {"num_threads": 0}, ValueError, "num_threads"),
+        (LatencyObjective, {"max_relative_iqr": -0.1}, ValueError, "max_relative_iqr"),
+        (LatencyObjective, {"max_rounds": 0}, ValueError, "max_rounds"),
+        (LatencyObjective, {"on_noisy": "drop"}, ValueError, "on_noisy"),
     ],
 )
 def test_bad_settings(cls, kwargs, error, match):
@@ -240,6 +243,10 @@ def test_latency_describe():
         "device": "cpu",
         "num_threads": 3,
         "min_run_time": 0.25,
+        "warmup_runs": 5,
+        "max_relative_iqr": 0.25,
+        "max_rounds": 3,
+        "unit": "ms",
     }
     assert isinstance(described["hardware"], str) and described["hardware"]
     assert LatencyObjective().describe()["num_threads"] == torch.get_num_threads()  # None is resolved

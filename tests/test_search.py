@@ -59,7 +59,8 @@ def test_search_writes_results_front_and_plot(supernet, tmp_path, strategy, use_
     assert all(supernet.search_space.contains(results.subnet(i)) for i in range(12))
     with open(folder / "pareto.csv") as f:
         rows = list(csv.DictReader(f))
-    assert [int(r["index"]) for r in rows] == results.pareto_indices()
+    assert [int(r["record"]) for r in rows] == results.pareto_indices()
+    assert [int(r["pareto_index"]) for r in rows] == list(range(len(rows)))
     # Every front point is non-dominated among all records; every other record is dominated by a front point.
     values = results.values()
     front = set(results.pareto_indices())

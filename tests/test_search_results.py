@@ -134,7 +134,9 @@ def test_select_by_pareto_index():
 
 @pytest.mark.parametrize("index", [3, -1, 100])
 def test_select_pareto_index_out_of_range(index):
-    with pytest.raises(ValueError, match=rf"`pareto_index`={index} is out of range: .* 3 points; allowed: 0 to 2\."):
+    with pytest.raises(
+        ValueError, match=rf"`pareto_index`={index} is out of range: .* 3 points; allowed: 0 to 2 \(the pareto_index"
+    ):
         make_results().select(pareto_index=index)
 
 
@@ -171,7 +173,11 @@ def test_select_nothing_satisfies():
 @pytest.mark.parametrize(
     "kwargs, error, match",
     [
-        ({}, ValueError, "exactly one of `pareto_index`.*got pareto_index=None, maximize=None"),
+        ({}, ValueError, "exactly one of `pareto_index`.*got pareto_index=None, record=None, maximize=None"),
+        ({"pareto_index": 0, "record": 1}, ValueError, "exactly one of `pareto_index`"),
+        ({"record": 1, "constraints": [Constraint("macs", max_value=1.0)]}, ValueError, "only apply with `maximize`"),
+        ({"record": 5}, ValueError, r"`record`=5 is out of range: the search measured 5 subnets; allowed: 0 to 4"),
+        ({"record": "1"}, TypeError, "`record` must be an int"),
         ({"pareto_index": 0, "maximize": "accuracy"}, ValueError, "exactly one of `pareto_index`"),
         (
             {"pareto_index": 0, "constraints": [Constraint("macs", max_value=1.0)]},
@@ -204,14 +210,15 @@ def test_pareto_position_is_what_the_model_card_takes():
     results = make_results()
     position = results.pareto_position(4)
     assert position == {
-        "position": 2,
+        "pareto_index": 1,
+        "record": 4,
         "size": 3,
         "objectives": ["accuracy", "macs"],
         "sorted_by": "accuracy",
         "values": {"accuracy": 0.8, "macs": 5e8},
     }
     assert check_pareto(position) == position  # build_model_card accepts it unchanged
-    assert [results.pareto_position(i)["position"] for i in results.pareto_indices()] == [1, 2, 3]
+    assert [results.pareto_position(i)["pareto_index"] for i in results.pareto_indices()] == [0, 1, 2]
 
 
 def test_pareto_position_off_the_front():

@@ -779,6 +779,15 @@ def test_ddp_two_processes_match_one_process(tmp_path, one_process_run):
         logged_losses(ranks[0]["log_history"]), logged_losses(one["log_history"]), strict=True
     ):
         assert actual == pytest.approx(expected, abs=1e-4), f"step {step}"
+    # so do the loss terms and the per-role losses, reduced across the ranks like the loss
+    logs = [[entry for entry in r["log_history"] if "loss" in entry] for r in (*ranks, one)]
+    for first, second, reference in zip(*logs, strict=True):
+        keys = sorted(key for key in reference if key.startswith("loss_"))
+        assert {"loss_task", "loss_kd", "loss_hidden", "loss_attention", "loss_largest", "loss_random"} <= set(keys)
+        assert sorted(key for key in first if key.startswith("loss_")) == keys
+        for key in keys:
+            assert first[key] == second[key], key  # every rank logs the reduced value
+            assert first[key] == pytest.approx(reference[key], abs=1e-4), f"step {reference['step']}: {key}"
 
 
 # ----------------------------------------------------------------------------------------------------------------

@@ -30,6 +30,7 @@ class Command:
 
 COMMANDS: dict[str, Command] = {
     "train": Command("hf_nas.commands.train", "Fine-tune a BERT, ViT or BEiT checkpoint into an elastic supernet."),
+    "finetune": Command("hf_nas.commands.finetune", "Fine-tune the full vanilla model with a plain Trainer."),
     "distill": Command("hf_nas.commands.distill", "Distill task-agnostic supernets, one per sub-space (AutoDistil)."),
     "search": Command("hf_nas.commands.search", "Search a supernet for the Pareto front of accuracy and costs."),
     "extract": Command("hf_nas.commands.extract", "Extract one subnet as a plain checkpoint with a model card."),

@@ -28,6 +28,7 @@ from transformers import HfArgumentParser, PreTrainedConfig, PreTrainedModel
 import hf_nas
 from hf_nas.commands import description_of, parse_arguments
 from hf_nas.compression import SPARSITY_METHODS, SparsityReport, check_sparsity, get_sparsity_method, sparsity_report
+from hf_nas.data import HelpFormatter
 from hf_nas.models.families import family_for_checkpoint, get_task
 from hf_nas.utils import atomic_directory
 
@@ -69,6 +70,8 @@ class CompressArguments:
                 check(getattr(self, option.removeprefix("--")))
             except (TypeError, ValueError) as e:
                 raise type(e)(f"{option}: {e}") from e
+        if not os.path.exists(self.model):  # a local folder only: no Hub lookup to fall back on
+            raise ValueError(f"--model {self.model!r} is not a checkpoint folder (no config.json): it does not exist.")
         if not os.path.isfile(os.path.join(self.model, "config.json")):
             raise ValueError(
                 f"--model {self.model!r} is not a checkpoint folder (no config.json); give a subnet folder written by "
@@ -170,7 +173,9 @@ def write_folder(
 
 def build_parser(prog: str | None = None) -> HfArgumentParser:
     """The parser of `hf-nas compress`."""
-    return HfArgumentParser(CompressArguments, prog=prog, description=description_of(__doc__))
+    return HfArgumentParser(
+        CompressArguments, prog=prog, description=description_of(__doc__), formatter_class=HelpFormatter
+    )
 
 
 def main(argv: Sequence[str] | None = None, *, prog: str | None = None) -> None:

@@ -17,24 +17,22 @@ from __future__ import annotations
 import json
 import logging
 import os
-import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-import datasets
 import transformers
 from torch.utils.data import DataLoader
 from transformers import AutoTokenizer, DataCollatorWithPadding, HfArgumentParser, set_seed
-from transformers.trainer_utils import get_last_checkpoint
 
 from hf_nas import ElasticBertForSequenceClassification, SearchSpace, reorder_by_importance
 from hf_nas.commands import description_of, parse_arguments
-from hf_nas.data import TextDataArguments, load_text_datasets, tokenize_classification
+from hf_nas.commands.train import check_run_paths, default_checkpoint_help, find_last_checkpoint, setup_logging
+from hf_nas.data import HelpFormatter, TextDataArguments, load_text_datasets, tokenize_classification
 from hf_nas.extraction import save_subnet
 from hf_nas.gradient import SELECTION_METHODS, GradientSearchArguments, GradientSearchTrainer, selection_summary
 from hf_nas.metrics import build_compute_metrics
 from hf_nas.models.auto import vanilla_model_type
-from hf_nas.utils import atomic_write_text, default_text_checkpoint
+from hf_nas.utils import atomic_write_text
 
 logger = logging.getLogger(__name__)
 
@@ -42,7 +40,11 @@ logger = logging.getLogger(__name__)
 @dataclass
 class GradientSearchScriptArguments:
     model_name_or_path: str | None = field(
-        default=None, metadata={"help": "Vanilla BERT checkpoint or saved supernet (default: all-MiniLM-L6-v2)."}
+        default=None,
+        metadata={
+            "help": "Vanilla BERT checkpoint (a local folder or a Hub id) or a supernet saved by hf-nas train. "
+            f"Default: {default_checkpoint_help()}."
+        },
     )
     search_space_file: str | None = field(
         default=None, metadata={"help": "JSON of a SearchSpace narrowing the default one (SearchSpace.save)."}
@@ -50,7 +52,7 @@ class GradientSearchScriptArguments:
     reorder_by_importance: bool = field(
         default=True, metadata={"help": "Reorder heads and neurons by importance first (vanilla checkpoints only)."}
     )
-    importance_batches: int = field(default=8)
+    importance_batches: int = field(default=8, metadata={"help": "Training batches used to measure importance."})
     arch_split: float = field(
         default=0.1, metadata={"help": "Fraction of the training rows held out for the architecture steps."}
     )
@@ -61,6 +63,13 @@ class GradientSearchScriptArguments:
     perturbation_batches: int = field(default=4, metadata={"help": "Architecture-split batches per removal."})
     perturbation_tuning_steps: int = field(default=2, metadata={"help": "Weight steps between decisions."})
     extract: bool = field(default=False, metadata={"help": "Save each selected subnet to output_dir/subnet-<method>."})
+    overwrite_output_dir: bool = field(
+        default=False,
+        metadata={
+            "help": "Replace the supernet already trained in --output_dir (its config.json and weights) and start "
+            "afresh, instead of refusing (or resuming from its checkpoint-* folders)."
+        },
+    )
 
 
 def build_parser(prog: str | None = None) -> HfArgumentParser:
@@ -69,19 +78,16 @@ def build_parser(prog: str | None = None) -> HfArgumentParser:
         (GradientSearchScriptArguments, TextDataArguments, GradientSearchArguments),
         prog=prog,
         description=description_of(__doc__),
+        formatter_class=HelpFormatter,
     )
 
 
 def main(argv: Sequence[str] | None = None, *, prog: str | None = None) -> None:
     """Run `hf-nas gradient-search` on `argv` (default `sys.argv[1:]`): command-line options or one JSON file."""
     script_args, data_args, args = parse_arguments(build_parser(prog), argv)
-    logging.basicConfig(
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s", handlers=[logging.StreamHandler(sys.stdout)]
-    )
-    log_level = args.get_process_log_level()
-    logger.setLevel(log_level)
-    datasets.utils.logging.set_verbosity(log_level)
-    transformers.utils.logging.set_verbosity(log_level)
+    setup_logging(args)
+    path = check_run_paths(script_args, data_args, args)
+    last_checkpoint = find_last_checkpoint(args, script_args.overwrite_output_dir, do_train=True)
     methods = [m.strip() for m in script_args.selection.split(",") if m.strip()]
     methods.sort(key=lambda m: SELECTION_METHODS.index(m) if m in SELECTION_METHODS else -1)  # argmax before tuning
     unknown = [m for m in methods if m not in SELECTION_METHODS]
@@ -96,7 +102,6 @@ def main(argv: Sequence[str] | None = None, *, prog: str | None = None) -> None:
         raise ValueError("Gradient-based search trains the supernet: give --train_file or --dataset_name.")
     labels = sorted(set(raw["train"][data_args.label_column]))
     label2id = {label: i for i, label in enumerate(labels)}
-    path = script_args.model_name_or_path or default_text_checkpoint()
     tokenizer = AutoTokenizer.from_pretrained(path)
     model = ElasticBertForSequenceClassification.from_pretrained(
         path,
@@ -122,7 +127,6 @@ def main(argv: Sequence[str] | None = None, *, prog: str | None = None) -> None:
         dev = tokenize_classification(dev, tokenizer, data_args, label2id)
     collator = DataCollatorWithPadding(tokenizer)
 
-    last_checkpoint = get_last_checkpoint(args.output_dir) if os.path.isdir(args.output_dir) else None
     model_type = transformers.PreTrainedConfig.get_config_dict(path)[0].get("model_type")
     is_vanilla = model_type == vanilla_model_type(path)  # not a saved supernet: reorder its heads and neurons first
     if script_args.reorder_by_importance and is_vanilla and last_checkpoint is None:

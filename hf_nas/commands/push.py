@@ -3,8 +3,9 @@ model repo on the Hugging Face Hub, created if needed, in one commit.
 
 The folder is checked first: it must hold `config.json`, the model card `README.md` and the weights
 (`model.safetensors`, `pytorch_model.bin` or a sharded index of either). `--token` defaults to `HF_TOKEN` or the token
-saved by `hf auth login`. Arguments come from the command line or one JSON file; `hf-nas push` and
-`scripts/push_subnet.py` are this same program.
+saved by `hf auth login`. A failed upload (no network, no token, no write access) ends with one line, "saved locally
+at <folder>; upload to <repo> failed: <reason>", and exit status 1; the folder is kept as it is. Arguments come from
+the command line or one JSON file; `hf-nas push` and `scripts/push_subnet.py` are this same program.
 
     hf-nas push --folder out/subnet --repo_id me/bert-subnet
     hf-nas push --folder out/subnet --repo_id me/bert-subnet --private --commit_message "Subnet at half the MACs"
@@ -21,7 +22,8 @@ from dataclasses import dataclass, field
 from transformers import HfArgumentParser
 
 from hf_nas.commands import description_of, parse_arguments
-from hf_nas.hub import check_repo_id, push_subnet_folder
+from hf_nas.data import HelpFormatter
+from hf_nas.hub import PushError, check_repo_id, push_subnet_folder
 
 logger = logging.getLogger(__name__)
 
@@ -43,7 +45,8 @@ class PushArguments:
     )
     commit_message: str = field(default=DEFAULT_COMMIT_MESSAGE, metadata={"help": "The commit message."})
     token: str | None = field(
-        default=None, metadata={"help": "A Hub token with write access (default: HF_TOKEN or `hf auth login`'s)."}
+        default=None,
+        metadata={"help": "A Hub token with write access; None: HF_TOKEN, else the one saved by `hf auth login`."},
     )
     dry_run: bool = field(default=False, metadata={"help": "List the files that would be uploaded; upload nothing."})
 
@@ -74,21 +77,26 @@ def check_subnet_folder(folder: str) -> None:
 
 def build_parser(prog: str | None = None) -> HfArgumentParser:
     """The parser of `hf-nas push`."""
-    return HfArgumentParser(PushArguments, prog=prog, description=description_of(__doc__))
+    return HfArgumentParser(
+        PushArguments, prog=prog, description=description_of(__doc__), formatter_class=HelpFormatter
+    )
 
 
 def main(argv: Sequence[str] | None = None, *, prog: str | None = None) -> None:
     """Run `hf-nas push` on `argv` (default `sys.argv[1:]`): command-line options or one JSON file."""
     (args,) = parse_arguments(build_parser(prog), argv)
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
-    files = push_subnet_folder(
-        args.folder,
-        args.repo_id,
-        private=args.private,
-        token=args.token,
-        dry_run=args.dry_run,
-        commit_message=args.commit_message,
-    )
+    try:
+        files = push_subnet_folder(
+            args.folder,
+            args.repo_id,
+            private=args.private,
+            token=args.token,
+            dry_run=args.dry_run,
+            commit_message=args.commit_message,
+        )
+    except PushError as e:
+        raise SystemExit(str(e)) from None  # one line on stderr, exit status 1, no traceback
     if not args.dry_run:
         print(
             f"Pushed {len(files)} files from {os.path.abspath(args.folder)} to https://huggingface.co/{args.repo_id}"

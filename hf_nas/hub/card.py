@@ -1,17 +1,20 @@
 """The model card (README.md) of an extracted subnet.
 
 [`build_model_card`] renders `model_cards/subnet_card.md` with `huggingface_hub.ModelCard.from_template`: the base
-model, the search space, the chosen subnet, its parameters, MACs and measured latency, its metrics and its place on the
-Pareto front, how to load it and how it was trained. [`check_pareto`] checks the Pareto position the card takes (as
-`SearchResults.pareto_position` writes it).
+model, the search space, the chosen subnet, its parameters, MACs and measured latency, its metrics (with the dataset,
+configuration and split they were measured on) and its place on the Pareto front, how to load it and how it was
+trained (from the supernet's [`~hf_nas.training.recipes.TrainingRecord`] when there is one). [`check_pareto`] checks
+the Pareto position the card takes (as `SearchResults.pareto_position` writes it).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import math
 import os
+import shlex
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,12 +31,15 @@ from ..extraction import is_vanilla_subnet
 from ..models.families import get_family
 from ..models.supernet import SupernetMixin
 from ..search_space import SubnetConfig
+from ..training.recipes import TrainingRecord
+from ..utils import checkpoint_name
 from ..validation import pair
 from .push import check_repo_id
 
 __all__ = [
     "MODEL_CARD_TAGS",
     "PACKAGED_TEMPLATE",
+    "SELECTION_CAVEAT",
     "SOURCE_TEMPLATE",
     "TEMPLATE_NAME",
     "build_model_card",
@@ -52,25 +58,30 @@ _PACKAGE_DIR = Path(__file__).resolve().parent.parent
 SOURCE_TEMPLATE = _PACKAGE_DIR.parent / "model_cards" / TEMPLATE_NAME
 PACKAGED_TEMPLATE = _PACKAGE_DIR / "_templates" / TEMPLATE_NAME
 
-_LATENCY_FIELDS = (
-    "median_ms",
-    "iqr_ms",
-    "device",
-    "batch_size",
-    "sequence_length",
-    "num_threads",
-    "num_runs",
-    "image_size",
-)
+# Every key `LatencyResult.to_dict()` writes: its fields and the unit.
+_LATENCY_FIELDS = (*(f.name for f in dataclasses.fields(LatencyResult)), "unit")
 _LATENCY_REQUIRED = ("median_ms", "device", "batch_size", "sequence_length")
-_PARETO_FIELDS = ("position", "size", "objectives", "sorted_by", "values")
-_PARETO_REQUIRED = ("position", "size", "objectives")
+_PARETO_FIELDS = ("pareto_index", "record", "size", "objectives", "sorted_by", "values")
+_PARETO_REQUIRED = ("pareto_index", "size", "objectives")
 _PRETTY_NAMES = {"macs": "MACs", "params": "parameters", "num_parameters": "parameters", "latency_ms": "latency (ms)"}
 _PLACEHOLDER_REPO = "path/to/this/folder"
 _NO_RECIPE = (
     "The weights are copied unchanged from the supernet; nothing was trained after extraction. The supernet's "
     "training recipe was not recorded."
 )
+SELECTION_CAVEAT = (
+    "measured on the split used to select this subnet; expect a lower score on unseen data (the search kept the "
+    "subnets that scored best on these very examples)"
+)
+_RECIPE_NAMES = {
+    "one_pass": "**one-pass** recipe (the supernet was built during a single fine-tuning from the pretrained weights, "
+    "its largest subnet teaching the others in place)",
+    "teacher_first": "**teacher-first** recipe (the full model was fine-tuned first; the supernet started from it and "
+    "was distilled from that fixed teacher)",
+    "task_agnostic": "**task-agnostic** recipe (the supernet was distilled from the teacher without task labels)",
+}
+_TRAINING_DATA_KEYS = ("name", "config", "train_split", "validation_split", "train_file", "validation_file")
+_LOCAL_DATA_KEYS = ("train_file", "validation_file", "data_dir", "train_dir", "validation_dir")
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -129,9 +140,10 @@ def check_pareto(pareto: dict[str, Any] | None) -> dict[str, Any] | None:
 
     Args:
         pareto (`dict` or `None`):
-            `position` (1-based) and `size` of the front (positive ints, `position <= size`), `objectives` (a
-            non-empty list of names), and optionally `sorted_by` (one of the objectives) and `values` (objective name
-            -> finite number); `SearchResults.pareto_position` writes such a dict.
+            `pareto_index` (0-based, the number `hf-nas extract --pareto_index` takes and `pareto.csv` shows) and
+            `size` of the front (`0 <= pareto_index < size`), `objectives` (a non-empty list of names), and optionally
+            `record` (the subnet's record number in the search results), `sorted_by` (one of the objectives) and
+            `values` (objective name -> finite number); `SearchResults.pareto_position` writes such a dict.
 
     Returns:
         `dict` or `None`: the checked copy (the optional keys only when set, `values` as floats), or `None`.
@@ -144,8 +156,8 @@ def check_pareto(pareto: dict[str, Any] | None) -> dict[str, Any] | None:
 
     ```python
     >>> from hf_nas.hub import check_pareto
-    >>> check_pareto({"position": 2, "size": 5, "objectives": ["accuracy", "macs"], "sorted_by": "macs"})
-    {'position': 2, 'size': 5, 'objectives': ['accuracy', 'macs'], 'sorted_by': 'macs'}
+    >>> check_pareto({"pareto_index": 2, "size": 5, "objectives": ["accuracy", "macs"], "sorted_by": "macs"})
+    {'pareto_index': 2, 'size': 5, 'objectives': ['accuracy', 'macs'], 'sorted_by': 'macs'}
     ```
     """
     if pareto is None:
@@ -158,18 +170,22 @@ def check_pareto(pareto: dict[str, Any] | None) -> dict[str, Any] | None:
     missing = [k for k in _PARETO_REQUIRED if k not in pareto]
     if missing:
         raise ValueError(f"Missing keys in `pareto`: {missing}. Required keys: {list(_PARETO_REQUIRED)}.")
-    position, size = pareto["position"], pareto["size"]
-    for key, value in (("position", position), ("size", size)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f"`pareto[{key!r}]` must be a positive int, got {value!r}.")
-    if position > size:
-        raise ValueError(f"`pareto['position']`={position} is outside the front: allowed 1 to size={size}.")
+    index, size = pareto["pareto_index"], pareto["size"]
+    for key, value, minimum in (("pareto_index", index, 0), ("size", size, 1), ("record", pareto.get("record", 0), 0)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+            raise ValueError(f"`pareto[{key!r}]` must be an int >= {minimum}, got {value!r}.")
+    if index >= size:
+        raise ValueError(
+            f"`pareto['pareto_index']`={index} is outside the front: allowed 0 to {size - 1} (size={size})."
+        )
     objectives = pareto["objectives"]
     if isinstance(objectives, str) or not isinstance(objectives, (list, tuple)) or not objectives:
         raise ValueError(f"`pareto['objectives']` must be a non-empty list of objective names, got {objectives!r}.")
     if not all(isinstance(o, str) and o for o in objectives):
         raise ValueError(f"`pareto['objectives']` must hold non-empty strings, got {objectives!r}.")
-    checked = {"position": position, "size": size, "objectives": list(objectives)}
+    checked = {"pareto_index": index, "size": size, "objectives": list(objectives)}
+    if pareto.get("record") is not None:
+        checked["record"] = pareto["record"]
     if pareto.get("sorted_by") is not None:
         if pareto["sorted_by"] not in objectives:
             raise ValueError(
@@ -179,6 +195,26 @@ def check_pareto(pareto: dict[str, Any] | None) -> dict[str, Any] | None:
     if pareto.get("values") is not None:
         checked["values"] = _check_metrics(pareto["values"])
     return checked
+
+
+def _check_optional_string(name: str, value: Any, what: str) -> None:
+    if value is not None and (not isinstance(value, str) or not value):
+        raise ValueError(f"`{name}` must be a non-empty string ({what}) or None, got {value!r}.")
+
+
+def _check_training_record(record: Any) -> dict[str, Any] | None:
+    """`record` (a [`TrainingRecord`], its dict, or None) as a dict of the record's fields, or None."""
+    if record is None:
+        return None
+    if isinstance(record, TrainingRecord):
+        return dataclasses.asdict(record)
+    if not isinstance(record, dict):
+        raise TypeError(f"`training_record` must be a TrainingRecord, its dict or None, got {type(record).__name__}.")
+    try:
+        return dataclasses.asdict(TrainingRecord(**record))
+    except TypeError as e:
+        allowed = [f.name for f in dataclasses.fields(TrainingRecord)]
+        raise ValueError(f"`training_record` has unknown keys {sorted(record)}; allowed: {allowed}.") from e
 
 
 def _check_card_arguments(
@@ -195,11 +231,37 @@ def _check_card_arguments(
         raise TypeError(f"`supernet` must be an elastic supernet (ElasticBert*), got {type(supernet).__name__}.")
     if not isinstance(subnet, SubnetConfig):
         raise TypeError(f"`subnet` must be a SubnetConfig, got {type(subnet).__name__}.")
-    if base_model is not None and (not isinstance(base_model, str) or not base_model):
-        raise ValueError(f"`base_model` must be a non-empty string (a Hub id or a path) or None, got {base_model!r}.")
+    _check_optional_string("base_model", base_model, "a Hub id or a path")
     if repo_id is not None:
         check_repo_id(repo_id)
     return _check_metrics(metrics), _check_latency(latency), check_pareto(pareto)
+
+
+@dataclass(frozen=True)
+class _MetricsData:
+    """Where the metrics were measured: the dataset (a Hub id or a local file or folder), its configuration and split,
+    and whether that split is the one the search selected the subnet on."""
+
+    dataset: str | None = None
+    config: str | None = None
+    split: str | None = None
+    selection: bool = False
+
+    @property
+    def hub_id(self) -> str | None:
+        """The dataset if it is a Hub dataset id (local data is named in the text only)."""
+        return self.dataset if self.dataset is not None and _is_hub_id(self.dataset) else None
+
+
+def _check_metrics_data(dataset: Any, config: Any, split: Any, selection: Any) -> _MetricsData:
+    _check_optional_string("dataset", dataset, "a Hub dataset id or a local file")
+    _check_optional_string("dataset_config", config, "the dataset's configuration, e.g. 'sst2'")
+    _check_optional_string("dataset_split", split, "the split the metrics were measured on, e.g. 'validation'")
+    if not isinstance(selection, bool):
+        raise TypeError(f"`selection_split` must be a bool, got {selection!r}.")
+    if (config is not None or split is not None) and dataset is None:
+        raise ValueError("`dataset_config` and `dataset_split` describe `dataset`; give `dataset` too.")
+    return _MetricsData(dataset, config, split, selection)
 
 
 def _is_hub_id(name: str) -> bool:
@@ -321,23 +383,32 @@ def _default_model_name(repo_id: str | None, base_model: str | None) -> str:
     """The card's title without a `model_name`: the last part of `repo_id`, else one derived from `base_model`."""
     if repo_id is not None:
         return repo_id.rsplit("/", 1)[-1]
-    stem = os.path.basename(os.path.normpath(base_model)) if base_model else "supernet"
+    stem = checkpoint_name(base_model) if base_model else "supernet"
     return f"{stem}-hf-nas-subnet"
 
 
-def _eval_results(metrics: dict[str, float], dataset: str | None, pipeline_tag: str) -> list[EvalResult] | None:
-    if dataset is None or not metrics:
+def _eval_results(metrics: dict[str, float], data: _MetricsData, pipeline_tag: str) -> list[EvalResult] | None:
+    if data.hub_id is None or not metrics:
         return None
     return [
         EvalResult(
             task_type=pipeline_tag,
-            dataset_type=dataset,
-            dataset_name=dataset,
+            dataset_type=data.hub_id,
+            dataset_name=data.hub_id,
+            dataset_config=data.config,
+            dataset_split=data.split,
             metric_type=name,
             metric_value=value,
         )
         for name, value in metrics.items()
     ]
+
+
+def _card_datasets(data: _MetricsData, record: dict[str, Any] | None) -> list[str] | None:
+    """The card data's `datasets`: the Hub datasets the supernet was trained on and the metrics measured on."""
+    trained_on = ((record or {}).get("dataset") or {}).get("name")
+    names = [name for name in (trained_on, data.hub_id) if name is not None and _is_hub_id(name)]
+    return list(dict.fromkeys(names)) or None
 
 
 def _hf_nas_data(
@@ -347,6 +418,7 @@ def _hf_nas_data(
     latency: dict[str, Any] | None,
     metrics: dict[str, float],
     pareto: dict[str, Any] | None,
+    metrics_data: _MetricsData,
 ) -> dict[str, Any]:
     """The card data's plain `hf_nas` field: everything hf-nas knows about the subnet, machine-readable."""
     data: dict[str, Any] = {
@@ -364,9 +436,15 @@ def _hf_nas_data(
         data["latency"] = latency
     if metrics:
         data["metrics"] = metrics
+        data["metrics_data"] = _metrics_data_entry(metrics_data)
     if pareto is not None:
         data["pareto"] = pareto
     return data
+
+
+def _metrics_data_entry(data: _MetricsData) -> dict[str, Any]:
+    entry = {"dataset": _public_name(data.dataset), "config": data.config, "split": data.split}
+    return {**{k: v for k, v in entry.items() if v is not None}, "selection_split": data.selection}
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -392,12 +470,19 @@ def _table(header: list[str], rows: list[list[Any]]) -> str:
     return "\n".join(lines)
 
 
+def _public_name(name: str | None) -> str | None:
+    """`name` as a card may show it: a Hub id as it is, a local path by its last part (never this machine's path)."""
+    if name is None or _is_hub_id(name):
+        return name
+    return checkpoint_name(os.path.expanduser(name))
+
+
 def _base_model_text(base_model: str | None, hub_base_model: str | None) -> str:
     if base_model is None:
         return "a pretrained checkpoint"
     if hub_base_model is not None:
         return f"[`{base_model}`](https://huggingface.co/{base_model})"
-    return f"`{base_model}`"
+    return f"a local checkpoint (`{_public_name(base_model)}`)"
 
 
 def _subnet_table(subnet: SubnetConfig, head_size: int) -> str:
@@ -472,19 +557,37 @@ def _latency_text(latency: dict[str, Any] | None) -> str:
     if latency.get("num_runs") is not None:
         parts.append(f"{latency['num_runs']} timed forward passes")
     spread = f" (interquartile range {latency['iqr_ms']:.3g} ms)" if latency.get("iqr_ms") is not None else ""
+    noisy = (
+        " The times spread widely in every round (a busy machine): take the median as a rough figure."
+        if latency.get("noisy")
+        else ""
+    )
     return (
         f"Latency: **{latency['median_ms']:.3g} ms**{spread} per forward pass of this checkpoint, measured with "
         f"`hf_nas.measure_latency` in eval mode under `torch.no_grad`: {', '.join(parts)}. Latency depends on the "
-        "machine; compare it only with numbers measured on the same one."
+        f"machine; compare it only with numbers measured on the same one.{noisy}"
     )
 
 
-def _metrics_text(metrics: dict[str, float], dataset: str | None) -> str:
+def _data_text(name: str | None, config: str | None = None, split: str | None = None) -> str:
+    """A dataset as the card names it: `` `nyu-mll/glue` (configuration `sst2`, split `validation`) ``, or a local
+    file or folder by its last part."""
+    if name is None:
+        return "data that was not recorded"
+    where = f"`{name}`" if _is_hub_id(name) else f"the local data `{_public_name(name)}`"
+    details = [f"{label} `{value}`" for label, value in (("configuration", config), ("split", split)) if value]
+    return where + (f" ({', '.join(details)})" if details else "")
+
+
+def _metrics_text(metrics: dict[str, float], data: _MetricsData) -> str:
     if not metrics:
         return "No metrics were recorded for this subnet."
-    where = f" on `{dataset}`" if dataset else ""
+    where = _data_text(data.dataset, data.config, data.split)
     rows = [[_pretty(name), _format_value(value)] for name, value in metrics.items()]
-    return f"Measured{where} with this subnet's weights:\n\n" + _table(["Metric", "Value"], rows)
+    text = f"Measured on {where} with this subnet's weights:\n\n" + _table(["Metric", "Value"], rows)
+    if data.selection:
+        text += f"\n\n**Selection split:** {SELECTION_CAVEAT}."
+    return text
 
 
 def _pareto_text(pareto: dict[str, Any] | None) -> str:
@@ -492,9 +595,10 @@ def _pareto_text(pareto: dict[str, Any] | None) -> str:
         return "This subnet was not placed on a Pareto front (chosen directly, not from search results)."
     front = "–".join(_pretty(o) for o in pareto["objectives"])
     order = f", counted in order of increasing {_pretty(pareto['sorted_by'])}" if pareto.get("sorted_by") else ""
+    record = f", record {pareto['record']} of the search results" if pareto.get("record") is not None else ""
     text = (
-        f"Point **{pareto['position']} of {pareto['size']}** on the {front} Pareto front{order}: no other measured "
-        "subnet is at least as good on every objective and better on one."
+        f"**pareto_index {pareto['pareto_index']}** (of 0-{pareto['size'] - 1}{record}) on the {front} Pareto "
+        f"front{order}: no other measured subnet is at least as good on every objective and better on one."
     )
     if pareto.get("values"):
         rows = [[_pretty(name), _format_value(value)] for name, value in pareto["values"].items()]
@@ -505,16 +609,85 @@ def _pareto_text(pareto: dict[str, Any] | None) -> str:
 def _load_snippet(
     auto_class: str, repo: str, is_vanilla: bool, processor_class: str | None, note: str | None = None
 ) -> str:
+    # A per-layer config has a custom `model_type` (`bert_subnet`) and an `auto_map`: the tokenizer and processor Auto
+    # classes read that config too, and without `trust_remote_code=True` they stop to ask whether to run its code.
     remote = "" if is_vanilla else ", trust_remote_code=True"
     imports = sorted({auto_class} | ({processor_class} if processor_class else set()))
     lines = [f"from transformers import {', '.join(imports)}", ""]
     lines.append(f'model = {auto_class}.from_pretrained("{repo}"{remote})')
     if processor_class:
         name = "tokenizer" if processor_class == "AutoTokenizer" else "processor"
-        lines.append(f'{name} = {processor_class}.from_pretrained("{repo}")')
+        lines.append(f'{name} = {processor_class}.from_pretrained("{repo}"{remote})')
     if note:
         lines.append(note)
     return "\n".join(lines)
+
+
+def _shorten_path(value: str) -> str:
+    """A local absolute path by its last part (a card never shows this machine's folders); anything else unchanged."""
+    return checkpoint_name(value) if os.path.isabs(os.path.expanduser(value)) else value
+
+
+def _setting_text(value: Any) -> str:
+    if isinstance(value, str):
+        text = _shorten_path(value)
+    elif isinstance(value, (list, tuple, dict)):
+        text = json.dumps(value, separators=(", ", ": "), default=str)
+    else:
+        text = str(value)
+    return f"`{text}`".replace("|", "\\|")
+
+
+def _command_line_text(arguments: list[str]) -> str:
+    """The training run's arguments, local paths shortened (`--option=/a/b` too)."""
+    shortened = []
+    for argument in arguments:
+        option, sep, value = argument.partition("=") if argument.startswith("-") else ("", "", argument)
+        shortened.append(option + sep + _shorten_path(value))
+    return shlex.join(shortened)
+
+
+def _training_data_text(dataset: dict[str, Any]) -> str | None:
+    """The training data of a record's `dataset`: a Hub dataset with its configuration and splits, or local data."""
+    if dataset.get("name"):
+        text = _data_text(dataset["name"], dataset.get("config"), dataset.get("train_split"))
+        if dataset.get("validation_split"):
+            text += f", validated on its split `{dataset['validation_split']}`"
+        return text
+    local = [_public_name(dataset[key]) for key in _LOCAL_DATA_KEYS if dataset.get(key)]
+    return f"the local data {', '.join(f'`{name}`' for name in local)}" if local else None
+
+
+def _record_text(record: dict[str, Any]) -> str:
+    """The training section's account of a [`TrainingRecord`]: base model, recipe, data, settings, command line."""
+    base = record.get("base_model")
+    sentence = "The supernet was trained with hf-nas"
+    if base:
+        sentence += f" from {_base_model_text(base, base if _is_hub_id(base) else None)}"
+    recipe = record.get("recipe")
+    if recipe:
+        sentence += f" with the {_RECIPE_NAMES.get(recipe, f'`{recipe}` recipe')}"
+    dataset = record.get("dataset") or {}
+    data_text = _training_data_text(dataset)
+    parts = [sentence + (f", on {data_text}" if data_text else "") + "."]
+    settings = {**record.get("training", {}), **{k: v for k, v in dataset.items() if k not in _TRAINING_DATA_KEYS}}
+    settings = {k: v for k, v in settings.items() if k not in _LOCAL_DATA_KEYS and v is not None}
+    if settings:
+        rows = [[f"`{name}`", _setting_text(value)] for name, value in settings.items()]
+        parts.append("Its training settings:\n\n" + _table(["Setting", "Value"], rows))
+    if record.get("command_line"):
+        command = _command_line_text(record["command_line"])
+        parts.append(f"Its arguments (local paths shortened to their last part):\n\n```bash\n{command}\n```")
+    return "\n\n".join(parts)
+
+
+def _training_text(record: dict[str, Any] | None, recipe: str | None) -> str:
+    """The training section: the supernet's record (when there is one), then `recipe` (how the subnet was chosen and
+    trained), else a note that nothing was recorded."""
+    parts = [_record_text(record)] if record is not None else []
+    if recipe is not None and recipe.strip():
+        parts.append(recipe.strip())
+    return "\n\n".join(parts) or _NO_RECIPE
 
 
 def _versions() -> str:
@@ -539,8 +712,9 @@ def _text_sections(
     processor_class: str | None,
     latency: dict[str, Any] | None,
     metrics: dict[str, float],
-    dataset: str | None,
+    metrics_data: _MetricsData,
     pareto: dict[str, Any] | None,
+    training_record: dict[str, Any] | None,
     training_recipe: str | None,
 ) -> dict[str, Any]:
     """The template's variables that describe the subnet (the title and the base model aside)."""
@@ -556,9 +730,9 @@ def _text_sections(
         "search_space_table": _search_space_table(supernet, subnet),
         "cost_table": _cost_table(facts),
         "latency_text": _latency_text(latency),
-        "metrics_text": _metrics_text(metrics, dataset),
+        "metrics_text": _metrics_text(metrics, metrics_data),
         "pareto_text": _pareto_text(pareto),
-        "training_recipe": (_NO_RECIPE if training_recipe is None else training_recipe).strip(),
+        "training_recipe": _training_text(training_record, training_recipe),
         "versions": _versions(),
     }
 
@@ -574,8 +748,12 @@ def build_model_card(
     latency: LatencyResult | dict[str, Any] | None = None,
     pareto: dict[str, Any] | None = None,
     training_recipe: str | None = None,
+    training_record: TrainingRecord | dict[str, Any] | None = None,
     model_name: str | None = None,
     dataset: str | None = None,
+    dataset_config: str | None = None,
+    dataset_split: str | None = None,
+    selection_split: bool = False,
     repo_id: str | None = None,
     macs_sequence_length: int | None = None,
     macs_image_size: int | tuple[int, int] | None = None,
@@ -586,10 +764,14 @@ def build_model_card(
 
     Rendered with `huggingface_hub.ModelCard.from_template` from `model_cards/subnet_card.md`. The card data (YAML
     header) holds `library_name="transformers"`, `base_model` (when it is a Hub id), the tags [`MODEL_CARD_TAGS`],
-    `pipeline_tag`, `datasets` and, with `dataset` and `metrics` both given, `eval_results`; everything hf-nas knows
-    about the subnet is also kept, machine-readable, under the plain field `hf_nas` (subnet, search space, parameters,
-    MACs, latency, metrics, Pareto position). The text describes the same and shows how to load the checkpoint:
-    vanilla subnets with plain `AutoModelFor*.from_pretrained(repo)`, per-layer ones with `trust_remote_code=True`.
+    `pipeline_tag`, `datasets` (the Hub datasets of the training record and of the metrics) and, with a Hub `dataset`
+    and `metrics` both given, `eval_results` (with the configuration and split); everything hf-nas knows about the
+    subnet is also kept, machine-readable, under the plain field `hf_nas` (subnet, search space, parameters, MACs,
+    latency, metrics and their data, Pareto position). The text describes the same and shows how to load the
+    checkpoint: vanilla subnets with plain `AutoModelFor*.from_pretrained(repo)`, per-layer ones with
+    `trust_remote_code=True` for the model and its tokenizer or image processor alike (their Auto classes read the
+    custom config too, and would otherwise stop to ask). A local path (a base model, a data file) is named by its last
+    part only, never by this machine's path.
 
     Args:
         supernet (`PreTrainedModel`):
@@ -598,24 +780,36 @@ def build_model_card(
             The extracted architecture; must lie in `supernet.search_space`.
         base_model (`str` or `None`):
             The vanilla checkpoint the supernet was fine-tuned from. Written into the card data only if it is a Hub
-            model id (the Hub rejects other values); a local path is named in the text only.
+            model id (the Hub rejects other values); a local path is named in the text only, as "a local checkpoint"
+            with its folder's name.
         metrics (`dict[str, float]`, *optional*):
             Evaluation metrics of the subnet, e.g. `{"accuracy": 0.91}`.
         latency ([`LatencyResult`] or `dict`, *optional*):
             Its measured latency ([`measure_latency`] or `LatencyResult.to_dict()`, with at least `median_ms`,
             `device`, `batch_size` and `sequence_length`).
         pareto (`dict`, *optional*):
-            Its place on the Pareto front of a search: `position` (1-based) and `size` of the front, `objectives`
-            (names), and optionally `sorted_by` (the objective the positions follow) and `values` (its objective
-            values), e.g. `{"position": 3, "size": 12, "objectives": ["accuracy", "macs"], "sorted_by": "macs"}`
+            Its place on the Pareto front of a search: `pareto_index` (0-based) and `size` of the front,
+            `objectives` (names), and optionally `record`, `sorted_by` (the objective the indices follow) and `values`
+            (its objective values), e.g. `{"pareto_index": 2, "size": 12, "objectives": ["accuracy", "macs"]}`
             (see [`check_pareto`]).
         training_recipe (`str`, *optional*):
-            Markdown describing how the supernet was trained and the subnet searched.
+            Markdown describing how the subnet was chosen and trained (after the training record's account, if any).
+        training_record ([`~hf_nas.training.recipes.TrainingRecord`] or `dict`, *optional*):
+            How the supernet was made (`TrainingRecord.load(supernet_folder)`): the training section lists its base
+            model, recipe, training data (name, configuration, splits), settings and command line.
         model_name (`str`, *optional*):
             The card's title; defaults to the last part of `repo_id`, else a name derived from `base_model`
             ([`export_subnet`]: the folder's name).
         dataset (`str`, *optional*):
-            The dataset (Hub id) the metrics were measured on.
+            The dataset the metrics were measured on: a Hub dataset id, or a local file or folder (named by its last
+            part; no `eval_results` then).
+        dataset_config (`str`, *optional*):
+            Its configuration, e.g. the GLUE task `"sst2"`.
+        dataset_split (`str`, *optional*):
+            The split the metrics were measured on, e.g. `"validation"`.
+        selection_split (`bool`, *optional*, defaults to `False`):
+            Whether that split is the one the search selected the subnet on: the metrics section then warns that
+            they were measured on the split used to select this subnet and that unseen data will score lower.
         repo_id (`str`, *optional*):
             Where the checkpoint will live, used in the loading snippet (defaults to a placeholder path).
         macs_sequence_length (`int`, *optional*):
@@ -643,12 +837,23 @@ def build_model_card(
     ...                            intermediate_size=64)
     >>> model = ElasticBertForSequenceClassification(config)
     >>> card = build_model_card(model, model.search_space.smallest(), base_model="google-bert/bert-base-uncased",
-    ...                         metrics={"accuracy": 0.9}, macs_sequence_length=16)
+    ...                         metrics={"accuracy": 0.9}, dataset="nyu-mll/glue", dataset_config="sst2",
+    ...                         dataset_split="validation", selection_split=True, macs_sequence_length=16)
     >>> card.data.base_model, card.data.library_name
     ('google-bert/bert-base-uncased', 'transformers')
+    >>> "Measured on `nyu-mll/glue` (configuration `sst2`, split `validation`)" in card.text
+    True
+    >>> "measured on the split used to select this subnet; expect a lower score on unseen data" in card.text
+    True
     ```
     """
     metrics, latency, pareto = _check_card_arguments(supernet, subnet, base_model, repo_id, metrics, latency, pareto)
+    metrics_data = _check_metrics_data(dataset, dataset_config, dataset_split, selection_split)
+    record = _check_training_record(training_record)
+    if training_recipe is not None and not isinstance(training_recipe, str):
+        raise TypeError(
+            f"`training_recipe` must be Markdown text (a str) or None, got {type(training_recipe).__name__}."
+        )
     facts = _subnet_facts(supernet, subnet, latency, macs_sequence_length, macs_image_size)
     hub_base_model = _hub_base_model(base_model)
     if model_name is None:
@@ -658,11 +863,11 @@ def build_model_card(
         base_model=hub_base_model,
         tags=list(MODEL_CARD_TAGS),
         pipeline_tag=facts.pipeline_tag,
-        datasets=[dataset] if dataset is not None else None,
+        datasets=_card_datasets(metrics_data, record),
         license=license,
         model_name=model_name,
-        eval_results=_eval_results(metrics, dataset, facts.pipeline_tag),
-        hf_nas=_hf_nas_data(supernet, subnet, facts, latency, metrics, pareto),
+        eval_results=_eval_results(metrics, metrics_data, facts.pipeline_tag),
+        hf_nas=_hf_nas_data(supernet, subnet, facts, latency, metrics, pareto, metrics_data),
     )
     sections = _text_sections(
         supernet,
@@ -672,8 +877,9 @@ def build_model_card(
         processor_class=processor_class,
         latency=latency,
         metrics=metrics,
-        dataset=dataset,
+        metrics_data=metrics_data,
         pareto=pareto,
+        training_record=record,
         training_recipe=training_recipe,
     )
     return ModelCard.from_template(

@@ -2,7 +2,8 @@
 
 [`check_repo_id`] checks a Hub repo id up front (the model card and the scripts use it too), and
 [`push_subnet_folder`] uploads a folder written by [`export_subnet`] with `huggingface_hub` (or, with `dry_run=True`,
-only lists what it would upload).
+only lists what it would upload). A failed upload (no network, no token, no write access) raises [`PushError`], whose
+one-line message says that the folder is saved locally and why the upload failed.
 """
 
 from __future__ import annotations
@@ -15,12 +16,23 @@ from typing import Any
 from huggingface_hub import HfApi
 from huggingface_hub.utils import DEFAULT_IGNORE_PATTERNS, HFValidationError, filter_repo_objects, validate_repo_id
 
-__all__ = ["check_repo_id", "push_subnet_folder"]
+__all__ = ["PushError", "check_repo_id", "push_subnet_folder"]
 
 logger = logging.getLogger(__name__)
 
 # The files without which a folder is not a subnet checkpoint worth uploading.
 _REQUIRED_FILES = ("config.json", "README.md")
+
+
+class PushError(RuntimeError):
+    """An upload to the Hub failed; the folder is kept as it is. The message is one line:
+    `saved locally at <folder>; upload to <repo_id> failed: <reason>` (the original error is its `__cause__`)."""
+
+    def __init__(self, folder: str, repo_id: str, reason: BaseException):
+        self.folder = folder
+        self.repo_id = repo_id
+        detail = " ".join(str(reason).split()) or "no details"
+        super().__init__(f"saved locally at {folder}; upload to {repo_id} failed: {type(reason).__name__}: {detail}")
 
 
 def check_repo_id(repo_id: Any) -> None:
@@ -80,6 +92,11 @@ def push_subnet_folder(
     Returns:
         `list[str]`: the paths (relative to `folder`, sorted) that are, or would be, uploaded.
 
+    Raises:
+        `ValueError`: `repo_id` is not a valid Hub repo id, or `folder` is not a complete subnet folder (nothing is
+        sent). [`PushError`]: creating the repo or uploading failed (no network, no token, no write access, ...);
+        its one-line message names the local folder, the repo and the reason.
+
     Example:
 
     ```python
@@ -107,14 +124,22 @@ def push_subnet_folder(
         for name in files:
             print(f"  {name}")
         return files
+    try:
+        commit = _upload(folder, repo_id, private=private, token=token, commit_message=commit_message)
+    except Exception as e:  # any failure of the network, the token or the Hub: the folder stays saved
+        raise PushError(folder, repo_id, e) from e
+    logger.info("uploaded %d files to %s", len(files), getattr(commit, "commit_url", repo_id))
+    return files
+
+
+def _upload(folder: str, repo_id: str, *, private: bool, token: str | None, commit_message: str) -> Any:
+    """Create the model repo if needed and upload `folder` in one commit; returns the commit info."""
     api = HfApi()
     url = api.create_repo(repo_id, private=private, exist_ok=True, token=token, repo_type="model")
-    commit = api.upload_folder(
+    return api.upload_folder(
         repo_id=getattr(url, "repo_id", None) or repo_id,
         folder_path=folder,
         repo_type="model",
         commit_message=commit_message,
         token=token,
     )
-    logger.info("uploaded %d files to %s", len(files), getattr(commit, "commit_url", repo_id))
-    return files

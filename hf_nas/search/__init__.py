@@ -6,7 +6,7 @@ Search code never touches the network: strategies see subnets and objective valu
 
 from .constraints import Constraint, check_constraints, parse_constraints
 from .objectives import OBJECTIVES, Objective, get_objective, register_objective
-from .pareto import default_reference_point, hypervolume, pareto_front
+from .pareto import default_reference_point, hypervolume, ideal_point, normalized_hypervolume, pareto_front
 from .predictors import Predictor, encode
 from .results import RESULTS_NAME, SearchResults, supernet_fingerprint
 from .search import SubnetSearch
@@ -28,6 +28,8 @@ __all__ = [
     "get_objective",
     "get_strategy",
     "hypervolume",
+    "ideal_point",
+    "normalized_hypervolume",
     "pareto_front",
     "parse_constraints",
     "register_objective",

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import hashlib
 import inspect
+import logging
 import math
 import os
 import platform
@@ -37,7 +38,17 @@ from typing import Any, ClassVar, TypeVar
 import torch
 from torch import nn
 
-from ..costs import count_macs, count_parameters, measure_latency
+from ..costs import (
+    DEFAULT_MAX_RELATIVE_IQR,
+    DEFAULT_MAX_ROUNDS,
+    DEFAULT_WARMUP_RUNS,
+    LatencyResult,
+    NoisyLatencyError,
+    check_latency_options,
+    count_macs,
+    count_parameters,
+    measure_latency,
+)
 from ..models.families import get_family
 from ..models.supernet import SupernetMixin
 from ..search_space import SubnetConfig
@@ -55,6 +66,8 @@ __all__ = [
     "pad_and_stack",
     "register_objective",
 ]
+
+logger = logging.getLogger(__name__)
 
 
 class Objective(ABC):
@@ -267,23 +280,39 @@ def _input_size(model: nn.Module, sequence_length: int, image_size: Any) -> dict
 class LatencyObjective(Objective):
     """Median forward latency of the *extracted* subnet in milliseconds ([`~hf_nas.measure_latency`]), to minimize.
 
-    Each call extracts the subnet and times it with `torch.utils.benchmark` for at least `min_run_time` seconds, so it
-    is not cheap; the supernet is neither moved nor changed.
+    Each call extracts the subnet and times it with [`~hf_nas.measure_latency`], the function `hf-nas extract` and the
+    model cards use too, so a latency found by the search is the one the card states (measured alike: same batch,
+    input size, device and threads). That is: `warmup_runs` untimed passes, then rounds of at least `min_run_time`
+    seconds until the interquartile range of the times is at most `max_relative_iqr` of their median (up to
+    `max_rounds` rounds). It is not cheap; the supernet is neither moved nor changed.
+
+    A latency still too spread after `max_rounds` rounds (a busy machine) is never kept silently. By default
+    (`on_noisy="flag"`) the value is returned, a warning naming the subnet and the spread is logged and the whole
+    measurement ([`~hf_nas.LatencyResult`] dict, `noisy: true`) is appended to `noisy_results`, so the search goes
+    on but the suspect values can be found and measured again. With `on_noisy="raise"` the objective refuses: it
+    raises [`~hf_nas.costs.NoisyLatencyError`], which stops the search (its results so far are saved, so running it
+    again on a quiet machine resumes it).
 
     Args:
         batch_size (`int`, *optional*, defaults to 1): sequences (or images) per forward pass.
         sequence_length (`int`, *optional*, defaults to 128): text models: tokens per sequence.
         device (`str`, *optional*, defaults to `"cpu"`): torch device string, e.g. `"cpu"` or `"cuda:0"`.
         num_threads (`int`, *optional*): torch intra-op threads; defaults to `torch.get_num_threads()` at each call.
-        min_run_time (`float`, *optional*, defaults to 0.5): seconds of timed runs at least, per subnet.
+        min_run_time (`float`, *optional*, defaults to 0.5): seconds of timed runs at least, per round.
         image_size (`int` or `(height, width)`, *optional*): image models: the input size (default: the config's).
+        warmup_runs (`int`, *optional*, defaults to 5): untimed forward passes before timing.
+        max_relative_iqr (`float`, *optional*, defaults to 0.25): the largest accepted interquartile range / median.
+        max_rounds (`int`, *optional*, defaults to 3): measurement rounds at most while the spread is larger.
+        on_noisy (`str`, *optional*, defaults to `"flag"`): `"flag"` returns a too spread latency with a warning
+            and records it in `noisy_results`; `"raise"` refuses it.
 
     Example:
 
     ```python
     >>> from hf_nas.search.objectives import LatencyObjective
-    >>> LatencyObjective(sequence_length=64, num_threads=4).describe()["num_threads"]
-    4
+    >>> described = LatencyObjective(sequence_length=64, num_threads=4).describe()
+    >>> described["num_threads"], described["max_relative_iqr"], described["max_rounds"]
+    (4, 0.25, 3)
     ```
     """
 
@@ -299,6 +328,10 @@ class LatencyObjective(Objective):
         num_threads: int | None = None,
         min_run_time: float = 0.5,
         image_size: int | list[int] | None = None,
+        warmup_runs: int = DEFAULT_WARMUP_RUNS,
+        max_relative_iqr: float = DEFAULT_MAX_RELATIVE_IQR,
+        max_rounds: int = DEFAULT_MAX_ROUNDS,
+        on_noisy: str = "flag",
     ):
         self.image_size = _check_image_size(image_size)
         self.batch_size = check_positive_int("batch_size", batch_size)
@@ -306,18 +339,37 @@ class LatencyObjective(Objective):
         self.device = str(check_device(device))
         self.num_threads = None if num_threads is None else check_positive_int("num_threads", num_threads)
         self.min_run_time = check_min_run_time(min_run_time)
+        self.warmup_runs, self.max_relative_iqr, self.max_rounds, self.on_noisy = check_latency_options(
+            warmup_runs, max_relative_iqr, max_rounds, on_noisy
+        )
+        self.noisy_results: list[dict[str, Any]] = []  # with on_noisy="flag": {"subnet": ..., "latency": ...}
 
     def __call__(self, model: nn.Module, subnet: SubnetConfig) -> float:
         _check_supernet(model)
-        result = measure_latency(
-            model,
-            subnet,
-            batch_size=self.batch_size,
-            device=self.device,
-            num_threads=self.num_threads,
-            min_run_time=self.min_run_time,
-            **_input_size(model, self.sequence_length, self.image_size),
-        )
+        try:
+            result = measure_latency(
+                model,
+                subnet,
+                batch_size=self.batch_size,
+                device=self.device,
+                num_threads=self.num_threads,
+                min_run_time=self.min_run_time,
+                warmup_runs=self.warmup_runs,
+                max_relative_iqr=self.max_relative_iqr,
+                max_rounds=self.max_rounds,
+                on_noisy="raise",  # decided here, with the subnet in the message
+                **_input_size(model, self.sequence_length, self.image_size),
+            )
+        except NoisyLatencyError as e:
+            if self.on_noisy == "raise":
+                raise NoisyLatencyError(
+                    f"Refused the latency of subnet {subnet.to_dict()}: {e} To keep such values with a warning "
+                    "instead, use on_noisy='flag'.",
+                    e.result,
+                ) from None
+            result = e.result
+            self.noisy_results.append({"subnet": subnet.to_dict(), "latency": result.to_dict()})
+            logger.warning("Kept with a flag in `noisy_results`, for subnet %s: %s", subnet.to_dict(), e)
         return float(result.median_ms)
 
     def describe(self) -> dict[str, Any]:
@@ -331,6 +383,10 @@ class LatencyObjective(Objective):
             "device": self.device,
             "num_threads": num_threads,
             "min_run_time": self.min_run_time,
+            "warmup_runs": self.warmup_runs,
+            "max_relative_iqr": self.max_relative_iqr,
+            "max_rounds": self.max_rounds,
+            "unit": LatencyResult.UNIT,
             "hardware": _hardware(torch.device(self.device)),
             **({} if self.image_size is None else {"image_size": self.image_size}),
         }

@@ -15,7 +15,15 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["DIRECTIONS", "check_directions", "default_reference_point", "hypervolume", "pareto_front"]
+__all__ = [
+    "DIRECTIONS",
+    "check_directions",
+    "default_reference_point",
+    "hypervolume",
+    "ideal_point",
+    "normalized_hypervolume",
+    "pareto_front",
+]
 
 DIRECTIONS = ("maximize", "minimize")
 
@@ -232,3 +240,72 @@ def default_reference_point(
     spread = worst - points.min(axis=0)  # (k,)
     spread = np.where(spread > 0, spread, np.maximum(np.abs(worst), 1.0))
     return ((worst + margin * spread) * signs).tolist()
+
+
+def ideal_point(values: Sequence[Sequence[float]], directions: Sequence[str]) -> list[float]:
+    """The best value of each objective over the points (the largest to maximize, the smallest to minimize): the
+    corner that [`normalized_hypervolume`] maps to 1.
+
+    Example:
+
+    ```python
+    >>> from hf_nas.search.pareto import ideal_point
+    >>> ideal_point([[0.9, 10], [0.7, 5]], ["maximize", "minimize"])
+    [0.9, 5.0]
+    ```
+    """
+    points = _check_values(values, directions)
+    return (points.min(axis=0) * _signs(directions)).tolist()
+
+
+def normalized_hypervolume(
+    values: Sequence[Sequence[float]],
+    directions: Sequence[str],
+    reference_point: Sequence[float],
+    ideal: Sequence[float] | None = None,
+) -> float:
+    """The [`hypervolume`] as a share of the box between `reference_point` and `ideal`: each objective is scaled
+    linearly to [0, 1], 0 at the reference point and 1 at the ideal point, so the value is unitless and lies in
+    [0, 1]; 1 means one point is as good as the ideal point in every objective at once.
+
+    Keep both points fixed to compare searches: a set of points that another dominates has a smaller value.
+
+    Args:
+        values (`Sequence[Sequence[float]]`): one row per point, one finite number per objective.
+        directions (`Sequence[str]`): `"maximize"` or `"minimize"` for each objective.
+        reference_point (`Sequence[float]`): the 0 of each objective, worse than the points that should count.
+        ideal (`Sequence[float]`, *optional*): the 1 of each objective, at least as good as every point (default:
+            [`ideal_point`] of `values`).
+
+    Returns:
+        `float`: the normalized hypervolume, from 0 to 1.
+
+    Example:
+
+    ```python
+    >>> from hf_nas.search.pareto import normalized_hypervolume
+    >>> # raw area 3.5 in the box [0.6, 1.0] x [0, 20] of area 8
+    >>> normalized_hypervolume([[0.9, 10], [0.7, 5]], ["maximize", "minimize"], [0.6, 20], ideal=[1.0, 0])
+    0.4375
+    ```
+    """
+    points = _check_values(values, directions)
+    signs = _signs(directions)
+    reference = _check_vector("reference_point", reference_point, len(signs)) * signs
+    best = points.min(axis=0) if ideal is None else _check_vector("ideal", ideal, len(signs)) * signs
+    if not (best < reference).all():
+        j = int(np.flatnonzero(best >= reference)[0])
+        raise ValueError(
+            f"`ideal`[{j}]={best[j] * signs[j]} is not better than `reference_point`[{j}]={reference[j] * signs[j]} "
+            f"({directions[j]}): the ideal point must be better than the reference point in every objective."
+        )
+    beyond = np.argwhere(points < best)
+    if len(beyond):
+        i, j = (int(v) for v in beyond[0])
+        raise ValueError(
+            f"`values[{i}]` is better than `ideal` in objective {j} ({points[i, j] * signs[j]} vs "
+            f"{best[j] * signs[j]}): the ideal point must be at least as good as every point (omit it to use the best "
+            "values)."
+        )
+    scaled = (points - best) / (reference - best)  # (n, k): 0 at the ideal, 1 at the reference, all minimized
+    return hypervolume(scaled, ["minimize"] * len(signs), [1.0] * len(signs))

@@ -4,6 +4,14 @@ hypervolume, saved as `search_results.json` (plus `pareto.csv` and `pareto.png`)
 [`SearchResults`] is what [`~hf_nas.search.SubnetSearch.run`] returns and writes; [`SearchResults.from_dir`] reads
 a search's output folder back and [`SearchResults.select`] picks one subnet from it. [`supernet_fingerprint`] ties
 results to the supernet they were measured on.
+
+Two numbers name a subnet, the same way in every output:
+
+- `record`: its position in `records` (the order of measurement), in `search_results.json`;
+- `pareto_index`: its 0-based position on the Pareto front (in the order of [`SearchResults.pareto_indices`], by
+  the first objective), what `hf-nas extract --pareto_index` takes.
+
+`pareto.csv`, the printed front ([`SearchResults.format_front`]) and `pareto.png` show both.
 """
 
 from __future__ import annotations
@@ -13,7 +21,7 @@ import json
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -21,14 +29,29 @@ import torch
 from ..search_space import SubnetConfig
 from ..utils import atomic_write_text
 from .constraints import Constraint, measured_violation
-from .pareto import default_reference_point, hypervolume, pareto_front
+from .pareto import default_reference_point, hypervolume, ideal_point, normalized_hypervolume, pareto_front
 
-__all__ = ["PARETO_CSV", "PARETO_PNG", "RESULTS_NAME", "RESULTS_VERSION", "SearchResults", "supernet_fingerprint"]
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
+__all__ = [
+    "HYPERVOLUME_LABEL",
+    "PARETO_CSV",
+    "PARETO_PNG",
+    "RESULTS_NAME",
+    "RESULTS_VERSION",
+    "SearchResults",
+    "supernet_fingerprint",
+]
 
 RESULTS_NAME = "search_results.json"
 PARETO_CSV = "pareto.csv"
 PARETO_PNG = "pareto.png"
 RESULTS_VERSION = 1
+HYPERVOLUME_LABEL = "hypervolume (normalized, 1 = ideal)"
+
+# objective name -> (axis label, unit, scale from the recorded value); MACs go as a share of the full model when known
+_UNITS = {"latency": ("latency", "ms", 1.0), "params": ("parameters", "M", 1e-6), "macs": ("MACs", "G", 1e-9)}
 
 
 def supernet_fingerprint(model: Any) -> str:
@@ -47,7 +70,11 @@ def supernet_fingerprint(model: Any) -> str:
 
 @dataclass
 class SearchResults:
-    """Every measured subnet with its objectives, the Pareto front and its hypervolume."""
+    """Every measured subnet with its objectives, the Pareto front and its hypervolume.
+
+    `full_model` holds the cheap objectives (MACs, parameters) of the whole supernet, so that MACs can be shown as
+    a share of the full model's.
+    """
 
     objectives: list[dict[str, Any]]
     records: list[dict[str, Any]] = field(default_factory=list)
@@ -55,6 +82,7 @@ class SearchResults:
     fingerprint: str = ""
     settings: dict[str, Any] = field(default_factory=dict)
     predictor_scores: dict[str, dict[str, float]] = field(default_factory=dict)
+    full_model: dict[str, float] = field(default_factory=dict)
 
     @property
     def names(self) -> list[str]:
@@ -71,15 +99,44 @@ class SearchResults:
         return [i for i, r in enumerate(self.records) if r.get("feasible", True)]
 
     def pareto_indices(self) -> list[int]:
-        """Indices (into `records`) of the feasible non-dominated subnets, sorted by the first objective."""
+        """The record numbers (indices into `records`) of the feasible non-dominated subnets, sorted by the first
+        objective (ties by record number): `pareto_indices()[k]` is the record at `pareto_index` k."""
         feasible = self.feasible()
         if not feasible:
             return []
         values = self.values()[feasible]
         front = [feasible[i] for i in pareto_front(values.tolist(), self.directions)]
-        return sorted(front, key=lambda i: self.records[i]["values"][self.names[0]])
+        return sorted(front, key=lambda i: (self.records[i]["values"][self.names[0]], i))
+
+    def pareto_rows(self) -> list[dict[str, Any]]:
+        """One row per point of the front, in `pareto_index` order: `pareto_index`, `record`, `values` and `subnet`
+        (a dict). The rows of `pareto.csv`, of [`format_front`] and the labels of [`figure`].
+
+        ```python
+        >>> from hf_nas import SearchResults, SubnetConfig
+        >>> subnets = [SubnetConfig.uniform(d, 2, 32, 16) for d in (1, 2, 3)]
+        >>> results = SearchResults(
+        ...     objectives=[{"name": "accuracy", "direction": "maximize"}, {"name": "macs", "direction": "minimize"}],
+        ...     records=[{"subnet": s.to_dict(), "values": {"accuracy": a, "macs": m}}
+        ...              for s, a, m in zip(subnets, (0.9, 0.7, 0.8), (9e8, 1e8, 9.5e8))],
+        ... )
+        >>> [(row["pareto_index"], row["record"]) for row in results.pareto_rows()]  # record 2 is dominated
+        [(0, 1), (1, 0)]
+        ```
+        """
+        return [
+            {
+                "pareto_index": k,
+                "record": i,
+                "values": {n: float(self.records[i]["values"][n]) for n in self.names},
+                "subnet": self.records[i]["subnet"],
+            }
+            for k, i in enumerate(self.pareto_indices())
+        ]
 
     def hypervolume(self, reference_point: Sequence[float] | None = None) -> tuple[float, list[float]]:
+        """The raw hypervolume of the feasible records (in the product of the objectives' units) and the reference
+        point it is measured from (default: [`~hf_nas.search.pareto.default_reference_point`] of those records)."""
         feasible = self.feasible()
         if not feasible:
             return 0.0, list(reference_point or [])
@@ -88,6 +145,89 @@ class SearchResults:
             list(reference_point) if reference_point is not None else default_reference_point(values, self.directions)
         )
         return hypervolume(values, self.directions, reference), reference
+
+    def normalized_hypervolume(
+        self, reference_point: Sequence[float] | None = None, ideal: Sequence[float] | None = None
+    ) -> tuple[float, list[float]]:
+        """The hypervolume of the feasible records with every objective scaled to [0, 1] (0 at the reference point,
+        1 at the ideal point; see [`~hf_nas.search.pareto.normalized_hypervolume`]), and the ideal point. Defaults:
+        the reference point of [`hypervolume`] and the best recorded value of each objective. 0 without a feasible
+        record.
+
+        ```python
+        >>> from hf_nas import SearchResults, SubnetConfig
+        >>> results = SearchResults(
+        ...     objectives=[{"name": "accuracy", "direction": "maximize"}, {"name": "macs", "direction": "minimize"}],
+        ...     records=[{"subnet": SubnetConfig.uniform(d, 2, 32, 16).to_dict(), "values": {"accuracy": a, "macs": m}}
+        ...              for d, a, m in ((1, 0.7, 1e8), (2, 0.9, 9e8))],
+        ... )
+        >>> value, ideal = results.normalized_hypervolume(reference_point=[0.5, 1e9])
+        >>> round(value, 4), ideal  # 1 would be one subnet with accuracy 0.9 at 1e8 MACs
+        (0.5556, [0.9, 100000000.0])
+        ```
+        """
+        feasible = self.feasible()
+        if not feasible:
+            return 0.0, list(ideal or [])
+        values = self.values()[feasible].tolist()
+        _, reference = self.hypervolume(reference_point)
+        best = list(ideal) if ideal is not None else ideal_point(values, self.directions)
+        return normalized_hypervolume(values, self.directions, reference, best), best
+
+    def display(self, name: str) -> tuple[str, float]:
+        """How objective `name` is shown in the printed front and on the plot: its label with the unit, and the
+        factor from the recorded value. MACs are a percentage of the full model's MACs when those are recorded (in
+        G otherwise), parameters in M, latency in ms; other objectives as recorded.
+
+        ```python
+        >>> from hf_nas import SearchResults
+        >>> results = SearchResults(objectives=[{"name": "macs", "direction": "minimize"}], full_model={"macs": 4e9})
+        >>> results.display("macs"), results.display("latency")
+        (('MACs (% of the full model)', 2.5e-08), ('latency (ms)', 1.0))
+        ```
+        """
+        full = self.full_model.get(name)
+        if name == "macs" and full:
+            return "MACs (% of the full model)", 100.0 / full
+        if name in _UNITS:
+            label, unit, scale = _UNITS[name]
+            return f"{label} ({unit})", scale
+        return name, 1.0
+
+    def format_front(self) -> str:
+        """The Pareto front as a text table, one row per `pareto_index` with its `record`, the objectives in the
+        units of [`display`] and the subnet, under a line with the [`normalized_hypervolume`].
+
+        ```python
+        >>> from hf_nas import SearchResults, SubnetConfig
+        >>> results = SearchResults(
+        ...     objectives=[{"name": "accuracy", "direction": "maximize"}, {"name": "macs", "direction": "minimize"}],
+        ...     records=[{"subnet": SubnetConfig.uniform(d, 2, 32, 16).to_dict(), "values": {"accuracy": a, "macs": m}}
+        ...              for d, a, m in ((2, 0.9, 2e9), (1, 0.7, 1e9), (1, 0.6, 1.5e9))],
+        ...     full_model={"macs": 4e9},
+        ... )
+        >>> print(results.format_front())
+        Pareto front: 2 of 3 measured subnets; hypervolume (normalized, 1 = ideal) 0.449
+        pareto_index  record  accuracy  MACs (% of the full model)  subnet
+                   0       1       0.7                          25  layers=[0] heads=[2] ffn=[32] hidden=16
+                   1       0       0.9                          50  layers=[0, 1] heads=[2, 2] ffn=[32, 32] hidden=16
+        ```
+        """
+        rows = self.pareto_rows()
+        hv, _ = self.normalized_hypervolume()
+        header = [
+            f"Pareto front: {len(rows)} of {len(self.records)} measured subnets; {HYPERVOLUME_LABEL} {hv:.4g}",
+        ]
+        columns = ["pareto_index", "record", *(self.display(n)[0] for n in self.names)]
+        widths = [max(len(c), 6) for c in columns]
+        lines = ["  ".join(c.rjust(w) for c, w in zip(columns, widths, strict=True)) + "  subnet"]
+        for row in rows:
+            cells = [str(row["pareto_index"]), str(row["record"])]
+            cells += [f"{row['values'][n] * self.display(n)[1]:.4g}" for n in self.names]
+            lines.append(
+                "  ".join(c.rjust(w) for c, w in zip(cells, widths, strict=True)) + "  " + _describe(row["subnet"])
+            )
+        return "\n".join(header + lines)
 
     def subnet(self, index: int) -> SubnetConfig:
         return SubnetConfig.from_dict(self.records[index]["subnet"])
@@ -107,12 +247,15 @@ class SearchResults:
         self,
         *,
         pareto_index: int | None = None,
+        record: int | None = None,
         constraints: Sequence[Constraint] = (),
         maximize: str | None = None,
     ) -> int:
-        """Index (into `records`) of one subnet, chosen by exactly one of:
+        """The record number (index into `records`) of one subnet, chosen by exactly one of:
 
-        - `pareto_index`: its 0-based position on the front, in the order of [`~SearchResults.pareto_indices`];
+        - `pareto_index`: its 0-based position on the front, in the order of [`~SearchResults.pareto_indices`] (the
+          `pareto_index` column of `pareto.csv`);
+        - `record`: its record number itself, checked (the `record` column of `pareto.csv`; any measured subnet);
         - `maximize`: the feasible record with the largest value of that objective among those satisfying
           `constraints`.
 
@@ -128,20 +271,30 @@ class SearchResults:
         ... )
         >>> index = results.select(constraints=[Constraint("macs", max_value=5e8)], maximize="accuracy")
         >>> subnet, card_pareto = results.subnet(index), results.pareto_position(index)
-        >>> index, subnet == space.middle(), card_pareto["position"], card_pareto["size"]
-        (1, True, 2, 3)
+        >>> index, subnet == space.middle(), card_pareto["pareto_index"], card_pareto["size"]
+        (1, True, 1, 3)
         >>> results.select(pareto_index=0)  # the front sorted by accuracy: the smallest subnet first
         0
+        >>> results.select(record=2)
+        2
         ```
         """
         constraints = list(constraints)
-        if (pareto_index is None) == (maximize is None):
+        given = [v for v in (pareto_index, record, maximize) if v is not None]
+        if len(given) != 1:
             raise ValueError(
-                "Select with exactly one of `pareto_index` (a position on the Pareto front) or `maximize` (an objective "
-                f"name, with optional `constraints`); got pareto_index={pareto_index!r}, maximize={maximize!r}."
+                "Select with exactly one of `pareto_index` (a position on the Pareto front), `record` (a record "
+                "number) or `maximize` (an objective name, with optional `constraints`); got "
+                f"pareto_index={pareto_index!r}, record={record!r}, maximize={maximize!r}."
+            )
+        if maximize is None and constraints:
+            raise ValueError(
+                f"`constraints` only apply with `maximize`, not with `pareto_index` or `record`; got {constraints}."
             )
         if pareto_index is not None:
-            return self._select_on_front(pareto_index, constraints)
+            return self._select_on_front(pareto_index)
+        if record is not None:
+            return self._select_record(record)
         return self._select_best(maximize, constraints)
 
     def _satisfying(self, constraints: Sequence[Constraint] = ()) -> list[int]:
@@ -153,10 +306,8 @@ class SearchResults:
             if all(measured_violation(c, self.records[i]["values"]) <= 0 for c in constraints)
         ]
 
-    def _select_on_front(self, pareto_index: int, constraints: list[Constraint]) -> int:
+    def _select_on_front(self, pareto_index: int) -> int:
         """The record at position `pareto_index` of the Pareto front."""
-        if constraints:
-            raise ValueError(f"`constraints` only apply with `maximize`, not with `pareto_index`; got {constraints}.")
         if isinstance(pareto_index, bool) or not isinstance(pareto_index, int):
             raise TypeError(f"`pareto_index` must be an int, got {pareto_index!r}.")
         front = self.pareto_indices()
@@ -165,9 +316,20 @@ class SearchResults:
         if not 0 <= pareto_index < len(front):
             raise ValueError(
                 f"`pareto_index`={pareto_index} is out of range: the Pareto front has {len(front)} points; allowed: "
-                f"0 to {len(front) - 1}."
+                f"0 to {len(front) - 1} (the pareto_index column of {PARETO_CSV}; record numbers go with `record`)."
             )
         return front[pareto_index]
+
+    def _select_record(self, record: int) -> int:
+        """`record`, checked against the number of records."""
+        if isinstance(record, bool) or not isinstance(record, int):
+            raise TypeError(f"`record` must be an int, got {record!r}.")
+        if not 0 <= record < len(self.records):
+            raise ValueError(
+                f"`record`={record} is out of range: the search measured {len(self.records)} subnets; allowed: 0 to "
+                f"{len(self.records) - 1} (the record column of {PARETO_CSV})."
+            )
+        return record
 
     def _select_best(self, maximize: str, constraints: list[Constraint]) -> int:
         """The feasible record with the largest `maximize` value among those satisfying `constraints`."""
@@ -196,8 +358,9 @@ class SearchResults:
 
     def pareto_position(self, index: int) -> dict[str, Any] | None:
         """Where `records[index]` lies on the Pareto front, as the `pareto` argument of
-        [`~hf_nas.hub.build_model_card`]: `position` (1-based, in the order of `pareto_indices()`, i.e. of increasing
-        first objective), `size`, `objectives`, `sorted_by` and its `values`; `None` when it is not on the front."""
+        [`~hf_nas.hub.build_model_card`]: `pareto_index` (0-based, in the order of `pareto_indices()`, i.e. of
+        increasing first objective: the number `--pareto_index` takes), `record` (= `index`), `size`, `objectives`,
+        `sorted_by` and its `values`; `None` when it is not on the front."""
         if isinstance(index, bool) or not isinstance(index, int):
             raise TypeError(f"`index` must be an int, got {index!r}.")
         if not 0 <= index < len(self.records):
@@ -207,7 +370,8 @@ class SearchResults:
             return None
         values = self.records[index]["values"]
         return {
-            "position": front.index(index) + 1,
+            "pareto_index": front.index(index),
+            "record": index,
             "size": len(front),
             "objectives": self.names,
             "sorted_by": self.names[0],
@@ -216,7 +380,11 @@ class SearchResults:
 
     # ------------------------------------------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
+        """The content of `search_results.json`: besides the inputs, `hypervolume_normalized` (0 to 1, 1 = ideal)
+        with its `reference_point` and `ideal_point`, the raw `hypervolume`, and `pareto`: the record numbers of the
+        front in `pareto_index` order."""
         hv, reference = self.hypervolume()
+        normalized, ideal = self.normalized_hypervolume()
         return {
             "version": RESULTS_VERSION,
             "fingerprint": self.fingerprint,
@@ -224,8 +392,11 @@ class SearchResults:
             "constraints": self.constraints,
             "settings": self.settings,
             "predictor_scores": self.predictor_scores,
+            "full_model": self.full_model,
+            "hypervolume_normalized": normalized,
             "hypervolume": hv,
             "reference_point": reference,
+            "ideal_point": ideal,
             "pareto": self.pareto_indices(),
             "records": self.records,
         }
@@ -243,6 +414,7 @@ class SearchResults:
             fingerprint=data.get("fingerprint", ""),
             settings=data.get("settings", {}),
             predictor_scores=data.get("predictor_scores", {}),
+            full_model=data.get("full_model", {}),
         )
 
     @classmethod
@@ -283,43 +455,95 @@ class SearchResults:
         return cls.load(path)
 
     def save(self, output_dir: str | os.PathLike, plot: bool = True) -> None:
-        """Write `search_results.json`, `pareto.csv` and (with `plot`) `pareto.png`, each atomically."""
+        """Write `search_results.json`, `pareto.csv` and (with `plot`) `pareto.png`, each atomically.
+
+        `pareto.csv` has one row per point of the front: `pareto_index` (what `hf-nas extract --pareto_index`
+        takes), `record` (the record number, `--record`), one column per objective (recorded values and units) and
+        `subnet_json`."""
         os.makedirs(output_dir, exist_ok=True)
         atomic_write_text(os.path.join(output_dir, RESULTS_NAME), json.dumps(self.to_dict(), indent=1) + "\n")
-        lines = ["index," + ",".join(self.names) + ",subnet_json"]
-        for i in self.pareto_indices():
-            values = ",".join(repr(float(self.records[i]["values"][n])) for n in self.names)
-            subnet = json.dumps(self.records[i]["subnet"], separators=(",", ":")).replace('"', '""')
-            lines.append(f'{i},{values},"{subnet}"')
+        lines = ["pareto_index,record," + ",".join(self.names) + ",subnet_json"]
+        for row in self.pareto_rows():
+            values = ",".join(repr(row["values"][n]) for n in self.names)
+            subnet = json.dumps(row["subnet"], separators=(",", ":")).replace('"', '""')
+            lines.append(f'{row["pareto_index"]},{row["record"]},{values},"{subnet}"')
         atomic_write_text(os.path.join(output_dir, PARETO_CSV), "\n".join(lines) + "\n")
         if plot and self.records:
             self.plot(os.path.join(output_dir, PARETO_PNG))
 
-    def plot(self, path: str) -> None:
-        """The first objective against each of the others, all measured subnets and the front highlighted."""
-        import matplotlib
+    def figure(self) -> Figure:
+        """The plot of `pareto.png`: the first objective against each of the others, every measured subnet in grey
+        (infeasible ones as crosses) and the front in red, each front point labelled with its `pareto_index`. Axes
+        are in the units of [`display`] (MACs as a percentage of the full model's).
 
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
+        ```python
+        >>> from hf_nas import SearchResults, SubnetConfig
+        >>> objectives = [{"name": "accuracy", "direction": "maximize"}, {"name": "latency", "direction": "minimize"}]
+        >>> measured = [(SubnetConfig.uniform(d, 2, 32, 16), a, t) for d, a, t in ((1, 0.7, 2.0), (2, 0.9, 3.5))]
+        >>> results = SearchResults(
+        ...     objectives=objectives,
+        ...     records=[{"subnet": s.to_dict(), "values": {"accuracy": a, "latency": t}} for s, a, t in measured],
+        ... )
+        >>> (ax,) = results.figure().axes
+        >>> ax.get_xlabel(), ax.get_ylabel(), [t.get_text() for t in ax.texts]
+        ('latency (ms)', 'accuracy', ['0', '1'])
+        ```
+        """
+        from matplotlib.figure import Figure
 
         others = self.names[1:] or self.names
-        fig, axes = plt.subplots(1, len(others), figsize=(5 * len(others), 4), squeeze=False)
-        values, front = self.values(), self.pareto_indices()
-        first = self.names[0]
-        for ax, name in zip(axes[0], others, strict=True):
-            j = self.names.index(name)
-            ax.scatter(values[:, j], values[:, 0], s=12, c="0.6", label="measured subnets")
-            if front:  # the front over all objectives, projected: its points need not be monotone in this plane
-                ax.scatter(values[front, j], values[front, 0], s=28, c="C3", label="Pareto front (all objectives)")
-            ax.set_xlabel(name)
-            ax.set_ylabel(first)
-            ax.grid(alpha=0.3)
-            ax.legend(loc="best", fontsize=8)
+        fig = Figure(figsize=(5 * len(others), 4.2))
+        axes = fig.subplots(1, len(others), squeeze=False)[0]
+        for ax, name in zip(axes, others, strict=True):
+            self._plot_plane(ax, name)
+        fig.suptitle(
+            f"{len(self.pareto_indices())} of {len(self.records)} measured subnets on the Pareto front; labels: "
+            f"pareto_index (extract --pareto_index); {HYPERVOLUME_LABEL} {self.normalized_hypervolume()[0]:.3g}",
+            fontsize=9,
+        )
         fig.tight_layout()
+        return fig
+
+    def _plot_plane(self, ax: Any, name: str) -> None:
+        """One panel of [`figure`]: the first objective (y) against `name` (x)."""
+        first = self.names[0]
+        (x_label, x_scale), (y_label, y_scale) = self.display(name), self.display(first)
+        values, j = self.values(), self.names.index(name)
+        x, y = values[:, j] * x_scale if len(values) else [], values[:, 0] * y_scale if len(values) else []
+        feasible = np.array([r.get("feasible", True) for r in self.records], dtype=bool)
+        if feasible.any():
+            ax.scatter(x[feasible], y[feasible], s=12, c="0.6", label="measured subnets")
+        if (~feasible).any():
+            ax.scatter(x[~feasible], y[~feasible], s=14, c="0.75", marker="x", label="infeasible (constraints)")
+        rows = self.pareto_rows()
+        if rows:  # the front over all objectives, projected: its points need not be monotone in this plane
+            front = [row["record"] for row in rows]
+            ax.scatter(x[front], y[front], s=28, c="C3", label="Pareto front (all objectives)")
+            for row in rows:
+                i = row["record"]
+                ax.annotate(
+                    str(row["pareto_index"]), (x[i], y[i]), textcoords="offset points", xytext=(4, 3), fontsize=7
+                )
+        ax.set_xlabel(x_label)
+        ax.set_ylabel(y_label)
+        ax.grid(alpha=0.3)
+        ax.legend(loc="best", fontsize=8)
+
+    def plot(self, path: str) -> None:
+        """Save [`figure`] to `path` (a PNG, written atomically)."""
+        fig = self.figure()
         tmp = f"{path}.tmp.png"
         fig.savefig(tmp, dpi=110)
-        plt.close(fig)
         os.replace(tmp, path)
+
+
+def _describe(subnet: dict[str, Any]) -> str:
+    """A subnet dict in one line: kept layers, heads and FFN width per layer, hidden size."""
+    layers = subnet.get("layers") or list(range(subnet["num_hidden_layers"]))
+    return (
+        f"layers={list(layers)} heads={list(subnet['num_attention_heads'])} ffn={list(subnet['intermediate_size'])} "
+        f"hidden={subnet['hidden_size']}"
+    )
 
 
 def _check_objectives(path: str, objectives: Any) -> list[str]:

@@ -25,7 +25,7 @@ from .constraints import Constraint, check_constraints, measured_violation
 from .objectives import Objective
 from .pareto import pareto_front
 from .predictors import Predictor
-from .results import RESULTS_NAME, SearchResults, supernet_fingerprint
+from .results import HYPERVOLUME_LABEL, RESULTS_NAME, SearchResults, supernet_fingerprint
 from .strategies import SearchStrategy, get_strategy
 
 __all__ = ["SubnetSearch"]
@@ -116,11 +116,17 @@ class SubnetSearch:
                 "seed": seed,
                 "search_space": self.space.to_dict(),
             },
+            full_model=self._full_model_values(),
         )
 
     @property
     def directions(self) -> list[str]:
         return [o.direction for o in self.objectives]
+
+    def _full_model_values(self) -> dict[str, float]:
+        """The cheap objectives (MACs, parameters) of the whole supernet: what the results show MACs relative to."""
+        full = self.model.max_subnet()
+        return {o.name: float(o(self.model, full)) for o in self.objectives if o.cheap}
 
     # ------------------------------------------------------------------------------------------------------------
     def _resume(self) -> None:
@@ -196,6 +202,7 @@ class SubnetSearch:
         self.results.predictor_scores = self._score_predictors()
         if self.output_dir is not None:
             self.results.save(self.output_dir, plot=True)
+        logger.info("%s: %.4g", HYPERVOLUME_LABEL, self.results.normalized_hypervolume()[0])
         return self.results
 
     def _run_direct(self, measured: set[str], progress: tqdm) -> None:

@@ -4,6 +4,12 @@ The Trainer is thin: the sampler (samplers.py) says which subnets a step trains,
 (distillation.py) say how each learns. One optimizer step accumulates the gradients of all the step's subnets;
 each subnet's backward runs right after its forward, so memory holds one graph at a time, and under DDP gradients
 are synchronized once per step (on the last subnet's backward), not once per subnet.
+
+Besides the Trainer's `loss`, every logging step logs what it is made of, averaged over the steps since the last log
+like `loss` (and across processes under DDP): the loss terms `loss_task`, `loss_kd`, `loss_hidden` and
+`loss_attention` (weighted, averaged over the subnets of a step, so they add up to `loss`) and the loss of each
+sampler role, `loss_largest`, `loss_smallest` and `loss_random` (any subnet that is neither extreme). Only the terms
+and roles that occurred are logged.
 """
 
 from __future__ import annotations
@@ -30,11 +36,14 @@ from .recipes import vanilla_auto_class
 from .samplers import StagedSampler, SubnetSampler, get_sampler
 from .training_args import SupernetTrainingArguments
 
-__all__ = ["SAMPLER_STATE_NAME", "SupernetTrainer", "check_teacher_config"]
+__all__ = ["LOSS_TERMS", "SAMPLER_STATE_NAME", "SUBNET_ROLES", "SupernetTrainer", "check_teacher_config"]
 
 logger = logging.getLogger(__name__)
 
 SAMPLER_STATE_NAME = "sampler_state.json"
+# The loss terms and the subnet roles logged as `loss_<name>`.
+LOSS_TERMS = ("task", "kd", "hidden", "attention")
+SUBNET_ROLES = ("largest", "smallest", "random")
 
 
 @dataclass
@@ -111,6 +120,8 @@ class SupernetTrainer(Trainer):
         named = {"largest": space.largest(), "middle": space.middle(), "smallest": space.smallest()}
         self.eval_subnets: dict[str, SubnetConfig] = {name: named[name] for name in args.eval_subnet_names}
         self._micro_step = (-1, 0)  # (optimizer step, micro step within it)
+        self._loss_log = _LossLog()
+        self._pending_loss_logs: dict[str, float] = {}
 
     # ------------------------------------------------------------------------------------------------------------
     # set-up
@@ -195,6 +206,7 @@ class SupernetTrainer(Trainer):
         distributed = self.accelerator.num_processes > 1
         protected = None  # the largest subnet's gradient, set aside (NASViT gradient protection)
         losses = []
+        step_terms: list[dict[str, torch.Tensor]] = []  # per subnet: its weighted loss terms, detached
         previous = supernet.active_subnet
         try:
             for i, subnet in enumerate(subnets):
@@ -207,9 +219,10 @@ class SupernetTrainer(Trainer):
                         outputs = model(**inputs, output_hidden_states=need_hidden)
                     hidden = outputs.hidden_states if need_hidden else None
                     if teaches or teacher is None:
-                        loss = _task_loss(outputs)
+                        terms = {"task": _task_loss(outputs)}
                     else:
-                        loss = self._student_loss(outputs, teacher, qkv, hidden, inputs, subnet)
+                        terms = self._student_terms(outputs, teacher, qkv, hidden, inputs, subnet)
+                    loss = torch.stack(list(terms.values())).sum()
                     if teaches:
                         teacher = TeacherTargets(
                             logits=[t.detach() for t in _logits(outputs)],
@@ -224,16 +237,48 @@ class SupernetTrainer(Trainer):
                 if args.protect_largest_gradient and protected is None and subnet == largest and not last:
                     protected = self._set_aside_gradients(model, distributed)
                 losses.append(loss.detach())
+                step_terms.append({name: value.detach() for name, value in terms.items()})
         finally:
             supernet.activate_subnet(previous)
         if args.protect_largest_gradient:
             self._protected_grad_norm = self._protect(model, protected)
 
         per_subnet = torch.stack(losses)  # (num_subnets,)
+        self._loss_log.add(step_terms, self._roles(subnets, step), per_subnet, scale, args.logging_nan_inf_filter)
         if type(self.sampler).update is not SubnetSampler.update:
             reduced = self.accelerator.reduce(per_subnet, reduction="mean") if distributed else per_subnet
             self.sampler.update(subnets, reduced.tolist())
         return per_subnet.mean() * scale
+
+    # ------------------------------------------------------------------------------------------------------------
+    # logs: the loss terms and the loss of each sampler role, next to the Trainer's `loss`
+    def _roles(self, subnets: list[SubnetConfig], step: int) -> list[str]:
+        """The role of each subnet in its step (of `SUBNET_ROLES`): the largest or the smallest subnet of the space
+        the sampler draws from at `step` (a staged sampler: the current stage's), or else "random"."""
+        space = self.sampler.search_space
+        if isinstance(self.sampler, StagedSampler):
+            space = self.sampler._samplers[self.sampler.stage_of(step)].search_space
+        largest, smallest = space.largest(), space.smallest()
+        return ["largest" if s == largest else "smallest" if s == smallest else "random" for s in subnets]
+
+    def _inner_training_loop(self, *args: Any, **kwargs: Any) -> Any:
+        self._loss_log = _LossLog()  # like the Trainer's own loss, start from nothing (also after a retry)
+        self._pending_loss_logs = {}
+        return super()._inner_training_loop(*args, **kwargs)
+
+    def _maybe_log_save_evaluate(self, *args: Any, **kwargs: Any) -> None:
+        # The Trainer logs `loss` here, on every process at the same steps: reduce ours now, log them with it.
+        if self.control.should_log and self.state.global_step > self._globalstep_last_logged:
+            num_steps = self.state.global_step - self._globalstep_last_logged
+            self._pending_loss_logs = self._loss_log.pop(self.accelerator, num_steps, self.args.device)
+        super()._maybe_log_save_evaluate(*args, **kwargs)
+
+    def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
+        """[`Trainer.log`], with the per-term and per-role losses added to the training logs that carry `loss`."""
+        if "loss" in logs and self._pending_loss_logs:
+            logs = {**logs, **self._pending_loss_logs}
+        self._pending_loss_logs = {}
+        super().log(logs, start_time)
 
     # ------------------------------------------------------------------------------------------------------------
     # gradient protection (NASViT): the largest subnet keeps a plain fine-tuning step
@@ -273,7 +318,7 @@ class SupernetTrainer(Trainer):
             return self._protected_grad_norm  # clipped part by part in training_step
         return super()._clip_grad_norm(model)
 
-    def _student_loss(
+    def _student_terms(
         self,
         outputs: Any,
         teacher: TeacherTargets,
@@ -281,24 +326,24 @@ class SupernetTrainer(Trainer):
         hidden: tuple[torch.Tensor, ...] | None,
         inputs: dict[str, Any],
         subnet: SubnetConfig,
-    ) -> torch.Tensor:
+    ) -> dict[str, torch.Tensor]:
+        """The weighted loss terms of a student subnet, by name (of `LOSS_TERMS`); its loss is their sum."""
         args = self.args
         mask = inputs.get("attention_mask")
-        terms = []
+        terms: dict[str, torch.Tensor] = {}
         task = getattr(outputs, "loss", None)
         if task is not None and args.task_loss_weight > 0:
-            terms.append(args.task_loss_weight * task)
+            terms["task"] = args.task_loss_weight * task
         student_logits = _logits(outputs)
         if args.kd_loss_weight > 0 and student_logits and teacher.logits:
             kd = [
                 soft_cross_entropy(s, t, args.distillation_temperature, mask=_token_mask(s, mask))
                 for s, t in zip(student_logits, teacher.logits, strict=True)
             ]
-            terms.append(args.kd_loss_weight * torch.stack(kd).mean())
+            terms["kd"] = args.kd_loss_weight * torch.stack(kd).mean()
         if args.attention_loss_weight > 0 and qkv and teacher.qkv:
-            terms.append(
-                args.attention_loss_weight
-                * attention_relation_loss(qkv, teacher.qkv, mask, num_relation_heads=args.num_relation_heads)
+            terms["attention"] = args.attention_loss_weight * attention_relation_loss(
+                qkv, teacher.qkv, mask, num_relation_heads=args.num_relation_heads
             )
         if args.hidden_loss_weight > 0 and hidden is not None and teacher.hidden is not None:
             if args.hidden_loss_layers == "last":
@@ -306,13 +351,13 @@ class SupernetTrainer(Trainer):
             else:
                 num_layers = len(self.supernet.elastic_layers())
                 hidden_loss = layer_hidden_state_loss(hidden, teacher.hidden, subnet.layers, num_layers, mask)
-            terms.append(args.hidden_loss_weight * hidden_loss)
+            terms["hidden"] = args.hidden_loss_weight * hidden_loss
         if not terms:
             raise ValueError(
                 "No loss term applies to the student subnets: give labels (task_loss_weight > 0) or a teacher signal "
                 "(kd_loss_weight, attention_loss_weight or hidden_loss_weight > 0)."
             )
-        return torch.stack(terms).sum()
+        return terms
 
     @torch.no_grad()
     def _teacher_targets(
@@ -372,6 +417,62 @@ class SupernetTrainer(Trainer):
                 self.sampler.load_state_dict(json.load(f))
         else:
             logger.warning("No %s in %s: the sampler starts from its initial state.", SAMPLER_STATE_NAME, path)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# the losses logged besides the Trainer's `loss`
+class _LossLog:
+    """Loss terms and per-role losses summed on the device between two logs (no host sync per step).
+
+    One vector holds, per term, the sum over micro-batches of `scale x` its mean over the step's subnets and whether
+    it occurred; per role, the sum and the count of its subnets' losses. At a log it is reduced across processes
+    (one all-reduce) and turned into averages: the terms like the Trainer's `loss` (mean over processes, divided by
+    the optimizer steps since the last log), the roles as the mean over every subnet of that role since then.
+    """
+
+    def __init__(self) -> None:
+        self.totals: torch.Tensor | None = None
+
+    def add(
+        self,
+        terms: list[dict[str, torch.Tensor]],
+        roles: list[str],
+        per_subnet: torch.Tensor,
+        scale: float,
+        skip_non_finite: bool,
+    ) -> None:
+        """Add one micro-batch: the weighted `terms` and the `role` of each subnet, and `per_subnet` losses (S,)."""
+        device = per_subnet.device
+        zero = torch.zeros((), device=device)
+        values = torch.stack([torch.stack([t.get(n, zero).float() for n in LOSS_TERMS]) for t in terms])  # (S, K)
+        seen = torch.tensor([any(n in t for t in terms) for n in LOSS_TERMS], device=device, dtype=torch.float32)
+        one_hot = torch.tensor([[r == name for name in SUBNET_ROLES] for r in roles], device=device).float()  # (S, R)
+        vector = torch.cat([values.mean(0) * scale, seen, one_hot.T @ per_subnet.float(), one_hot.sum(0)])
+        if skip_non_finite:  # as the Trainer leaves a non-finite loss out of its `loss` (logging_nan_inf_filter)
+            vector = torch.where(torch.isfinite(per_subnet.mean()), vector, torch.zeros_like(vector))
+        self.totals = vector if self.totals is None else self.totals + vector
+
+    def pop(self, accelerator: Any, num_steps: int, device: torch.device) -> dict[str, float]:
+        """The averages since the last log, as `loss_<term>` and `loss_<role>` (those that occurred), and a reset.
+        Every process must call it at the same step: under DDP it all-reduces."""
+        size = 2 * (len(LOSS_TERMS) + len(SUBNET_ROLES))
+        totals = self.totals if self.totals is not None else torch.zeros(size, device=device)
+        self.totals = None
+        if accelerator.num_processes > 1:
+            totals = accelerator.reduce(totals, reduction="sum")
+        k, r = len(LOSS_TERMS), len(SUBNET_ROLES)
+        values = totals.tolist()
+        term_sums, term_seen = values[:k], values[k : 2 * k]
+        role_sums, role_counts = values[2 * k : 2 * k + r], values[2 * k + r :]
+        logs = {
+            f"loss_{name}": total / (accelerator.num_processes * num_steps)
+            for name, total, seen in zip(LOSS_TERMS, term_sums, term_seen, strict=True)
+            if seen > 0
+        }
+        for name, total, count in zip(SUBNET_ROLES, role_sums, role_counts, strict=True):
+            if count > 0:
+                logs[f"loss_{name}"] = total / count
+        return logs
 
 
 # ----------------------------------------------------------------------------------------------------------------
