@@ -28,15 +28,19 @@ __all__ = [
     "TextDataArguments",
     "argument_from_command_line",
     "check_data_paths",
+    "check_images",
     "check_local_path",
     "check_text_columns",
+    "check_text_values",
     "checkpoint_modality",
+    "classification_labels",
     "data_arguments_class",
     "extract_archive",
     "image_label_names",
     "load_image_datasets",
     "load_image_processor",
     "load_text_datasets",
+    "named_labels",
     "needs_interpolate_pos_encoding",
     "pick_image_column",
     "pick_text_column",
@@ -242,13 +246,16 @@ def load_text_datasets(data: TextDataArguments) -> datasets.DatasetDict:
 
     The local files must exist, and the `train` and `validation` splits must have the text, pair and label columns of
     `data` ([`text_columns`]); otherwise a `ValueError` names the option, the column and the columns there are. The
-    columns used are logged (INFO).
+    columns used are logged (INFO). A file or split without rows, and rows without a label or a text (an empty cell),
+    are refused too ([`check_text_values`]), naming the file and the rows.
     """
     check_data_paths(data)
     if data.dataset_name is not None:
         raw = load_dataset(data.dataset_name, data.dataset_config_name)
     else:
         files = {k: v for k, v in (("train", data.train_file), ("validation", data.validation_file)) if v is not None}
+        for split, path in files.items():
+            _check_file_has_rows(path, f"--{split}_file")
         extension = os.path.splitext(next(iter(files.values())))[1]
         if extension == ".tsv":
             raw = load_dataset("csv", data_files=files, delimiter="\t", quoting=csv.QUOTE_NONE)
@@ -256,6 +263,8 @@ def load_text_datasets(data: TextDataArguments) -> datasets.DatasetDict:
             raw = load_dataset("json" if extension in (".json", ".jsonl") else "csv", data_files=files)
     read = {split: ds for split, ds in raw.items() if split in ("train", "validation")} or dict(raw)
     used = {split: check_text_columns(ds, data, split) for split, ds in read.items()}
+    for split, ds in read.items():
+        check_text_values(ds, data, split, used[split])
     for columns in dict.fromkeys(used.values()):  # one line, unless the splits differ
         splits = [split for split, c in used.items() if c == columns]
         logger.info(
@@ -267,6 +276,180 @@ def load_text_datasets(data: TextDataArguments) -> datasets.DatasetDict:
         )
         _hint_pair(read[splits[0]].column_names, data, *columns)
     return raw
+
+
+def _check_file_has_rows(path: str, option: str) -> None:
+    """Refuse a local csv/tsv/json(l) file without data rows (empty, blank, a header only, or `[]`) before it is
+    loaded, in one line naming it (the loader's own error does not)."""
+    if "://" in path or not os.path.isfile(path):
+        return
+    extension = os.path.splitext(path)[1]
+    with open(path, encoding="utf-8", errors="replace") as f:
+        lines = []
+        for line in f:
+            if line.strip():
+                lines.append(line.strip())
+            if len(lines) == 2:
+                break
+    if extension in (".csv", ".tsv") and len(lines) < 2:
+        what = "only a header" if lines else "no text"
+    elif not lines or (extension == ".json" and re.fullmatch(r"\[\s*\]", "".join(lines))):
+        what = "no records" if lines else "no text"
+    else:
+        return
+    raise ValueError(f"{option} {path} has no rows (it holds {what}); give a file with at least one row.")
+
+
+def _split_source(data: TextDataArguments | ImageDataArguments, split: str) -> str:
+    """Where a split comes from, for messages: `--train_file x.csv`, `--train_dir x`, or `--dataset_name x`."""
+    if data.dataset_name is not None:
+        return f"--dataset_name {data.dataset_name}"
+    for option in (f"{split}_file", f"{split}_dir", "data_dir"):
+        if getattr(data, option, None) is not None:
+            return f"--{option} {getattr(data, option)}"
+    return split
+
+
+def check_text_values(
+    dataset: datasets.Dataset, data: TextDataArguments, split: str, columns: tuple[str, str | None] | None = None
+) -> None:
+    """Refuse a split without rows, or with rows whose label or text is missing (an empty cell of a csv/tsv file,
+    a null in json; a blank label counts as missing, a blank text does not): one `ValueError` names the option and
+    column, the source and the first rows (counted from 0, not counting a header line).
+
+    Example:
+
+    ```python
+    >>> import datasets
+    >>> from hf_nas.data import TextDataArguments, check_text_values
+    >>> dataset = datasets.Dataset.from_dict({"sentence": ["a b", "c", "d"], "label": [0, None, 1]})
+    >>> check_text_values(dataset, TextDataArguments(train_file="train.csv"), "train")
+    Traceback (most recent call last):
+        ...
+    ValueError: --label_column 'label' is empty in 1 of 3 rows of the train data (--train_file train.csv): row 1 (counted from 0, not counting a header line). Every row needs a label and a text: fill in or remove those rows.
+    ```
+    """
+    source = _split_source(data, split)
+    if len(dataset) == 0:
+        raise ValueError(f"The {split} data ({source}) has no rows; give data with at least one row.")
+    text, pair = columns if columns is not None else text_columns(dataset, data)
+    options = (("label_column", data.label_column, True), ("text_column", text, False))
+    for option, column, blank in (*options, ("text_pair_column", pair, False)):
+        rows = _missing_rows(dataset, column, blank) if column is not None else []
+        if rows:
+            shown = ", ".join(str(r) for r in rows[:10]) + (f", ... ({len(rows)} rows)" if len(rows) > 10 else "")
+            raise ValueError(
+                f"--{option} {column!r} is empty in {len(rows)} of {len(dataset)} rows of the {split} data ({source}): "
+                f"row{'s' if len(rows) > 1 else ''} {shown} (counted from 0, not counting a header line). Every row "
+                "needs a label and a text: fill in or remove those rows."
+            )
+
+
+def _missing_rows(dataset: datasets.Dataset, column: str, blank_is_missing: bool) -> list[int]:
+    """The rows of `dataset` whose `column` is null or NaN (or, with `blank_is_missing`, a blank string)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    rows: list[int] = []
+    offset = 0
+    for batch in dataset.with_format("arrow").iter(batch_size=10_000):
+        values = batch[column]
+        missing = pc.is_null(values, nan_is_null=True)
+        if blank_is_missing and (pa.types.is_string(values.type) or pa.types.is_large_string(values.type)):
+            missing = pc.or_(missing, pc.fill_null(pc.equal(pc.utf8_trim_whitespace(values), ""), False))
+        rows.extend(offset + i for i in pc.indices_nonzero(missing).to_pylist())
+        offset += len(batch)
+    return rows
+
+
+def named_labels(config: Any) -> dict[str, int] | None:
+    """The `label2id` of a checkpoint's config (a config object or its dict) when its labels have names, else None:
+    transformers' placeholder names (`LABEL_0`, ...) and no labels at all mean that the labels are not set.
+
+    Example:
+
+    ```python
+    >>> from hf_nas.data import named_labels
+    >>> named_labels({"label2id": {"negative": 0, "positive": 1}}), named_labels({"label2id": {"LABEL_0": 0}})
+    ({'negative': 0, 'positive': 1}, None)
+    ```
+    """
+    label2id = config.get("label2id") if isinstance(config, Mapping) else getattr(config, "label2id", None)
+    if not label2id or all(name == f"LABEL_{i}" for name, i in label2id.items()):
+        return None
+    return {str(name): int(i) for name, i in label2id.items()}
+
+
+def classification_labels(
+    labels: Mapping[str, Any],
+    label_column: str = "label",
+    model_label2id: Mapping[str, int] | None = None,
+    model: str | None = None,
+    sort: bool = True,
+) -> tuple[dict[int, str], dict[Any, int]]:
+    """The classes of a classification run: `id2label` for the model's config, and the id of every label value found
+    in the data.
+
+    `labels` maps each split (`train` first) to its label values (e.g. a label column). Without `model_label2id`
+    the classes are the train split's distinct labels, sorted (`sort=False`: in their order). With it, the labels of a checkpoint whose classes are
+    set ([`named_labels`]; `model` names it in messages), the classes are the model's: a label value is one of its
+    names, or else an integer id of one. Either way every label of every split must be a class; otherwise a
+    `ValueError` names the column, the split, the labels that are not and those allowed.
+
+    Example:
+
+    ```python
+    >>> from hf_nas.data import classification_labels
+    >>> classification_labels({"train": ["pos", "neg", "pos"]})
+    ({0: 'neg', 1: 'pos'}, {'neg': 0, 'pos': 1})
+    >>> classification_labels({"train": [0, 1]}, model_label2id={"negative": 0, "positive": 1})  # ids of its classes
+    ({0: 'negative', 1: 'positive'}, {0: 0, 1: 1})
+    >>> classification_labels({"train": ["neg", "pos"]}, model_label2id={"negative": 0, "positive": 1}, model="sst2")
+    Traceback (most recent call last):
+        ...
+    ValueError: --label_column 'label' of the train data holds labels ['neg', 'pos'] that are not classes of the model sst2; allowed: its label names ['negative', 'positive'] or their ids 0-1. Map the labels to those, or pass --ignore_mismatched_sizes to train a new classifier for the data's labels.
+    ```
+    """
+    values = {split: list(dict.fromkeys(column)) for split, column in labels.items()}
+    if sort:
+        values = {split: sorted(split_values, key=_label_order) for split, split_values in values.items()}
+    if model_label2id is None:
+        first = next(iter(values.values()), [])
+        id2label = {i: str(v) for i, v in enumerate(first)}
+        known = {v: i for i, v in enumerate(first)}
+    else:
+        id2label = {i: name for name, i in sorted(model_label2id.items(), key=lambda item: item[1])}
+        known = {}
+        for value in dict.fromkeys(v for split_values in values.values() for v in split_values):
+            if str(value) in model_label2id:
+                known[value] = model_label2id[str(value)]
+            elif isinstance(value, int) and not isinstance(value, bool) and value in id2label:
+                known[value] = value
+    for split, split_values in values.items():
+        unknown = [v for v in split_values if v not in known]
+        if unknown:
+            raise ValueError(_unknown_labels_message(unknown, split, label_column, id2label, model_label2id, model))
+    return id2label, known
+
+
+def _label_order(value: Any) -> tuple:
+    return (0, value, "") if isinstance(value, (int, float)) and not isinstance(value, bool) else (1, 0, str(value))
+
+
+def _unknown_labels_message(
+    unknown: list, split: str, column: str, id2label: dict[int, str], fixed: Mapping | None, model: str | None
+) -> str:
+    start = f"--label_column {column!r} of the {split} data holds labels {unknown}"
+    if fixed is None:
+        return (
+            f"{start} that the train data does not have; allowed: {list(id2label.values())}. Every class needs "
+            "training rows: add them to the train data, or remove those rows."
+        )
+    return (
+        f"{start} that are not classes of the model{f' {model}' if model else ''}; allowed: its label names "
+        f"{list(id2label.values())} or their ids 0-{len(id2label) - 1}. Map the labels to those, or pass "
+        "--ignore_mismatched_sizes to train a new classifier for the data's labels."
+    )
 
 
 def _hint_pair(names: list[str], data: TextDataArguments, text: str, pair: str | None) -> None:
@@ -445,6 +628,14 @@ class ImageDataArguments:
         },
     )
     random_flip: bool = field(default=False, metadata={"help": "Flip training images horizontally at random."})
+    verify_images: bool = field(
+        default=True,
+        metadata={
+            "help": "Decode every image read (after --max_train_samples / --max_eval_samples) before training and "
+            "refuse files that do not decode, naming them. --verify_images false skips this pass over the data for "
+            "very large datasets: an unreadable image then stops the run when it is read."
+        },
+    )
     max_train_samples: int | None = field(
         default=None,
         metadata={"help": "Train on this many training images, a subset shuffled with --seed. Default: all."},
@@ -535,13 +726,25 @@ def _local_folder(path: str, cache_dir: str | None, option: str) -> str:
 
 
 def _check_class_folders(path: str, option: str) -> None:
-    """An imagefolder split: at least one class folder, no stray files that would be read as images."""
+    """An imagefolder split: at least one class folder, and image files in them."""
     classes = [e for e in sorted(os.listdir(path)) if os.path.isdir(os.path.join(path, e))]
     if not classes:
         raise ValueError(
             f"--{option} {path!r} has no class folders; the imagefolder layout is {option}/<class>/<image>, e.g. "
             f"{option}/cat/0001.jpg."
         )
+    if not any(_holds_image_file(os.path.join(path, c)) for c in classes):
+        raise ValueError(
+            f"--{option} {path!r} has the class folders {classes} but no image files in them (a .png, .jpg, ... "
+            "file); give a folder with images."
+        )
+
+
+def _holds_image_file(folder: str) -> bool:
+    from datasets.packaged_modules.imagefolder.imagefolder import ImageFolder
+
+    extensions = {e.lower() for e in ImageFolder.EXTENSIONS}
+    return any(os.path.splitext(name)[1].lower() in extensions for _, _, names in os.walk(folder) for name in names)
 
 
 def _validation_split(splits: list[str]) -> str | None:
@@ -554,7 +757,9 @@ def load_image_datasets(data: ImageDataArguments, seed: int = 0) -> datasets.Dat
     Hub datasets and `data_dir` folders keep their `train` split, and the first of `validation`, `val`, `valid` or
     `test` as `validation`. `max_train_samples` / `max_eval_samples` select a subset shuffled with `seed`. The image
     column must hold images (a `datasets.Image` feature) and the label column must exist; otherwise a `ValueError`
-    names the columns found.
+    names the columns found. A split must have images (a class folder without image files does not count), and with
+    `verify_images` (the default) every image read must decode: else one `ValueError` names the files that do not
+    ([`check_images`]); such files are refused, not skipped.
 
     Example:
 
@@ -608,11 +813,75 @@ def load_image_datasets(data: ImageDataArguments, seed: int = 0) -> datasets.Dat
         raise ValueError("No train or validation split found in the image data.")
     for split, ds in raw.items():
         _check_image_columns(ds, data, split)
+        if len(ds) == 0:
+            raise ValueError(f"The {split} data ({_split_source(data, split)}) has no images.")
     limits = {"train": data.max_train_samples, "validation": data.max_eval_samples}
     for split, limit in limits.items():
         if split in raw and limit is not None and limit < len(raw[split]):
             raw[split] = raw[split].shuffle(seed=seed).select(range(limit))
+    if data.verify_images:
+        for split, ds in raw.items():
+            check_images(
+                ds, data.image_column or pick_image_column(ds), f"{split} data ({_split_source(data, split)})"
+            )
     return raw
+
+
+def check_images(dataset: datasets.Dataset, image_column: str, name: str = "data") -> None:
+    """Decode every image of `dataset[image_column]` (JPEGs at a reduced scale) and raise one `ValueError` naming
+    each file (or row) that does not decode and why, and how many images `name` has.
+
+    Example:
+
+    ```python
+    >>> import datasets, os, tempfile
+    >>> from PIL import Image
+    >>> from hf_nas.data import check_images
+    >>> folder = tempfile.mkdtemp()
+    >>> Image.new("RGB", (8, 8)).save(os.path.join(folder, "good.png"))
+    >>> _ = open(os.path.join(folder, "bad.png"), "wb").write(b"not an image")
+    >>> paths = [os.path.join(folder, name) for name in ("good.png", "bad.png")]
+    >>> dataset = datasets.Dataset.from_dict({"image": paths}).cast_column("image", datasets.Image())
+    >>> check_images(dataset, "image", "train data")  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+        ...
+    ValueError: 1 of the 2 images of the train data does not decode: .../bad.png (UnidentifiedImageError: cannot identify image file). Remove or replace it (or pass --verify_images false to skip this check).
+    ```
+    """
+    failures = []
+    offset = 0
+    for batch in dataset.with_format("arrow").iter(batch_size=256):
+        for i, item in enumerate(batch[image_column].to_pylist()):
+            error = _decode_error(item)
+            if error is not None:
+                failures.append(f"{(item or {}).get('path') or f'row {offset + i}'} ({error})")
+        offset += len(batch)
+    if failures:
+        many = len(failures) > 1
+        shown = ", ".join(failures[:10]) + (f", ... ({len(failures)} files)" if len(failures) > 10 else "")
+        raise ValueError(
+            f"{len(failures)} of the {len(dataset)} images of the {name} {'do' if many else 'does'} not decode: "
+            f"{shown}. Remove or replace {'them' if many else 'it'} (or pass --verify_images false to skip this check)."
+        )
+
+
+def _decode_error(item: dict | None) -> str | None:
+    """Why an undecoded image (`{"bytes", "path"}`) does not decode, or None when it does."""
+    import io
+
+    from PIL import Image
+
+    if not item or (item.get("bytes") is None and item.get("path") is None):
+        return "no image"
+    path = item.get("path")
+    try:
+        with Image.open(io.BytesIO(item["bytes"]) if item.get("bytes") is not None else path) as image:
+            image.draft("RGB", (1, 1))  # JPEG: decode at the smallest scale, which reads all of the data
+            image.load()
+    except Exception as e:  # noqa: BLE001 (PIL raises several types for a broken file)
+        message = str(e).replace(f" {path!r}", "").replace(f" {path}", "") if path else str(e)
+        return f"{type(e).__name__}: {message}"
+    return None
 
 
 def _train_and_validation(loaded: datasets.DatasetDict, name: str) -> datasets.DatasetDict:
@@ -652,13 +921,16 @@ def _check_image_columns(dataset: datasets.Dataset, data: ImageDataArguments, sp
         )
 
 
-def image_label_names(dataset: datasets.Dataset, label_column: str = "label") -> list[str]:
-    """The class names: those of a `ClassLabel` column (in id order), else the sorted distinct values as strings."""
+def image_label_names(dataset: datasets.Dataset, label_column: str = "label", present: bool = False) -> list[str]:
+    """The class names: those of a `ClassLabel` column (in id order), else the sorted distinct values as strings.
+    With `present=True` only the classes that occur in the column: the `ClassLabel` of imagefolder data names the
+    class folders of every split, so a class may have no image in this one."""
     if label_column not in dataset.column_names:
         raise ValueError(f"Label column {label_column!r} not in the data; columns: {dataset.column_names}.")
     feature = dataset.features[label_column]
     if isinstance(feature, datasets.ClassLabel):
-        return list(feature.names)
+        ids = sorted(set(dataset[label_column])) if present else range(len(feature.names))
+        return [feature.names[i] for i in ids]
     return [str(v) for v in sorted(set(dataset[label_column]))]
 
 

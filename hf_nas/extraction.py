@@ -17,7 +17,7 @@ from transformers import PreTrainedModel
 from .models.families import get_family
 from .modules import ELASTIC_PRIMITIVES
 from .search_space import SubnetConfig
-from .utils import atomic_directory
+from .utils import atomic_directory, output_lock
 
 __all__ = ["extract_subnet", "is_vanilla_subnet", "save_subnet", "subnet_model_config"]
 
@@ -172,15 +172,20 @@ def save_subnet(
     save_directory: str | os.PathLike,
     subnet: SubnetConfig | None = None,
     processor: Any | None = None,
+    *,
+    wait_for_lock: float = 0.0,
     **save_kwargs: Any,
 ) -> PreTrainedModel:
     """Extract `subnet` and save it (with `processor`, a tokenizer or image processor, if given) atomically.
 
-    The folder is written under a temporary name beside `save_directory` and renamed into place only when complete,
-    so a crash never leaves half a checkpoint and an existing folder is replaced only by a complete one.
+    The folder is written under a hidden temporary name beside `save_directory` and swapped into place only when
+    complete (see [`hf_nas.utils.atomic_directory`]), so a crash, even a killed process, never leaves half a checkpoint
+    and an existing folder is replaced only by a complete one. The writing holds [`hf_nas.utils.output_lock`] on
+    `save_directory`: while another process writes it, this one waits up to `wait_for_lock` seconds (0: not at all),
+    then raises [`hf_nas.utils.OutputLockedError`] having written nothing.
     """
     model = extract_subnet(supernet, subnet)
-    with atomic_directory(save_directory) as tmp:
+    with output_lock(save_directory, wait_for_lock, reentrant=True), atomic_directory(save_directory) as tmp:
         model.save_pretrained(tmp, **save_kwargs)
         if processor is not None:
             processor.save_pretrained(tmp)

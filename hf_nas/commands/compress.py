@@ -10,12 +10,18 @@ one JSON file; `hf-nas compress` and `scripts/compress_subnet.py` are this same 
 
     hf-nas compress --model out/subnet --output_dir out/subnet-sparse50 --sparsity 0.5
     hf-nas compress --model out/subnet --output_dir out/subnet-sparse50 --sparsity 0.5 --overwrite_output_dir
+
+The folder is written atomically (under a hidden temporary name beside it, then swapped into place), so a run that
+fails or is killed leaves the previous `--output_dir` as it was. While one run writes `--output_dir` it holds the lock
+`<output_dir>.lock`: a second run for the same folder stops at once, saying another process is writing it;
+`--wait_for_lock SECONDS` makes it wait for the first one instead (and then checks `--output_dir` again).
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import shlex
 import shutil
@@ -30,7 +36,7 @@ from hf_nas.commands import description_of, parse_arguments
 from hf_nas.compression import SPARSITY_METHODS, SparsityReport, check_sparsity, get_sparsity_method, sparsity_report
 from hf_nas.data import HelpFormatter
 from hf_nas.models.families import family_for_checkpoint, get_task
-from hf_nas.utils import atomic_directory
+from hf_nas.utils import atomic_directory, check_weight_files, command_output_lock
 
 logger = logging.getLogger(__name__)
 
@@ -63,8 +69,18 @@ class CompressArguments:
     overwrite_output_dir: bool = field(
         default=False, metadata={"help": "Replace --output_dir if it exists and is not empty."}
     )
+    wait_for_lock: float = field(
+        default=0.0,
+        metadata={
+            "help": "Seconds to wait while another process writes --output_dir (0: stop at once; inf: no limit)."
+        },
+    )
 
     def __post_init__(self):
+        if math.isnan(self.wait_for_lock) or self.wait_for_lock < 0:
+            raise ValueError(
+                f"--wait_for_lock must be a number of seconds >= 0 (inf: no limit), got {self.wait_for_lock}."
+            )
         for option, check in (("--sparsity", check_sparsity), ("--method", get_sparsity_method)):
             try:
                 check(getattr(self, option.removeprefix("--")))
@@ -97,8 +113,13 @@ def check_output_dir(output_dir: str, model: str, overwrite: bool) -> None:
 
 def load_checkpoint(path: str) -> PreTrainedModel:
     """The model of a vanilla or per-layer subnet checkpoint folder, loaded with its task's Auto class (per-layer
-    subnets with `trust_remote_code=True`, as without hf-nas), in eval mode."""
+    subnets with `trust_remote_code=True`, as without hf-nas), in eval mode. A damaged weight file is refused naming
+    it."""
     config_dict, _ = PreTrainedConfig.get_config_dict(path)
+    try:
+        check_weight_files(path)
+    except ValueError as e:
+        raise ValueError(f"--model {path!r}: {e}") from None
     try:
         family = family_for_checkpoint(path)
         architecture = (config_dict.get("architectures") or [None])[0]
@@ -186,6 +207,14 @@ def main(argv: Sequence[str] | None = None, *, prog: str | None = None) -> None:
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
 
     model = load_checkpoint(args.model)
+    with command_output_lock(args.output_dir, args.wait_for_lock):
+        # another process may have written --output_dir while this one waited for the lock
+        check_output_dir(args.output_dir, args.model, args.overwrite_output_dir)
+        compress(model, args, f"{parser.prog} {shlex.join(argv)}")
+
+
+def compress(model: PreTrainedModel, args: CompressArguments, command_line: str) -> None:
+    """Prune `model` as `args` say and write the compressed folder; the caller holds the lock of `--output_dir`."""
     report = get_sparsity_method(args.method)(model, args.sparsity)
     logger.info(
         "%s pruning: %.2f%% of the encoder linear weights are zero (%d of %d)",
@@ -194,11 +223,10 @@ def main(argv: Sequence[str] | None = None, *, prog: str | None = None) -> None:
         report.zeros,
         report.total,
     )
-    reloaded = write_folder(model, args, report, f"{parser.prog} {shlex.join(argv)}")
+    reloaded = write_folder(model, args, report, command_line)
     logger.info("reloaded from %s: %.2f%% sparse", args.output_dir, 100 * reloaded.share)
-    print(
-        f"Saved the model with {100 * reloaded.share:.2f}% sparse encoder weights to {os.path.abspath(args.output_dir)}"
-    )
+    folder = os.path.abspath(args.output_dir)
+    print(f"Saved the model with {100 * reloaded.share:.2f}% sparse encoder weights to {folder}")
 
 
 if __name__ == "__main__":

@@ -36,20 +36,30 @@ training record the supernet folder keeps (`hf_nas_training.json`: base model, r
 local base model is named as "a local checkpoint", never by this machine's path. A mistyped `--supernet`,
 `--subnet_json`, `--results` or data path stops the command with one line naming it, before anything is loaded; a
 failed upload ends with "saved locally at <folder>; upload to <repo> failed: <reason>" and exit status 1.
+
+The supernet is checked as it loads: a damaged (truncated) weight file, a search space that does not fit the weights
+and a vanilla checkpoint given as `--supernet` stop the command with an error naming the file or the config field,
+before anything is written. The folder is written atomically (under a hidden temporary name beside it, then swapped
+into place), so a run that fails or is killed leaves the previous `--output_dir` as it was. While one run writes
+`--output_dir` it holds the lock `<output_dir>.lock`: a second run for the same folder stops at once, after loading
+its inputs and before any measurement, saying another process is writing it; `--wait_for_lock SECONDS` makes it wait
+for the first one instead.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import shutil
+import tempfile
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from huggingface_hub import ModelCard
-from transformers import AutoConfig, AutoImageProcessor, AutoTokenizer, HfArgumentParser
+from transformers import AutoImageProcessor, AutoTokenizer, HfArgumentParser
 
 import hf_nas
 from hf_nas import SubnetConfig, measure_latency
@@ -61,6 +71,7 @@ from hf_nas.models.families import get_family
 from hf_nas.models.supernet import SupernetMixin
 from hf_nas.search import SearchResults, parse_constraints, supernet_fingerprint
 from hf_nas.training.recipes import TrainingRecord
+from hf_nas.utils import command_output_lock
 from hf_nas.validation import check_model_path
 
 logger = logging.getLogger(__name__)
@@ -227,8 +238,18 @@ class ExportArguments:
     hub_model_id: str | None = field(default=None, metadata={"help": "The Hub repo, e.g. username/bert-subnet."})
     private: bool = field(default=False, metadata={"help": "Create the Hub repo private."})
     dry_run: bool = field(default=False, metadata={"help": "With --push_to_hub: list the files, upload nothing."})
+    wait_for_lock: float = field(
+        default=0.0,
+        metadata={
+            "help": "Seconds to wait while another process writes --output_dir (0: stop at once; inf: no limit)."
+        },
+    )
 
     def __post_init__(self):
+        if math.isnan(self.wait_for_lock) or self.wait_for_lock < 0:
+            raise ValueError(
+                f"--wait_for_lock must be a number of seconds >= 0 (inf: no limit), got {self.wait_for_lock}."
+            )
         if self.push_to_hub and self.hub_model_id is None:
             raise ValueError("--push_to_hub needs --hub_model_id (e.g. username/bert-subnet).")
         if (self.private or self.dry_run) and not self.push_to_hub:
@@ -312,7 +333,10 @@ def select_subnet(args: SelectionArguments) -> tuple[SubnetConfig, str, SearchRe
     """The subnet chosen by `--subnet_json`, `--pareto_index` or `--constraint`, how it was chosen, and (from search
     results) the results and its record index. Only small files are read: a bad choice fails before any loading."""
     if args.subnet_json is not None:
-        subnet = SubnetConfig.load(args.subnet_json)
+        try:
+            subnet = SubnetConfig.load(args.subnet_json)
+        except (TypeError, ValueError) as e:  # a hand-edited file: name it, and what is wrong in it
+            raise type(e)(f"--subnet_json {args.subnet_json}: {e}") from None
         return subnet, f"given as JSON (`{os.path.basename(args.subnet_json)}`)", None, None
     results = SearchResults.from_dir(args.results)
     front = results.pareto_indices()
@@ -334,15 +358,26 @@ def select_subnet(args: SelectionArguments) -> tuple[SubnetConfig, str, SearchRe
 
 
 def load_supernet(path: str):
+    """The supernet saved in the folder `path`, in eval mode. A vanilla checkpoint, a damaged weight file or a config
+    that does not fit the weights is refused with a `ValueError` naming the file or the field (see
+    `SupernetMixin.from_pretrained`)."""
     if not os.path.isdir(path):
         raise ValueError(f"--supernet {path!r} is not a folder; pass a supernet saved with save_pretrained.")
-    config = AutoConfig.from_pretrained(path)
-    architecture = (getattr(config, "architectures", None) or [None])[0]
-    model_class = getattr(hf_nas, architecture or "", None)
+    config_file = os.path.join(path, "config.json")
+    try:
+        with open(config_file) as f:
+            config = json.load(f)
+    except (OSError, ValueError) as e:
+        raise ValueError(f"--supernet {path!r} has no readable config.json ({e}); pass a supernet folder.") from None
+    if not isinstance(config, dict):
+        raise ValueError(f"--supernet {path!r}: {config_file} holds a {type(config).__name__}, not a config dict.")
+    architectures = config.get("architectures")
+    architecture = architectures[0] if isinstance(architectures, list) and architectures else None
+    model_class = getattr(hf_nas, architecture, None) if isinstance(architecture, str) else None
     if not (isinstance(model_class, type) and issubclass(model_class, SupernetMixin)):
         raise ValueError(
-            f"--supernet {path!r} holds a {config.model_type!r} checkpoint ({architecture}), not an hf-nas supernet; "
-            "train one with `hf-nas train`."
+            f"--supernet {path!r} holds a {config.get('model_type')!r} checkpoint ({architecture}), not an hf-nas "
+            "supernet; train one with `hf-nas train`."
         )
     return model_class.from_pretrained(path).eval()
 
@@ -616,60 +651,66 @@ def main(argv: Sequence[str] | None = None, *, prog: str | None = None) -> None:
     supernet.search_space.validate(subnet)
     if eval_args.evaluate:
         check_evaluation_task(supernet)
-    logger.info("subnet (%s): %s", how, json.dumps(subnet.to_dict()))
-    options = data_options(eval_args, finetune_args)
-    measured, pareto = CardMetrics(), None
-    if results is not None:
-        if results.fingerprint and results.fingerprint != supernet_fingerprint(supernet):
-            logger.warning("%s was written for another supernet (fingerprints differ).", select_args.results)
-        pareto = results.pareto_position(index)
-        values, data = search_metrics(results, index, options)
-        measured.add(values, data, selected_on=set(values))
-
     processor, shape = load_processor(select_args.supernet, supernet, export_args)
-    finetuned = None
-    if finetune_args.finetune_steps > 0:
-        finetuned = finetune(supernet, subnet, processor, select_args.supernet, finetune_args, export_args.output_dir)
-        measured.add(finetuned["metrics"], data_description({"validation_file": finetune_args.validation_file}))
-    if eval_args.evaluate:
-        values, hashes = evaluate(supernet, subnet, select_args, export_args, eval_args, finetune_args)
-        measured.add(values, data_description(options), measured_on_selection_split(results, hashes))
-    latency = None
-    if not export_args.skip_latency:
-        latency = measure_latency(
+    # Everything is read and checked: from here on this process is the one writer of --output_dir.
+    with command_output_lock(export_args.output_dir, export_args.wait_for_lock):
+        logger.info("subnet (%s): %s", how, json.dumps(subnet.to_dict()))
+        options = data_options(eval_args, finetune_args)
+        measured, pareto = CardMetrics(), None
+        if results is not None:
+            if results.fingerprint and results.fingerprint != supernet_fingerprint(supernet):
+                logger.warning("%s was written for another supernet (fingerprints differ).", select_args.results)
+            pareto = results.pareto_position(index)
+            values, data = search_metrics(results, index, options)
+            measured.add(values, data, selected_on=set(values))
+
+        finetuned = None
+        if finetune_args.finetune_steps > 0:
+            finetuned = finetune(
+                supernet, subnet, processor, select_args.supernet, finetune_args, export_args.output_dir
+            )
+            measured.add(finetuned["metrics"], data_description({"validation_file": finetune_args.validation_file}))
+        if eval_args.evaluate:
+            values, hashes = evaluate(supernet, subnet, select_args, export_args, eval_args, finetune_args)
+            measured.add(values, data_description(options), measured_on_selection_split(results, hashes))
+        latency = None
+        if not export_args.skip_latency:
+            latency = measure_latency(
+                supernet,
+                subnet,
+                batch_size=export_args.latency_batch_size,
+                device=export_args.latency_device,
+                min_run_time=export_args.latency_min_run_time,
+                **shape,
+            )
+            logger.info("latency: %.3f ms (%s)", latency.median_ms, latency)
+
+        record = TrainingRecord.load(select_args.supernet)
+        base_model = export_args.base_model or default_base_model(select_args.supernet, record)
+        if base_model is None:
+            logger.warning(
+                "No --base_model given and none recorded in the supernet folder; the card will not name one."
+            )
+        folder = export_subnet(
             supernet,
             subnet,
-            batch_size=export_args.latency_batch_size,
-            device=export_args.latency_device,
-            min_run_time=export_args.latency_min_run_time,
-            **shape,
+            export_args.output_dir,
+            processor=processor,
+            base_model=base_model,
+            latency=latency,
+            pareto=pareto,
+            training_recipe=recipe_text(export_args, how, record, finetuned, finetune_args.finetune_steps),
+            training_record=record,
+            model_name=export_args.model_name,
+            repo_id=export_args.hub_model_id,
+            **measured.card_arguments(),
+            **({"macs_sequence_length": shape["sequence_length"]} if "sequence_length" in shape else {}),
+            **({"macs_image_size": shape["image_size"]} if "image_size" in shape else {}),
+            license=export_args.license,
         )
-        logger.info("latency: %.3f ms (%s)", latency.median_ms, latency)
-
-    record = TrainingRecord.load(select_args.supernet)
-    base_model = export_args.base_model or default_base_model(select_args.supernet, record)
-    if base_model is None:
-        logger.warning("No --base_model given and none recorded in the supernet folder; the card will not name one.")
-    folder = export_subnet(
-        supernet,
-        subnet,
-        export_args.output_dir,
-        processor=processor,
-        base_model=base_model,
-        latency=latency,
-        pareto=pareto,
-        training_recipe=recipe_text(export_args, how, record, finetuned, finetune_args.finetune_steps),
-        training_record=record,
-        model_name=export_args.model_name,
-        repo_id=export_args.hub_model_id,
-        **measured.card_arguments(),
-        **({"macs_sequence_length": shape["sequence_length"]} if "sequence_length" in shape else {}),
-        **({"macs_image_size": shape["image_size"]} if "image_size" in shape else {}),
-        license=export_args.license,
-    )
-    print(f"Saved the subnet ({how}) to {folder}")
-    if export_args.push_to_hub:
-        push(folder, export_args)
+        print(f"Saved the subnet ({how}) to {folder}")
+        if export_args.push_to_hub:
+            push(folder, export_args)
 
 
 def finetune(supernet, subnet, tokenizer, supernet_path: str, args: FinetuneArguments, output_dir: str) -> dict:
@@ -702,7 +743,10 @@ def finetune(supernet, subnet, tokenizer, supernet_path: str, args: FinetuneArgu
     label2id = {label: supernet.config.label2id[str(label)] for label in set(raw["train"][args.label_column])}
     splits = {name: tokenize_classification(ds, tokenizer, data, label2id) for name, ds in raw.items()}
     collator = DataCollatorWithPadding(tokenizer)
-    work = f"{os.path.normpath(output_dir)}.finetune"
+    # The Trainer's scratch folder: hidden beside the output, and a name the next export removes if this run dies.
+    parent, name = os.path.split(os.path.abspath(output_dir))
+    os.makedirs(parent, exist_ok=True)
+    work = tempfile.mkdtemp(prefix=f".{name}.tmp-", dir=parent)
 
     def accuracy() -> float | None:
         if "validation" not in splits:
@@ -717,23 +761,25 @@ def finetune(supernet, subnet, tokenizer, supernet_path: str, args: FinetuneArgu
             return float(evaluator.evaluate(splits["validation"])["eval_accuracy"])
 
     datasets.utils.logging.disable_progress_bar()
-    before = accuracy()
-    set_seed(args.seed)
-    targs = SupernetTrainingArguments(
-        work,
-        max_steps=args.finetune_steps,
-        per_device_train_batch_size=args.finetune_batch_size,
-        learning_rate=args.finetune_learning_rate,
-        warmup_steps=max(1, args.finetune_steps // 10),
-        hidden_loss_weight=args.finetune_hidden_loss_weight,
-        distillation="teacher",
-        save_strategy="no",
-        report_to=[],
-        seed=args.seed,
-    )
-    finetune_subnet(supernet, subnet, targs, splits["train"], teacher_model=teacher, data_collator=collator)
-    after = accuracy()
-    shutil.rmtree(work, ignore_errors=True)
+    try:
+        before = accuracy()
+        set_seed(args.seed)
+        targs = SupernetTrainingArguments(
+            work,
+            max_steps=args.finetune_steps,
+            per_device_train_batch_size=args.finetune_batch_size,
+            learning_rate=args.finetune_learning_rate,
+            warmup_steps=max(1, args.finetune_steps // 10),
+            hidden_loss_weight=args.finetune_hidden_loss_weight,
+            distillation="teacher",
+            save_strategy="no",
+            report_to=[],
+            seed=args.seed,
+        )
+        finetune_subnet(supernet, subnet, targs, splits["train"], teacher_model=teacher, data_collator=collator)
+        after = accuracy()
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
     metrics = {}
     description = f"teacher: {teacher_name}; {args.finetune_steps} steps on `{os.path.basename(args.train_file)}`"
     if after is not None:

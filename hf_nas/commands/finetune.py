@@ -95,10 +95,8 @@ def main(argv: Sequence[str] | None = None, *, prog: str | None = None) -> None:
     check_output_dir(training_args.output_dir, path, model_args.overwrite_output_dir)
     set_seed(training_args.seed)
 
-    if isinstance(data_args, TextDataArguments):
-        data = prepare_text(path, data_args, training_args)
-    else:
-        data = prepare_images(path, data_args, training_args)
+    prepare = prepare_text if isinstance(data_args, TextDataArguments) else prepare_images
+    data = prepare(path, data_args, training_args, model_args.ignore_mismatched_sizes)
     if "train" not in data.splits:
         raise ValueError(
             "Fine-tuning needs training data: give --train_file, --dataset_name, --data_dir or --train_dir."

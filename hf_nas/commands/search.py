@@ -20,6 +20,11 @@ Subnets are measured on a validation split: the data's own, or, with `--validati
 training rows held out with `--seed`. Data without a validation split is an error, never a silent fallback to the
 training rows the supernet was trained on.
 
+One search at a time writes an --output_dir: a second one into the same folder stops at once, before loading
+anything, naming the lock OUTPUT_DIR.lock, or waits for it with --wait_for_lock SECONDS. A search killed at any point (even kill -9) leaves
+a complete search_results.json; rerun the same command to resume it: saved subnets are not measured again and the
+search ends as the uninterrupted one would have.
+
 The printed front, `pareto.csv` and `pareto.png` give each point of the front its `pareto_index` (0-based, what
 `hf-nas extract --pareto_index` takes) and its `record` number (its place in search_results.json, `--record`).
 """
@@ -29,6 +34,7 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Sequence
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 
 import datasets
@@ -55,6 +61,7 @@ from hf_nas.metrics import BUNDLED_METRICS
 from hf_nas.models.auto import elastic_class_for
 from hf_nas.search import OBJECTIVES, STRATEGIES, Constraint, SubnetSearch, get_objective, parse_constraints
 from hf_nas.search.objectives import TaskMetricObjective
+from hf_nas.utils import OutputLockedError, command_output_lock, output_lock
 from hf_nas.validation import check_model_path
 
 logger = logging.getLogger(__name__)
@@ -145,6 +152,14 @@ class SearchArguments:
     seed: int = field(
         default=0, metadata={"help": "Seed of the strategy, the predictors and --validation_split_percentage."}
     )
+    wait_for_lock: float = field(
+        default=0.0,
+        metadata={
+            "help": "Seconds to wait when another search is writing --output_dir (its lock OUTPUT_DIR.lock is "
+            "held) before giving up; 0 refuses at once, inf waits as long as it takes. Two searches never write one "
+            "folder at the same time."
+        },
+    )
 
     def __post_init__(self):
         check_model_path("--supernet", self.supernet)
@@ -156,6 +171,10 @@ class SearchArguments:
         for name in ("num_evaluations", "candidates_per_round", "evaluations_per_round", "initial_evaluations"):
             if getattr(self, name) < 1:
                 raise ValueError(f"--{name} must be a positive integer, got {getattr(self, name)}.")
+        if not self.wait_for_lock >= 0:
+            raise ValueError(
+                f"--wait_for_lock must be a number of seconds >= 0 (inf: no limit), got {self.wait_for_lock}."
+            )
 
 
 @dataclass
@@ -272,6 +291,17 @@ def main(argv: Sequence[str] | None = None, *, prog: str | None = None) -> None:
     names = objective_names(args.objectives, data_args.metrics)
     constraints = search_constraints(args.constraint, names)
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
+    with lock_output_dir(args):  # before the data and the supernet load, until the last write
+        run_search(args, data_args, names, constraints)
+
+
+def run_search(
+    args: SearchArguments,
+    data_args: TextDataArguments | ImageDataArguments,
+    names: list[str],
+    constraints: list[Constraint],
+) -> None:
+    """Load the supernet and the validation data, run the search (resumed from --output_dir) and print its front."""
     datasets.utils.logging.set_verbosity_warning()
     set_seed(args.seed)
     if names != _split("--objectives", args.objectives):
@@ -311,9 +341,28 @@ def main(argv: Sequence[str] | None = None, *, prog: str | None = None) -> None:
         initial_evaluations=args.initial_evaluations,
         output_dir=args.output_dir,
         seed=args.seed,
+        wait_for_lock=args.wait_for_lock,
     )
-    results = search.run()
+    results = search.run()  # keeps the lock of --output_dir that `main` holds
     print_summary(results, args)
+
+
+def lock_output_dir(args: SearchArguments) -> ExitStack:
+    """Hold the lock of --output_dir (see [`~hf_nas.utils.output_lock`]) until the returned `ExitStack` closes.
+    While another process holds it, end at once with one line naming the lock, or, with --wait_for_lock, say so and
+    wait for it up to that many seconds."""
+    if args.wait_for_lock:
+        stack = ExitStack()
+        try:
+            stack.enter_context(output_lock(args.output_dir))
+            return stack
+        except OutputLockedError:
+            logger.warning(
+                "%s is being written by another process: waiting up to %g s for its lock",
+                os.path.abspath(args.output_dir),
+                args.wait_for_lock,
+            )
+    return command_output_lock(args.output_dir, args.wait_for_lock)
 
 
 def print_summary(results, args: SearchArguments) -> None:

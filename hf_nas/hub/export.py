@@ -2,7 +2,8 @@
 
 [`export_subnet`] writes the config, the weights, the tokenizer or image processor, `README.md` (the card of
 [`build_model_card`]) and, for a per-layer subnet, the modeling file, under a temporary name, and renames the folder
-into place only once it is complete.
+into place only once it is complete, under the lock of [`hf_nas.utils.output_lock`], so two processes exporting to
+the same folder never interleave.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from transformers import PreTrainedModel
 
 from ..extraction import extract_subnet
 from ..search_space import SubnetConfig
-from ..utils import atomic_directory
+from ..utils import atomic_directory, output_lock
 from .card import build_model_card
 
 __all__ = ["export_subnet"]
@@ -65,14 +66,19 @@ def export_subnet(
     *,
     processor: Any | None = None,
     safe_serialization: bool = True,
+    wait_for_lock: float = 0.0,
     **card_kwargs: Any,
 ) -> str:
     """Extract `subnet` and write a complete checkpoint folder with its model card, atomically.
 
     The folder holds `config.json`, the weights, `processor` (tokenizer or image processor, if given), `README.md`
     (the card of [`build_model_card`]) and, for a per-layer subnet, the modeling file its `auto_map` names. Everything
-    is written under a temporary name beside `save_directory` and renamed into place only when complete, so a failure
-    leaves no half folder and an existing `save_directory` untouched.
+    is written under a hidden temporary name beside `save_directory` and swapped into place only when complete (see
+    [`hf_nas.utils.atomic_directory`]), so a failure, or the process being killed, leaves no half folder and an
+    existing `save_directory` untouched; hidden folders a killed export left are removed by the next one. The writing
+    holds [`hf_nas.utils.output_lock`] on `save_directory`: while another process writes it, this one waits up to
+    `wait_for_lock` seconds, then raises [`hf_nas.utils.OutputLockedError`] having written nothing (a caller holding
+    the lock already, as `hf-nas extract` does, keeps it).
 
     Args:
         supernet (`PreTrainedModel`): the elastic supernet.
@@ -80,6 +86,8 @@ def export_subnet(
         save_directory (`str` or `os.PathLike`): the folder to write (replaced if it exists).
         processor (*optional*): a tokenizer or image processor saved beside the weights.
         safe_serialization (`bool`, *optional*, defaults to `True`): passed to `save_pretrained`.
+        wait_for_lock (`float`, *optional*, defaults to 0): seconds to wait while another process writes
+            `save_directory` (0: refuse at once; `math.inf`: no limit).
         card_kwargs: keyword arguments of [`build_model_card`] (`base_model` is required there, and defaults to
             `None` here).
 
@@ -109,7 +117,7 @@ def export_subnet(
     # extraction and before any write.
     card = build_model_card(supernet, subnet, **card_kwargs)
     model = extract_subnet(supernet, subnet)
-    with atomic_directory(path) as tmp:
+    with output_lock(path, wait_for_lock, reentrant=True), atomic_directory(path) as tmp:
         model.save_pretrained(tmp, safe_serialization=safe_serialization)
         if processor is not None:
             processor.save_pretrained(tmp)

@@ -35,7 +35,17 @@ class ElasticConfigMixin:
         self.search_space = space.to_dict()
 
     def check_search_space(self) -> SearchSpace:
-        space = SearchSpace.from_dict(dict(self.search_space))
+        """The search space of `config.search_space`, checked against the supernet's sizes: a `TypeError` or
+        `ValueError` names the `search_space` field, its value and what is allowed."""
+        if not isinstance(self.search_space, dict):
+            raise TypeError(
+                f"search_space must be a dict of the choices of each dimension (SearchSpace.to_dict), got "
+                f"{self.search_space!r} of type {type(self.search_space).__name__}."
+            )
+        try:
+            space = SearchSpace.from_dict(dict(self.search_space))
+        except (TypeError, ValueError) as e:
+            raise type(e)(f"search_space: {e}") from None
         if space.attention_head_size != self.attention_head_size:
             raise ValueError(
                 f"search_space.attention_head_size={space.attention_head_size} differs from the model's "

@@ -3,18 +3,36 @@
 from __future__ import annotations
 
 import functools
-from collections.abc import Iterator
+import json
+import os
+import re
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from transformers import PretrainedConfig
 
 from ..search_space import SearchSpace, SubnetConfig
+from ..utils import check_weight_files
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel
 
 __all__ = ["SupernetMixin", "set_active_layers"]
+
+# A tensor of encoder layer i, under the checkpoint's names (`bert.encoder.layer.3.`) or the model's (`vit.layers.3.`).
+_LAYER_KEY = re.compile(r"(?:^|\.)layers?\.(\d+)\.")
+# Config fields a weight's shape follows, in the order a mismatch is explained by.
+_SHAPE_FIELDS = (
+    "hidden_size",
+    "intermediate_size",
+    "vocab_size",
+    "max_position_embeddings",
+    "type_vocab_size",
+    "num_labels",
+    "num_channels",
+    "patch_size",
+)
 
 
 def set_active_layers(layers, subnet: SubnetConfig) -> tuple[int, ...]:
@@ -62,6 +80,35 @@ class SupernetMixin:
             f"{cls.__name__} takes an {config_class.__name__} (or a vanilla `{vanilla_type}` config, converted), got "
             f"{type(config).__name__}. To load a checkpoint use {cls.__name__}.from_pretrained(path)."
         )
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path: str | os.PathLike, *model_args: Any, **kwargs: Any) -> Any:
+        """`PreTrainedModel.from_pretrained` that refuses, with a `ValueError` naming the file or the config field, the
+        value and what is allowed, what would otherwise fail deep inside the loader or load silently wrong: a damaged
+        (truncated) weight file of a local folder, a config whose search space does not fit it, weights whose shapes
+        differ from what the config describes (unless `ignore_mismatched_sizes=True`), and a saved supernet whose
+        config has more or fewer layers than its weights (the extra layers would be left randomly initialized)."""
+        name = os.fspath(pretrained_model_name_or_path)
+        folder = os.path.join(name, kwargs["subfolder"]) if kwargs.get("subfolder") else name
+        local = os.path.isdir(folder)
+        files = check_weight_files(folder, kwargs.get("variant")) if local else []
+        if local and kwargs.get("config") is None:
+            _check_config_file(cls, folder)
+        ignore_mismatched_sizes = kwargs.pop("ignore_mismatched_sizes", False)
+        output_loading_info = kwargs.pop("output_loading_info", False)
+        model, info = super().from_pretrained(
+            pretrained_model_name_or_path,
+            *model_args,
+            ignore_mismatched_sizes=True,  # mismatches are reported below, naming the config field
+            output_loading_info=True,
+            **kwargs,
+        )
+        where = f"{folder} ({', '.join(files)})" if files else name
+        if info["mismatched_keys"] and not ignore_mismatched_sizes:
+            raise ValueError(_mismatch_message(model.config, where, sorted(info["mismatched_keys"])[0]))
+        if local and _model_type(folder) == cls.config_class.model_type:
+            _check_layers(model.config, where, info["missing_keys"], info["unexpected_keys"])
+        return (model, info) if output_loading_info else model
 
     # ------------------------------------------------------------------------------------------------------------
     # the space
@@ -157,3 +204,76 @@ class SupernetMixin:
         from ..extraction import extract_subnet
 
         return extract_subnet(self, subnet)
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# checks of a checkpoint against its config
+def _model_type(folder: str) -> str | None:
+    """The `model_type` of `folder`'s config.json (`None` if it has none or cannot be read)."""
+    try:
+        with open(os.path.join(folder, "config.json")) as f:
+            data = json.load(f)
+    except (OSError, ValueError):
+        return None
+    return data.get("model_type") if isinstance(data, dict) else None
+
+
+def _check_config_file(model_class: Any, folder: str) -> None:
+    """Load `folder`'s config as `model_class` does, re-raising a refusal (a search space edited wrongly, ...) with
+    the file named."""
+    config_file = os.path.join(folder, "config.json")
+    try:
+        model_class.config_class.from_pretrained(folder)
+    except (TypeError, ValueError) as e:
+        if folder in str(e):
+            raise
+        raise type(e)(f"{config_file}: {e}") from None
+
+
+def _mismatch_message(config: Any, where: str, mismatch: tuple[str, Iterable[int], Iterable[int]]) -> str:
+    """Why the weight `key` of shape `saved` does not fit `config`, which needs shape `needed`: the config field that
+    sets the differing size, its value and the value the weights allow, when one does."""
+    key, saved, needed = mismatch[0], tuple(mismatch[1]), tuple(mismatch[2])
+    shapes = f"`{key}` has shape {saved} there, the config needs {needed}"
+    if len(saved) == len(needed):
+        for have, want in zip(saved, needed, strict=True):
+            field = next((f for f in _SHAPE_FIELDS if have != want and getattr(config, f, None) == want), None)
+            if field is not None:
+                space = getattr(config, "search_space", None) or {}
+                choices = f" and search_space.{field} choices up to {have}" if field in space else ""
+                new_head = "; or pass ignore_mismatched_sizes=True for a new head" if field == "num_labels" else ""
+                return (
+                    f"The config sets {field}={want}, but the weights in {where} were saved with {field}={have} "
+                    f"({shapes}); allowed: {field}={have}{choices}{new_head}."
+                )
+    return f"The config does not fit the weights in {where}: {shapes}."
+
+
+def _layer_indices(keys: Iterable[str]) -> set[int]:
+    return {int(match[1]) for key in keys if (match := _LAYER_KEY.search(key))}
+
+
+def _check_layers(config: Any, where: str, missing: Iterable[str], unexpected: Iterable[str]) -> None:
+    """Refuse a saved supernet whose config has more layers than its weights (`missing` layer tensors, which would
+    stay randomly initialized) or fewer (`unexpected` ones, which would be dropped)."""
+    lacking, extra = _layer_indices(missing), _layer_indices(unexpected)
+    if not lacking and not extra:
+        return
+    total = config.num_hidden_layers
+    held = None
+    if extra and not lacking and extra == set(range(total, max(extra) + 1)):
+        held = max(extra) + 1
+    elif lacking and not extra and lacking == set(range(min(lacking), total)):
+        held = min(lacking)
+    if held is None:
+        raise ValueError(
+            f"The weights in {where} do not fit the config (num_hidden_layers={total}): tensors of layers "
+            f"{sorted(lacking)} are missing and of layers {sorted(extra)} unexpected; the checkpoint is incomplete or "
+            "its config.json was edited."
+        )
+    space = (config.search_space or {}).get("num_supernet_layers")
+    also = f" (search_space.num_supernet_layers={space})" if space is not None and space != held else ""
+    raise ValueError(
+        f"config.json sets num_hidden_layers={total}{also}, but the weights in {where} hold {held} layers; "
+        f"allowed: num_hidden_layers={held}, search_space.num_supernet_layers at most {held}."
+    )

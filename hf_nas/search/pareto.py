@@ -67,6 +67,18 @@ def _check_vector(field: str, vector: Sequence[float], length: int) -> np.ndarra
     return array
 
 
+def _is_finite_matrix(values: Any, k: int) -> bool:
+    """Whether `values` is an (n, k) array of finite real numbers (no per-row check needed)."""
+    return (
+        isinstance(values, np.ndarray)
+        and values.ndim == 2
+        and values.shape[1] == k
+        and np.issubdtype(values.dtype, np.number)
+        and not np.issubdtype(values.dtype, np.complexfloating)
+        and bool(np.isfinite(values).all())
+    )
+
+
 def _check_values(values: Sequence[Sequence[float]], directions: Sequence[str]) -> np.ndarray:
     """Validate `values` against `directions`; return them as an (n, k) array in *minimization* form (the columns
     to maximize are negated)."""
@@ -78,6 +90,8 @@ def _check_values(values: Sequence[Sequence[float]], directions: Sequence[str]) 
     if len(values) == 0:
         raise ValueError("`values` is empty: give at least one point.")
     k = len(directions)
+    if _is_finite_matrix(values, k):  # the common case, checked at once
+        return np.asarray(values, dtype=float) * _signs(directions)  # (n, k)
     rows = [_check_vector(f"values[{i}]", row, k) for i, row in enumerate(values)]
     return np.stack(rows) * _signs(directions)  # (n, k)
 

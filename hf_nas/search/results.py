@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -74,6 +75,11 @@ class SearchResults:
 
     `full_model` holds the cheap objectives (MACs, parameters) of the whole supernet, so that MACs can be shown as
     a share of the full model's.
+
+    Each record holds the measured `subnet` (a [`~hf_nas.SubnetConfig`] dict) and its `values` (a finite number per
+    objective), and optionally `source` (`"initial"`, `"predicted-front"` or the strategy's name), `round` (the
+    predictor-guided round that chose it; a resumed search finishes that round) and `feasible` (whether it
+    satisfies the constraints). [`load`] checks all of them.
     """
 
     objectives: list[dict[str, Any]]
@@ -105,7 +111,10 @@ class SearchResults:
         if not feasible:
             return []
         values = self.values()[feasible]
-        front = [feasible[i] for i in pareto_front(values.tolist(), self.directions)]
+        return self._sorted_front([feasible[i] for i in pareto_front(values, self.directions)])
+
+    def _sorted_front(self, front: list[int]) -> list[int]:
+        """The record numbers `front` in `pareto_index` order: by the first objective, ties by record number."""
         return sorted(front, key=lambda i: (self.records[i]["values"][self.names[0]], i))
 
     def pareto_rows(self) -> list[dict[str, Any]]:
@@ -124,6 +133,10 @@ class SearchResults:
         [(0, 1), (1, 0)]
         ```
         """
+        return self._rows(self.pareto_indices())
+
+    def _rows(self, front: list[int]) -> list[dict[str, Any]]:
+        """The rows of [`pareto_rows`] for the record numbers `front`, in `pareto_index` order."""
         return [
             {
                 "pareto_index": k,
@@ -131,7 +144,7 @@ class SearchResults:
                 "values": {n: float(self.records[i]["values"][n]) for n in self.names},
                 "subnet": self.records[i]["subnet"],
             }
-            for k, i in enumerate(self.pareto_indices())
+            for k, i in enumerate(front)
         ]
 
     def hypervolume(self, reference_point: Sequence[float] | None = None) -> tuple[float, list[float]]:
@@ -383,8 +396,6 @@ class SearchResults:
         """The content of `search_results.json`: besides the inputs, `hypervolume_normalized` (0 to 1, 1 = ideal)
         with its `reference_point` and `ideal_point`, the raw `hypervolume`, and `pareto`: the record numbers of the
         front in `pareto_index` order."""
-        hv, reference = self.hypervolume()
-        normalized, ideal = self.normalized_hypervolume()
         return {
             "version": RESULTS_VERSION,
             "fingerprint": self.fingerprint,
@@ -393,20 +404,66 @@ class SearchResults:
             "settings": self.settings,
             "predictor_scores": self.predictor_scores,
             "full_model": self.full_model,
-            "hypervolume_normalized": normalized,
-            "hypervolume": hv,
+            **self._front_summary(),
+            "records": self.records,
+        }
+
+    def _front_summary(self) -> dict[str, Any]:
+        """The front fields of [`to_dict`] (the same values as [`hypervolume`], [`normalized_hypervolume`] and
+        [`pareto_indices`]) from one Pareto front computation, so a long search rewrites its file quickly. Dominated
+        points change neither hypervolume nor the ideal point: both are computed on the front alone."""
+        feasible = self.feasible()
+        if not feasible:
+            empty: list[float] = []
+            return {
+                "hypervolume_normalized": 0.0,
+                "hypervolume": 0.0,
+                "reference_point": empty,
+                "ideal_point": empty,
+                "pareto": [],
+            }
+        values = self.values()[feasible]  # (n, k)
+        local = pareto_front(values, self.directions)
+        front = values[local]
+        reference = default_reference_point(values, self.directions)
+        ideal = ideal_point(front, self.directions)
+        return {
+            "hypervolume_normalized": normalized_hypervolume(front, self.directions, reference, ideal),
+            "hypervolume": hypervolume(front, self.directions, reference),
             "reference_point": reference,
             "ideal_point": ideal,
-            "pareto": self.pareto_indices(),
-            "records": self.records,
+            "pareto": self._sorted_front([feasible[i] for i in local]),
         }
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> SearchResults:
-        with open(path) as f:
-            data = json.load(f)
-        if data.get("version") != RESULTS_VERSION:
-            raise ValueError(f"{path}: unsupported results version {data.get('version')!r}; expected 1.")
+        """Read a `search_results.json`, checked field by field: a hand-edited or foreign file raises `ValueError`
+        naming the file, the field and what is allowed.
+
+        ```python
+        >>> import json, os, tempfile
+        >>> from hf_nas import SearchResults
+        >>> path = os.path.join(tempfile.mkdtemp(), "search_results.json")
+        >>> record = {"subnet": {"num_hidden_layers": 1, "num_attention_heads": [2], "intermediate_size": [32],
+        ...                      "hidden_size": 16}, "values": {"accuracy": "high"}}
+        >>> with open(path, "w") as f:
+        ...     json.dump({"version": 1, "objectives": [{"name": "accuracy", "direction": "maximize"}],
+        ...                "records": [record]}, f)
+        >>> try:
+        ...     SearchResults.load(path)
+        ... except ValueError as e:  # the message starts with the file's path
+        ...     print(str(e).removeprefix(path + ": "))
+        records[0]['values'] must map every objective of ['accuracy'] to a number; 'accuracy' is 'high' (a str).
+        ```
+        """
+        path = os.fspath(path)
+        data = _read_json(path)
+        if not isinstance(data, dict) or data.get("version") != RESULTS_VERSION:
+            found = data.get("version") if isinstance(data, dict) else type(data).__name__
+            raise ValueError(f"{path}: expected a JSON object with 'version': {RESULTS_VERSION}, got {found!r}.")
+        names = _check_objectives(path, data.get("objectives"))
+        _check_records(path, data.get("records"), names)
+        _check_fields(path, data)
         return cls(
             objectives=data["objectives"],
             records=data["records"],
@@ -419,7 +476,8 @@ class SearchResults:
 
     @classmethod
     def from_dir(cls, folder: str | os.PathLike) -> SearchResults:
-        """The results a search wrote to `folder` (its `search_results.json`), checked field by field.
+        """The results a search wrote to `folder` (its `search_results.json`), checked field by field (see
+        [`load`]).
 
         ```python
         >>> import os, tempfile
@@ -442,16 +500,6 @@ class SearchResults:
                 f"No {RESULTS_NAME} in {os.fspath(folder)!r}: pass the output folder of a search (SubnetSearch "
                 "output_dir, scripts/search_subnets.py --output_dir)."
             )
-        with open(path) as f:
-            try:
-                data = json.load(f)
-            except json.JSONDecodeError as e:
-                raise ValueError(f"{path} is not valid JSON: {e}") from e
-        if not isinstance(data, dict) or data.get("version") != RESULTS_VERSION:
-            found = data.get("version") if isinstance(data, dict) else type(data).__name__
-            raise ValueError(f"{path}: expected a JSON object with 'version': {RESULTS_VERSION}, got {found!r}.")
-        names = _check_objectives(path, data.get("objectives"))
-        _check_records(path, data.get("records"), names)
         return cls.load(path)
 
     def save(self, output_dir: str | os.PathLike, plot: bool = True) -> None:
@@ -461,9 +509,10 @@ class SearchResults:
         takes), `record` (the record number, `--record`), one column per objective (recorded values and units) and
         `subnet_json`."""
         os.makedirs(output_dir, exist_ok=True)
-        atomic_write_text(os.path.join(output_dir, RESULTS_NAME), json.dumps(self.to_dict(), indent=1) + "\n")
+        data = self.to_dict()
+        atomic_write_text(os.path.join(output_dir, RESULTS_NAME), _results_json(data))
         lines = ["pareto_index,record," + ",".join(self.names) + ",subnet_json"]
-        for row in self.pareto_rows():
+        for row in self._rows(data["pareto"]):
             values = ",".join(repr(row["values"][n]) for n in self.names)
             subnet = json.dumps(row["subnet"], separators=(",", ":")).replace('"', '""')
             lines.append(f'{row["pareto_index"]},{row["record"]},{values},"{subnet}"')
@@ -537,6 +586,15 @@ class SearchResults:
         os.replace(tmp, path)
 
 
+def _results_json(data: dict[str, Any]) -> str:
+    """The text of `search_results.json`: `data` indented, with its `records` (its last field) one compact line
+    each, which keeps the file readable and quick to rewrite after every measurement of a long search."""
+    records = data["records"]
+    head = json.dumps({k: v for k, v in data.items() if k != "records"}, indent=1)
+    lines = "".join(f"\n  {json.dumps(r)}," for r in records)[:-1] + "\n " if records else ""
+    return f'{head[:-2]},\n "records": [{lines}]\n}}\n'
+
+
 def _describe(subnet: dict[str, Any]) -> str:
     """A subnet dict in one line: kept layers, heads and FFN width per layer, hidden size."""
     layers = subnet.get("layers") or list(range(subnet["num_hidden_layers"]))
@@ -564,15 +622,81 @@ def _check_objectives(path: str, objectives: Any) -> list[str]:
     return [o["name"] for o in objectives]
 
 
+def _read_json(path: str) -> Any:
+    """The JSON content of the file `path`; `ValueError` naming the file if it is not JSON text."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            return json.load(f)
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{path} is not valid JSON ({e}); was it edited by hand or cut short?") from e
+    except UnicodeDecodeError as e:
+        raise ValueError(f"{path} is not UTF-8 text ({e}); expected the JSON a search writes.") from e
+
+
+def _number_problem(name: str, value: Any) -> str | None:
+    """What is wrong with `value` as the recorded value of objective `name` (a finite number), or `None`."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return f"{name!r} is {value!r} (a {type(value).__name__})"
+    if not math.isfinite(value):
+        return f"{name!r} is {value!r} (only finite numbers are allowed)"
+    return None
+
+
 def _check_records(path: str, records: Any, names: list[str]) -> None:
-    """Check the `records` field of the results file `path`: each has a `subnet` object and a number per objective."""
+    """Check the `records` field of the results file `path`: a list of objects, each with a `subnet` config, a
+    finite number per objective in `values`, and the optional `source` (str), `round` (int >= 0), `feasible` (bool)."""
     if not isinstance(records, list):
         raise ValueError(f"{path}: 'records' must be a list, got {type(records).__name__}.")
     for i, record in enumerate(records):
-        if not isinstance(record, dict) or not isinstance(record.get("subnet"), dict):
-            raise ValueError(f"{path}: records[{i}] has no 'subnet' object.")
-        values = record.get("values")
-        if not isinstance(values, dict) or not all(
-            isinstance(values.get(n), (int, float)) and not isinstance(values.get(n), bool) for n in names
-        ):
-            raise ValueError(f"{path}: records[{i}]['values'] must map every objective of {names} to a number.")
+        _check_record(path, i, record, names)
+
+
+def _check_record(path: str, i: int, record: Any, names: list[str]) -> None:
+    """Check `records[i]` of the results file `path` (see [`_check_records`])."""
+    where = f"{path}: records[{i}]"
+    if not isinstance(record, dict):
+        raise ValueError(f"{where} must be an object with 'subnet' and 'values', got {type(record).__name__}.")
+    if not isinstance(record.get("subnet"), dict):
+        raise ValueError(f"{where} has no 'subnet' object (got {record.get('subnet')!r}).")
+    try:
+        SubnetConfig.from_dict(record["subnet"])
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"{where}['subnet'] is not a subnet config: {e}") from e
+    values = record.get("values")
+    if not isinstance(values, dict):
+        raise ValueError(
+            f"{where}['values'] must map every objective of {names} to a number; got {type(values).__name__}."
+        )
+    for name in names:
+        problem = f"{name!r} is missing" if name not in values else _number_problem(name, values[name])
+        if problem is not None:
+            raise ValueError(f"{where}['values'] must map every objective of {names} to a number; {problem}.")
+    for key, kind, allowed in (("source", str, "a str"), ("feasible", bool, "true or false")):
+        if key in record and not isinstance(record[key], kind):
+            raise ValueError(f"{where}[{key!r}] must be {allowed}, got {record[key]!r}.")
+    if "round" in record and (not isinstance(record["round"], int) or isinstance(record["round"], bool)):
+        raise ValueError(f"{where}['round'] must be an int, got {record['round']!r}.")
+
+
+def _check_fields(path: str, data: dict[str, Any]) -> None:
+    """Check the optional fields of the results file `path`: their JSON types, and numbers in `full_model`."""
+    kinds = {
+        "fingerprint": (str, "a str"),
+        "constraints": (list, "a list"),
+        "settings": (dict, "an object"),
+        "predictor_scores": (dict, "an object"),
+        "full_model": (dict, "an object"),
+    }
+    for key, (kind, allowed) in kinds.items():
+        if key in data and not isinstance(data[key], kind):
+            raise ValueError(f"{path}: {key!r} must be {allowed}, got {data[key]!r}.")
+    for i, constraint in enumerate(data.get("constraints", [])):
+        if not isinstance(constraint, dict) or not isinstance(constraint.get("objective"), str):
+            raise ValueError(
+                f"{path}: constraints[{i}] must be {{'objective': str, 'max_value': ..., 'min_value': ...}}, got "
+                f"{constraint!r}."
+            )
+    for name, value in data.get("full_model", {}).items():
+        problem = _number_problem(name, value)
+        if problem is not None:
+            raise ValueError(f"{path}: 'full_model' must map objectives to numbers; {problem}.")

@@ -2,7 +2,7 @@
 
 from .recipes import RecipeArguments, finetune_teacher, teacher_training_arguments
 from .samplers import SAMPLERS, StagedSampler, SubnetSampler, get_sampler, register_sampler
-from .trainer import SAMPLER_STATE_NAME, SupernetTrainer
+from .trainer import SAMPLER_STATE_NAME, SupernetTrainer, is_complete_checkpoint, last_complete_checkpoint
 from .training_args import SupernetTrainingArguments
 
 __all__ = [
@@ -15,6 +15,8 @@ __all__ = [
     "SupernetTrainingArguments",
     "finetune_teacher",
     "get_sampler",
+    "is_complete_checkpoint",
+    "last_complete_checkpoint",
     "register_sampler",
     "teacher_training_arguments",
 ]

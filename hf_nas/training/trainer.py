@@ -10,6 +10,13 @@ like `loss` (and across processes under DDP): the loss terms `loss_task`, `loss_
 `loss_attention` (weighted, averaged over the subnets of a step, so they add up to `loss`) and the loss of each
 sampler role, `loss_largest`, `loss_smallest` and `loss_random` (any subnet that is neither extreme). Only the terms
 and roles that occurred are logged.
+
+Checkpoints: besides the Trainer's files, each `checkpoint-N` folder holds the sampler state (`sampler_state.json`),
+written atomically and last, once every process has written its files; it marks the checkpoint complete. A run killed
+while saving leaves a folder without it, which resuming skips (`resume_from_checkpoint=True` and `hf-nas train` take
+the last complete checkpoint, with a log line naming each incomplete one), and which is cleared before that step is
+saved again. `save_total_limit` deletes older checkpoints only after the new one is complete, so a complete
+checkpoint is on disk at every moment.
 """
 
 from __future__ import annotations
@@ -18,14 +25,17 @@ import contextlib
 import json
 import logging
 import os
+import re
+import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 from transformers import PreTrainedModel, Trainer
-from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, TrainOutput, sort_checkpoints
 
 from ..models.families import get_family
 from ..models.supernet import SupernetMixin
@@ -36,7 +46,15 @@ from .recipes import vanilla_auto_class
 from .samplers import StagedSampler, SubnetSampler, get_sampler
 from .training_args import SupernetTrainingArguments
 
-__all__ = ["LOSS_TERMS", "SAMPLER_STATE_NAME", "SUBNET_ROLES", "SupernetTrainer", "check_teacher_config"]
+__all__ = [
+    "LOSS_TERMS",
+    "SAMPLER_STATE_NAME",
+    "SUBNET_ROLES",
+    "SupernetTrainer",
+    "check_teacher_config",
+    "is_complete_checkpoint",
+    "last_complete_checkpoint",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -44,6 +62,7 @@ SAMPLER_STATE_NAME = "sampler_state.json"
 # The loss terms and the subnet roles logged as `loss_<name>`.
 LOSS_TERMS = ("task", "kd", "hidden", "attention")
 SUBNET_ROLES = ("largest", "smallest", "random")
+_CHECKPOINT_FOLDER = re.compile(rf"^{PREFIX_CHECKPOINT_DIR}-(\d+)$")
 
 
 @dataclass
@@ -266,6 +285,16 @@ class SupernetTrainer(Trainer):
         self._pending_loss_logs = {}
         return super()._inner_training_loop(*args, **kwargs)
 
+    def _run_epoch(self, *args: Any, **kwargs: Any) -> Any:
+        # Resumed mid-epoch from a checkpoint at max_steps, the Trainer would run one more optimizer step.
+        if self.state.max_steps > 0 and self.state.global_step >= self.state.max_steps:
+            logger.info(
+                "The run is at step %d of %d: nothing left to train.", self.state.global_step, self.state.max_steps
+            )
+            self.control.should_training_stop = True
+            return None
+        return super()._run_epoch(*args, **kwargs)
+
     def _maybe_log_save_evaluate(self, *args: Any, **kwargs: Any) -> None:
         # The Trainer logs `loss` here, on every process at the same steps: reduce ours now, log them with it.
         if self.control.should_log and self.state.global_step > self._globalstep_last_logged:
@@ -399,15 +428,45 @@ class SupernetTrainer(Trainer):
         return metrics
 
     # ------------------------------------------------------------------------------------------------------------
-    # checkpoints carry the sampler state, so a resumed run continues the identical sequence
+    # checkpoints carry the sampler state, so a resumed run continues the identical sequence; it is written last
+    def train(
+        self,
+        resume_from_checkpoint: str | bool | None = None,
+        trial: Any = None,
+        ignore_keys_for_eval: list[str] | None = None,
+        **kwargs: Any,
+    ) -> TrainOutput:
+        """[`Trainer.train`]; `resume_from_checkpoint=True` takes the last *complete* checkpoint of `output_dir`
+        ([`last_complete_checkpoint`]), and a checkpoint folder given by path must be complete."""
+        if resume_from_checkpoint is True:
+            resume_from_checkpoint = last_complete_checkpoint(self.args.output_dir)
+            if resume_from_checkpoint is None:
+                raise ValueError(
+                    f"resume_from_checkpoint=True: no complete checkpoint-* folder (one holding {SAMPLER_STATE_NAME}) "
+                    f"in output_dir {self.args.output_dir}."
+                )
+        elif isinstance(resume_from_checkpoint, (str, os.PathLike)):
+            _check_complete(os.fspath(resume_from_checkpoint))
+        if resume_from_checkpoint is not None and self.args.should_save:
+            _remove_incomplete_checkpoints(self.args.output_dir, below=os.fspath(resume_from_checkpoint))
+        return super().train(resume_from_checkpoint, trial, ignore_keys_for_eval, **kwargs)
+
     def _save_checkpoint(self, model: nn.Module, trial: Any) -> None:
-        super()._save_checkpoint(model, trial)
+        run_dir = self._get_output_dir(trial=trial)
+        folder = os.path.join(run_dir, f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}")
         if self.args.should_save:
-            folder = os.path.join(
-                self._get_output_dir(trial=trial), f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}"
-            )
-            if os.path.isdir(folder):
-                atomic_write_text(os.path.join(folder, SAMPLER_STATE_NAME), json.dumps(self.sampler.state_dict()))
+            _discard_checkpoint(folder)
+        self.accelerator.wait_for_everyone()  # cleared before any process writes into it
+        limit, self.args.save_total_limit = self.args.save_total_limit, None  # rotated once this one is complete
+        try:
+            super()._save_checkpoint(model, trial)
+        finally:
+            self.args.save_total_limit = limit
+        self.accelerator.wait_for_everyone()  # every process's files (its RNG state, ...) are written
+        if self.args.should_save and os.path.isdir(folder):
+            atomic_write_text(os.path.join(folder, SAMPLER_STATE_NAME), json.dumps(self.sampler.state_dict()))
+            _remove_incomplete_checkpoints(run_dir, below=folder)
+            _rotate_checkpoints(run_dir, limit, self.state.best_model_checkpoint)
 
     def _load_from_checkpoint(self, resume_from_checkpoint: str, model: nn.Module | None = None) -> None:
         super()._load_from_checkpoint(resume_from_checkpoint, model)
@@ -417,6 +476,128 @@ class SupernetTrainer(Trainer):
                 self.sampler.load_state_dict(json.load(f))
         else:
             logger.warning("No %s in %s: the sampler starts from its initial state.", SAMPLER_STATE_NAME, path)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# complete checkpoints
+def is_complete_checkpoint(folder: str | os.PathLike) -> bool:
+    """Whether `folder` is a checkpoint that [`SupernetTrainer`] finished writing: it holds the sampler state, which
+    is written (atomically) after every other file of the checkpoint.
+
+    Example:
+
+    ```python
+    >>> import os, tempfile
+    >>> from hf_nas.training.trainer import is_complete_checkpoint
+    >>> folder = os.path.join(tempfile.mkdtemp(), "checkpoint-4")
+    >>> os.makedirs(folder)  # a save that was interrupted: the model and optimizer files, no sampler state
+    >>> is_complete_checkpoint(folder)
+    False
+    >>> open(os.path.join(folder, "sampler_state.json"), "w").write("{}")
+    2
+    >>> is_complete_checkpoint(folder)
+    True
+    ```
+    """
+    return os.path.isfile(os.path.join(os.fspath(folder), SAMPLER_STATE_NAME))
+
+
+def last_complete_checkpoint(output_dir: str | os.PathLike) -> str | None:
+    """The `checkpoint-N` folder of `output_dir` with the highest `N` that is complete ([`is_complete_checkpoint`]), or
+    None. Each incomplete folder of a higher step (a save interrupted by a crash or a kill) is skipped with a warning
+    naming it; transformers' `get_last_checkpoint` would return it.
+
+    Example:
+
+    ```python
+    >>> import os, tempfile
+    >>> from hf_nas.training.trainer import last_complete_checkpoint
+    >>> output_dir = tempfile.mkdtemp()
+    >>> for step in (2, 4):
+    ...     os.makedirs(os.path.join(output_dir, f"checkpoint-{step}"))
+    >>> _ = open(os.path.join(output_dir, "checkpoint-2", "sampler_state.json"), "w").write("{}")
+    >>> os.path.basename(last_complete_checkpoint(output_dir))  # checkpoint-4 was not finished: skipped
+    'checkpoint-2'
+    ```
+    """
+    steps = _checkpoint_steps(output_dir)
+    for folder in sorted(steps, key=steps.get, reverse=True):
+        if is_complete_checkpoint(folder):
+            return folder
+        logger.warning(
+            "Skipping %s: it is incomplete (no %s, the file written last), a save interrupted by a crash or a kill; "
+            "resuming from an earlier checkpoint.",
+            folder,
+            SAMPLER_STATE_NAME,
+        )
+    return None
+
+
+def _checkpoint_steps(output_dir: str | os.PathLike) -> dict[str, int]:
+    """The `checkpoint-N` folders of `output_dir` and their steps `N`."""
+    output_dir = os.fspath(output_dir)
+    if not os.path.isdir(output_dir):
+        return {}
+    steps = {}
+    for name in os.listdir(output_dir):
+        match = _CHECKPOINT_FOLDER.match(name)
+        if match is not None and os.path.isdir(os.path.join(output_dir, name)):
+            steps[os.path.join(output_dir, name)] = int(match.group(1))
+    return steps
+
+
+def _remove_incomplete_checkpoints(output_dir: str | os.PathLike, below: str) -> None:
+    """Remove the incomplete checkpoint folders of `output_dir` at steps below the complete checkpoint `below` (one of
+    its folders): what a kill during a save or during the deletion of an old checkpoint left, never resumed from."""
+    steps = {os.path.realpath(folder): step for folder, step in _checkpoint_steps(output_dir).items()}
+    last = steps.get(os.path.realpath(below))
+    if last is None:
+        return
+    for folder, step in steps.items():
+        if step < last and not is_complete_checkpoint(folder):
+            logger.warning("Removing %s, left incomplete by an interrupted save or deletion.", folder)
+            shutil.rmtree(folder, ignore_errors=True)
+
+
+def _check_complete(folder: str) -> None:
+    if os.path.isdir(folder) and not is_complete_checkpoint(folder):
+        raise ValueError(
+            f"resume_from_checkpoint {folder} is incomplete: it has no {SAMPLER_STATE_NAME}, the file a checkpoint "
+            "gets last, so its save was interrupted (or another Trainer wrote it). Resume from a complete "
+            "checkpoint-* folder, or pass resume_from_checkpoint=True for the last complete one."
+        )
+
+
+def _discard_checkpoint(folder: str) -> None:
+    """Remove a checkpoint folder about to be saved again (left incomplete by an interrupted run, or replaced): its
+    sampler state first, so that a kill during the removal cannot leave a folder that looks complete."""
+    if not os.path.isdir(folder):
+        return
+    if is_complete_checkpoint(folder):
+        logger.info("Replacing %s.", folder)
+        os.remove(os.path.join(folder, SAMPLER_STATE_NAME))
+    else:
+        logger.warning("Removing %s, left incomplete by an interrupted save, before saving that step again.", folder)
+    shutil.rmtree(folder)
+
+
+def _rotate_checkpoints(run_dir: str, limit: int | None, best: str | None) -> None:
+    """transformers' `rotate_checkpoints` over the complete checkpoints: keep the `limit` most recent (by time) and
+    `best`; each one deleted loses its sampler state first, so it never looks complete half-deleted."""
+    if limit is None or limit <= 0:
+        return
+    checkpoints = [c for c in sort_checkpoints(run_dir, use_mtime=True) if is_complete_checkpoint(c)]
+    protected = {checkpoints[-1]} if checkpoints else set()
+    if best is not None:
+        protected.add(str(Path(best)))
+    remaining = len(checkpoints)
+    for checkpoint in checkpoints:
+        if remaining <= max(limit, len(protected)):
+            break
+        if checkpoint not in protected:
+            os.remove(os.path.join(checkpoint, SAMPLER_STATE_NAME))
+            shutil.rmtree(checkpoint, ignore_errors=True)
+            remaining -= 1
 
 
 # ----------------------------------------------------------------------------------------------------------------
