@@ -224,9 +224,11 @@ def versions() -> dict[str, str]:
 
 
 def environment() -> dict:
-    """The flat record of the machine and versions that most result files start with."""
+    """The flat record of the run (command line, commit), machine and versions that most result files start with."""
     v = versions()
     return {
+        "command": command_line(),
+        "commit": git_commit(),
         "device": "cpu",
         "num_threads": torch.get_num_threads(),
         "machine": platform.machine(),

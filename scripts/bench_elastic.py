@@ -138,6 +138,8 @@ def render_markdown(r: dict) -> str:
         f"{r['machine']}), batch {r['batch_size']} x {r['sequence_length']} tokens, {r['rounds']} alternating "
         f"calls per side, ratios are medians of the per-round ratios of adjacent calls; torch {r['torch']}, transformers {r['transformers']}, hf-nas {r['hf_nas']}.",
         "",
+        f"Command: `{r['command']}` at commit {r['commit']}.",
+        "",
         "| ratio | measured (worst) | target | |",
         "|---|---|---|---|",
         ratio_target_row(
