@@ -37,6 +37,7 @@ __all__ = [
     "check_model_path",
     "check_positive_int",
     "check_size",
+    "check_wait_for_lock",
     "pair",
 ]
 
@@ -161,3 +162,10 @@ def check_model_path(option: str, path: Any) -> str:
     if looks_local:
         raise ValueError(f"{option} {path} does not exist (no such local folder, and not a Hub model id).")
     return path
+
+
+def check_wait_for_lock(value: Any) -> float:
+    """`--wait_for_lock`: seconds to wait for another writer of an output folder, >= 0 (`inf`: no limit)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0:
+        raise ValueError(f"--wait_for_lock must be a number of seconds >= 0 (inf: no limit), got {value}.")
+    return float(value)

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import os
 import shlex
 import shutil
@@ -37,6 +36,7 @@ from hf_nas.compression import SPARSITY_METHODS, SparsityReport, check_sparsity,
 from hf_nas.data import HelpFormatter
 from hf_nas.models.families import family_for_checkpoint, get_task
 from hf_nas.utils import atomic_directory, check_weight_files, command_output_lock
+from hf_nas.validation import check_wait_for_lock
 
 logger = logging.getLogger(__name__)
 
@@ -77,10 +77,7 @@ class CompressArguments:
     )
 
     def __post_init__(self):
-        if math.isnan(self.wait_for_lock) or self.wait_for_lock < 0:
-            raise ValueError(
-                f"--wait_for_lock must be a number of seconds >= 0 (inf: no limit), got {self.wait_for_lock}."
-            )
+        check_wait_for_lock(self.wait_for_lock)
         for option, check in (("--sparsity", check_sparsity), ("--method", get_sparsity_method)):
             try:
                 check(getattr(self, option.removeprefix("--")))

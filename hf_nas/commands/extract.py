@@ -50,7 +50,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import os
 import shutil
 import tempfile
@@ -72,7 +71,7 @@ from hf_nas.models.supernet import SupernetMixin
 from hf_nas.search import SearchResults, parse_constraints, supernet_fingerprint
 from hf_nas.training.recipes import TrainingRecord
 from hf_nas.utils import command_output_lock
-from hf_nas.validation import check_model_path
+from hf_nas.validation import check_model_path, check_wait_for_lock
 
 logger = logging.getLogger(__name__)
 
@@ -246,10 +245,7 @@ class ExportArguments:
     )
 
     def __post_init__(self):
-        if math.isnan(self.wait_for_lock) or self.wait_for_lock < 0:
-            raise ValueError(
-                f"--wait_for_lock must be a number of seconds >= 0 (inf: no limit), got {self.wait_for_lock}."
-            )
+        check_wait_for_lock(self.wait_for_lock)
         if self.push_to_hub and self.hub_model_id is None:
             raise ValueError("--push_to_hub needs --hub_model_id (e.g. username/bert-subnet).")
         if (self.private or self.dry_run) and not self.push_to_hub:

@@ -62,7 +62,7 @@ from hf_nas.models.auto import elastic_class_for
 from hf_nas.search import OBJECTIVES, STRATEGIES, Constraint, SubnetSearch, get_objective, parse_constraints
 from hf_nas.search.objectives import TaskMetricObjective
 from hf_nas.utils import OutputLockedError, command_output_lock, output_lock
-from hf_nas.validation import check_model_path
+from hf_nas.validation import check_model_path, check_wait_for_lock
 
 logger = logging.getLogger(__name__)
 
@@ -171,10 +171,7 @@ class SearchArguments:
         for name in ("num_evaluations", "candidates_per_round", "evaluations_per_round", "initial_evaluations"):
             if getattr(self, name) < 1:
                 raise ValueError(f"--{name} must be a positive integer, got {getattr(self, name)}.")
-        if not self.wait_for_lock >= 0:
-            raise ValueError(
-                f"--wait_for_lock must be a number of seconds >= 0 (inf: no limit), got {self.wait_for_lock}."
-            )
+        check_wait_for_lock(self.wait_for_lock)
 
 
 @dataclass
