@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from typing import TypeVar
 
 import datasets
+import numpy as np
 import torch
 import transformers
 from torch.utils.data import DataLoader
@@ -38,6 +39,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SHARED = os.path.join(ROOT, "..", "shared")
 BENCHMARKS_DIR = os.path.join(ROOT, "docs", "benchmarks")
 SST2_DIR = os.path.join(SHARED, "data", "sst2")
+logger = logging.getLogger("hf_nas.bench")
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 T = TypeVar("T")
@@ -286,3 +288,58 @@ def write_results(output_dir: str, name: str, result: dict, markdown: str, inden
     atomic_write_text(os.path.join(output_dir, f"{name}.json"), json.dumps(result, indent=indent) + "\n")
     atomic_write_text(os.path.join(output_dir, f"{name}.md"), markdown)
     print(markdown)
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# accuracy rows: paired intervals and resumable rows
+def paired_interval(a: list[int], b: list[int], samples: int, seed: int) -> dict[str, float]:
+    """Mean of a - b (in points) and its paired 95% bootstrap interval over the examples."""
+    diff = np.asarray(a, dtype=float) - np.asarray(b, dtype=float)
+    rng = np.random.default_rng(seed)
+    idx = rng.integers(0, len(diff), size=(samples, len(diff)))
+    boot = diff[idx].mean(axis=1)
+    return {
+        "diff": 100 * float(diff.mean()),
+        "low": 100 * float(np.percentile(boot, 2.5)),
+        "high": 100 * float(np.percentile(boot, 97.5)),
+    }
+
+
+class Rows:
+    def __init__(self, work_dir: str):
+        self.folder = os.path.join(work_dir, "rows")
+        os.makedirs(self.folder, exist_ok=True)
+
+    def path(self, name: str) -> str:
+        return os.path.join(self.folder, f"{name}.json")
+
+    def get(self, name: str) -> dict | None:
+        if not os.path.isfile(self.path(name)):
+            return None
+        with open(self.path(name)) as f:
+            return json.load(f)
+
+    def put(self, name: str, row: dict) -> dict:
+        atomic_write_text(self.path(name), json.dumps(row) + "\n")
+        logger.info("row %s written", name)
+        return row
+
+    def compute(self, name: str, fn) -> dict:
+        row = self.get(name)
+        if row is None:
+            started = time.perf_counter()
+            row = fn()
+            row.setdefault("wall_seconds", time.perf_counter() - started)
+            self.put(name, row)
+        return row
+
+
+def within(interval: dict, tolerance: float) -> str:
+    """Whether a difference (subnet - reference, in points) is within `tolerance` below 0, read from its interval:
+    met when the whole interval is, NOT met when none of it is, otherwise unresolved at this evaluation set's size."""
+    if interval["low"] >= -tolerance:
+        return "met"
+    if interval["high"] < -tolerance:
+        return "NOT met"
+    side = "met" if interval["diff"] >= -tolerance else "missed"
+    return f"unresolved (point estimate {side}; the interval spans the target)"

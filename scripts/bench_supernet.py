@@ -40,20 +40,22 @@ import time
 from dataclasses import dataclass, field
 
 import datasets
-import numpy as np
 import torch
 import transformers
 from bench_common import (
     BENCHMARKS_DIR,
     ROOT,
     BenchArguments,
+    Rows,
     cpu_training_args,
     first_rows,
+    paired_interval,
     parse_args,
     read_sst2,
     run_record,
     setup_logging,
     tokenize_sst2,
+    within,
     write_results,
 )
 from torch.utils.data import DataLoader
@@ -170,50 +172,6 @@ def correct(model, dataset: datasets.Dataset, tokenizer, batch_size: int = 128) 
         for i, ok in zip(idx, (predictions == labels).tolist(), strict=True):
             out[i] = int(ok)
     return out
-
-
-def paired_interval(a: list[int], b: list[int], samples: int, seed: int) -> dict[str, float]:
-    """Mean of a - b (in points) and its paired 95% bootstrap interval over the examples."""
-    diff = np.asarray(a, dtype=float) - np.asarray(b, dtype=float)
-    rng = np.random.default_rng(seed)
-    idx = rng.integers(0, len(diff), size=(samples, len(diff)))
-    boot = diff[idx].mean(axis=1)
-    return {
-        "diff": 100 * float(diff.mean()),
-        "low": 100 * float(np.percentile(boot, 2.5)),
-        "high": 100 * float(np.percentile(boot, 97.5)),
-    }
-
-
-# ------------------------------------------------------------------------------------------------------------------
-# rows: each is computed once and cached as JSON
-class Rows:
-    def __init__(self, work_dir: str):
-        self.folder = os.path.join(work_dir, "rows")
-        os.makedirs(self.folder, exist_ok=True)
-
-    def path(self, name: str) -> str:
-        return os.path.join(self.folder, f"{name}.json")
-
-    def get(self, name: str) -> dict | None:
-        if not os.path.isfile(self.path(name)):
-            return None
-        with open(self.path(name)) as f:
-            return json.load(f)
-
-    def put(self, name: str, row: dict) -> dict:
-        atomic_write_text(self.path(name), json.dumps(row) + "\n")
-        logger.info("row %s written", name)
-        return row
-
-    def compute(self, name: str, fn) -> dict:
-        row = self.get(name)
-        if row is None:
-            started = time.perf_counter()
-            row = fn()
-            row.setdefault("wall_seconds", time.perf_counter() - started)
-            self.put(name, row)
-        return row
 
 
 def train_args(args: SupernetBenchArguments, name: str, steps: int, cls=TrainingArguments, **kwargs):
@@ -819,17 +777,6 @@ def plot(result: dict, path: str) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
-
-
-def within(interval: dict, tolerance: float) -> str:
-    """Whether a difference (subnet - reference, in points) is within `tolerance` below 0, read from its interval:
-    met when the whole interval is, NOT met when none of it is, otherwise unresolved at this evaluation set's size."""
-    if interval["low"] >= -tolerance:
-        return "met"
-    if interval["high"] < -tolerance:
-        return "NOT met"
-    side = "met" if interval["diff"] >= -tolerance else "missed"
-    return f"unresolved (point estimate {side}; the interval spans the target)"
 
 
 def recipe_verdict(points: list[dict]) -> str:
