@@ -14,11 +14,12 @@ with `--results`, best by `--maximize`). Arguments come from the command line or
 For ViT and BEiT supernets the image processor saved with the supernet is copied into the subnet folder, and latency
 and MACs are measured at its image size (or `--image_size`).
 
-`--finetune_steps N` (text supernets) adds a short distillation of the chosen subnet before it is saved: the subnet
-alone is trained for N steps on `--train_file` with distillation from the teacher saved beside the supernet (the
-teacher-first recipe), `--teacher_model_name_or_path`, or else the supernet's own full model (the one-pass recipe's
-in-place teacher). The card then reports the accuracy without retraining and after it, apart
-(`--validation_file`), and says how the subnet was trained.
+`--finetune_steps N` adds a short distillation of the chosen subnet before it is saved: the subnet alone is trained
+for N steps on `--train_file` (text) or on `--train_dir` / the train/ folder of `--data_dir` (images, at the saved
+image processor's size) with distillation from the teacher saved beside the supernet (the teacher-first recipe),
+`--teacher_model_name_or_path`, or else the supernet's own full model (the one-pass recipe's in-place teacher). The
+card then reports the accuracy without retraining and after it, apart (on `--validation_file`, or the validation
+images of `--validation_dir` / `--data_dir`), and says how the subnet was trained.
 
 `--results` is the output folder of `hf-nas search` (`SearchResults.from_dir` reads its
 `search_results.json`); the front is the one of `SearchResults.pareto_indices`, as listed in its `pareto.csv`.
@@ -154,6 +155,13 @@ class FinetuneArguments:
             "--validation_split_percentage holds out for --evaluate."
         },
     )
+    train_dir: str | None = field(
+        default=None,
+        metadata={
+            "help": "Images: the training images of the fine-tune, a folder of class folders or a .tar.gz. Default: "
+            "the train/ split of --data_dir."
+        },
+    )
     validation_file: str | None = field(
         default=None,
         metadata={
@@ -190,8 +198,6 @@ class FinetuneArguments:
     def __post_init__(self):
         if self.finetune_steps < 0:
             raise ValueError(f"--finetune_steps must be >= 0, got {self.finetune_steps}.")
-        if self.finetune_steps > 0 and self.train_file is None:
-            raise ValueError("--finetune_steps needs --train_file (the data the subnet is distilled on).")
 
 
 @dataclass
@@ -420,6 +426,7 @@ def check_paths(
         ("--subnet_json", select_args.subnet_json, "file"),
         ("--results", select_args.results, "folder"),
         ("--train_file", finetune_args.train_file, "file"),
+        ("--train_dir", finetune_args.train_dir, "folder or archive"),
         ("--validation_file", finetune_args.validation_file, "file"),
         ("--data_dir", eval_args.data_dir, "folder or archive"),
         ("--validation_dir", eval_args.validation_dir, "folder or archive"),
@@ -429,6 +436,16 @@ def check_paths(
     recipe = export_args.training_recipe
     if recipe is not None and recipe.endswith(".md"):
         check_local_path("--training_recipe", recipe, "Markdown file")
+
+
+def check_finetune_data(eval_args: EvaluationArguments, finetune_args: FinetuneArguments) -> None:
+    """`--finetune_steps` needs training data: raise, naming the options that give it, when none is given."""
+    given = (finetune_args.train_file, finetune_args.train_dir, eval_args.data_dir)
+    if finetune_args.finetune_steps > 0 and all(path is None for path in given):
+        raise ValueError(
+            "--finetune_steps needs the data the subnet is distilled on: --train_file (text), --train_dir or "
+            "--data_dir with a train/ folder (images)."
+        )
 
 
 def check_evaluation_data(eval_args: EvaluationArguments, finetune_args: FinetuneArguments) -> None:
@@ -640,6 +657,7 @@ def main(argv: Sequence[str] | None = None, *, prog: str | None = None) -> None:
     select_args, export_args, eval_args, finetune_args = parse_arguments(build_parser(prog), argv)
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
     check_paths(select_args, export_args, eval_args, finetune_args)
+    check_finetune_data(eval_args, finetune_args)
     check_evaluation_data(eval_args, finetune_args)
 
     subnet, how, results, index = select_subnet(select_args)
@@ -663,9 +681,9 @@ def main(argv: Sequence[str] | None = None, *, prog: str | None = None) -> None:
         finetuned = None
         if finetune_args.finetune_steps > 0:
             finetuned = finetune(
-                supernet, subnet, processor, select_args.supernet, finetune_args, export_args.output_dir
+                supernet, subnet, processor, select_args.supernet, finetune_args, eval_args, export_args.output_dir
             )
-            measured.add(finetuned["metrics"], data_description({"validation_file": finetune_args.validation_file}))
+            measured.add(finetuned["metrics"], data_description(finetuned["validation_data"]))
         if eval_args.evaluate:
             values, hashes = evaluate(supernet, subnet, select_args, export_args, eval_args, finetune_args)
             measured.add(values, data_description(options), measured_on_selection_split(results, hashes))
@@ -709,40 +727,41 @@ def main(argv: Sequence[str] | None = None, *, prog: str | None = None) -> None:
             push(folder, export_args)
 
 
-def finetune(supernet, subnet, tokenizer, supernet_path: str, args: FinetuneArguments, output_dir: str) -> dict:
-    """Distill `subnet` alone for `--finetune_steps` and return its accuracy without retraining and after it."""
+def finetune(
+    supernet,
+    subnet,
+    processor,
+    supernet_path: str,
+    args: FinetuneArguments,
+    eval_args: EvaluationArguments,
+    output_dir: str,
+) -> dict:
+    """Distill `subnet` alone for `--finetune_steps` and return its accuracy without retraining and after it (text:
+    `--train_file` / `--validation_file`; images: `--train_dir` or `--data_dir`'s train/ split, and its validation
+    split or `--validation_dir`)."""
     import datasets
-    from transformers import DataCollatorWithPadding, Trainer, set_seed
+    from transformers import Trainer, set_seed
 
-    from hf_nas.data import TextDataArguments, load_text_datasets, tokenize_classification
     from hf_nas.metrics import build_compute_metrics
     from hf_nas.training import SupernetTrainingArguments
     from hf_nas.training.recipes import find_saved_teacher, finetune_subnet
 
-    if get_family(supernet.config).is_image:
-        raise ValueError("--finetune_steps supports text supernets; for images fine-tune the extracted model.")
-    if tokenizer is None:
-        raise ValueError(f"--finetune_steps needs the tokenizer saved with the supernet; {supernet_path} has none.")
+    if processor is None:
+        kind = "image processor" if get_family(supernet.config).is_image else "tokenizer"
+        raise ValueError(f"--finetune_steps needs the {kind} saved with the supernet; {supernet_path} has none.")
     teacher = args.teacher_model_name_or_path or find_saved_teacher(supernet_path)
     teacher_name = teacher or "the supernet's full model"
     if teacher is None:  # a one-pass supernet: its full model taught every subnet in place, and teaches this one
         teacher = supernet.extract_subnet(supernet.max_subnet()).eval()
-    data = TextDataArguments(
-        train_file=args.train_file,
-        validation_file=args.validation_file,
-        text_column=args.text_column,
-        text_pair_column=args.text_pair_column,
-        label_column=args.label_column,
-        max_seq_length=args.max_seq_length,
-    )
-    raw = load_text_datasets(data)
-    label2id = {label: supernet.config.label2id[str(label)] for label in set(raw["train"][args.label_column])}
-    splits = {name: tokenize_classification(ds, tokenizer, data, label2id) for name, ds in raw.items()}
-    collator = DataCollatorWithPadding(tokenizer)
+    if get_family(supernet.config).is_image:
+        splits, collator, described = finetune_images(supernet, processor, args, eval_args)
+    else:
+        splits, collator, described = finetune_text(supernet, processor, args)
     # The Trainer's scratch folder: hidden beside the output, and a name the next export removes if this run dies.
     parent, name = os.path.split(os.path.abspath(output_dir))
     os.makedirs(parent, exist_ok=True)
     work = tempfile.mkdtemp(prefix=f".{name}.tmp-", dir=parent)
+    common = {"report_to": [], "remove_unused_columns": False, "disable_tqdm": True}
 
     def accuracy() -> float | None:
         if "validation" not in splits:
@@ -750,7 +769,7 @@ def finetune(supernet, subnet, tokenizer, supernet_path: str, args: FinetuneArgu
         with supernet.subnet(subnet):
             evaluator = Trainer(
                 model=supernet,
-                args=SupernetTrainingArguments(work, report_to=[], per_device_eval_batch_size=64, disable_tqdm=True),
+                args=SupernetTrainingArguments(work, per_device_eval_batch_size=64, **common),
                 data_collator=collator,
                 compute_metrics=build_compute_metrics(["accuracy"]),
             )
@@ -769,23 +788,96 @@ def finetune(supernet, subnet, tokenizer, supernet_path: str, args: FinetuneArgu
             hidden_loss_weight=args.finetune_hidden_loss_weight,
             distillation="teacher",
             save_strategy="no",
-            report_to=[],
             seed=args.seed,
+            **common,
         )
         finetune_subnet(supernet, subnet, targs, splits["train"], teacher_model=teacher, data_collator=collator)
         after = accuracy()
     finally:
         shutil.rmtree(work, ignore_errors=True)
     metrics = {}
-    description = f"teacher: {teacher_name}; {args.finetune_steps} steps on `{os.path.basename(args.train_file)}`"
+    description = f"teacher: {teacher_name}; {args.finetune_steps} steps on `{described['train']}`"
     if after is not None:
         metrics = {"accuracy": after, "accuracy_without_retraining": before}
-        description += (
-            f"; accuracy on `{os.path.basename(args.validation_file)}` {100 * before:.2f}% without retraining, "
-            f"{100 * after:.2f}% after"
-        )
+        description += f"; accuracy on `{described['validation']}` {100 * before:.2f}% without retraining, {100 * after:.2f}% after"
         logger.info("fine-tune: accuracy %.4f without retraining, %.4f after", before, after)
-    return {"metrics": metrics, "description": description}
+    return {"metrics": metrics, "description": description, "validation_data": described["options"]}
+
+
+def finetune_text(supernet, tokenizer, args: FinetuneArguments) -> tuple[dict, object, dict]:
+    """The tokenized splits of a text fine-tune, its collator, and how its data is named."""
+    from transformers import DataCollatorWithPadding
+
+    from hf_nas.data import TextDataArguments, load_text_datasets, tokenize_classification
+
+    if args.train_file is None:
+        raise ValueError(
+            "--finetune_steps on a text supernet needs --train_file (the data the subnet is distilled on)."
+        )
+    data = TextDataArguments(
+        train_file=args.train_file,
+        validation_file=args.validation_file,
+        text_column=args.text_column,
+        text_pair_column=args.text_pair_column,
+        label_column=args.label_column,
+        max_seq_length=args.max_seq_length,
+    )
+    raw = load_text_datasets(data)
+    label2id = {label: supernet.config.label2id[str(label)] for label in set(raw["train"][args.label_column])}
+    splits = {name: tokenize_classification(ds, tokenizer, data, label2id) for name, ds in raw.items()}
+    described = {
+        "train": os.path.basename(args.train_file),
+        "validation": os.path.basename(args.validation_file or ""),
+        "options": {"validation_file": args.validation_file},
+    }
+    return splits, DataCollatorWithPadding(tokenizer), described
+
+
+def finetune_images(supernet, processor, args: FinetuneArguments, eval_args: EvaluationArguments):
+    """The transformed image splits of an image fine-tune (at the saved image processor's size), its collator, and
+    how its data is named."""
+    from hf_nas.data import (
+        ImageClassificationCollator,
+        image_label_names,
+        load_image_datasets,
+        needs_interpolate_pos_encoding,
+        prepare_image_datasets,
+    )
+
+    if args.train_dir is None and eval_args.data_dir is None:
+        raise ValueError(
+            "--finetune_steps on an image supernet needs training images: --train_dir, or --data_dir with a train/ "
+            "folder."
+        )
+    data = ImageDataArguments(
+        data_dir=eval_args.data_dir,
+        train_dir=args.train_dir,
+        validation_dir=eval_args.validation_dir,
+        image_column=eval_args.image_column,
+        label_column=args.label_column,
+        cache_dir=eval_args.cache_dir,
+        max_eval_samples=eval_args.max_eval_samples,
+    )
+    raw = load_image_datasets(data, seed=args.seed)
+    if "train" not in raw:
+        raise ValueError(
+            f"--finetune_steps needs training images; {eval_args.data_dir} has no train/ folder: give --train_dir."
+        )
+    label2id = supernet.config.label2id
+    unknown = [n for n in image_label_names(raw["train"], args.label_column, present=True) if n not in label2id]
+    if unknown:
+        raise ValueError(f"The training images have classes {unknown} the supernet does not know: {list(label2id)}.")
+    splits = prepare_image_datasets(raw, processor, data, label2id=label2id, seed=args.seed)
+    size = processor_image_size(processor)
+    collator = ImageClassificationCollator(needs_interpolate_pos_encoding(supernet.config, size))
+    source = args.train_dir or eval_args.data_dir
+    validation = eval_args.validation_dir or eval_args.data_dir
+    described = {
+        "train": os.path.basename(source.rstrip("/")),
+        "validation": os.path.basename((validation or "").rstrip("/")),
+        "options": {"validation_dir": eval_args.validation_dir, "data_dir": eval_args.data_dir},
+    }
+    return splits, collator, described
 
 
 if __name__ == "__main__":

@@ -9,7 +9,15 @@ one JSON file; `hf-nas gradient-search` and `scripts/gradient_search.py` are thi
 
     hf-nas gradient-search --train_file data/sst2_sample.tsv --output_dir out/gradient \
         --max_steps 200 --arch_optimizer darts --resource_penalty 1 --target_macs_ratio 0.5 --extract
+    hf-nas gradient-search --model_name_or_path path/to/vit --data_dir data/cifar10_sample --image_size 56 \
+        --output_dir out/vit-gradient --max_steps 200 --target_macs_ratio 0.5 --extract
     hf-nas gradient-search args.json
+
+The checkpoint's model type picks the data options, as for `hf-nas train`: text classification for BERT
+(--train_file, ...), image classification for ViT and BEiT (--data_dir or --train_dir / --validation_dir,
+--image_size, ...; `--help` after `--model_name_or_path` lists them). For images, MACs are counted at --image_size
+(the image processor's size) unless --macs_image_size says otherwise, and the image processor is saved beside the
+supernet and every extracted subnet.
 """
 
 from __future__ import annotations
@@ -17,17 +25,27 @@ from __future__ import annotations
 import json
 import logging
 import os
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import transformers
 from torch.utils.data import DataLoader
-from transformers import AutoTokenizer, DataCollatorWithPadding, HfArgumentParser, set_seed
+from transformers import HfArgumentParser, set_seed
 
-from hf_nas import ElasticBertForSequenceClassification, SearchSpace, reorder_by_importance
-from hf_nas.commands import description_of, parse_arguments
-from hf_nas.commands.train import check_run_paths, default_checkpoint_help, find_last_checkpoint, setup_logging
-from hf_nas.data import HelpFormatter, TextDataArguments, load_text_datasets, tokenize_classification
+from hf_nas import SearchSpace, reorder_by_importance
+from hf_nas.commands import parse_arguments
+from hf_nas.commands.train import (
+    check_run_paths,
+    checkpoint_parser,
+    default_checkpoint_help,
+    find_last_checkpoint,
+    load_supernet,
+    prepare_images,
+    prepare_text,
+    setup_logging,
+)
+from hf_nas.data import TextDataArguments, processor_image_size
 from hf_nas.extraction import save_subnet
 from hf_nas.gradient import SELECTION_METHODS, GradientSearchArguments, GradientSearchTrainer, selection_summary
 from hf_nas.metrics import build_compute_metrics
@@ -42,7 +60,8 @@ class GradientSearchScriptArguments:
     model_name_or_path: str | None = field(
         default=None,
         metadata={
-            "help": "Vanilla BERT checkpoint (a local folder or a Hub id) or a supernet saved by hf-nas train. "
+            "help": "Vanilla BERT, ViT or BEiT checkpoint (a local folder or a Hub id) or a supernet saved by hf-nas "
+            "train. "
             f"Default: {default_checkpoint_help()}."
         },
     )
@@ -53,6 +72,7 @@ class GradientSearchScriptArguments:
         default=True, metadata={"help": "Reorder heads and neurons by importance first (vanilla checkpoints only)."}
     )
     importance_batches: int = field(default=8, metadata={"help": "Training batches used to measure importance."})
+    attn_implementation: str = field(default="sdpa", metadata={"help": "Attention implementation: eager or sdpa."})
     arch_split: float = field(
         default=0.1, metadata={"help": "Fraction of the training rows held out for the architecture steps."}
     )
@@ -72,19 +92,16 @@ class GradientSearchScriptArguments:
     )
 
 
-def build_parser(prog: str | None = None) -> HfArgumentParser:
-    """The parser of `hf-nas gradient-search`."""
-    return HfArgumentParser(
-        (GradientSearchScriptArguments, TextDataArguments, GradientSearchArguments),
-        prog=prog,
-        description=description_of(__doc__),
-        formatter_class=HelpFormatter,
-    )
+def build_parser(argv: Sequence[str] | None = None, prog: str | None = None) -> HfArgumentParser:
+    """The parser of `hf-nas gradient-search`, with the data options of the checkpoint `--model_name_or_path` in
+    `argv` (default `sys.argv[1:]`; text for BERT, images for ViT and BEiT)."""
+    return checkpoint_parser((GradientSearchScriptArguments, GradientSearchArguments), argv, prog, __doc__)
 
 
 def main(argv: Sequence[str] | None = None, *, prog: str | None = None) -> None:
     """Run `hf-nas gradient-search` on `argv` (default `sys.argv[1:]`): command-line options or one JSON file."""
-    script_args, data_args, args = parse_arguments(build_parser(prog), argv)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    script_args, data_args, args = parse_arguments(build_parser(argv, prog), argv)
     setup_logging(args)
     path = check_run_paths(script_args, data_args, args)
     last_checkpoint = find_last_checkpoint(args, script_args.overwrite_output_dir, do_train=True)
@@ -97,35 +114,19 @@ def main(argv: Sequence[str] | None = None, *, prog: str | None = None) -> None:
         raise ValueError(f"`arch_split` must be a fraction in (0, 1), got {script_args.arch_split}.")
     set_seed(args.seed)
 
-    raw = load_text_datasets(data_args)
-    if "train" not in raw:
-        raise ValueError("Gradient-based search trains the supernet: give --train_file or --dataset_name.")
-    labels = sorted(set(raw["train"][data_args.label_column]))
-    label2id = {label: i for i, label in enumerate(labels)}
-    tokenizer = AutoTokenizer.from_pretrained(path)
-    model = ElasticBertForSequenceClassification.from_pretrained(
-        path,
-        num_labels=len(labels),
-        id2label={i: str(label) for label, i in label2id.items()},
-        label2id={str(label): i for label, i in label2id.items()},
-    )
+    is_text = isinstance(data_args, TextDataArguments)
+    data = (prepare_text if is_text else prepare_images)(path, data_args, args)
+    if not is_text and args.macs_image_size is None:  # MACs at the size the images are fed at
+        args.macs_image_size = processor_image_size(data.processor)
+    model = load_supernet(path, data, script_args, args)
     if script_args.search_space_file is not None:
         model.search_space = SearchSpace.load(script_args.search_space_file)
     logger.info("search space: %s", model.search_space)
 
-    train = raw["train"]
-    if data_args.max_train_samples is not None and data_args.max_train_samples < len(train):
-        train = train.shuffle(seed=args.seed).select(range(data_args.max_train_samples))
-    parts = train.train_test_split(test_size=script_args.arch_split, seed=args.seed)
-    train = tokenize_classification(parts["train"], tokenizer, data_args, label2id)
-    arch = tokenize_classification(parts["test"], tokenizer, data_args, label2id)
-    dev = None
-    if "validation" in raw:
-        dev = raw["validation"]
-        if data_args.max_eval_samples is not None:
-            dev = dev.select(range(min(data_args.max_eval_samples, len(dev))))
-        dev = tokenize_classification(dev, tokenizer, data_args, label2id)
-    collator = DataCollatorWithPadding(tokenizer)
+    parts = data.splits["train"].train_test_split(test_size=script_args.arch_split, seed=args.seed)
+    train, arch = parts["train"], parts["test"]
+    dev = data.splits.get("validation")
+    collator = data.collator
 
     model_type = transformers.PreTrainedConfig.get_config_dict(path)[0].get("model_type")
     is_vanilla = model_type == vanilla_model_type(path)  # not a saved supernet: reorder its heads and neurons first
@@ -139,7 +140,7 @@ def main(argv: Sequence[str] | None = None, *, prog: str | None = None) -> None:
         train_dataset=train,
         arch_dataset=arch,
         eval_dataset=dev,
-        processing_class=tokenizer,
+        processing_class=data.processor,
         data_collator=collator,
         compute_metrics=build_compute_metrics([m.strip() for m in data_args.metrics.split(",") if m.strip()]),
     )
@@ -159,7 +160,7 @@ def main(argv: Sequence[str] | None = None, *, prog: str | None = None) -> None:
         selected[method] = selection_summary(model, subnet, **args.macs_inputs(model))
         logger.info("%s: %s (%.3f of the full model's MACs)", method, subnet, selected[method]["macs_ratio"])
         if script_args.extract and args.should_save:
-            save_subnet(model, os.path.join(args.output_dir, f"subnet-{method}"), subnet, processor=tokenizer)
+            save_subnet(model, os.path.join(args.output_dir, f"subnet-{method}"), subnet, processor=data.processor)
     if args.should_save:
         atomic_write_text(
             os.path.join(args.output_dir, "selected_subnets.json"),

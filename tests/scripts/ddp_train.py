@@ -8,6 +8,10 @@ DDP reduced gradients, and its log history.
 
     python -m torch.distributed.run --nproc_per_node 2 tests/scripts/ddp_train.py OUTDIR
     python tests/scripts/ddp_train.py OUTDIR  # the one-process reference
+    python -m torch.distributed.run --nproc_per_node 2 tests/scripts/ddp_train.py OUTDIR --model vit  # images
+
+With `--model vit` or `--model beit` the supernet is a tiny image classifier trained on random 32 px images by the
+teacher-first recipe: a fixed teacher (a vanilla model of the supernet's weights) with hidden-state distillation.
 """
 
 from __future__ import annotations
@@ -27,6 +31,46 @@ from tests.conftest import make_supernet  # noqa: E402
 
 GLOBAL_BATCH_SIZE = 8
 MAX_STEPS = 4
+
+
+def make_image_dataset(num_examples: int = 32, image_size: int = 32, seed: int = 0):
+    """Random images with a learnable label (is the mean of the red channel above 0?)."""
+    generator = torch.Generator().manual_seed(seed)
+    pixels = torch.randn(num_examples, 3, image_size, image_size, generator=generator)  # (N, 3, H, W)
+    labels = (pixels[:, 0].mean(dim=(1, 2)) > 0).long()  # (N,)
+    return [{"pixel_values": pixels[i], "labels": int(labels[i])} for i in range(num_examples)]
+
+
+def make_image_supernet(kind: str):
+    """A tiny ViT or BEiT (relative position bias per layer, layer scale, mean pooling) supernet classifier, and
+    the vanilla model of the same weights as its teacher."""
+    import hf_nas
+
+    common = {
+        "hidden_size": 32,
+        "num_hidden_layers": 4,
+        "num_attention_heads": 4,
+        "intermediate_size": 64,
+        "patch_size": 8,
+        "image_size": 32,
+        "num_labels": 2,
+        "hidden_dropout_prob": 0.0,
+        "attention_probs_dropout_prob": 0.0,
+    }
+    torch.manual_seed(0)
+    if kind == "vit":
+        model = hf_nas.ElasticViTForImageClassification(hf_nas.ElasticViTConfig(**common))
+    else:
+        config = hf_nas.ElasticBeitConfig(
+            **common,
+            use_relative_position_bias=True,
+            use_mean_pooling=True,
+            layer_scale_init_value=0.1,
+            drop_path_rate=0.0,
+        )
+        model = hf_nas.ElasticBeitForImageClassification(config)
+    teacher = model.extract_subnet(model.max_subnet()).eval()
+    return model, teacher
 
 
 def make_dataset(num_examples: int = 32, seq_len: int = 8, seed: int = 0):
@@ -85,7 +129,8 @@ class RecordingTrainer(SupernetTrainer):
 
             model.register_comm_hook(None, recording_allreduce)
             self._hooked = True
-        self.input_ids.append(inputs["input_ids"].detach().cpu().clone())
+        key = "input_ids" if "input_ids" in inputs else "pixel_values"
+        self.input_ids.append(inputs[key].detach().cpu().clone())
         return super().training_step(model, inputs, num_items_in_batch)
 
 
@@ -93,6 +138,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("outdir")
     parser.add_argument("--sampler", default="shiftnas")
+    parser.add_argument("--model", choices=["bert", "vit", "beit"], default="bert")
     parser.add_argument(
         "--ddp-find-unused-parameters",
         choices=["true", "false"],
@@ -113,8 +159,9 @@ def main() -> None:
         sampler=options.sampler,
         ddp_find_unused_parameters=find_unused,
         num_random_subnets=2,
-        attention_loss_weight=1.0,
+        attention_loss_weight=1.0 if options.model == "bert" else 0.0,
         hidden_loss_weight=1.0,
+        distillation=None if options.model == "bert" else "teacher",
         report_to=[],
         use_cpu=True,
         ddp_backend="gloo" if world_size > 1 else None,
@@ -124,8 +171,21 @@ def main() -> None:
         seed=0,
         disable_tqdm=True,
     )
+    if options.model == "bert":
+        model, teacher, dataset, collator = (
+            make_supernet("BertForSequenceClassification", num_labels=2),
+            None,
+            None,
+            None,
+        )
+        dataset = make_dataset()
+    else:
+        from hf_nas.data import ImageClassificationCollator
+
+        model, teacher = make_image_supernet(options.model)
+        dataset, collator = make_image_dataset(), ImageClassificationCollator()
     trainer = RecordingTrainer(
-        model=make_supernet("BertForSequenceClassification", num_labels=2), args=args, train_dataset=make_dataset()
+        model=model, teacher_model=teacher, args=args, train_dataset=dataset, data_collator=collator
     )
     trainer.train()
     rank = trainer.args.process_index
