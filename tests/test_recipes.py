@@ -564,8 +564,8 @@ def test_extract_with_a_short_distillation_reports_both_accuracies(tmp_path, mon
     extracted = AutoModelForSequenceClassification.from_pretrained(tmp_path / "subnet", trust_remote_code=True)
     changed = [n for n, p in extracted.state_dict().items() if not torch.equal(p, untrained.state_dict()[n])]
     assert changed, "the fine-tune did not change the subnet"
-    with pytest.raises(ValueError, match="--finetune_steps needs --train_file"):
-        script.FinetuneArguments(finetune_steps=3)
+    with pytest.raises(ValueError, match="--finetune_steps needs the data the subnet is distilled on: --train_file"):
+        script.check_finetune_data(script.EvaluationArguments(), script.FinetuneArguments(finetune_steps=3))
 
 
 def test_teacher_first_from_a_saved_supernet_keeps_its_weights_and_teacher(tmp_path, monkeypatch, tiny_checkpoint):
