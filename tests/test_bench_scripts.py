@@ -104,3 +104,40 @@ def test_vision_checkpoints_are_never_downloaded(load, tmp_path, monkeypatch):
         (cache / "checkpoints" / folder).mkdir(parents=True)
         (cache / "checkpoints" / folder / "config.json").write_text("{}")
     assert vision.build_checkpoints(str(cache))["vit"] == str(cache / "checkpoints" / "vit-small-p14-224")
+
+
+def test_vision_report_reads_targets_from_paired_intervals(load):
+    """The vision benchmark's verdicts on made-up test correctness: the full model 0.5 point below the teacher
+    (within 1.0), the 50% subnet 5 points below (NOT within 2.0) but above its trained-alone twin, and the 25% subnet
+    equal to the teacher."""
+    bench = load("bench_vision")
+    n = 2000
+    teacher = [1] * 1200 + [0] * 800
+
+    def below(points: float) -> list[int]:
+        drop = round(points / 100 * n)
+        return [0] * drop + teacher[drop:]  # the same examples, `drop` of the right ones turned wrong
+
+    args = bench.VisionBenchArguments(bootstrap_samples=200)
+    chosen = {
+        str(p): {"subnet": {"num_hidden_layers": 1}, "mac_ratio": p, "validation": 50.0, "test": t}
+        for p, t in ((1.0, below(0.5)), (0.5, below(5.0)), (0.25, teacher))
+    }
+    alone = {"0.5": {"test": below(8.0), "train_seconds": 1.0}, "0.25": {"test": teacher, "train_seconds": 1.0}}
+    fake = type("Fake", (), {"args": args})()
+    report = bench.Bench.report(
+        fake,
+        {"test": teacher, "validation": [1], "train_seconds": 1.0, "curve": []},
+        {"train_seconds": 2.0, "curve": []},
+        chosen,
+        alone,
+    )
+    by_point = {p["point"]: p for p in report["points"]}
+    assert by_point[1.0]["minus_teacher"]["diff"] == pytest.approx(-0.5)
+    assert by_point[0.5]["minus_alone"]["diff"] == pytest.approx(3.0)
+    assert report["targets"] == {
+        "full_within_1_of_teacher": "met",
+        "at_50_within_2_of_teacher": "NOT met",
+        "at_50_not_below_alone": "met",
+        "at_25_within_4_of_teacher": "met",
+    }
