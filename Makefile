@@ -6,8 +6,12 @@ BIN := $(VENV)/bin
 # torch pulled in by the project's requirements would download the multi-GB CUDA build.
 TORCH_PIN := torch==2.13.0
 LINT_PATHS := hf_nas scripts tests conftest.py
+SUPERNET_WORK_DIR ?= /tmp/hf_nas_bench_supernet
+MOS_WORK_DIR ?= /tmp/hf_nas_bench_mos
+BOSSNAS_WORK_DIR ?= /tmp/hf_nas_bench_bossnas
+COMPRESS_WORK_DIR ?= /tmp/hf_nas_bench_compress
 
-.PHONY: venv demo test lint bench bench-supernet bench-search bench-vision bench-gradient-search
+.PHONY: venv demo test lint bench bench-supernet bench-search bench-vision bench-gradient-search bench-mos bench-bossnas bench-compress
 
 venv: $(VENV)/.stamp
 
@@ -50,3 +54,22 @@ bench-vision: $(VENV)/.stamp-bench
 
 bench-gradient-search: $(VENV)/.stamp-bench
 	$(BIN)/python scripts/bench_gradient_search.py
+
+# Mixture-of-Supernets vs the standard supernet, on the supernet benchmark's rows (teacher, KD baselines) in its
+# work dir; the MoS runs and rows go to their own work dir.
+bench-mos: $(VENV)/.stamp-bench
+	$(BIN)/python scripts/bench_mos.py --supernet_work_dir $(SUPERNET_WORK_DIR) --work_dir $(MOS_WORK_DIR)
+
+# Block-wise training and rating (BossNAS) vs the sandwich supernet, with the supernet benchmark's teacher and one-pass
+# supernet from its work dir (run bench-supernet first); its own runs and rows go to their own work dir.
+bench-bossnas: $(VENV)/.stamp-bench
+	$(BIN)/python scripts/bench_bossnas.py --supernet_work_dir $(SUPERNET_WORK_DIR) --work_dir $(BOSSNAS_WORK_DIR)
+
+# Lottery Jackpots vs magnitude pruning, NUPES vs uniform quantization, ONNX Runtime vs PyTorch, on the one-pass
+# supernet's subnet at 50% MACs from the supernet benchmark's work dir (run bench-supernet first). torchao (the
+# weight-only baselines) goes into its own folder, imported only by the benchmark's torchao subprocess: installed in
+# the venv, every transformers import would load it.
+bench-compress: $(VENV)/.stamp-bench
+	test -d $(VENV)/torchao/torchao || $(BIN)/python -m pip install --no-deps --target $(VENV)/torchao torchao==0.18.0
+	$(BIN)/python scripts/bench_compress.py --supernet_work_dir $(SUPERNET_WORK_DIR) --work_dir $(COMPRESS_WORK_DIR) \
+		--torchao_path $(VENV)/torchao

@@ -32,7 +32,14 @@ def subnet_model_config(supernet: PreTrainedModel, subnet: SubnetConfig):
     config = supernet.config
     head_size = config.attention_head_size
     data: dict[str, Any] = config.to_dict()
-    for key in ("search_space", "model_type", "transformers_version", "auto_map", "architectures"):
+    for key in (
+        "search_space",
+        "mixture_of_supernets",
+        "model_type",
+        "transformers_version",
+        "auto_map",
+        "architectures",
+    ):
         data.pop(key, None)
     data.update(
         hidden_size=subnet.hidden_size,

@@ -203,9 +203,11 @@ def test_a_supernet_and_unknown_methods_are_refused():
         magnitude_prune(make_supernet("BertForSequenceClassification"), 0.5)
     with pytest.raises(TypeError, match="`model` must be a transformers PreTrainedModel, got Linear"):
         magnitude_prune(torch.nn.Linear(2, 2), 0.5)
-    with pytest.raises(ValueError, match=r"Unknown sparsity method 'random'; allowed: \['magnitude'\]\."):
+    with pytest.raises(ValueError, match=r"Unknown sparsity method 'random'; allowed: \['jackpot', 'magnitude'\]\."):
         get_sparsity_method("random")
-    assert sorted(SPARSITY_METHODS) == ["magnitude"] and SPARSITY_METHODS["magnitude"].prune is magnitude_prune
+    assert (
+        sorted(SPARSITY_METHODS) == ["jackpot", "magnitude"] and SPARSITY_METHODS["magnitude"].prune is magnitude_prune
+    )
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -281,7 +283,8 @@ def test_compress_writes_a_pruned_checkpoint_that_loads_like_the_input(
     card, source_card = ((f / "README.md").read_text() for f in (out, source))
     assert card.startswith(source_card.rstrip("\n")) and card.count("## Compression") == 1
     section = card.split("## Compression", 1)[1]
-    assert "global unstructured magnitude pruning" in section and f"**{100 * report.share:.2f}%**" in section
+    assert "by magnitude pruning" in section and "global and unstructured" in section
+    assert f"**{100 * report.share:.2f}%**" in section
     assert all(f"| `{name}` | {layer.zeros:,} | {layer.total:,} |" in section for name, layer in report.layers.items())
 
 
@@ -375,7 +378,8 @@ def test_compress_unknown_method(folders, tmp_path, capsys):
         compress_command.main([*argv, "--method", "random"], prog="hf-nas compress")
     assert exit_info.value.code == 2
     assert re.search(
-        r"argument --method: invalid choice: 'random' \(choose from '?magnitude'?\)", capsys.readouterr().err
+        r"argument --method: invalid choice: 'random' \(choose from '?jackpot'?, '?magnitude'?\)",
+        capsys.readouterr().err,
     )
     arguments = tmp_path / "args.json"  # a JSON file skips argparse's choices: the dataclass checks it
     arguments.write_text(
@@ -383,7 +387,9 @@ def test_compress_unknown_method(folders, tmp_path, capsys):
             {"model": str(folders["bert"]), "output_dir": str(tmp_path / "out"), "sparsity": 0.5, "method": "x"}
         )
     )
-    with pytest.raises(ValueError, match=r"--method: Unknown sparsity method 'x'; allowed: \['magnitude'\]\."):
+    with pytest.raises(
+        ValueError, match=r"--method: Unknown sparsity method 'x'; allowed: \['jackpot', 'magnitude'\]\."
+    ):
         compress_command.main([str(arguments)])
     assert not (tmp_path / "out").exists()
 
@@ -391,7 +397,7 @@ def test_compress_unknown_method(folders, tmp_path, capsys):
 def test_compress_help_is_the_scripts_help(capsys, monkeypatch):
     monkeypatch.setenv("COLUMNS", "120")
     code, cli_help, _ = run_cli(capsys, "compress", "--help")
-    assert code == 0 and "--sparsity SPARSITY" in cli_help and "{magnitude}" in cli_help
+    assert code == 0 and "--sparsity SPARSITY" in cli_help and "{jackpot,magnitude}" in cli_help
     code, script_help, _ = run_script(capsys, monkeypatch, "compress_subnet.py", "--help")
     assert code == 0
     assert normalized_help(cli_help, "hf-nas compress") == normalized_help(script_help, "compress_subnet.py")

@@ -27,6 +27,20 @@ search ends as the uninterrupted one would have.
 
 The printed front, `pareto.csv` and `pareto.png` give each point of the front its `pareto_index` (0-based, what
 `hf-nas extract --pareto_index` takes) and its `record` number (its place in search_results.json, `--record`).
+
+The hypervolume is measured from a reference point fixed before the search (--reference_point fixed: the majority
+class's accuracy, the full model's MACs, parameters and latency) to the ideal point (accuracy 1, costs 0), over every
+objective, so hypervolumes of different searches compare.
+
+`predicted_latency` is the latency of the extracted subnet predicted by a per-device latency table (per-layer timings
+and a correction learned on whole-model measurements, measured once and cached in --latency_table_dir per device and
+setting): cheap enough to score every candidate.
+
+Several processes share a search's accuracy evaluations; the main process times latencies alone and writes the
+results, which are those of a one-process search with the same seed:
+
+    torchrun --nproc_per_node 4 -m hf_nas search --supernet out/supernet ...
+    accelerate launch --num_processes 4 -m hf_nas search --supernet out/supernet ...
 """
 
 from __future__ import annotations
@@ -59,7 +73,16 @@ from hf_nas.data import (
 )
 from hf_nas.metrics import BUNDLED_METRICS
 from hf_nas.models.auto import elastic_class_for
-from hf_nas.search import OBJECTIVES, STRATEGIES, Constraint, SubnetSearch, get_objective, parse_constraints
+from hf_nas.search import (
+    OBJECTIVES,
+    STRATEGIES,
+    Constraint,
+    SearchProcesses,
+    SubnetSearch,
+    get_objective,
+    init_search_processes,
+    parse_constraints,
+)
 from hf_nas.search.objectives import TaskMetricObjective
 from hf_nas.utils import OutputLockedError, command_output_lock, output_lock
 from hf_nas.validation import check_model_path, check_wait_for_lock
@@ -68,6 +91,7 @@ logger = logging.getLogger(__name__)
 
 TASK_METRICS = BUNDLED_METRICS  # the task metrics a search can measure offline: accuracy, f1
 DEFAULT_OBJECTIVES = "accuracy,macs,latency"
+REFERENCE_POINTS = {"fixed": "fixed", "records": None}  # --reference_point -> SubnetSearch(reference_point=...)
 _TASK_METRIC = TaskMetricObjective  # the registered class (the name below may be swapped for a wrapper)
 
 
@@ -139,6 +163,20 @@ class SearchArguments:
     latency_min_run_time: float = field(
         default=0.5, metadata={"help": "Seconds of timed runs per subnet for its latency."}
     )
+    latency_table_dir: str | None = field(
+        default=None,
+        metadata={
+            "help": "Cache folder of the latency tables of predicted_latency, one file per device and setting "
+            "(when unset: $HF_NAS_CACHE/latency or ~/.cache/hf_nas/latency)."
+        },
+    )
+    reference_point: str = field(
+        default="fixed",
+        metadata={
+            "help": "The hypervolume's reference point: fixed (set before the search: majority-class accuracy, the "
+            "full model's costs; comparable across searches) or records (the range of the measured values)."
+        },
+    )
     eval_batch_size: int = field(
         default=64, metadata={"help": "Validation examples per forward pass of the task metric."}
     )
@@ -172,6 +210,10 @@ class SearchArguments:
             if getattr(self, name) < 1:
                 raise ValueError(f"--{name} must be a positive integer, got {getattr(self, name)}.")
         check_wait_for_lock(self.wait_for_lock)
+        if self.reference_point not in REFERENCE_POINTS:
+            raise ValueError(
+                f"--reference_point {self.reference_point!r} is not allowed; allowed: {', '.join(REFERENCE_POINTS)}."
+            )
 
 
 @dataclass
@@ -287,9 +329,16 @@ def main(argv: Sequence[str] | None = None, *, prog: str | None = None) -> None:
     args, data_args = parse_arguments(build_parser(argv, prog=prog), argv)
     names = objective_names(args.objectives, data_args.metrics)
     constraints = search_constraints(args.constraint, names)
-    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
-    with lock_output_dir(args):  # before the data and the supernet load, until the last write
-        run_search(args, data_args, names, constraints)
+    processes = init_search_processes()  # under torchrun / accelerate launch: join the other processes
+    level = logging.INFO if processes.is_main else logging.WARNING
+    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=level)
+    with ExitStack() as stack:
+        # the main process holds the lock before the data and the supernet load, until the last write
+        def lock() -> None:
+            stack.enter_context(lock_output_dir(args))
+
+        processes.on_main(lock)
+        run_search(args, data_args, names, constraints, processes)
 
 
 def run_search(
@@ -297,17 +346,19 @@ def run_search(
     data_args: TextDataArguments | ImageDataArguments,
     names: list[str],
     constraints: list[Constraint],
+    processes: SearchProcesses | None = None,
 ) -> None:
-    """Load the supernet and the validation data, run the search (resumed from --output_dir) and print its front."""
+    """Load the supernet and the validation data, run the search (resumed from --output_dir) and print its front.
+    With several `processes`, they load one after the other (a shared datasets cache is written once) and share the
+    search."""
+    processes = processes if processes is not None else SearchProcesses()
     datasets.utils.logging.set_verbosity_warning()
     set_seed(args.seed)
     if names != _split("--objectives", args.objectives):
         logger.info("objectives: %s (--metrics %s)", ",".join(names), data_args.metrics)
 
-    if isinstance(data_args, TextDataArguments):
-        model, metric_objective, shape = text_objectives(args, data_args)
-    else:
-        model, metric_objective, shape = image_objectives(args, data_args)
+    load = text_objectives if isinstance(data_args, TextDataArguments) else image_objectives
+    model, metric_objective, shape = processes.one_at_a_time(lambda: load(args, data_args))
     objectives = []
     for name in names:
         if name in TASK_METRICS:
@@ -321,6 +372,21 @@ def run_search(
                     batch_size=args.latency_batch_size,
                     device=args.latency_device,
                     min_run_time=args.latency_min_run_time,
+                    **shape,
+                )
+            )
+        elif name == "predicted_latency":
+            if "sequence_length" not in shape:
+                raise ValueError(
+                    "--objectives predicted_latency: latency tables time the layers of BERT supernets; measure the "
+                    "latency of this supernet with the objective latency."
+                )
+            objectives.append(
+                get_objective(
+                    "predicted_latency",
+                    batch_size=args.latency_batch_size,
+                    device=args.latency_device,
+                    cache_dir=args.latency_table_dir,
                     **shape,
                 )
             )
@@ -339,9 +405,12 @@ def run_search(
         output_dir=args.output_dir,
         seed=args.seed,
         wait_for_lock=args.wait_for_lock,
+        reference_point=REFERENCE_POINTS[args.reference_point],
+        processes=processes,
     )
     results = search.run()  # keeps the lock of --output_dir that `main` holds
-    print_summary(results, args)
+    if processes.is_main:
+        print_summary(results, args)
 
 
 def lock_output_dir(args: SearchArguments) -> ExitStack:

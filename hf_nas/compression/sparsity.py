@@ -37,16 +37,25 @@ from ..models.families import get_family
 from ..models.supernet import SupernetMixin
 
 __all__ = [
+    "PATTERNS",
     "SPARSITY_METHODS",
     "LayerSparsity",
     "SparsityMethod",
     "SparsityReport",
+    "check_compressible",
+    "check_pattern",
     "check_sparsity",
     "get_sparsity_method",
+    "magnitude_masks",
     "magnitude_prune",
     "prunable_weights",
+    "register_sparsity_method",
     "sparsity_report",
 ]
+
+# The layouts of the zeros: anywhere (`unstructured`, the share is over all weights together), or 2 of every 4
+# consecutive weights of a row (`2:4`, NVIDIA's semi-structured sparsity; the share is then 0.5 exactly).
+PATTERNS = ("unstructured", "2:4")
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -76,6 +85,7 @@ class SparsityReport:
             to its zeros, in the model's order.
         method (`str`, *optional*): the method that made the zeros (`magnitude`); `None` for a measurement.
         target (`float`, *optional*): the sparsity asked of `method`.
+        pattern (`str`, *optional*, defaults to `"unstructured"`): the layout of the zeros ([`PATTERNS`]).
 
     Example:
 
@@ -92,6 +102,7 @@ class SparsityReport:
     layers: dict[str, LayerSparsity]
     method: str | None = None
     target: float | None = None
+    pattern: str = "unstructured"
 
     @property
     def zeros(self) -> int:
@@ -107,10 +118,11 @@ class SparsityReport:
         return self.zeros / self.total if self.total else 0.0
 
     def to_dict(self) -> dict[str, Any]:
-        """A JSON-ready dict: method, target, overall zeros/total/share and `layers`."""
+        """A JSON-ready dict: method, target, pattern, overall zeros/total/share and `layers`."""
         return {
             "method": self.method,
             "target": self.target,
+            "pattern": self.pattern,
             "zeros": self.zeros,
             "total": self.total,
             "share": self.share,
@@ -121,12 +133,26 @@ class SparsityReport:
     def from_dict(cls, data: Mapping[str, Any]) -> SparsityReport:
         """The report of [`to_dict`] (e.g. read back from `compression.json`)."""
         layers = {name: LayerSparsity(int(d["zeros"]), int(d["total"])) for name, d in data["layers"].items()}
-        return cls(layers, data.get("method"), data.get("target"))
+        return cls(layers, data.get("method"), data.get("target"), data.get("pattern", "unstructured"))
 
 
 # ----------------------------------------------------------------------------------------------------------------
 # the weights
-def _check_model(model: Any, action: str) -> None:
+def check_compressible(model: Any, action: str) -> None:
+    """Refuse what compression cannot work on, naming `action` (e.g. `"magnitude pruning"`): an elastic supernet
+    (extract a subnet first) or anything that is not a transformers `PreTrainedModel`.
+
+    Example:
+
+    ```python
+    >>> from torch import nn
+    >>> from hf_nas.compression import check_compressible
+    >>> check_compressible(nn.Linear(2, 2), "ONNX export")
+    Traceback (most recent call last):
+        ...
+    TypeError: `model` must be a transformers PreTrainedModel, got Linear.
+    ```
+    """
     if isinstance(model, SupernetMixin):
         raise TypeError(
             f"`model` is an elastic supernet ({type(model).__name__}); {action} works on an extracted subnet: extract "
@@ -229,6 +255,28 @@ def check_sparsity(sparsity: Any, name: str = "sparsity") -> float:
     return float(sparsity)
 
 
+def check_pattern(pattern: Any, sparsity: float | None = None, name: str = "pattern") -> str:
+    """`pattern` if it is one of [`PATTERNS`]; `2:4` also needs `sparsity` (when given) to be 0.5.
+
+    Example:
+
+    ```python
+    >>> from hf_nas.compression import check_pattern
+    >>> check_pattern("2:4", 0.5)
+    '2:4'
+    >>> check_pattern("2:4", 0.7)
+    Traceback (most recent call last):
+        ...
+    ValueError: `pattern` '2:4' keeps 2 of every 4 weights: its sparsity is 0.5, got 0.7.
+    ```
+    """
+    if pattern not in PATTERNS:
+        raise ValueError(f"`{name}` {pattern!r} is not a sparsity pattern; allowed: {list(PATTERNS)}.")
+    if pattern == "2:4" and sparsity is not None and sparsity != 0.5:
+        raise ValueError(f"`{name}` '2:4' keeps 2 of every 4 weights: its sparsity is 0.5, got {sparsity}.")
+    return pattern
+
+
 def _prune_masks(scores: list[torch.Tensor], k: int) -> list[torch.Tensor]:
     """Boolean masks of the `k` smallest scores over all tensors together; ties at the threshold go to the earliest
     entries (tensors in order, each flattened), as a stable sort would."""
@@ -246,19 +294,81 @@ def _prune_masks(scores: list[torch.Tensor], k: int) -> list[torch.Tensor]:
     return masks
 
 
+def _semi_structured_masks(scores: list[torch.Tensor], names: list[str]) -> list[torch.Tensor]:
+    """Boolean masks pruning the 2 smallest scores of every 4 consecutive entries of each row (ties to the earlier)."""
+    masks = []
+    for name, score in zip(names, scores, strict=True):
+        if score.ndim != 2 or score.shape[1] % 4:
+            raise ValueError(
+                f"The 2:4 pattern groups 4 consecutive input weights; {name} has shape {tuple(score.shape)}, whose "
+                "input size is not a multiple of 4."
+            )
+        groups = score.reshape(-1, 4)  # (R * I / 4, 4)
+        order = torch.sort(groups, dim=1, stable=True).indices  # (G, 4) smallest first
+        mask = torch.zeros_like(groups, dtype=torch.bool)
+        mask.scatter_(1, order[:, :2], True)
+        masks.append(mask.view_as(score))
+    return masks
+
+
+@torch.no_grad()
+def magnitude_masks(
+    weights: Mapping[str, torch.Tensor], sparsity: float, pattern: str = "unstructured"
+) -> dict[str, torch.Tensor]:
+    """The masks of magnitude pruning: True where a weight is pruned. `unstructured`: the `round(sparsity * total)`
+    weights of smallest absolute value over all `weights` together (ties broken by position, so the count is exact);
+    `2:4`: the 2 of smallest absolute value in every 4 consecutive weights of a row.
+
+    Args:
+        weights (`Mapping[str, torch.Tensor]`): e.g. [`prunable_weights`] of a model.
+        sparsity (`float`): the share to prune, 0 < sparsity < 1 (0.5 for `2:4`).
+        pattern (`str`, *optional*, defaults to `"unstructured"`): one of [`PATTERNS`].
+
+    Example:
+
+    ```python
+    >>> import torch
+    >>> from hf_nas.compression import magnitude_masks
+    >>> masks = magnitude_masks({"w": torch.tensor([[0.1, -3.0, 2.0, -0.2]])}, 0.5, "2:4")
+    >>> masks["w"].tolist()
+    [[True, False, False, True]]
+    ```
+    """
+    sparsity = check_sparsity(sparsity)
+    pattern = check_pattern(pattern, sparsity)
+    if not weights:
+        raise ValueError("No weights to prune.")
+    device = next(iter(weights.values())).device
+    scores = [w.detach().abs().to(device=device, dtype=torch.float32) for w in weights.values()]
+    if not all(bool(torch.isfinite(s).all()) for s in scores):
+        raise ValueError("The model has non-finite (NaN or inf) encoder weights; magnitude pruning needs finite ones.")
+    if pattern == "2:4":
+        return dict(zip(weights, _semi_structured_masks(scores, list(weights)), strict=True))
+    k = round(sparsity * sum(s.numel() for s in scores))
+    if k == 0:
+        return {name: torch.zeros_like(s, dtype=torch.bool) for name, s in zip(weights, scores, strict=True)}
+    return dict(zip(weights, _prune_masks(scores, k), strict=True))
+
+
 @torch.no_grad()
 def magnitude_prune(
-    model: PreTrainedModel, sparsity: float, *, include: str | Sequence[str] | None = None
+    model: PreTrainedModel,
+    sparsity: float,
+    *,
+    include: str | Sequence[str] | None = None,
+    pattern: str = "unstructured",
 ) -> SparsityReport:
-    """Global unstructured magnitude pruning, in place: of the weights of [`prunable_weights`] taken together, the
+    """Global magnitude pruning, in place: of the weights of [`prunable_weights`] taken together, the
     `round(sparsity * total)` of smallest absolute value become exactly zero (ties broken by position, so the count
-    is exact; weights that were already zero count among them).
+    is exact; weights that were already zero count among them). With `pattern="2:4"`, the 2 of smallest absolute value
+    in every 4 consecutive weights of each row instead ([`magnitude_masks`]).
 
     Args:
         model (`PreTrainedModel`): an extracted subnet or a vanilla BERT, ViT or BEiT model (not a supernet).
-        sparsity (`float`): the share of zeros, 0 < sparsity < 1.
+        sparsity (`float`): the share of zeros, 0 < sparsity < 1 (0.5 with `pattern="2:4"`).
         include (`str` or `Sequence[str]`, *optional*): glob patterns restricting the weights (see
             [`prunable_weights`]); `sparsity` is then the share of zeros among those.
+        pattern (`str`, *optional*, defaults to `"unstructured"`): the layout of the zeros, one of [`PATTERNS`].
 
     Returns:
         [`SparsityReport`]: the zeros of each pruned weight and overall, with `method="magnitude"`.
@@ -278,32 +388,30 @@ def magnitude_prune(
     True
     ```
     """
-    _check_model(model, "magnitude pruning")
+    check_compressible(model, "magnitude pruning")
     sparsity = check_sparsity(sparsity)
+    pattern = check_pattern(pattern, sparsity)
     weights = prunable_weights(model, include)
     if not weights:
         raise ValueError("`model` has no encoder layers, so no weights to prune.")
-    device = next(iter(weights.values())).device
-    scores = [w.detach().abs().to(device=device, dtype=torch.float32) for w in weights.values()]
-    if not all(bool(torch.isfinite(s).all()) for s in scores):
-        raise ValueError("`model` has non-finite (NaN or inf) encoder weights; magnitude pruning needs finite ones.")
-    k = round(sparsity * sum(s.numel() for s in scores))
-    if k > 0:
-        for weight, mask in zip(weights.values(), _prune_masks(scores, k), strict=True):
-            weight.masked_fill_(mask.to(weight.device), 0)
+    for name, mask in magnitude_masks(weights, sparsity, pattern).items():
+        weights[name].masked_fill_(mask.to(weights[name].device), 0)
     measured = sparsity_report(model, include=include)
-    return SparsityReport(measured.layers, method="magnitude", target=sparsity)
+    return SparsityReport(measured.layers, method="magnitude", target=sparsity, pattern=pattern)
 
 
 # ----------------------------------------------------------------------------------------------------------------
 # the registry
 @dataclass(frozen=True)
 class SparsityMethod:
-    """A way to make weights sparse: `prune(model, sparsity, include=...)` prunes in place and returns a
-    [`SparsityReport`]; `description` completes the model card's "Compressed ... by" sentence."""
+    """A way to make weights sparse: `prune(model, sparsity, include=..., pattern=..., **data)` prunes in place and
+    returns a [`SparsityReport`]; `description` completes the model card's "Compressed ... by" sentence. A method
+    with `needs_data=True` (a search, a fine-tuning) also takes `train_dataset` and `data_collator` keyword
+    arguments, and `config`, its settings."""
 
     prune: Callable[..., SparsityReport]
     description: str = field(default="")
+    needs_data: bool = False
 
     def __call__(self, model: PreTrainedModel, sparsity: float, **kwargs: Any) -> SparsityReport:
         return self.prune(model, sparsity, **kwargs)
@@ -312,10 +420,17 @@ class SparsityMethod:
 SPARSITY_METHODS: dict[str, SparsityMethod] = {
     "magnitude": SparsityMethod(
         magnitude_prune,
-        "global unstructured magnitude pruning (the weights of smallest absolute value over all encoder layers "
-        "together set to zero, without retraining)",
+        "magnitude pruning (the weights of smallest absolute value set to zero, without retraining)",
     ),
 }
+
+
+def register_sparsity_method(name: str, method: SparsityMethod) -> SparsityMethod:
+    """Add a sparsity method that `hf-nas compress --method` can choose (`hf_nas.compression` registers its own)."""
+    if not isinstance(method, SparsityMethod):
+        raise TypeError(f"`method` must be a SparsityMethod, got {type(method).__name__}.")
+    SPARSITY_METHODS[name] = method
+    return method
 
 
 def get_sparsity_method(name: str) -> SparsityMethod:

@@ -24,12 +24,20 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..mixture import check_no_mixture
 from ..models.supernet import set_active_layers
 from ..modules import ElasticLayerNorm
 from ..search_space import SubnetConfig
 from .parameters import ArchitectureWeights, check_supernet
 
-__all__ = ["MixedForward"]
+__all__ = ["MIXTURE_REFUSAL", "MixedForward"]
+
+# Why a Mixture-of-Supernets supernet cannot be searched by gradient, and what to do instead.
+MIXTURE_REFUSAL = (
+    "It superposes every choice in one forward on one set of weights, while a mixture supernet computes each subnet "
+    "with weights of its own. Search it with SubnetSearch / `hf-nas search` (which sets each subnet), or run the "
+    "gradient search on a supernet without a mixture."
+)
 
 
 def _prefix_indicator(choices: Sequence[int], size: int, device: torch.device) -> torch.Tensor:
@@ -107,6 +115,7 @@ class MixedForward:
 
     def __init__(self, model: nn.Module, weights: ArchitectureWeights | None = None):
         self.model = check_supernet(model)
+        check_no_mixture(model, "The weight-entangled mixed forward (gradient search)", MIXTURE_REFUSAL)
         self.space = model.search_space
         self.weights = weights
         self._handles: list[Any] = []

@@ -29,12 +29,13 @@ from transformers import PreTrainedModel, Trainer, TrainingArguments
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
 from ..costs import count_macs
+from ..mixture import check_no_mixture
 from ..models.families import get_family
 from ..models.supernet import SupernetMixin
 from ..search_space import SubnetConfig
 from ..utils import atomic_write_text
 from .cost import expected_macs
-from .mixture import MixedForward
+from .mixture import MIXTURE_REFUSAL, MixedForward
 from .parameters import ArchitectureParameters, ArchitectureWeights
 from .selection import perturbation_select, select_argmax
 
@@ -221,6 +222,7 @@ class GradientSearchTrainer(Trainer):
             raise TypeError(
                 f"GradientSearchTrainer searches an elastic supernet (ElasticBert*, ...), got {type(model).__name__}."
             )
+        check_no_mixture(model, "GradientSearchTrainer", MIXTURE_REFUSAL)
         seed = args.seed if args.arch_seed is None else args.arch_seed
         arch_parameters = _check_arch_parameters(arch_parameters, model, args, seed)
         self.macs_inputs = args.macs_inputs(model)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
+from ..mixture.config import MixtureConfig
 from ..search_space import SearchSpace
 
 __all__ = ["ElasticConfigMixin"]
@@ -14,8 +15,9 @@ class ElasticConfigMixin:
     """Mixed into an `Elastic*Config` that subclasses a vanilla config (a strict dataclass).
 
     The subclass sets `model_type` (e.g. `"elastic_vit"`), `_loadable_model_types` (the vanilla type and its own)
-    and `_family` (a display name), declares `search_space: dict | None = None`, and calls `_init_search_space()`
-    at the end of its `__post_init__`.
+    and `_family` (a display name), declares `search_space: dict | None = None` and
+    `mixture_of_supernets: dict | str | None = None`, and calls `_init_search_space()` and `_init_mixture()` at the
+    end of its `__post_init__`.
     """
 
     _loadable_model_types: tuple[str, ...] = ()
@@ -33,6 +35,23 @@ class ElasticConfigMixin:
             )
         space = SearchSpace.from_model_config(self) if self.search_space is None else self.check_search_space()
         self.search_space = space.to_dict()
+
+    def _init_mixture(self) -> None:
+        """Check `mixture_of_supernets` (None, a mode name or a [`MixtureConfig`] dict) and store it as the full dict of
+        its settings, or None when its mode is "off"."""
+        value = self.mixture_of_supernets
+        if value is None:
+            return
+        if isinstance(value, str):
+            mixture = MixtureConfig(mode=value)
+        elif isinstance(value, dict):
+            mixture = MixtureConfig.from_dict(value)
+        else:
+            raise TypeError(
+                f"mixture_of_supernets must be None, a mode name or a MixtureConfig dict, got {value!r} of type "
+                f"{type(value).__name__}."
+            )
+        self.mixture_of_supernets = mixture.to_dict() if mixture.enabled else None
 
     def check_search_space(self) -> SearchSpace:
         """The search space of `config.search_space`, checked against the supernet's sizes: a `TypeError` or

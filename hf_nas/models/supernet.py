@@ -12,6 +12,13 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from transformers import PretrainedConfig
 
+from ..mixture import (
+    MIXTURE_PARAMETER_PATTERN,
+    attach_mixture,
+    init_mixture_weights,
+    mixture_config_of,
+    route_subnet,
+)
 from ..search_space import SearchSpace, SubnetConfig
 from ..utils import check_weight_files
 
@@ -106,9 +113,24 @@ class SupernetMixin:
         where = f"{folder} ({', '.join(files)})" if files else name
         if info["mismatched_keys"] and not ignore_mismatched_sizes:
             raise ValueError(_mismatch_message(model.config, where, sorted(info["mismatched_keys"])[0]))
+        info = _check_mixture_keys(model, where, _saved_config(folder) if local else None, info)
         if local and _model_type(folder) == cls.config_class.model_type:
             _check_layers(model.config, where, info["missing_keys"], info["unexpected_keys"])
+        if mixture_config_of(model.config) is not None:
+            route_subnet(model, model.active_subnet, force=True)  # the encoding buffers are not saved
         return (model, info) if output_loading_info else model
+
+    def post_init(self) -> None:
+        # A config asking for Mixture-of-Supernets gets its mixture layers before the weights are initialized.
+        self.config._init_mixture()  # also when set after the config was built (a `from_pretrained` keyword)
+        mixture = mixture_config_of(self.config)
+        if mixture is not None:
+            attach_mixture(self, mixture)
+        super().post_init()
+
+    def _init_weights(self, module: Any) -> None:
+        super()._init_weights(module)
+        init_mixture_weights(module)  # experts copy the (loaded or initialized) weight; routers start near uniform
 
     # ------------------------------------------------------------------------------------------------------------
     # the space
@@ -169,6 +191,8 @@ class SupernetMixin:
         pass subnets drawn from the space (training, search, extraction). Use [`set_subnet`] for user input."""
         self._apply_subnet(subnet)
         self.__dict__["_active_subnet"] = subnet
+        if self.base_model is self and getattr(self.config, "mixture_of_supernets", None):
+            route_subnet(self, subnet)  # Mixture-of-Supernets: the weights follow the subnet
 
     def _apply_subnet(self, subnet: SubnetConfig) -> None:
         """Set the active sizes without validation. A model with a head activates its base model, then the head's
@@ -208,14 +232,43 @@ class SupernetMixin:
 
 # --------------------------------------------------------------------------------------------------------------------
 # checks of a checkpoint against its config
-def _model_type(folder: str) -> str | None:
-    """The `model_type` of `folder`'s config.json (`None` if it has none or cannot be read)."""
+def _saved_config(folder: str) -> dict | None:
+    """`folder`'s config.json as a dict (`None` if it cannot be read)."""
     try:
         with open(os.path.join(folder, "config.json")) as f:
             data = json.load(f)
     except (OSError, ValueError):
         return None
-    return data.get("model_type") if isinstance(data, dict) else None
+    return data if isinstance(data, dict) else None
+
+
+def _model_type(folder: str) -> str | None:
+    """The `model_type` of `folder`'s config.json (`None` if it has none or cannot be read)."""
+    data = _saved_config(folder)
+    return data.get("model_type") if data is not None else None
+
+
+def _check_mixture_keys(model: Any, where: str, saved: dict | None, info: dict) -> dict:
+    """The loading info without the Mixture-of-Supernets tensors a checkpoint saved without a mixture lacks (they were
+    initialized from its weights: every expert a copy). Refuses, naming the tensor, a checkpoint saved with a mixture
+    that lacks them (damaged), and one holding mixture tensors loaded into a model without a mixture."""
+    missing = [key for key in info["missing_keys"] if MIXTURE_PARAMETER_PATTERN.search(key)]
+    unexpected = [key for key in info["unexpected_keys"] if MIXTURE_PARAMETER_PATTERN.search(key)]
+    if unexpected and mixture_config_of(model.config) is None:
+        raise ValueError(
+            f"The weights in {where} hold Mixture-of-Supernets tensors (`{sorted(unexpected)[0]}`), but the config "
+            "asks for no mixture (mixture_of_supernets is off); allowed: load the checkpoint with its own config "
+            "(do not override mixture_of_supernets)."
+        )
+    if not missing:
+        return info
+    if saved is not None and saved.get("mixture_of_supernets"):
+        raise ValueError(
+            f"The weights in {where} lack the Mixture-of-Supernets tensor `{sorted(missing)[0]}` that its config.json "
+            f"(mixture_of_supernets={saved['mixture_of_supernets']}) says it holds: the checkpoint is incomplete."
+        )
+    keep = set(missing)
+    return {**info, "missing_keys": type(info["missing_keys"])(k for k in info["missing_keys"] if k not in keep)}
 
 
 def _check_config_file(model_class: Any, folder: str) -> None:

@@ -27,7 +27,8 @@ class ElasticLayer(ABC):
     - `reorder_by_importance`: `head_projection`, `neuron_projection` (input masks), `max_num_attention_heads`,
       `max_intermediate_size`, `attention_head_size`, `permute_heads`, `permute_neurons`;
     - distillation (attention relations): `qkv_projections`;
-    - gradient-based search: `head_projection`, `neuron_projection` (input scaling) and the sizes.
+    - gradient-based search: `head_projection`, `neuron_projection` (input scaling) and the sizes;
+    - Mixture-of-Supernets (which linear layers get experts): `ffn_projections`, `qkv_projections`, `head_projection`.
     """
 
     @abstractmethod
@@ -63,6 +64,11 @@ class ElasticLayer(ABC):
     def neuron_projection(self) -> nn.Module:
         """The linear layer whose input is the activated FFN neurons `(B, T, intermediate_size)`: a forward pre-hook
         on it sees (and may scale) each neuron's output."""
+
+    @abstractmethod
+    def ffn_projections(self) -> tuple[nn.Module, nn.Module]:
+        """The FFN's two linear layers: `(B, T, hidden) -> (B, T, intermediate_size)` and back (the second is
+        `neuron_projection()`)."""
 
     @abstractmethod
     def permute_heads(self, order: torch.Tensor) -> None:

@@ -30,7 +30,6 @@ import inspect
 import logging
 import math
 import os
-import platform
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, ClassVar, TypeVar
@@ -53,6 +52,13 @@ from ..models.families import get_family
 from ..models.supernet import SupernetMixin
 from ..search_space import SubnetConfig
 from ..validation import check_device, check_min_run_time, check_positive_int
+from .latency_table import (
+    DEFAULT_SEQUENCE_LENGTH,
+    LatencySettings,
+    LatencyTable,
+    cached_latency_table,
+    device_name,
+)
 from .pareto import DIRECTIONS
 
 __all__ = [
@@ -61,6 +67,7 @@ __all__ = [
     "OBJECTIVES",
     "Objective",
     "ParametersObjective",
+    "PredictedLatencyObjective",
     "TaskMetricObjective",
     "get_objective",
     "pad_and_stack",
@@ -98,10 +105,29 @@ class Objective(ABC):
     name: ClassVar[str]
     direction: ClassVar[str]
     cheap: ClassVar[bool]
+    exclusive: ClassVar[bool] = False
+    """True for a timing: a search over several processes measures it in one process at a time, so that timings do
+    not run beside each other."""
 
     @abstractmethod
     def __call__(self, model: nn.Module, subnet: SubnetConfig) -> float:
         """The value of the objective for `subnet` of the supernet `model`."""
+
+    def prepare(self, model: nn.Module) -> None:
+        """Get ready to measure subnets of `model` (e.g. measure or load a latency table). A search calls it once,
+        before anything else, in one process at a time; the default does nothing."""
+        return None
+
+    def reference_value(self, model: nn.Module) -> float | None:
+        """The value fixed in advance that a subnet must beat to count in the hypervolume (the reference point), or
+        `None` when the objective has none: the full model's cost for a cost, the majority class for a task metric.
+        The default is `None`."""
+        return None
+
+    def ideal_value(self) -> float | None:
+        """The best value the objective can take (the 1 of the normalized hypervolume), or `None` when unbounded:
+        0 for a cost, 1 for accuracy or F1. The default is `None`."""
+        return None
 
     def describe(self) -> dict[str, Any]:
         """JSON-serializable settings of this objective: its `name` and `direction`, and in subclasses everything that
@@ -179,20 +205,6 @@ def _check_supernet(model: Any) -> None:
         raise TypeError(f"`model` must be an elastic supernet (e.g. ElasticBert*), got {type(model).__name__}.")
 
 
-def _hardware(device: torch.device) -> str:
-    """A name of the processor that `device` stands for, so latencies from another machine can be told apart."""
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    try:
-        with open("/proc/cpuinfo") as f:  # Linux: the CPU model, e.g. "AMD EPYC 7R13 Processor"
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
 # ----------------------------------------------------------------------------------------------------------------
 # analytic costs
 @register_objective
@@ -215,6 +227,13 @@ class ParametersObjective(Objective):
     def __call__(self, model: nn.Module, subnet: SubnetConfig) -> float:
         _check_supernet(model)
         return float(count_parameters(model, subnet))
+
+    def reference_value(self, model: nn.Module) -> float:
+        """The parameters of the whole supernet."""
+        return self(model, model.max_subnet())
+
+    def ideal_value(self) -> float:
+        return 0.0
 
 
 @register_objective
@@ -248,6 +267,13 @@ class MacsObjective(Objective):
         _check_supernet(model)
         size = _input_size(model, self.sequence_length, self.image_size)
         return float(count_macs(model, subnet, batch_size=self.batch_size, **size))
+
+    def reference_value(self, model: nn.Module) -> float:
+        """The MACs of the whole supernet."""
+        return self(model, model.max_subnet())
+
+    def ideal_value(self) -> float:
+        return 0.0
 
     def describe(self) -> dict[str, Any]:
         return {
@@ -319,6 +345,7 @@ class LatencyObjective(Objective):
     name = "latency"
     direction = "minimize"
     cheap = False
+    exclusive = True
 
     def __init__(
         self,
@@ -372,6 +399,13 @@ class LatencyObjective(Objective):
             logger.warning("Kept with a flag in `noisy_results`, for subnet %s: %s", subnet.to_dict(), e)
         return float(result.median_ms)
 
+    def reference_value(self, model: nn.Module) -> float:
+        """The measured latency of the whole supernet (its largest subnet, extracted)."""
+        return self(model, model.search_space.largest())
+
+    def ideal_value(self) -> float:
+        return 0.0
+
     def describe(self) -> dict[str, Any]:
         """The settings, with `num_threads` resolved (`torch.get_num_threads()` when None) and the `hardware` name
         (CUDA device name or CPU processor), since a latency only compares with latencies measured the same way."""
@@ -387,8 +421,112 @@ class LatencyObjective(Objective):
             "max_relative_iqr": self.max_relative_iqr,
             "max_rounds": self.max_rounds,
             "unit": LatencyResult.UNIT,
-            "hardware": _hardware(torch.device(self.device)),
+            "hardware": device_name(self.device),
             **({} if self.image_size is None else {"image_size": self.image_size}),
+        }
+
+
+@register_objective
+class PredictedLatencyObjective(Objective):
+    """The latency of the extracted subnet in milliseconds predicted by a per-device latency table
+    ([`~hf_nas.search.latency_table.LatencyTable`]: per-layer timings plus a correction learned on whole-model
+    measurements), to minimize.
+
+    The table is measured once per device and setting and cached (see
+    [`~hf_nas.search.latency_table.cached_latency_table`]); after that a value costs a table lookup, so the objective
+    is cheap and a search can use it for every candidate (as HAT does). [`prepare`] loads or measures the table; a
+    search calls it once, one process at a time.
+
+    Args:
+        batch_size (`int`, *optional*, defaults to 1): sequences per forward pass (batch 1 and 8 are the defaults of
+            the benchmark and the cards).
+        sequence_length (`int`, *optional*, defaults to 128): tokens per sequence.
+        device (`str`, *optional*, defaults to `"cpu"`): torch device the table is measured on.
+        num_threads (`int`, *optional*): torch intra-op threads; defaults to `torch.get_num_threads()`.
+        cache_dir (`str`, *optional*): where tables are cached (default: `$HF_NAS_CACHE/latency` or
+            `~/.cache/hf_nas/latency`).
+        table ([`~hf_nas.search.latency_table.LatencyTable`], *optional*): a table to use as it is (its settings are
+            checked against the model's at `prepare`).
+        correction_subnets (`int`, *optional*, defaults to 10): whole subnets measured for the correction when a
+            table is built.
+
+    Example:
+
+    ```python
+    >>> from hf_nas.search.objectives import get_objective
+    >>> objective = get_objective("predicted_latency", batch_size=8)
+    >>> objective.cheap, objective.describe()["batch_size"], objective.describe()["sequence_length"]
+    (True, 8, 128)
+    ```
+    """
+
+    name = "predicted_latency"
+    direction = "minimize"
+    cheap = True
+
+    def __init__(
+        self,
+        batch_size: int = 1,
+        sequence_length: int = DEFAULT_SEQUENCE_LENGTH,
+        device: str = "cpu",
+        num_threads: int | None = None,
+        cache_dir: str | None = None,
+        table: LatencyTable | None = None,
+        correction_subnets: int = 10,
+    ):
+        self.batch_size = check_positive_int("batch_size", batch_size)
+        self.sequence_length = check_positive_int("sequence_length", sequence_length)
+        self.device = str(check_device(device))
+        self.num_threads = None if num_threads is None else check_positive_int("num_threads", num_threads)
+        self.cache_dir = None if cache_dir is None else os.fspath(cache_dir)
+        if table is not None and not isinstance(table, LatencyTable):
+            raise TypeError(f"`table` must be a LatencyTable, got {type(table).__name__}.")
+        self.table = table
+        self.correction_subnets = check_positive_int("correction_subnets", correction_subnets)
+
+    def prepare(self, model: nn.Module) -> None:
+        """Load the cached table of these settings, or measure and cache it; a given `table` is checked instead."""
+        _check_supernet(model)
+        if self.table is not None:
+            wanted = LatencySettings.for_model(
+                model, self.batch_size, self.sequence_length, self.device, self.num_threads
+            )
+            differences = self.table.settings.differences(wanted)
+            if differences:
+                raise ValueError(f"The given latency table is for other settings: {'; '.join(differences)}.")
+            return
+        self.table = cached_latency_table(
+            model,
+            self.batch_size,
+            self.sequence_length,
+            self.device,
+            self.num_threads,
+            cache_dir=self.cache_dir,
+            correction_subnets=self.correction_subnets,
+        )
+
+    def __call__(self, model: nn.Module, subnet: SubnetConfig) -> float:
+        if self.table is None:
+            self.prepare(model)
+        return float(self.table.predict(subnet))
+
+    def reference_value(self, model: nn.Module) -> float:
+        """The predicted latency of the whole supernet (its largest subnet)."""
+        return self(model, model.search_space.largest())
+
+    def ideal_value(self) -> float:
+        return 0.0
+
+    def describe(self) -> dict[str, Any]:
+        num_threads = torch.get_num_threads() if self.num_threads is None else self.num_threads
+        return {
+            **super().describe(),
+            "batch_size": self.batch_size,
+            "sequence_length": self.sequence_length,
+            "device": self.device,
+            "num_threads": num_threads,
+            "unit": LatencyResult.UNIT,
+            "hardware": device_name(self.device),
         }
 
 
@@ -667,6 +805,23 @@ class TaskMetricObjective(Objective):
         if math.isnan(value):
             raise ValueError(f"The metric {self.metric!r} is NaN on this validation set (no labelled positions?).")
         return value
+
+    def reference_value(self, model: nn.Module | None = None) -> float:
+        """The metric of always predicting the most frequent label of the validation data (the majority class): a
+        subnet below it has learned nothing worth keeping."""
+        keep = self._labels != _IGNORE_INDEX
+        labels = self._labels[keep]
+        majority = int(torch.mode(labels).values) if len(labels) else 0
+        result = self._metric.compute(
+            predictions=[majority] * len(labels), references=labels.tolist(), **self.metric_kwargs
+        )
+        return float(result[self.name] if self.name in result else next(iter(result.values())))
+
+    def ideal_value(self) -> float | None:
+        """1 for the bounded metrics shipped with hf-nas (accuracy, F1), else `None`."""
+        from ..metrics import BUNDLED_METRICS
+
+        return 1.0 if self.metric in BUNDLED_METRICS else None
 
     def describe(self) -> dict[str, Any]:
         """The metric and its arguments, the batch size, the number of examples, the evaluation device (None: the

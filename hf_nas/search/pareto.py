@@ -17,6 +17,7 @@ import numpy as np
 
 __all__ = [
     "DIRECTIONS",
+    "anytime_hypervolume",
     "check_directions",
     "default_reference_point",
     "hypervolume",
@@ -323,3 +324,52 @@ def normalized_hypervolume(
         )
     scaled = (points - best) / (reference - best)  # (n, k): 0 at the ideal, 1 at the reference, all minimized
     return hypervolume(scaled, ["minimize"] * len(signs), [1.0] * len(signs))
+
+
+def anytime_hypervolume(
+    values: Sequence[Sequence[float]],
+    directions: Sequence[str],
+    reference_point: Sequence[float],
+    ideal: Sequence[float],
+) -> list[float]:
+    """The [`normalized_hypervolume`] of the first 1, 2, ..., n points: a search's anytime curve (hypervolume
+    against real evaluations, in the order they were measured). Both points are fixed, so curves of different
+    searches compare.
+
+    Args:
+        values (`Sequence[Sequence[float]]`): one row per point, in the order they were measured.
+        directions (`Sequence[str]`): `"maximize"` or `"minimize"` for each objective.
+        reference_point (`Sequence[float]`): the 0 of each objective (fixed in advance).
+        ideal (`Sequence[float]`): the 1 of each objective, at least as good as every point.
+
+    Returns:
+        `list[float]`: one normalized hypervolume per prefix, never decreasing.
+
+    Example:
+
+    ```python
+    >>> from hf_nas.search.pareto import anytime_hypervolume
+    >>> curve = anytime_hypervolume([[0.7, 5], [0.6, 8], [0.9, 10]], ["maximize", "minimize"], [0.6, 20], [1.0, 0])
+    >>> [round(v, 6) for v in curve]  # the second point is on the reference accuracy: it adds nothing
+    [0.1875, 0.1875, 0.4375]
+    ```
+    """
+    points = _check_values(values, directions)
+    signs = _signs(directions)
+    reference = _check_vector("reference_point", reference_point, len(signs)) * signs
+    best = _check_vector("ideal", ideal, len(signs)) * signs
+    normalized_hypervolume(values, directions, reference_point, ideal)  # checks the ideal against every point
+    scaled = (points - best) / (reference - best)  # (n, k): 0 at the ideal, 1 at the reference, all minimized
+    ones = [1.0] * len(signs)
+    minimize = ["minimize"] * len(signs)
+    curve: list[float] = []
+    front = np.zeros((0, len(signs)))  # the non-dominated points so far, strictly inside the reference box
+    for point in scaled:
+        inside = bool((point < 1.0).all())
+        dominated = inside and bool(((front <= point).all(axis=1)).any())
+        if not inside or dominated:
+            curve.append(curve[-1] if curve else 0.0)
+            continue
+        front = np.vstack([front[~(point <= front).all(axis=1)], point])  # drop the points it dominates or equals
+        curve.append(hypervolume(front, minimize, ones))
+    return curve

@@ -76,6 +76,12 @@ class SearchResults:
     `full_model` holds the cheap objectives (MACs, parameters) of the whole supernet, so that MACs can be shown as
     a share of the full model's.
 
+    `fixed_reference_point` and `fixed_ideal_point`, when set (a search sets them before it measures anything, see
+    [`~hf_nas.search.Objective.reference_value`]), are the 0 and the 1 of every objective in the hypervolume: the
+    majority class's accuracy, the full model's MACs and latency; the best possible values. Hypervolumes of
+    different searches then compare. Without them, the reference point comes from the records themselves
+    ([`~hf_nas.search.pareto.default_reference_point`]) and the ideal point is their best values.
+
     Each record holds the measured `subnet` (a [`~hf_nas.SubnetConfig`] dict) and its `values` (a finite number per
     objective), and optionally `source` (`"initial"`, `"predicted-front"` or the strategy's name), `round` (the
     predictor-guided round that chose it; a resumed search finishes that round) and `feasible` (whether it
@@ -89,6 +95,8 @@ class SearchResults:
     settings: dict[str, Any] = field(default_factory=dict)
     predictor_scores: dict[str, dict[str, float]] = field(default_factory=dict)
     full_model: dict[str, float] = field(default_factory=dict)
+    fixed_reference_point: list[float] | None = None
+    fixed_ideal_point: list[float] | None = None
 
     @property
     def names(self) -> list[str]:
@@ -150,6 +158,8 @@ class SearchResults:
     def hypervolume(self, reference_point: Sequence[float] | None = None) -> tuple[float, list[float]]:
         """The raw hypervolume of the feasible records (in the product of the objectives' units) and the reference
         point it is measured from (default: [`~hf_nas.search.pareto.default_reference_point`] of those records)."""
+        if reference_point is None and self.fixed_reference_point is not None:
+            reference_point = self.fixed_reference_point
         feasible = self.feasible()
         if not feasible:
             return 0.0, list(reference_point or [])
@@ -179,6 +189,8 @@ class SearchResults:
         (0.5556, [0.9, 100000000.0])
         ```
         """
+        if ideal is None and self.fixed_ideal_point is not None and reference_point is None:
+            ideal = self.fixed_ideal_point
         feasible = self.feasible()
         if not feasible:
             return 0.0, list(ideal or [])
@@ -414,24 +426,30 @@ class SearchResults:
         points change neither hypervolume nor the ideal point: both are computed on the front alone."""
         feasible = self.feasible()
         if not feasible:
-            empty: list[float] = []
+            fixed = self.fixed_reference_point is not None and self.fixed_ideal_point is not None
             return {
                 "hypervolume_normalized": 0.0,
                 "hypervolume": 0.0,
-                "reference_point": empty,
-                "ideal_point": empty,
+                "reference_point": list(self.fixed_reference_point) if fixed else [],
+                "ideal_point": list(self.fixed_ideal_point) if fixed else [],
+                **({"reference_fixed": True} if fixed else {}),
                 "pareto": [],
             }
         values = self.values()[feasible]  # (n, k)
         local = pareto_front(values, self.directions)
         front = values[local]
-        reference = default_reference_point(values, self.directions)
-        ideal = ideal_point(front, self.directions)
+        fixed = self.fixed_reference_point is not None and self.fixed_ideal_point is not None
+        if fixed:
+            reference, ideal = list(self.fixed_reference_point), list(self.fixed_ideal_point)
+        else:
+            reference = default_reference_point(values, self.directions)
+            ideal = ideal_point(front, self.directions)
         return {
             "hypervolume_normalized": normalized_hypervolume(front, self.directions, reference, ideal),
             "hypervolume": hypervolume(front, self.directions, reference),
             "reference_point": reference,
             "ideal_point": ideal,
+            **({"reference_fixed": True} if fixed else {}),
             "pareto": self._sorted_front([feasible[i] for i in local]),
         }
 
@@ -464,6 +482,7 @@ class SearchResults:
         names = _check_objectives(path, data.get("objectives"))
         _check_records(path, data.get("records"), names)
         _check_fields(path, data)
+        reference, ideal = _fixed_points(path, data, names)
         return cls(
             objectives=data["objectives"],
             records=data["records"],
@@ -472,6 +491,8 @@ class SearchResults:
             settings=data.get("settings", {}),
             predictor_scores=data.get("predictor_scores", {}),
             full_model=data.get("full_model", {}),
+            fixed_reference_point=reference,
+            fixed_ideal_point=ideal,
         )
 
     @classmethod
@@ -700,3 +721,23 @@ def _check_fields(path: str, data: dict[str, Any]) -> None:
         problem = _number_problem(name, value)
         if problem is not None:
             raise ValueError(f"{path}: 'full_model' must map objectives to numbers; {problem}.")
+
+
+def _fixed_points(path: str, data: dict[str, Any], names: list[str]) -> tuple[list[float] | None, list[float] | None]:
+    """The fixed reference and ideal points of the results file `path` (`reference_fixed: true`), checked: one
+    finite number per objective each; `(None, None)` for a file whose reference point came from its records."""
+    if "reference_fixed" not in data:
+        return None, None
+    if data["reference_fixed"] is not True:
+        raise ValueError(f"{path}: 'reference_fixed' must be true when present, got {data['reference_fixed']!r}.")
+    points = []
+    for key in ("reference_point", "ideal_point"):
+        point = data.get(key)
+        if (
+            not isinstance(point, list)
+            or len(point) != len(names)
+            or any(_number_problem(name, v) for name, v in zip(names, point, strict=True))
+        ):
+            raise ValueError(f"{path}: {key!r} must hold one finite number per objective {names}, got {point!r}.")
+        points.append([float(v) for v in point])
+    return points[0], points[1]

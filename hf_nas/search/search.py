@@ -1,10 +1,23 @@
 """Multi-objective subnet search over a trained supernet: measure, predict, keep the Pareto front.
 
-[`SubnetSearch`] runs a strategy behind the ask/tell interface. With `use_predictors=True` (LINAS-style, as in
-InstaTune) it alternates: fit one predictor per expensive objective (accuracy, latency) on the subnets measured so
-far; let the strategy explore `candidates_per_round` candidates scored by the predictors and by the exact cheap
-objectives (parameters, MACs); spend real evaluations only on the predicted Pareto front. Without predictors every
-proposal is measured.
+[`SubnetSearch`] runs a strategy behind the ask/tell interface, in rounds of `evaluations_per_round` subnets. With
+`use_predictors=True` (LINAS-style, as in InstaTune) it alternates: fit one predictor per expensive objective
+(accuracy, latency) on the subnets measured so far; let the strategy explore `candidates_per_round` candidates scored
+by the predictors and by the exact cheap objectives (parameters, MACs), starting from the measured front
+([`~hf_nas.search.strategies.linas.screen_candidates`]); spend real evaluations only on the predicted Pareto front.
+Without predictors every proposal of the strategy is measured (the `"linas"` strategy screens with predictors
+itself).
+
+With `reference_point="fixed"` the hypervolume is measured from a reference point fixed before the search (each
+objective's [`~hf_nas.search.Objective.reference_value`], e.g. the majority class's accuracy and the full model's
+MACs and latency) to the ideal point (each objective's best possible value), over every objective, so hypervolumes
+of different searches compare.
+
+Under `torchrun` or `accelerate launch` (a `torch.distributed` process group, see
+[`~hf_nas.search.distributed.init_search_processes`]) the subnets of a round are shared among the processes: each
+measures its share of the task metric and other untimed objectives, timed objectives (latency) are measured by the
+main process alone, the values are gathered so that every process tells its strategy the same, and only the main
+process writes. The records are those of a one-process search with the same seed.
 
 An output folder is safe to interrupt and to share:
 
@@ -12,7 +25,8 @@ An output folder is safe to interrupt and to share:
   previous complete file), so an interrupted search keeps what it measured;
 - rerun on the same folder, the search checks that file (a hand-edited one is refused with the field at fault, and
   left as it is), never measures a saved subnet again, and goes on exactly as the uninterrupted search would have:
-  same records in the same order, same Pareto front;
+  same records in the same order, same Pareto front (over several processes, the main process writes once per
+  round, so a killed run loses at most the round in flight);
 - the whole run holds the folder's lock (`<output_dir>.lock`, see [`~hf_nas.utils.output_lock`]), so a second
   search into the same folder refuses at once, or waits `wait_for_lock` seconds for the first to finish.
 """
@@ -27,17 +41,17 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from typing import Any
 
-import numpy as np
 from tqdm.auto import tqdm
 
 from ..search_space import SubnetConfig
 from ..utils import OutputLockedError, output_lock
 from .constraints import Constraint, check_constraints, measured_violation
+from .distributed import SearchProcesses
 from .objectives import Objective
-from .pareto import pareto_front
-from .predictors import Predictor
+from .predictors import Predictor, held_out_split
 from .results import HYPERVOLUME_LABEL, PARETO_CSV, PARETO_PNG, RESULTS_NAME, SearchResults, supernet_fingerprint
-from .strategies import SearchStrategy, get_strategy
+from .strategies import STRATEGIES, EvaluatedSubnet, SearchStrategy, get_strategy
+from .strategies.linas import screen_candidates
 
 __all__ = ["SubnetSearch"]
 
@@ -54,10 +68,20 @@ class SubnetSearch:
         num_evaluations: real (measured) evaluations in total.
         constraints: [`Constraint`]s on objectives ("latency <= 10 ms", "macs <= 2e9"); infeasible subnets are kept
             in the results but never on the front.
-        use_predictors: screen candidates with predictors of the expensive objectives (LINAS-style).
-        candidates_per_round / evaluations_per_round / initial_evaluations: the predictor-guided loop's sizes.
+        use_predictors: screen candidates with predictors of the expensive objectives (LINAS-style); a strategy that
+            screens with predictors itself (`"linas"`) runs as it is.
+        candidates_per_round / initial_evaluations: the predictor-guided loop's sizes (also given to a strategy
+            that takes them, such as `"linas"`).
+        evaluations_per_round: subnets measured per round: the predicted front's size with predictors; the subnets
+            asked before their values are told without (the share of a round among processes).
         output_dir: where results are written (and resumed from); `None` keeps them in memory.
         seed: seeds the strategy and the predictors.
+        reference_point: the hypervolume's reference point: `None` (default) takes it from the records' own range
+            (comparable within one search only); `"fixed"` sets it before the search from each objective's
+            `reference_value` (and the ideal point from `ideal_value`: comparable across searches; `hf-nas search`
+            does this), falling back to the records' range when an objective has none; or one value per objective.
+        processes: the processes of the search (default: those of the initialized `torch.distributed` process
+            group, else this one alone).
         wait_for_lock: seconds `run` waits for another process writing `output_dir` to finish (0: refuse at once
             with [`~hf_nas.utils.OutputLockedError`]; `math.inf`: no limit). A caller holding the folder's lock
             already (see [`~hf_nas.utils.output_lock`]) keeps it.
@@ -98,6 +122,8 @@ class SubnetSearch:
         seed: int = 0,
         show_progress: bool = True,
         wait_for_lock: float = 0.0,
+        reference_point: str | Sequence[float] | None = None,
+        processes: SearchProcesses | None = None,
     ):
         constraints = _check_settings(
             objectives,
@@ -111,9 +137,17 @@ class SubnetSearch:
             raise ValueError(
                 f"`wait_for_lock` must be a number of seconds >= 0 (math.inf: no limit), got {wait_for_lock!r}."
             )
+        if not (reference_point is None or reference_point == "fixed" or _is_point(reference_point, len(objectives))):
+            raise ValueError(
+                f"`reference_point` must be 'fixed', None or one number per objective ({len(objectives)}), got "
+                f"{reference_point!r}."
+            )
+        self.reference_point = reference_point
+        self.processes = processes if processes is not None else SearchProcesses()
         self.model = model
         self.space = model.search_space
         self.objectives = list(objectives)
+        self.processes.one_at_a_time(lambda: [o.prepare(model) for o in self.objectives])
         self.constraints = constraints
         self.strategy_name = strategy if isinstance(strategy, str) else strategy.name
         self._strategy = strategy if isinstance(strategy, SearchStrategy) else None
@@ -124,7 +158,7 @@ class SubnetSearch:
         self.initial_evaluations = min(initial_evaluations, num_evaluations)
         self.output_dir = None if output_dir is None else os.fspath(output_dir)
         self.seed = seed
-        self.show_progress = show_progress
+        self.show_progress = show_progress and self.processes.is_main
         self.wait_for_lock = float(wait_for_lock)
         self.results = SearchResults(
             objectives=[{"name": o.name, "direction": o.direction, "settings": o.describe()} for o in objectives],
@@ -149,11 +183,12 @@ class SubnetSearch:
         return {o.name: float(o(self.model, full)) for o in self.objectives if o.cheap}
 
     # ------------------------------------------------------------------------------------------------------------
-    # the output folder: lock, resume, writes
+    # the output folder: lock, resume, writes (the main process only)
     @contextmanager
     def _output_lock(self) -> Iterator[None]:
-        """Hold the lock of `output_dir` (nothing without one), waiting up to `wait_for_lock` seconds for it."""
-        if self.output_dir is None:
+        """Hold the lock of `output_dir` (nothing without one, or in a process other than the main one), waiting up
+        to `wait_for_lock` seconds for it."""
+        if self.output_dir is None or not self.processes.is_main:
             yield
             return
         with ExitStack() as stack:
@@ -173,15 +208,25 @@ class SubnetSearch:
             yield
 
     def _resume(self) -> None:
-        """Take the records of the output folder's `search_results.json` (when there is one), checked against this
-        search; raises `ValueError` naming the file and the problem, before anything is written."""
-        path = os.path.join(self.output_dir, RESULTS_NAME) if self.output_dir else None
-        if path is None or not os.path.isfile(path):
+        """Take the records (and the fixed reference point) of the output folder's `search_results.json` when there
+        is one, checked against this search; raises `ValueError` naming the file and the problem, before anything
+        is written. The main process reads the file; every process gets its content."""
+
+        def read() -> tuple[list[dict[str, Any]], list[float] | None, list[float] | None] | None:
+            path = os.path.join(self.output_dir, RESULTS_NAME) if self.output_dir else None
+            if path is None or not os.path.isfile(path):
+                return None
+            previous = SearchResults.load(path)
+            self._check_resumable(path, previous)
+            logger.info("resuming from %s with %d measured subnets", path, len(previous.records))
+            return previous.records, previous.fixed_reference_point, previous.fixed_ideal_point
+
+        saved = self.processes.on_main(read)
+        if saved is None:
             return
-        previous = SearchResults.load(path)
-        self._check_resumable(path, previous)
-        self.results.records = previous.records
-        logger.info("resuming from %s with %d measured subnets", path, len(previous.records))
+        self.results.records, reference, ideal = saved
+        if self.reference_point == "fixed" and reference is not None and ideal is not None:
+            self.results.fixed_reference_point, self.results.fixed_ideal_point = reference, ideal
 
     def _check_resumable(self, path: str, previous: SearchResults) -> None:
         """Raise `ValueError` unless `previous` was measured on this supernet, objectives, constraints and space."""
@@ -225,7 +270,7 @@ class SubnetSearch:
 
     def _remove_temporaries(self) -> None:
         """Delete the temporary files a killed writer left in the output folder (the lock is held: none is live)."""
-        if self.output_dir is None or not os.path.isdir(self.output_dir):
+        if self.output_dir is None or not self.processes.is_main or not os.path.isdir(self.output_dir):
             return
         prefixes = tuple(f".{name}.tmp-" for name in (RESULTS_NAME, PARETO_CSV))
         for name in os.listdir(self.output_dir):
@@ -233,18 +278,88 @@ class SubnetSearch:
                 os.remove(os.path.join(self.output_dir, name))
 
     def _save(self) -> None:
-        if self.output_dir is not None:
+        if self.output_dir is not None and self.processes.is_main:
             self.results.save(self.output_dir, plot=False)
 
-    def _measure(self, subnet: SubnetConfig, source: str, round_index: int | None = None) -> dict[str, Any]:
-        values = {o.name: float(o(self.model, subnet)) for o in self.objectives}
+    # ------------------------------------------------------------------------------------------------------------
+    # the hypervolume's reference point
+    def _fix_reference_point(self) -> None:
+        """Set the results' fixed reference and ideal points (unless resumed with them, or not asked for): each
+        objective's `reference_value` and `ideal_value`, computed by the main process (a latency is timed). If an
+        objective has none, the records' own range is used instead, with a warning."""
+        if self.reference_point is None or self.results.fixed_reference_point is not None:
+            return
+        if self.reference_point != "fixed":
+            reference = [float(v) for v in self.reference_point]
+            ideal = [_ideal(o) for o in self.objectives]
+        else:
+
+            def values() -> tuple[list[float | None], list[float | None]]:
+                return [o.reference_value(self.model) for o in self.objectives], [_ideal(o) for o in self.objectives]
+
+            reference, ideal = self.processes.on_main(values)
+        missing = [o.name for o, r, i in zip(self.objectives, reference, ideal, strict=True) if r is None or i is None]
+        if missing:
+            logger.warning(
+                "the objectives %s have no fixed reference or ideal value: the hypervolume's reference point comes "
+                "from the measured values instead, so it is not comparable across searches",
+                missing,
+            )
+            return
+        signs = [1.0 if o.direction == "maximize" else -1.0 for o in self.objectives]
+        if any(s * (i - r) <= 0 for s, r, i in zip(signs, reference, ideal, strict=True)):
+            raise ValueError(
+                f"The reference point {reference} is not worse than the ideal point {ideal} in every objective "
+                f"({self.directions}); give a `reference_point` worse than every subnet worth keeping."
+            )
+        self.results.fixed_reference_point = [float(v) for v in reference]
+        self.results.fixed_ideal_point = [float(v) for v in ideal]
+
+    # ------------------------------------------------------------------------------------------------------------
+    # measuring
+    def _record(self, subnet: SubnetConfig, values: dict[str, float], source: str, round_index: int | None) -> dict:
+        values = {o.name: float(values[o.name]) for o in self.objectives}
         record: dict[str, Any] = {"subnet": subnet.to_dict(), "values": values, "source": source}
         if round_index is not None:
             record["round"] = round_index
         record["feasible"] = all(measured_violation(c, values) <= 0 for c in self.constraints)
         self.results.records.append(record)
+        return record
+
+    def _measure(self, subnet: SubnetConfig, source: str, round_index: int | None = None) -> dict[str, Any]:
+        values = {o.name: float(o(self.model, subnet)) for o in self.objectives}
+        record = self._record(subnet, values, source, round_index)
         self._save()
         return record
+
+    def _measure_round(
+        self, subnets: Sequence[SubnetConfig], source: str, round_index: int | None = None
+    ) -> list[dict[str, Any]]:
+        """Measure `subnets` and append their records, in order. One process measures and saves them one by one;
+        several share them: each measures its share of the untimed objectives, the main process the timed ones
+        (`Objective.exclusive`), and the main process saves the round."""
+        if not self.processes.distributed:
+            return [self._measure(subnet, source, round_index) for subnet in subnets]
+        shared = [o for o in self.objectives if not o.exclusive]
+        timed = [o for o in self.objectives if o.exclusive]
+
+        def share() -> dict[int, dict[str, float]]:
+            return {
+                i: {o.name: float(o(self.model, subnets[i])) for o in shared}
+                for i in self.processes.share(len(subnets))
+            }
+
+        values: dict[int, dict[str, float]] = {i: {} for i in range(len(subnets))}
+        for part in self.processes.collect(share):
+            for i, measured in part.items():
+                values[i].update(measured)
+        if timed:  # one process at a time: the main one times them all while the others wait
+            times = self.processes.on_main(lambda: [{o.name: float(o(self.model, s)) for o in timed} for s in subnets])
+            for i, measured in enumerate(times):
+                values[i].update(measured)
+        records = [self._record(s, values[i], source, round_index) for i, s in enumerate(subnets)]
+        self._save()
+        return records
 
     def _constraint_values(self, values: dict[str, float]) -> list[float] | None:
         if not self.constraints:
@@ -254,9 +369,31 @@ class SubnetSearch:
     def _tell(self, strategy: SearchStrategy, subnet: SubnetConfig, values: dict[str, float]) -> None:
         strategy.tell(subnet, [values[o.name] for o in self.objectives], self._constraint_values(values))
 
+    def _exact_objectives(self) -> dict[int, Callable[[SubnetConfig], float]]:
+        """Objective index -> its exact function of a subnet, for the cheap objectives (never predicted)."""
+        return {
+            i: (lambda subnet, o=o: float(o(self.model, subnet))) for i, o in enumerate(self.objectives) if o.cheap
+        }
+
     def _new_strategy(self, seed: int) -> SearchStrategy:
+        """The strategy `strategy_name` seeded with `seed`, given the search's cheap constraints and, when it takes
+        them, the round sizes and the exact cheap objectives (as the `"linas"` strategy does)."""
+        options: dict[str, Any] = {}
+        accepted = STRATEGIES.options(STRATEGIES[self.strategy_name])[0] if self.strategy_name in STRATEGIES else []
+        for name in ("initial_evaluations", "evaluations_per_round", "candidates_per_round"):
+            if name in accepted:
+                options[name] = getattr(self, name)
+        if "exact_objectives" in accepted:
+            exact = self._exact_objectives()
+            if len(exact) < len(self.objectives):
+                options["exact_objectives"] = exact
         return get_strategy(
-            self.strategy_name, self.space, self.directions, seed=seed, constraints=self._cheap_constraints()
+            self.strategy_name,
+            self.space,
+            self.directions,
+            seed=seed,
+            constraints=self._cheap_constraints(),
+            **options,
         )
 
     def _cheap_constraints(self) -> Callable[[SubnetConfig], list[float]] | None:
@@ -272,6 +409,11 @@ class SubnetSearch:
 
         return values
 
+    def _screens_itself(self) -> bool:
+        """Whether the strategy screens candidates with predictors itself (then the direct loop runs it)."""
+        strategy = self._strategy if self._strategy is not None else STRATEGIES.get(self.strategy_name)
+        return bool(getattr(strategy, "screens_with_predictors", False))
+
     # ------------------------------------------------------------------------------------------------------------
     def run(self) -> SearchResults:
         """Run (or resume) the search until `num_evaluations` subnets are measured; returns the results.
@@ -282,6 +424,7 @@ class SubnetSearch:
         with self._output_lock():
             self._resume()
             self._remove_temporaries()
+            self._fix_reference_point()
             progress = tqdm(
                 total=self.num_evaluations,
                 initial=len(self.results.records),
@@ -289,46 +432,57 @@ class SubnetSearch:
                 disable=not self.show_progress,
             )
             try:
-                if self.use_predictors:
+                if self.use_predictors and not self._screens_itself():
                     self._run_with_predictors(progress)
                 else:
                     self._run_direct(progress)
             finally:
                 progress.close()
             self.results.predictor_scores = self._score_predictors()
-            if self.output_dir is not None:
+            if self.output_dir is not None and self.processes.is_main:
                 self.results.save(self.output_dir, plot=True)
         logger.info("%s: %.4g", HYPERVOLUME_LABEL, self.results.normalized_hypervolume()[0])
         return self.results
 
     def _run_direct(self, progress: tqdm) -> None:
-        """Measure every new subnet the strategy asks. A resumed search replays its records through the same
-        ask/tell loop (asked in the order they were measured, told their saved values), so the strategy reaches the
-        state of the uninterrupted search and goes on with the same proposals."""
+        """Measure every new subnet the strategy asks, in rounds: the strategy is asked until `evaluations_per_round`
+        subnets new to it are proposed, the unmeasured ones are measured (shared among the processes), then every
+        proposal is told its values. A resumed search replays its records through the same rounds (asked in the
+        order they were measured, told their saved values), so the strategy reaches the state of the uninterrupted
+        search and goes on with the same proposals."""
         strategy = self._strategy or self._new_strategy(self.seed)
         known = {_subnet_key(r["subnet"]): r for r in self.results.records}  # every measured subnet
         to_replay = list(known)[::-1]  # saved subnets not asked yet, the next one last
         told: set[str] = set()
-        repeats = 0
         while len(known) < self.num_evaluations:
-            subnet = strategy.ask()
-            key = _subnet_key(subnet.to_dict())
-            record = known.get(key)
-            if key in told:  # a repeat: tell the known values, spend no evaluation
-                repeats += 1
-                if repeats > 100 * self.num_evaluations:
-                    logger.warning("the strategy keeps proposing measured subnets: stopping early")
-                    return
-            elif record is None:
-                if to_replay:
-                    _warn_diverged(len(self.results.records) - len(to_replay))
-                    to_replay.clear()
-                record = known[key] = self._measure(subnet, self.strategy_name)
+            size = min(self.evaluations_per_round, self.num_evaluations - len(told))
+            asked: list[tuple[SubnetConfig, str]] = []
+            fresh: set[str] = set()  # proposed for the first time in this round
+            new: dict[str, SubnetConfig] = {}  # to measure
+            while len(fresh) < size and len(known) + len(new) < self.num_evaluations:
+                subnet = strategy.ask()
+                key = _subnet_key(subnet.to_dict())
+                asked.append((subnet, key))
+                if key not in told and key not in fresh:
+                    fresh.add(key)
+                    if key not in known:
+                        if to_replay:
+                            _warn_diverged(len(self.results.records) - len(to_replay))
+                            to_replay.clear()
+                        new[key] = subnet
+                    elif to_replay and to_replay[-1] == key:
+                        to_replay.pop()
+                if len(asked) > 100 * (size + 1):  # a repeat costs no evaluation, but this strategy is stuck
+                    break
+            for record in self._measure_round(list(new.values()), self.strategy_name):
+                known[_subnet_key(record["subnet"])] = record
                 progress.update(1)
-            elif to_replay and to_replay[-1] == key:
-                to_replay.pop()
-            told.add(key)
-            self._tell(strategy, subnet, record["values"])
+            for subnet, key in asked:
+                self._tell(strategy, subnet, known[key]["values"])
+            told |= fresh
+            if len(fresh) < size and len(known) < self.num_evaluations:
+                logger.warning("the strategy keeps proposing measured subnets: stopping early")
+                return
 
     def _run_with_predictors(self, progress: tqdm) -> None:
         # 1. a seeded random start, measured for real
@@ -338,7 +492,7 @@ class SubnetSearch:
         round_index, done = self._last_round()
         while len(self.results.records) < self.num_evaluations:
             before = self.results.records[: len(self.results.records) - done]
-            chosen = self._choose(self._explore(round_index, before))
+            chosen = self._explore(round_index, before)
             saved = [_subnet_key(r["subnet"]) for r in self.results.records[len(before) :]]
             if saved != [_subnet_key(s.to_dict()) for s in chosen[:done]]:
                 _warn_diverged(len(before))
@@ -347,10 +501,8 @@ class SubnetSearch:
             if not chosen:
                 logger.warning("no new candidate left to measure: stopping early")
                 return
-            for subnet in chosen[done:]:
-                if len(self.results.records) >= self.num_evaluations:
-                    break
-                self._measure(subnet, "predicted-front", round_index)
+            left = self.num_evaluations - len(self.results.records)
+            for _ in self._measure_round(chosen[done:][:left], "predicted-front", round_index):
                 progress.update(1)
             round_index, done = round_index + 1, 0
 
@@ -367,13 +519,15 @@ class SubnetSearch:
         return last, done
 
     def _measure_initial(self, progress: tqdm) -> None:
-        """Measure seeded random subnets (that satisfy the cheap constraints) until `initial_evaluations` are. A
-        resumed search draws the same sequence and skips the subnets it measured."""
+        """Measure seeded random subnets (that satisfy the cheap constraints) until `initial_evaluations` are, in
+        rounds of `evaluations_per_round`. A resumed search draws the same sequence and skips the subnets it
+        measured."""
         generator = random.Random(self.seed)
         cheap_constraints = self._cheap_constraints()
         measured = {_subnet_key(r["subnet"]) for r in self.results.records}
+        to_measure: list[SubnetConfig] = []
         attempts = 0
-        while len(self.results.records) < self.initial_evaluations:
+        while len(self.results.records) + len(to_measure) < self.initial_evaluations:
             subnet = self.space.sample(generator=generator)
             key = _subnet_key(subnet.to_dict())
             attempts += 1
@@ -384,76 +538,60 @@ class SubnetSearch:
                 )
             if key in measured or (cheap_constraints is not None and any(v > 0 for v in cheap_constraints(subnet))):
                 continue
-            self._measure(subnet, "initial")
+            to_measure.append(subnet)
             measured.add(key)
-            progress.update(1)
+        for start in range(0, len(to_measure), self.evaluations_per_round):
+            for _ in self._measure_round(to_measure[start : start + self.evaluations_per_round], "initial"):
+                progress.update(1)
 
-    def _explore(
-        self, round_index: int, records: Sequence[dict[str, Any]]
-    ) -> list[tuple[SubnetConfig, dict[str, float]]]:
-        """One round of exploration on predictions fitted on `records` (those measured before the round): a fresh
-        strategy asks `candidates_per_round` subnets, told the exact cheap objectives and the predicted expensive
-        ones; returns the candidates not in `records`, with their values."""
-        cheap = [o for o in self.objectives if o.cheap]
-        expensive = [o for o in self.objectives if not o.cheap]
-        predictors = self._fit_predictors(expensive, records)
-        measured = {_subnet_key(r["subnet"]) for r in records}
-        strategy = self._new_strategy(self.seed + round_index)
-        candidates: dict[str, tuple[SubnetConfig, dict[str, float]]] = {}
-        seen: dict[str, dict[str, float]] = {}
-        for _ in range(self.candidates_per_round):
-            subnet = strategy.ask()
-            key = _subnet_key(subnet.to_dict())
-            values = seen.get(key)
-            if values is None:
-                values = seen[key] = {o.name: float(o(self.model, subnet)) for o in cheap}
-                for o in expensive:
-                    values[o.name] = float(predictors[o.name].predict([subnet])[0])
-                if key not in measured:
-                    candidates[key] = (subnet, values)
-            self._tell(strategy, subnet, values)
-        return list(candidates.values())
+    def _explore(self, round_index: int, records: Sequence[dict[str, Any]]) -> list[SubnetConfig]:
+        """One screening round on predictions fitted on `records` (those measured before the round), seeded by its
+        number: up to `evaluations_per_round` feasible subnets of the predicted front, not in `records`."""
+        names = [o.name for o in self.objectives]
+        measured = [
+            EvaluatedSubnet(
+                SubnetConfig.from_dict(r["subnet"]),
+                tuple(r["values"][n] for n in names),
+                tuple(self._constraint_values(r["values"]) or ()),
+            )
+            for r in records
+        ]
 
-    def _choose(self, candidates: list[tuple[SubnetConfig, dict[str, float]]]) -> list[SubnetConfig]:
-        """Up to `evaluations_per_round` feasible candidates from the predicted front (then the next fronts)."""
-        pool = [(s, v) for s, v in candidates if all(measured_violation(c, v) <= 0 for c in self.constraints)]
-        chosen: list[SubnetConfig] = []
-        while pool and len(chosen) < self.evaluations_per_round:
-            values = [[v[o.name] for o in self.objectives] for _, v in pool]
-            front = pareto_front(values, self.directions)
-            need = self.evaluations_per_round - len(chosen)
-            if len(front) > need:  # spread the picks along the first objective
-                front = sorted(front, key=lambda i: values[i][0])
-                front = [front[int(round(k))] for k in np.linspace(0, len(front) - 1, need)]
-            chosen.extend(pool[i][0] for i in front)
-            keep = set(range(len(pool))) - set(front)
-            pool = [pool[i] for i in sorted(keep)]
-        return chosen
+        def feasible(values: Sequence[float]) -> bool:
+            named = dict(zip(names, values, strict=True))
+            return all(measured_violation(c, named) <= 0 for c in self.constraints)
 
-    def _fit_predictors(
-        self, expensive: Sequence[Objective], records: Sequence[dict[str, Any]]
-    ) -> dict[str, Predictor]:
-        subnets = [SubnetConfig.from_dict(r["subnet"]) for r in records]
-        return {
-            o.name: Predictor(self.space, seed=self.seed).fit(subnets, [r["values"][o.name] for r in records])
-            for o in expensive
-        }
+        chosen = screen_candidates(
+            self.space,
+            self.directions,
+            measured,
+            num_candidates=self.candidates_per_round,
+            num_chosen=self.evaluations_per_round,
+            exact_objectives=self._exact_objectives(),
+            strategy=self.strategy_name,
+            seed=self.seed + round_index,
+            constraints=self._cheap_constraints(),
+            feasible=feasible if self.constraints else None,
+        )
+        return [subnet for subnet, _ in chosen]
 
     def _score_predictors(self) -> dict[str, dict[str, float]]:
-        """Held-out error of each expensive objective's predictor: fit on the first 80% of the measured subnets,
-        scored (MAE, Kendall tau) on the last 20%."""
+        """Held-out error of each expensive objective's predictor: fit on 80% of the measured subnets, scored (MAE,
+        Kendall tau) on the other 20%, split by [`~hf_nas.search.predictors.held_out_split`] (no subnet on both
+        sides)."""
         records = self.results.records
-        n_train = int(0.8 * len(records))
-        if n_train < 2 or len(records) - n_train < 2:
-            return {}
         subnets = [SubnetConfig.from_dict(r["subnet"]) for r in records]
+        if len(set(subnets)) < 10:
+            return {}
+        fit, held_out = held_out_split(subnets, test_fraction=0.2, seed=self.seed)
         scores = {}
         for o in self.objectives:
             if o.cheap:
                 continue
             values = [r["values"][o.name] for r in records]
-            predictor = Predictor(self.space, seed=self.seed).fit(subnets[:n_train], values[:n_train])
-            scores[o.name] = {k: float(v) for k, v in predictor.score(subnets[n_train:], values[n_train:]).items()}
+            predictor = Predictor(self.space, seed=self.seed).fit([subnets[i] for i in fit], [values[i] for i in fit])
+            score = predictor.score([subnets[i] for i in held_out], [values[i] for i in held_out])
+            scores[o.name] = {k: float(v) for k, v in score.items()}
         return scores
 
 
@@ -522,3 +660,16 @@ def _check_settings(
         if unknown:
             raise ValueError(f"Constraints on unknown objectives {unknown}; objectives: {names}.")
     return constraints
+
+
+def _ideal(objective: Objective) -> float | None:
+    return objective.ideal_value()
+
+
+def _is_point(value: Any, length: int) -> bool:
+    """Whether `value` is a sequence of `length` finite numbers."""
+    if isinstance(value, (str, bytes)) or not isinstance(value, Sequence) or len(value) != length:
+        return False
+    return all(
+        not isinstance(v, bool) and isinstance(v, (int, float)) and v == v and abs(v) != float("inf") for v in value
+    )

@@ -37,6 +37,7 @@ from torch import nn
 from transformers import PreTrainedModel, Trainer
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, TrainOutput, sort_checkpoints
 
+from ..mixture import enable_mixture
 from ..models.families import get_family
 from ..models.supernet import SupernetMixin
 from ..search_space import SubnetConfig
@@ -124,6 +125,9 @@ class SupernetTrainer(Trainer):
             raise TypeError(
                 f"SupernetTrainer trains an elastic supernet (ElasticBert*, ...), got {type(model).__name__}."
             )
+        mixture = args.mixture_config()
+        if mixture is not None:  # before the Trainer sees the model: the optimizer covers the experts and routers
+            enable_mixture(model, mixture)
         space = model.search_space
         if sampler is None:
             sampler = self._build_sampler(args, space)

@@ -99,6 +99,23 @@ class SupernetTrainingArguments(TrainingArguments):
         default="largest,middle,smallest",
         metadata={"help": "Comma-separated subnets evaluated at each evaluation: largest, middle, smallest."},
     )
+    mixture_of_supernets: str = field(
+        default="off",
+        metadata={
+            "help": "Mixture-of-Supernets: off; layer (the weights of each targeted linear layer are a mixture of "
+            "experts routed by the subnet's architecture); neuron (one mixture per output neuron). The trainer adds "
+            "the mixture to a supernet without one (every expert a copy of the weight); a supernet saved with a "
+            "mixture keeps it and must match."
+        },
+    )
+    mixture_num_experts: int = field(default=2, metadata={"help": "Mixture-of-Supernets: experts per linear layer."})
+    mixture_router_hidden_size: int = field(
+        default=128, metadata={"help": "Mixture-of-Supernets: hidden width of each router."}
+    )
+    mixture_target_modules: str = field(
+        default="ffn",
+        metadata={"help": "Mixture-of-Supernets: comma-separated linear layers with experts: ffn, attention."},
+    )
 
     def __post_init__(self):
         super().__post_init__()
@@ -156,6 +173,19 @@ class SupernetTrainingArguments(TrainingArguments):
         unknown = [n for n in names if n not in EVAL_SUBNET_NAMES]
         if unknown:
             raise ValueError(f"Unknown eval_subnets {unknown}; allowed: {list(EVAL_SUBNET_NAMES)}.")
+        self.mixture_config()  # an unknown mode, too few experts or an unsupported target fail here
+
+    def mixture_config(self):
+        """The [`~hf_nas.mixture.MixtureConfig`] these arguments ask for (None for `mixture_of_supernets="off"`)."""
+        from ..mixture import MixtureConfig
+
+        mixture = MixtureConfig(
+            mode=self.mixture_of_supernets,
+            num_experts=self.mixture_num_experts,
+            router_hidden_size=self.mixture_router_hidden_size,
+            target_modules=self.mixture_target_modules,
+        )
+        return mixture if mixture.enabled else None
 
     @property
     def eval_subnet_names(self) -> list[str]:

@@ -33,7 +33,9 @@ class ElasticBeitConfig(ElasticConfigMixin, BeitConfig):
     _loadable_model_types = ("beit", "elastic_beit")
     _family = "BEiT"
     search_space: dict | None = None
+    mixture_of_supernets: dict | str | None = None
 
     def __post_init__(self, **kwargs):
         super().__post_init__(**kwargs)
         self._init_search_space()
+        self._init_mixture()

@@ -32,12 +32,14 @@ class ElasticBertConfig(ElasticConfigMixin, BertConfig):
     _loadable_model_types = ("bert", "elastic_bert")
     _family = "BERT"
     search_space: dict | None = None
+    mixture_of_supernets: dict | str | None = None
 
     def __post_init__(self, **kwargs):
         super().__post_init__(**kwargs)
         if self.is_decoder or self.add_cross_attention:
             raise ValueError("Elastic BERT supports encoder checkpoints only: set is_decoder=False.")
         self._init_search_space()
+        self._init_mixture()
 
 
 __all__ = ["ElasticBertConfig"]

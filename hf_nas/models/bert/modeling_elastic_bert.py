@@ -180,6 +180,9 @@ class ElasticBertLayer(ElasticLayer, GradientCheckpointingLayer):
         """The query, key and value projections, each (B, T, hidden) -> (B, T, heads * head_size)."""
         return self.attention.self.qkv_projections()
 
+    def ffn_projections(self) -> tuple[ElasticLinear, ElasticLinear]:
+        return self.intermediate.dense, self.output.dense
+
     def permute_heads(self, order: torch.Tensor) -> None:
         self.attention.self.permute_heads(order)
         self.attention.output.dense.permute_in_features(head_permutation_index(order, self.attention_head_size))

@@ -32,7 +32,9 @@ class ElasticViTConfig(ElasticConfigMixin, ViTConfig):
     _loadable_model_types = ("vit", "elastic_vit")
     _family = "ViT"
     search_space: dict | None = None
+    mixture_of_supernets: dict | str | None = None
 
     def __post_init__(self, **kwargs):
         super().__post_init__(**kwargs)
         self._init_search_space()
+        self._init_mixture()

@@ -213,6 +213,9 @@ class ElasticVisionLayerMixin(ElasticLayer):
     def qkv_projections(self) -> tuple[ElasticLinear, ElasticLinear, ElasticLinear]:
         return self.attention.qkv_projections()
 
+    def ffn_projections(self) -> tuple[ElasticLinear, ElasticLinear]:
+        return self.mlp.fc1, self.mlp.fc2
+
     def permute_heads(self, order: torch.Tensor) -> None:
         self.attention.permute_heads(order)
 

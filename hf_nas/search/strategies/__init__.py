@@ -10,6 +10,11 @@ decorator. Importing this package registers the built-in ones, one module each:
 - `"random"` ([`RandomSearch`], `random_search.py`): uniform random subnets from a seeded `random.Random`.
 - `"nsga2"` ([`NSGA2Search`], `nsga2.py`): multi-objective evolutionary search (NSGA-II, as in InstaTune and LINAS)
   with optuna's maintained `NSGAIISampler`.
+- `"evolutionary"` ([`EvolutionarySearch`], `evolutionary.py`): Once-for-All's mutation and crossover on subnet
+  genomes, parents by Pareto rank.
+- `"linas"` ([`LinasSearch`], `linas.py`): predictor screening (LINAS): many generations of an inner strategy on
+  predicted values per round, real evaluations only for the predicted front.
+- `"enas"` ([`ENASSearch`], `enas.py`): an LSTM controller trained by REINFORCE, with an optional memory buffer.
 
 Constrained search ("the most accurate subnet with latency <= 10 ms") works two ways, with any strategy:
 
@@ -33,6 +38,9 @@ from ..constraints import (
     parse_constraints,
 )
 from .base import STRATEGIES, ConstraintsFunction, EvaluatedSubnet, SearchStrategy, get_strategy, register_strategy
+from .enas import ENASSearch
+from .evolutionary import EvolutionarySearch
+from .linas import LinasSearch
 from .nsga2 import NSGA2Search
 from .random_search import RandomSearch
 
@@ -41,7 +49,10 @@ __all__ = [
     "STRATEGIES",
     "Constraint",
     "ConstraintsFunction",
+    "ENASSearch",
     "EvaluatedSubnet",
+    "EvolutionarySearch",
+    "LinasSearch",
     "NSGA2Search",
     "RandomSearch",
     "SearchStrategy",

