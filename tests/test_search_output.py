@@ -374,3 +374,16 @@ def test_format_front_rows_are_the_csv_rows(tmp_path):
     values = np.array([[float(r[n]) for n in results.names] for r in rows])
     assert values.tolist() == [[results.records[i]["values"][n] for n in results.names] for i in table.values()]
     assert io.StringIO(results.format_front()).readline().startswith("Pareto front: 4 of 6 measured subnets;")
+
+
+def test_search_command_times_onnx_runtime_latency(tmp_path, tiny_inputs):
+    """`--objectives accuracy,onnx_latency`: every record has the ONNX Runtime latency of its extracted subnet."""
+    supernet, _, dev = tiny_inputs
+    out = tmp_path / "search"
+    cli.main(
+        search_argv(supernet, dev, out, "--objectives", "accuracy,onnx_latency", "--latency_min_run_time", "0.01")
+    )
+    results = SearchResults.from_dir(out)
+    assert [o["name"] for o in results.objectives] == ["accuracy", "onnx_latency"]
+    assert len(results.records) == 8
+    assert all(r["values"]["onnx_latency"] > 0 for r in results.records)

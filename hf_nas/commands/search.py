@@ -34,7 +34,8 @@ objective, so hypervolumes of different searches compare.
 
 `predicted_latency` is the latency of the extracted subnet predicted by a per-device latency table (per-layer timings
 and a correction learned on whole-model measurements, measured once and cached in --latency_table_dir per device and
-setting): cheap enough to score every candidate.
+setting): cheap enough to score every candidate. `onnx_latency` times the extracted subnet exported to ONNX in ONNX
+Runtime (`hf_nas.compression.OnnxLatencyObjective`), for searches that target that runtime.
 
 Several processes share a search's accuracy evaluations; the main process times latencies alone and writes the
 results, which are those of a one-process search with the same seed:
@@ -54,6 +55,7 @@ from dataclasses import dataclass, field
 import datasets
 from transformers import AutoTokenizer, HfArgumentParser, set_seed
 
+import hf_nas.compression  # noqa: F401  (registers the onnx_latency objective)
 from hf_nas.commands import description_of, parse_arguments
 from hf_nas.data import (
     HelpFormatter,
@@ -387,6 +389,15 @@ def run_search(
                     batch_size=args.latency_batch_size,
                     device=args.latency_device,
                     cache_dir=args.latency_table_dir,
+                    **shape,
+                )
+            )
+        elif name == "onnx_latency":
+            objectives.append(
+                get_objective(
+                    "onnx_latency",
+                    batch_size=args.latency_batch_size,
+                    min_run_time=args.latency_min_run_time,
                     **shape,
                 )
             )
