@@ -44,10 +44,10 @@ bench: $(VENV)/.stamp-bench
 	$(BIN)/python scripts/bench_elastic.py
 
 bench-supernet: $(VENV)/.stamp-bench
-	$(BIN)/python scripts/bench_supernet.py
+	$(BIN)/python scripts/bench_supernet.py --work_dir $(SUPERNET_WORK_DIR)
 
 bench-search: $(VENV)/.stamp-bench
-	$(BIN)/python scripts/bench_search.py
+	$(BIN)/python scripts/bench_search.py --supernet $(SUPERNET_WORK_DIR)/models/one_pass
 
 bench-vision: $(VENV)/.stamp-bench
 	$(BIN)/python scripts/bench_vision.py
