@@ -58,6 +58,7 @@ from hf_nas.search.objectives import Objective, TaskMetricObjective
 from hf_nas.search.pareto import anytime_hypervolume
 from hf_nas.search.predictors import Predictor
 from hf_nas.search.strategies import EvaluatedSubnet, LinasSearch, get_strategy
+from hf_nas.search.strategies.enas import controller_diagnostic
 from hf_nas.search.strategies.linas import screen_candidates
 from hf_nas.utils import atomic_write_text, default_text_checkpoint
 
@@ -74,7 +75,12 @@ STRATEGY_NAMES = {
     "nsga2": "NSGA-II",
     "evolutionary": "evolutionary (OFA)",
     "linas": "predictor-guided (LINAS)",
+    "enas": "ENAS controller, memory buffer",
+    "enas_no_buffer": "ENAS controller, no buffer",
 }
+# ENAS's reward: validation accuracy minus a cost penalty, each cost relative to the full model's (the reference point)
+ENAS_COST_WEIGHT = 0.5
+ENAS_BUFFER = {"buffer_size": 50, "replay_size": 4}
 
 
 @dataclass
@@ -91,7 +97,7 @@ class SearchBenchArguments:
     data_seed: int = field(
         default=42, metadata={"help": "The seed bench_supernet.py shuffled the training rows with."}
     )
-    strategies: str = field(default="random,nsga2,evolutionary,linas")
+    strategies: str = field(default="random,nsga2,evolutionary,linas,enas,enas_no_buffer")
     seeds: int = field(default=3, metadata={"help": "Seeds per strategy."})
     num_evaluations: int = field(default=50, metadata={"help": "Real evaluations per search."})
     evaluations_per_round: int = 5
@@ -274,8 +280,20 @@ class Bench:
         latency.prepare(self.model)
         return [accuracy, macs, latency]
 
-    def strategy(self, name: str, seed: int, objectives: list[Objective]):
+    def strategy(self, name: str, seed: int, objectives: list[Objective], reference: list[float] | None = None):
         args, directions = self.args, [o.direction for o in objectives]
+        if name.startswith("enas"):
+            if reference is None:
+                raise ValueError("The ENAS strategies scale their reward by the reference point: pass it.")
+            return get_strategy(
+                "enas",
+                self.space,
+                directions,
+                seed=seed,
+                reward_weights=(1.0, *[ENAS_COST_WEIGHT] * (len(objectives) - 1)),
+                reward_scales=(1.0, *reference[1:]),
+                **(ENAS_BUFFER if name == "enas" else {}),
+            )
         if name == "linas":
             exact = {i: (lambda s, o=o: float(o(self.model, s))) for i, o in enumerate(objectives) if o.cheap}
             return LinasSearch(
@@ -296,10 +314,11 @@ class Bench:
             accuracy = objectives[0]
             accuracy.take_seconds()
             start = time.perf_counter()
+            strategy = self.strategy(name, seed, objectives, reference)
             results = SubnetSearch(
                 self.model,
                 objectives,
-                self.strategy(name, seed, objectives),
+                strategy,
                 use_predictors=False,
                 num_evaluations=self.args.num_evaluations,
                 evaluations_per_round=self.args.evaluations_per_round,
@@ -320,6 +339,7 @@ class Bench:
                 "wall_seconds": wall,
                 "measuring_seconds": measuring,  # accuracy evaluations not found in the cache
                 "overhead_seconds": wall - measuring,  # strategy, screening, MACs, writes
+                **({"controller": controller_diagnostic(strategy)} if name.startswith("enas") else {}),
             }
 
         row = self.rows.compute(f"run_{name}_{seed}", search)
@@ -593,6 +613,28 @@ def render_markdown(r: dict) -> str:
         "screening, MACs, results files); accuracies cached from an earlier run cost no time but count as real "
         "evaluations.",
         "",
+    ]
+    diagnostics = {
+        name: [run["controller"] for run in runs if "controller" in run] for name, runs in r["runs"].items()
+    }
+    diagnostics = {name: d for name, d in diagnostics.items() if d}
+    if diagnostics:
+        lines += [
+            f"ENAS's reward is validation accuracy minus {ENAS_COST_WEIGHT} x each cost relative to the full model's "
+            f"(the buffered controller replays {ENAS_BUFFER['replay_size']} of its last {ENAS_BUFFER['buffer_size']} "
+            "(subnet, reward) pairs at each update). The controller diagnostic: the Spearman correlation, over pairs of "
+            "100 subnets drawn from the final controller, between the distance of its hidden states and the distance "
+            "of the subnets they produced (near 0: the hidden state does not encode the decisions).",
+            "",
+            "| strategy | hidden-state vs architecture distance, Spearman (per seed) |",
+            "|---|---|",
+        ]
+        for name, values in diagnostics.items():
+            per_seed = ", ".join(f"{d['spearman']:+.3f}" for d in values)
+            mean = sum(d["spearman"] for d in values) / len(values)
+            lines.append(f"| {STRATEGY_NAMES.get(name, name)} | {mean:+.3f} ({per_seed}) |")
+        lines.append("")
+    lines += [
         "## Chosen subnets on the dev set",
         "",
         "Each seed's most accurate subnet on the validation split with MACs at most the budget, evaluated on dev; the "
