@@ -618,6 +618,18 @@ def render_markdown(r: dict) -> str:
         name: [run["controller"] for run in runs if "controller" in run] for name, runs in r["runs"].items()
     }
     diagnostics = {name: d for name, d in diagnostics.items() if d}
+    short = {
+        name: [run["evaluations"] for run in runs]
+        for name, runs in r["runs"].items()
+        if any(run.get("evaluations", n) < n for run in runs)
+    }
+    for name, counts in short.items():
+        lines += [
+            f"{STRATEGY_NAMES.get(name, name)} stopped proposing new subnets before {n} evaluations on some seeds "
+            f"(evaluations made per seed: {', '.join(map(str, counts))}: its controller had converged to subnets "
+            "already measured); its curve keeps its last hypervolume.",
+            "",
+        ]
     if diagnostics:
         lines += [
             f"ENAS's reward is validation accuracy minus {ENAS_COST_WEIGHT} x each cost relative to the full model's "
@@ -630,9 +642,14 @@ def render_markdown(r: dict) -> str:
             "|---|---|",
         ]
         for name, values in diagnostics.items():
-            per_seed = ", ".join(f"{d['spearman']:+.3f}" for d in values)
-            mean = sum(d["spearman"] for d in values) / len(values)
-            lines.append(f"| {STRATEGY_NAMES.get(name, name)} | {mean:+.3f} ({per_seed}) |")
+            per_seed = ", ".join(f"{d['spearman']:+.3f}" for d in values)  # nan: every drawn subnet the same
+            finite = [d["spearman"] for d in values if d["spearman"] == d["spearman"]]
+            mean = f"{sum(finite) / len(finite):+.3f}" if finite else "nan"
+            lines.append(f"| {STRATEGY_NAMES.get(name, name)} | {mean} ({per_seed}) |")
+        lines += [
+            "",
+            "nan: the 100 subnets drawn from the final controller were all the same (it had converged).",
+        ]
         lines.append("")
     lines += [
         "## Chosen subnets on the dev set",
@@ -722,6 +739,10 @@ def main() -> None:
     logger.info("reference point (fixed in advance): %s", reference)
 
     runs = {name: [bench.run(name, seed, objectives, reference) for seed in range(args.seeds)] for name in strategies}
+    for rows in runs.values():
+        for row in rows:  # a strategy that stopped proposing new subnets early keeps its last hypervolume
+            row["evaluations"] = len(row["curve"])
+            row["curve"] = row["curve"] + row["curve"][-1:] * (args.num_evaluations - len(row["curve"]))
     search = search_summary(runs, args.num_evaluations)
     chosen = chosen_subnets(bench, runs, reference[1], budgets)
     fitted_on = runs["linas"][0] if "linas" in runs else next(iter(runs.values()))[0]
