@@ -97,9 +97,16 @@ REFERENCE_POINTS = {"fixed": "fixed", "records": None}  # --reference_point -> S
 _TASK_METRIC = TaskMetricObjective  # the registered class (the name below may be swapped for a wrapper)
 
 
+# Registered objectives built from Python objects only (a trained block-wise rater), which options cannot give
+PYTHON_ONLY_OBJECTIVES = ("blockwise_loss",)
+
+
 def cost_objectives() -> list[str]:
-    """The registered objectives other than the task metric (see [`~hf_nas.search.objectives.OBJECTIVES`])."""
-    return sorted(n for n, cls in OBJECTIVES.items() if not issubclass(cls, _TASK_METRIC))
+    """The registered objectives other than the task metric (see [`~hf_nas.search.objectives.OBJECTIVES`]) that the
+    command can build from its options: the same list whichever other modules registered objectives of their own."""
+    return sorted(
+        n for n, cls in OBJECTIVES.items() if not issubclass(cls, _TASK_METRIC) and n not in PYTHON_ONLY_OBJECTIVES
+    )
 
 
 def _objectives_help() -> str:
@@ -264,7 +271,7 @@ def objective_names(objectives: str, metrics: str | None = None) -> list[str]:
     >>> objective_names("acc,macs")  # doctest: +ELLIPSIS
     Traceback (most recent call last):
         ...
-    ValueError: --objectives 'acc,macs': unknown objective 'acc'; allowed: accuracy, f1, ...latency, macs, params...
+    ValueError: --objectives 'acc,macs': unknown objective 'acc'; allowed: accuracy, f1, latency, macs, onnx_latency...
     ```
     """
     names = _split("--objectives", objectives)
