@@ -268,7 +268,8 @@ def test_evaluate_measures_a_subnet_given_as_json(tmp_path, labelled):
     assert str(tmp_path) not in (out / "README.md").read_text()
 
 
-def test_evaluate_an_image_subnet(tmp_path):
+def tiny_image_supernet(tmp_path: Path) -> Path:
+    """A tiny ViT supernet with an image processor, for the classes of the shipped CIFAR-10 sample."""
     from transformers import ViTImageProcessor
 
     from hf_nas import ElasticViTConfig, ElasticViTForImageClassification
@@ -279,17 +280,49 @@ def test_evaluate_an_image_subnet(tmp_path):
         num_labels=len(classes), id2label=dict(enumerate(classes)), label2id={c: i for i, c in enumerate(classes)},
     )  # fmt: skip
     supernet_path = tmp_path / "vit"
+    torch.manual_seed(0)
     ElasticViTForImageClassification(config).save_pretrained(supernet_path)
     ViTImageProcessor(size={"height": 32, "width": 32}).save_pretrained(supernet_path)
+    return supernet_path
+
+
+def extract_image_subnet(tmp_path: Path, supernet_path: Path, subnet: SubnetConfig, out: Path) -> None:
     subnet_json = tmp_path / "subnet.json"
-    SubnetConfig.uniform(2, 2, 32, 16).save(subnet_json)
-    out = tmp_path / "subnet"
+    subnet.save(subnet_json)
     extract("--supernet", str(supernet_path), "--subnet_json", str(subnet_json), "--output_dir", str(out),
             "--skip_latency", "--evaluate", "--data_dir", str(ROOT / "data" / "cifar10_sample"),
             "--max_eval_samples", "12", "--eval_batch_size", "4")  # fmt: skip
+
+
+@pytest.mark.parametrize("subnet", [VANILLA, SubnetConfig(2, (4, 2), (64, 16), 32)], ids=["vanilla", "per-layer"])
+def test_evaluate_an_image_subnet_and_recheck_it_reloaded(tmp_path, caplog, subnet):
+    supernet_path = tiny_image_supernet(tmp_path)
+    out = tmp_path / "subnet"
+    with caplog.at_level("INFO", logger="hf_nas.commands.extract"):
+        extract_image_subnet(tmp_path, supernet_path, subnet, out)
     card = load_card(out)
-    assert 0.0 <= card.data.to_dict()["hf_nas"]["metrics"]["accuracy"] <= 1.0
+    accuracy = card.data.to_dict()["hf_nas"]["metrics"]["accuracy"]
+    assert 0.0 <= accuracy <= 1.0
     assert "Measured on the local data `cifar10_sample` (split `test`)" in card.text
+    # the written folder was reloaded without hf-nas and measured again, before it took the place of --output_dir
+    assert f"the reloaded checkpoint reproduces accuracy {accuracy:.4f}" in caplog.text
+    assert not [name for name in os.listdir(tmp_path) if name.startswith(".subnet.")]
+
+
+def test_a_reloaded_subnet_that_measures_differently_is_not_written(tmp_path, monkeypatch):
+    from hf_nas.search.objectives import TaskMetricObjective
+
+    supernet_path = tiny_image_supernet(tmp_path)
+    out = tmp_path / "subnet"
+    extract_image_subnet(tmp_path, supernet_path, VANILLA, out)
+    before = {name: (out / name).read_bytes() for name in os.listdir(out)}
+    measure = TaskMetricObjective.evaluate_model
+    monkeypatch.setattr(TaskMetricObjective, "evaluate_model", lambda self, model: measure(self, model) + 0.25)
+    with pytest.raises(RuntimeError, match=r"The reloaded subnet does not reproduce its metrics \(accuracy .* "
+                       r"through the supernet, .* reloaded\); nothing was written"):  # fmt: skip
+        extract_image_subnet(tmp_path, supernet_path, SubnetConfig(2, (4, 2), (64, 16), 32), out)
+    assert {name: (out / name).read_bytes() for name in os.listdir(out)} == before
+    assert not [name for name in os.listdir(tmp_path) if name.startswith(".subnet.")]
 
 
 def evaluated_results(supernet_path: Path, data: Path, results_path: Path) -> None:

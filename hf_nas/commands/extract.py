@@ -30,7 +30,8 @@ the search selected the subnet on, and the card says so: expect a lower score on
 task metrics (`--metrics`) of the extracted subnet instead, on the validation data given with the options of
 `hf-nas search` (`--validation_file` or `--dataset_name` with a validation split, `--validation_split_percentage`;
 images: `--validation_dir`, `--data_dir`), as the search measures them; this is how a `--subnet_json` subnet gets
-metrics.
+metrics. The written checkpoint is then reloaded as a user loads it without hf-nas and measured again on the same
+batches: if it does not reproduce the metrics, the command stops and `--output_dir` is left as it was.
 
 The base model and the training section of the card come from `--base_model` and `--training_recipe`, else from the
 training record the supernet folder keeps (`hf_nas_training.json`: base model, recipe, training data and settings); a
@@ -49,6 +50,7 @@ for the first one instead.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
@@ -595,13 +597,41 @@ def evaluate(
             metrics=eval_args.metrics,
         )
         _, metric_objective, _ = text_objectives(search_args, data)
-    values, hashes = {}, {}
+    values, hashes, objectives = {}, {}, {}
     for name in eval_args.metric_names:
-        objective = metric_objective(name)
+        objective = objectives[name] = metric_objective(name)
         values[name] = float(objective(supernet, subnet))
         hashes[name] = objective.describe().get("data_hash")
         logger.info("--evaluate: %s %.4f", name, values[name])
-    return values, hashes
+    return values, hashes, objectives
+
+
+RELOAD_TOLERANCE = 1e-9  # metrics are counts over the same examples: equal, up to float rounding
+
+
+def check_reloaded(folder: str, objectives: dict[str, Any], expected: dict[str, float]) -> dict[str, float]:
+    """Reload the written subnet `folder` as a user would without hf-nas (its task's Auto class; a per-layer subnet
+    with `trust_remote_code=True`), measure `--metrics` on it again with the same validation batches, and raise if
+    any differs from `expected` (measured through the supernet): the card would state a number the checkpoint does
+    not have. Returns the reloaded model's metrics."""
+    from hf_nas.commands.compress import load_checkpoint
+
+    model = load_checkpoint(folder)
+    measured = {name: float(objective.evaluate_model(model)) for name, objective in objectives.items()}
+    different = {
+        name: (expected[name], value)
+        for name, value in measured.items()
+        if abs(value - expected[name]) > RELOAD_TOLERANCE
+    }
+    if different:
+        text = ", ".join(
+            f"{name} {was:.6f} through the supernet, {now:.6f} reloaded" for name, (was, now) in different.items()
+        )
+        raise RuntimeError(f"The reloaded subnet does not reproduce its metrics ({text}); nothing was written.")
+    logger.info(
+        "--evaluate: the reloaded checkpoint reproduces %s", ", ".join(f"{k} {v:.4f}" for k, v in measured.items())
+    )
+    return measured
 
 
 def measured_on_selection_split(results: SearchResults | None, hashes: dict[str, str]) -> set[str]:
@@ -684,9 +714,12 @@ def main(argv: Sequence[str] | None = None, *, prog: str | None = None) -> None:
                 supernet, subnet, processor, select_args.supernet, finetune_args, eval_args, export_args.output_dir
             )
             measured.add(finetuned["metrics"], data_description(finetuned["validation_data"]))
+        objectives, evaluated = {}, {}
         if eval_args.evaluate:
-            values, hashes = evaluate(supernet, subnet, select_args, export_args, eval_args, finetune_args)
-            measured.add(values, data_description(options), measured_on_selection_split(results, hashes))
+            evaluated, hashes, objectives = evaluate(
+                supernet, subnet, select_args, export_args, eval_args, finetune_args
+            )
+            measured.add(evaluated, data_description(options), measured_on_selection_split(results, hashes))
         latency = None
         if not export_args.skip_latency:
             latency = measure_latency(
@@ -705,6 +738,9 @@ def main(argv: Sequence[str] | None = None, *, prog: str | None = None) -> None:
             logger.warning(
                 "No --base_model given and none recorded in the supernet folder; the card will not name one."
             )
+        # With --evaluate the written checkpoint, reloaded, must reproduce the measured metrics before it replaces
+        # --output_dir.
+        verify = functools.partial(check_reloaded, objectives=objectives, expected=evaluated) if objectives else None
         folder = export_subnet(
             supernet,
             subnet,
@@ -721,6 +757,7 @@ def main(argv: Sequence[str] | None = None, *, prog: str | None = None) -> None:
             **({"macs_sequence_length": shape["sequence_length"]} if "sequence_length" in shape else {}),
             **({"macs_image_size": shape["image_size"]} if "image_size" in shape else {}),
             license=export_args.license,
+            verify=verify,
         )
         print(f"Saved the subnet ({how}) to {folder}")
         if export_args.push_to_hub:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+from collections.abc import Callable
 from typing import Any
 
 import transformers
@@ -67,6 +68,7 @@ def export_subnet(
     processor: Any | None = None,
     safe_serialization: bool = True,
     wait_for_lock: float = 0.0,
+    verify: Callable[[str], Any] | None = None,
     **card_kwargs: Any,
 ) -> str:
     """Extract `subnet` and write a complete checkpoint folder with its model card, atomically.
@@ -88,6 +90,9 @@ def export_subnet(
         safe_serialization (`bool`, *optional*, defaults to `True`): passed to `save_pretrained`.
         wait_for_lock (`float`, *optional*, defaults to 0): seconds to wait while another process writes
             `save_directory` (0: refuse at once; `math.inf`: no limit).
+        verify (`Callable[[str], Any]`, *optional*): called with the complete temporary folder before it takes the
+            place of `save_directory`, e.g. to reload the checkpoint and check it; an exception it raises stops the
+            export, and `save_directory` stays as it was.
         card_kwargs: keyword arguments of [`build_model_card`] (`base_model` is required there, and defaults to
             `None` here).
 
@@ -123,5 +128,7 @@ def export_subnet(
             processor.save_pretrained(tmp)
         card.save(os.path.join(tmp, "README.md"))
         _check_complete(tmp, has_processor=processor is not None)
+        if verify is not None:
+            verify(tmp)
     logger.info("exported subnet %s to %s", json.dumps(subnet.to_dict()), path)
     return path

@@ -789,6 +789,36 @@ class TaskMetricObjective(Objective):
                 predictions = self._predict(model, device)
         finally:
             model.train(was_training)
+        return self._score(predictions)
+
+    def evaluate_model(self, model: nn.Module) -> float:
+        """The metric of `model` as it is, on the same batches: any model with the task's head, e.g. an extracted
+        subnet reloaded with plain transformers, or a compressed one. For a supernet it is the metric of its active
+        subnet. The model is evaluated in eval mode under `torch.inference_mode`; its training mode is restored.
+
+        ```python
+        >>> import torch
+        >>> from transformers import BertConfig, BertForSequenceClassification
+        >>> from hf_nas.search.objectives import TaskMetricObjective
+        >>> model = BertForSequenceClassification(BertConfig(vocab_size=99, hidden_size=32, num_hidden_layers=1,
+        ...                                                  num_attention_heads=4, intermediate_size=64))
+        >>> data = [{"input_ids": [2, 5, 7], "label": 1}, {"input_ids": [2, 9], "label": 0}]
+        >>> 0.0 <= TaskMetricObjective(data).evaluate_model(model) <= 1.0
+        True
+        ```
+        """
+        if not isinstance(model, nn.Module):
+            raise TypeError(f"`model` must be a torch.nn.Module, got {type(model).__name__}.")
+        device = self._model_device(model)
+        was_training = model.training
+        model.eval()
+        try:
+            predictions = self._predict(model, device)
+        finally:
+            model.train(was_training)
+        return self._score(predictions)
+
+    def _score(self, predictions: torch.Tensor) -> float:
         keep = self._labels != _IGNORE_INDEX
         result = self._metric.compute(
             predictions=predictions[keep].tolist(), references=self._labels[keep].tolist(), **self.metric_kwargs
