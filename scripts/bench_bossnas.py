@@ -60,6 +60,7 @@ from hf_nas.blockwise import (
     recouple,
 )
 from hf_nas.training import SupernetTrainer, SupernetTrainingArguments, get_sampler
+from hf_nas.utils import checkpoint_name
 
 logger = logging.getLogger("hf_nas.bench_bossnas")
 POINTS = (0.5, 0.25)
@@ -468,8 +469,8 @@ def report(bench: BossBench, args: BossNASBenchArguments) -> dict:
     }
     return {
         **run_record(),
-        "model": bench.path,
-        "teacher": teacher_row,
+        "model": checkpoint_name(bench.path),
+        "teacher": os.path.join("<supernet_work_dir>", os.path.relpath(teacher_row, args.supernet_work_dir)),
         "settings": {
             k: getattr(args, k)
             for k in (

@@ -96,11 +96,11 @@ class CompressBenchArguments(BenchArguments):
     sparsities: str = field(default="0.5,0.7,0.9", metadata={"help": "Comma-separated sparsities."})
     search_steps: int = field(default=300, metadata={"help": "Steps of each jackpot search and sparse fine-tuning."})
     jackpot_learning_rates: str = field(
-        default="1e-4",
+        default="1e-4,5e-4,2e-3",
         metadata={"help": "Score learning rates tried (comma-separated); the best on validation is reported."},
     )
     finetune_learning_rates: str = field(
-        default="5e-5",
+        default="5e-5,1e-4",
         metadata={"help": "Weight learning rates of the baseline (comma-separated), selected the same way."},
     )
     swap_share: float = field(default=0.5, metadata={"help": "Jackpot short restriction: initial swap share."})
