@@ -345,9 +345,19 @@ def rating_features(rater: BlockwiseRater, model: nn.Module, subnets: Sequence[S
     per-block losses, `(len(subnets), encoding + num_blocks)`.
 
     ```python
-    >>> features = rating_features(rater, supernet, subnets)  # doctest: +SKIP
-    >>> regressor.fit(features, measured_accuracies)  # doctest: +SKIP
+    >>> import torch
+    >>> from hf_nas import ElasticBertConfig, ElasticBertModel
+    >>> from hf_nas.blockwise import SupervisedBlockRater, rating_features
+    >>> model = ElasticBertModel(ElasticBertConfig(vocab_size=99, hidden_size=32, num_hidden_layers=2,
+    ...                                            num_attention_heads=4, intermediate_size=64))
+    >>> rater = SupervisedBlockRater([{"input_ids": torch.tensor([[2, 5, 7, 9]])}], num_blocks=2)
+    >>> space = model.search_space
+    >>> features = rating_features(rater, model, [space.largest(), space.smallest()])
+    >>> features.shape[0], bool((features[0, -2:] <= features[1, -2:]).all())  # the block losses come last
+    (2, True)
     ```
+
+    A regressor fitted on these features and the measured accuracies of some subnets then rates the others.
     """
     space = model.search_space
     rows = [np.concatenate([encode(s, space), np.asarray(rater.block_losses(model, s))]) for s in subnets]
