@@ -25,6 +25,7 @@ New objectives plug in by name:
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import inspect
 import logging
@@ -779,17 +780,20 @@ class TaskMetricObjective(Objective):
             predictions.append(logits.argmax(dim=-1).flatten().cpu())  # (B,) or (B * T,)
         return torch.cat(predictions)
 
-    def __call__(self, model: nn.Module, subnet: SubnetConfig) -> float:
-        _check_supernet(model)
+    def _eval_predictions(self, model: nn.Module, subnet: SubnetConfig | None = None) -> torch.Tensor:
+        """`_predict` in eval mode (with `subnet` active, if given); the training mode is restored afterwards."""
         device = self._model_device(model)
         was_training = model.training
         model.eval()
         try:
-            with model.subnet(subnet):
-                predictions = self._predict(model, device)
+            with contextlib.nullcontext() if subnet is None else model.subnet(subnet):
+                return self._predict(model, device)
         finally:
             model.train(was_training)
-        return self._score(predictions)
+
+    def __call__(self, model: nn.Module, subnet: SubnetConfig) -> float:
+        _check_supernet(model)
+        return self._score(self._eval_predictions(model, subnet))
 
     def evaluate_model(self, model: nn.Module) -> float:
         """The metric of `model` as it is, on the same batches: any model with the task's head, e.g. an extracted
@@ -797,7 +801,6 @@ class TaskMetricObjective(Objective):
         subnet. The model is evaluated in eval mode under `torch.inference_mode`; its training mode is restored.
 
         ```python
-        >>> import torch
         >>> from transformers import BertConfig, BertForSequenceClassification
         >>> from hf_nas.search.objectives import TaskMetricObjective
         >>> model = BertForSequenceClassification(BertConfig(vocab_size=99, hidden_size=32, num_hidden_layers=1,
@@ -809,14 +812,7 @@ class TaskMetricObjective(Objective):
         """
         if not isinstance(model, nn.Module):
             raise TypeError(f"`model` must be a torch.nn.Module, got {type(model).__name__}.")
-        device = self._model_device(model)
-        was_training = model.training
-        model.eval()
-        try:
-            predictions = self._predict(model, device)
-        finally:
-            model.train(was_training)
-        return self._score(predictions)
+        return self._score(self._eval_predictions(model))
 
     def _score(self, predictions: torch.Tensor) -> float:
         keep = self._labels != _IGNORE_INDEX
