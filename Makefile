@@ -10,8 +10,9 @@ SUPERNET_WORK_DIR ?= /tmp/hf_nas_bench_supernet
 MOS_WORK_DIR ?= /tmp/hf_nas_bench_mos
 BOSSNAS_WORK_DIR ?= /tmp/hf_nas_bench_bossnas
 COMPRESS_WORK_DIR ?= /tmp/hf_nas_bench_compress
+COMPRESS_LONG_WORK_DIR ?= /tmp/hf_nas_bench_compress_long
 
-.PHONY: venv demo test lint bench bench-supernet bench-search bench-vision bench-gradient-search bench-mos bench-bossnas bench-compress
+.PHONY: venv demo test lint bench bench-supernet bench-search bench-vision bench-gradient-search bench-mos bench-bossnas bench-compress bench-compress-long
 
 venv: $(VENV)/.stamp
 
@@ -73,3 +74,10 @@ bench-compress: $(VENV)/.stamp-bench
 	test -d $(VENV)/torchao/torchao || $(BIN)/python -m pip install --no-deps --target $(VENV)/torchao torchao==0.18.0
 	$(BIN)/python scripts/bench_compress.py --supernet_work_dir $(SUPERNET_WORK_DIR) --work_dir $(COMPRESS_WORK_DIR) \
 		--torchao_path $(VENV)/torchao
+
+# The longer-search lever of the jackpot target: 70% sparsity only, 1000 steps for the jackpot search and for the
+# fine-tuned magnitude baseline alike, its own work dir and report (docs/benchmarks/compress_long.{json,md}).
+bench-compress-long: $(VENV)/.stamp-bench
+	$(BIN)/python scripts/bench_compress.py --supernet_work_dir $(SUPERNET_WORK_DIR) --work_dir $(COMPRESS_LONG_WORK_DIR) \
+		--sparsities 0.7 --search_steps 1000 --jackpot_learning_rates 5e-4,1e-3 --finetune_learning_rates 5e-5,1e-4 \
+		--rows sparsity,report --report_name compress_long

@@ -26,6 +26,8 @@ continues.
 
     python scripts/bench_compress.py --supernet_work_dir /tmp/hf_nas_bench_supernet
     python scripts/bench_compress.py --rows report      # only assemble the report from finished rows
+    python scripts/bench_compress.py --sparsities 0.7 --search_steps 1000 --rows sparsity,report \
+        --work_dir /tmp/hf_nas_bench_compress_long --report_name compress_long   # the longer-search lever
 """
 
 from __future__ import annotations
@@ -117,6 +119,13 @@ class CompressBenchArguments(BenchArguments):
     )
     rows: str = field(
         default="all", metadata={"help": "Comma-separated groups: sparsity, quantization, torchao, onnx, report, all."}
+    )
+    report_name: str = field(
+        default="compress",
+        metadata={
+            "help": "The report's file name in --output_dir (<name>.json and <name>.md); a run with other settings "
+            "(e.g. longer searches in their own --work_dir) gets its own report beside the published one."
+        },
     )
     measure: str | None = field(default=None, metadata={"help": "Internal: run the torchao subprocess."})
 
@@ -493,7 +502,7 @@ def report(bench: CompressBench, args: CompressBenchArguments) -> dict:
         "versions": {**record["versions"], **optional_versions()},
         "model": checkpoint_name(bench.path),
         "settings": {
-            **{k: v for k, v in dataclasses.asdict(args).items() if k not in ("measure", "rows")},
+            **{k: v for k, v in dataclasses.asdict(args).items() if k not in ("measure", "rows", "report_name")},
             "data_dir": os.path.relpath(args.data_dir, ROOT),
             "output_dir": os.path.relpath(args.output_dir, ROOT),
         },
@@ -672,6 +681,8 @@ def main() -> None:
     if args.measure == "torchao":
         bench.torchao_measure()
         return
+    if not args.report_name or os.sep in args.report_name or args.report_name.startswith("."):
+        raise ValueError(f"--report_name must be a plain file name without a folder, got {args.report_name!r}.")
     groups = set(args.rows.split(","))
     if "all" in groups:
         groups = {"sparsity", "quantization", "torchao", "onnx", "report"}
@@ -686,7 +697,7 @@ def main() -> None:
             fn()
     if "report" in groups:
         result = report(bench, args)
-        write_results(args.output_dir, "compress", result, render_markdown(result))
+        write_results(args.output_dir, args.report_name, result, render_markdown(result))
 
 
 if __name__ == "__main__":

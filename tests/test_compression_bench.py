@@ -106,3 +106,24 @@ def test_the_report_selects_on_validation_and_judges_the_targets(bench, tmp_path
     assert "| jackpots at 70% within 1 point of dense | +0.00 [+0.00, +0.00] | met |" in markdown
     json.dumps(result)  # JSON-ready
     assert not os.path.exists(tmp_path / "out")  # the report is written by main, not here
+
+
+def test_a_report_name_writes_its_own_files_and_refuses_a_path(bench, tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(sys, "argv", sys.argv)
+    args = small_args(bench, tmp_path, "--sparsities", "0.7", "--jackpot_learning_rates", "1e-4")
+    rows = bench.CompressBench(args).rows
+    subnet = {"layers": [0], "num_attention_heads": [2], "intermediate_size": [8], "hidden_size": 8}
+    rows.put("subnet", {"subnet": {**subnet, "num_hidden_layers": 1}, "mac_ratio": 0.5, "class": "X"})
+    rows.put("dense", {"validation": [1, 1, 0, 0], "dev": [1, 1, 1, 1, 1, 0]})
+    rows.put("magnitude_0.7", {"validation": [0] * 4, "dev": [0, 0, 1, 1, 1, 0], "sparsity": 0.7})
+    jackpot = {"validation": [1, 1, 1, 0], "dev": [1] * 6, "train_seconds": 2.0, "mask_changed_vs_magnitude": 0.01}
+    rows.put("jackpot_0.7_0.0001", jackpot)
+    small_args(bench, tmp_path, "--sparsities", "0.7", "--jackpot_learning_rates", "1e-4", "--rows", "report",
+               "--report_name", "compress_long")  # fmt: skip
+    bench.main()
+    out = tmp_path / "out"
+    assert sorted(os.listdir(out)) == ["compress_long.json", "compress_long.md"]
+    assert json.loads((out / "compress_long.json").read_text())["sparsity"][0]["jackpot"]["dev"] == 100.0
+    small_args(bench, tmp_path, "--rows", "report", "--report_name", "../elsewhere")
+    with pytest.raises(ValueError, match="--report_name must be a plain file name"):
+        bench.main()
