@@ -12,12 +12,13 @@ from hf_nas.training.samplers import (
     SAMPLERS,
     ShiftNASSampler,
     SubnetSampler,
+    TargetedSampler,
     get_sampler,
     register_sampler,
 )
 
-ALL = ["instatune", "random", "sandwich", "shiftnas"]  # built with their default options
-LARGEST_FIRST = ["instatune", "sandwich", "shiftnas"]
+ALL = ["instatune", "random", "sandwich", "shiftnas", "targeted"]  # built with their default options
+LARGEST_FIRST = ["instatune", "sandwich", "shiftnas", "targeted"]
 COUNTS = {  # (name, kwargs) -> subnets per step
     ("sandwich", ()): 4,
     ("sandwich", (("num_random_subnets", 0),)): 2,
@@ -28,6 +29,9 @@ COUNTS = {  # (name, kwargs) -> subnets per step
     ("shiftnas", ()): 4,
     ("shiftnas", (("num_random_subnets", 1),)): 3,
     ("shiftnas", (("include_extremes", False),)): 2,
+    ("targeted", ()): 4,
+    ("targeted", (("num_random_subnets", 3),)): 5,
+    ("targeted", (("include_extremes", False),)): 2,
 }
 
 
@@ -201,6 +205,20 @@ def test_register_sampler(space):
         ("shiftnas", {"include_extremes": 1}, TypeError, "`include_extremes` must be a bool"),
         ("shiftnas", {"include_extremes": False, "num_random_subnets": 0}, ValueError, "would sample no subnet"),
         ("shiftnas", {"max_attempts": 0}, ValueError, "`max_attempts` must be an int >= 1"),
+        ("targeted", {"mac_targets": ()}, ValueError, r"`mac_targets` must be a non-empty list of shares in \(0, 1\]"),
+        ("targeted", {"mac_targets": 0.5}, ValueError, "`mac_targets` must be a non-empty list"),
+        (
+            "targeted",
+            {"mac_targets": (0.5, 1.5)},
+            ValueError,
+            r"`mac_targets\[1\]` must be a share in \(0, 1\], got 1.5",
+        ),
+        ("targeted", {"mac_targets": (0.0,)}, ValueError, r"`mac_targets\[0\]` must be a share"),
+        ("targeted", {"tolerance": 0}, ValueError, r"`tolerance` must be in \(0, 1\], got 0"),
+        ("targeted", {"num_random_subnets": 0}, ValueError, "`num_random_subnets` must be an int >= 1, got 0"),
+        ("targeted", {"uniform_probability": 2}, ValueError, r"`uniform_probability` must be in \[0, 1\]"),
+        ("targeted", {"complexity_fn": "macs"}, TypeError, "`complexity_fn` must be callable"),
+        ("targeted", {"complexity_fn": lambda s: 0.0}, ValueError, "The largest subnet's complexity must be > 0"),
     ],
 )
 def test_bad_kwargs(space, name, kwargs, error, match):
@@ -347,3 +365,38 @@ def test_shiftnas_default_complexity_is_the_per_token_mac_count_of_the_layers(sp
         assert sampler.complexity(subnet) == float(expected)
     h = 24  # by hand: query, key, value, output (4 h a) and the FFN (2 h f) per layer
     assert sampler.complexity(SubnetConfig(2, (1, 4), (64, 16), h)) == 4 * h * 8 + 2 * h * 64 + 4 * h * 32 + 2 * h * 16
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# targeted
+def test_targeted_draws_just_below_each_target_in_turn(space):
+    sampler = TargetedSampler(space, seed=3, mac_targets=(0.5, 0.25), tolerance=0.1)
+    largest = sum(layer_linear_macs(32, 4, 64, attention_head_size=8) for _ in range(3))
+    for step in range(30):
+        largest_subnet, smallest, at_half, at_quarter = sampler.sample(step)
+        assert largest_subnet == space.largest() and smallest == space.smallest()
+        assert (sampler.target_of(step, 0), sampler.target_of(step, 1)) == (0.5, 0.25)
+        assert 0.4 <= sampler.share(at_half) <= 0.5 and 0.15 <= sampler.share(at_quarter) <= 0.25
+        macs = sum(
+            layer_linear_macs(at_half.hidden_size, h, f, attention_head_size=8)
+            for h, f in zip(at_half.num_attention_heads, at_half.intermediate_size, strict=True)
+        )
+        assert sampler.share(at_half) == pytest.approx(macs / largest)  # the default complexity: linear MACs
+    # with one random subnet per step the targets alternate between steps
+    one = TargetedSampler(space, seed=3, num_random_subnets=1)
+    assert [one.target_of(step, 0) for step in range(4)] == [0.5, 0.25, 0.5, 0.25]
+    assert 0.15 <= one.share(one.sample(1)[-1]) <= 0.25
+
+
+def test_targeted_uniform_draws_and_the_closest_fallback(space):
+    uniform = TargetedSampler(space, seed=0, uniform_probability=1.0, include_extremes=False)
+    for step in range(10):
+        for subnet in uniform.sample(step):
+            assert len(set(subnet.num_attention_heads)) == 1 and len(set(subnet.intermediate_size)) == 1
+    # a band no subnet falls into: the closest of the draws, here the smallest subnet (share below every other)
+    tiny = TargetedSampler(space, seed=0, mac_targets=(1e-4,), tolerance=1e-5, include_extremes=False)
+    assert tiny.share(space.smallest()) > 1e-4
+    assert tiny.sample(0) == [space.smallest(), space.smallest()]
+    # a custom complexity: depth alone
+    depth = TargetedSampler(space, seed=0, mac_targets=(2 / 3,), tolerance=0.01, complexity_fn=lambda s: len(s.layers))
+    assert all(s.num_hidden_layers == 2 for s in depth.sample(0)[2:])

@@ -881,3 +881,36 @@ def test_sampler_by_name_uses_the_arguments(tmp_path):
     assert trainer.sampler.name == "shiftnas" and trainer.sampler.seed == 7
     assert trainer.sampler.sample(5) == expected.sample(5)
     assert len(trainer.sampler.sample(0)) == 5
+
+
+def test_the_targeted_sampler_takes_its_targets_from_the_arguments(tmp_path):
+    args = make_args(
+        tmp_path, sampler="targeted", sampler_mac_targets="0.6,0.3", sampler_mac_tolerance=0.2,
+        uniform_subnet_probability=0.5, num_random_subnets=3,
+    )  # fmt: skip
+    trainer = SupernetTrainer(model=make_model(), args=args, train_dataset=make_dataset())
+    expected = get_sampler(
+        "targeted", trainer.model.search_space, seed=0, mac_targets=(0.6, 0.3), tolerance=0.2, uniform_probability=0.5,
+        num_random_subnets=3,
+    )  # fmt: skip
+    assert trainer.sampler.name == "targeted" and trainer.sampler.mac_targets == (0.6, 0.3)
+    assert [trainer.sampler.sample(step) for step in range(3)] == [expected.sample(step) for step in range(3)]
+    assert trainer.train().global_step == 3
+    assert SupernetTrainingArguments("o", sampler="targeted").mac_targets() == (0.5, 0.25)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "match"),
+    [
+        (
+            {"sampler_mac_targets": "0.5"},
+            r"`sampler_mac_targets` is an option of the targeted sampler, not of 'sandwich'",
+        ),
+        ({"sampler": "targeted", "sampler_mac_targets": "half"}, r"comma-separated shares in \(0, 1\] such as"),
+        ({"sampler": "targeted", "sampler_mac_targets": "0.5,1.2"}, r"shares in \(0, 1\], got \[1.2\]"),
+        ({"sampler": "targeted", "sampler_mac_tolerance": 0.0}, r"`sampler_mac_tolerance` must be in \(0, 1\]"),
+    ],
+)
+def test_bad_targeted_sampler_arguments(tmp_path, overrides, match):
+    with pytest.raises(ValueError, match=match):
+        make_args(tmp_path, **overrides)

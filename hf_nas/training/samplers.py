@@ -14,6 +14,8 @@ Samplers are found by name in [`SAMPLERS`] (see [`get_sampler`]); add one with t
 - `"random"`: `num_subnets` uniform random subnets.
 - `"shiftnas"` (ShiftNAS-style): the largest, the smallest and subnets drawn from complexity bins whose probability
   shifts toward the bins that lag behind (higher training loss).
+- `"targeted"`: the largest, the smallest and random subnets whose MAC share lies just below the shares the user will
+  deploy at (e.g. 50% and 25%), so the subnets a search picks there are the ones trained most.
 """
 
 from __future__ import annotations
@@ -42,6 +44,7 @@ __all__ = [
     "ShiftNASSampler",
     "StagedSampler",
     "SubnetSampler",
+    "TargetedSampler",
     "get_sampler",
     "parse_stages",
     "register_sampler",
@@ -575,6 +578,138 @@ class ShiftNASSampler(SubnetSampler):
             f"{type(self).__name__}(name={self.name!r}, seed={self.seed}, num_random_subnets={self.num_random_subnets}, "
             f"include_extremes={self.include_extremes}, num_bins={self.num_bins}, pool_size={self.pool_size}, "
             f"ema={self.ema}, beta={self.beta})"
+        )
+
+
+@register_sampler
+class TargetedSampler(_UniformDraws, SubnetSampler):
+    """The sandwich rule with its random subnets aimed at the MAC shares the subnets will be deployed at.
+
+    Each step trains the largest and the smallest subnet (if `include_extremes`) and `num_random_subnets` random
+    subnets; the `i`-th random subnet of step `s` is drawn at the target share `mac_targets[(s * n + i) % T]`
+    (`n` random subnets per step, `T` targets), so with as many random subnets as targets every step trains one
+    subnet at each target. A subnet is at target `t` when its complexity, as a share of the largest subnet's, lies in
+    `[t - tolerance, t]`: just below the target, where a search under that budget picks its subnet. It is found by
+    rejection sampling from the space (uniform subnets with probability `uniform_probability`, as in the sandwich
+    rule); after `max_attempts` misses the draw of closest share is taken.
+
+    Args:
+        search_space (`SearchSpace`): the space the subnets are drawn from.
+        seed (`int`, *optional*, defaults to 0): the seed of every random draw, combined with the step.
+        mac_targets (`Sequence[float]`, *optional*, defaults to `(0.5, 0.25)`): target shares of the largest subnet's
+            complexity, each in (0, 1].
+        tolerance (`float`, *optional*, defaults to 0.1): width of the band below each target, in (0, 1].
+        num_random_subnets (`int`, *optional*, defaults to 2): targeted subnets per step (>= 1).
+        include_extremes (`bool`, *optional*, defaults to `True`): put the largest and the smallest subnet first.
+        uniform_probability (`float`, *optional*, defaults to 0.0): probability that a draw has one head count and FFN
+            width in every layer.
+        complexity_fn (`Callable[[SubnetConfig], float]`, *optional*): the complexity of a subnet; defaults to the
+            per-token MACs of the encoder's linear layers, as for the `shiftnas` sampler (attention scores, which grow
+            with the sequence length, are left out: at 128 tokens they add about a twentieth to a 384-wide layer).
+        max_attempts (`int`, *optional*, defaults to 1000): draws per subnet before taking the closest one.
+
+    Example:
+
+    ```python
+    >>> from hf_nas import SearchSpace
+    >>> from hf_nas.training.samplers import TargetedSampler
+    >>> space = SearchSpace(num_hidden_layers=(2, 4), num_attention_heads=(2, 4), intermediate_size=(32, 64),
+    ...                     hidden_size=(32,), attention_head_size=8)
+    >>> sampler = TargetedSampler(space, seed=0, mac_targets=(0.5,), tolerance=0.2)
+    >>> largest, smallest, *targeted = sampler.sample(step=0)
+    >>> largest == space.largest(), smallest == space.smallest()
+    (True, True)
+    >>> [0.3 <= sampler.share(subnet) <= 0.5 for subnet in targeted]
+    [True, True]
+    ```
+    """
+
+    name = "targeted"
+
+    def __init__(
+        self,
+        search_space: SearchSpace,
+        seed: int = 0,
+        *,
+        mac_targets: Sequence[float] = (0.5, 0.25),
+        tolerance: float = 0.1,
+        num_random_subnets: int = 2,
+        include_extremes: bool = True,
+        uniform_probability: float = 0.0,
+        complexity_fn: Callable[[SubnetConfig], float] | None = None,
+        max_attempts: int = 1000,
+    ):
+        super().__init__(search_space, seed)
+        if isinstance(mac_targets, (str, numbers.Real)) or not isinstance(mac_targets, Sequence) or not mac_targets:
+            raise ValueError(f"`mac_targets` must be a non-empty list of shares in (0, 1], got {mac_targets!r}.")
+        targets = [check_float(f"mac_targets[{i}]", t) for i, t in enumerate(mac_targets)]
+        for i, t in enumerate(targets):
+            if not 0.0 < t <= 1.0:
+                raise ValueError(f"`mac_targets[{i}]` must be a share in (0, 1], got {t}.")
+        self.mac_targets = tuple(targets)
+        self.tolerance = check_float("tolerance", tolerance)
+        if not 0.0 < self.tolerance <= 1.0:
+            raise ValueError(f"`tolerance` must be in (0, 1], got {tolerance}.")
+        self.num_random_subnets = check_int("num_random_subnets", num_random_subnets, 1)
+        if not isinstance(include_extremes, bool):
+            raise TypeError(f"`include_extremes` must be a bool, got {include_extremes!r}.")
+        self.include_extremes = include_extremes
+        self._init_uniform(uniform_probability)
+        if complexity_fn is not None and not callable(complexity_fn):
+            raise TypeError(
+                f"`complexity_fn` must be callable (SubnetConfig -> float) or None, got {complexity_fn!r}."
+            )
+        self.complexity_fn = complexity_fn or functools.partial(
+            _mac_proxy, attention_head_size=search_space.attention_head_size
+        )
+        self.max_attempts = check_int("max_attempts", max_attempts, 1)
+        self._largest = self._complexity(search_space.largest())
+        if self._largest <= 0:
+            raise ValueError(f"The largest subnet's complexity must be > 0 to take shares of it, got {self._largest}.")
+
+    @property
+    def largest_first(self) -> bool:
+        return self.include_extremes
+
+    def _complexity(self, subnet: SubnetConfig) -> float:
+        value = self.complexity_fn(subnet)
+        if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value):
+            raise ValueError(f"`complexity_fn` must return a finite real number, got {value!r} for {subnet}.")
+        return float(value)
+
+    def share(self, subnet: SubnetConfig) -> float:
+        """The complexity of `subnet` as a share of the largest subnet's."""
+        return self._complexity(subnet) / self._largest
+
+    def target_of(self, step: int, index: int) -> float:
+        """The target share of the `index`-th random subnet of optimizer step `step`."""
+        return self.mac_targets[(step * self.num_random_subnets + index) % len(self.mac_targets)]
+
+    def _draw_at(self, rng: random.Random, target: float) -> SubnetConfig:
+        low = target - self.tolerance
+        closest, closest_distance = None, math.inf
+        for _ in range(self.max_attempts):
+            candidate = self.draw(rng)
+            share = self.share(candidate)
+            if low <= share <= target:
+                return candidate
+            distance = low - share if share < low else share - target
+            if distance < closest_distance:
+                closest, closest_distance = candidate, distance
+        return closest
+
+    def sample(self, step: int, micro_step: int = 0) -> list[SubnetConfig]:
+        rng = self.generator(step, micro_step)
+        space = self.search_space
+        subnets = [space.largest(), space.smallest()] if self.include_extremes else []
+        subnets.extend(self._draw_at(rng, self.target_of(step, i)) for i in range(self.num_random_subnets))
+        return subnets
+
+    def __repr__(self) -> str:
+        return (
+            f"{type(self).__name__}(name={self.name!r}, seed={self.seed}, mac_targets={list(self.mac_targets)}, "
+            f"tolerance={self.tolerance}, num_random_subnets={self.num_random_subnets}, "
+            f"include_extremes={self.include_extremes}, uniform_probability={self.uniform_probability})"
         )
 
 

@@ -151,13 +151,15 @@ class SupernetTrainer(Trainer):
     @staticmethod
     def _build_sampler(args: SupernetTrainingArguments, space) -> SubnetSampler:
         kwargs = {}
-        if args.sampler in ("sandwich", "shiftnas"):
+        if args.sampler in ("sandwich", "shiftnas", "targeted"):
             kwargs["num_random_subnets"] = args.num_random_subnets
+        if args.sampler == "targeted":
+            kwargs.update(mac_targets=args.mac_targets(), tolerance=args.sampler_mac_tolerance)
         if args.uniform_subnet_probability > 0:
             if args.sampler == "shiftnas":
                 raise ValueError(
                     "uniform_subnet_probability is not supported by the shiftnas sampler; allowed samplers: "
-                    "sandwich, instatune, random."
+                    "sandwich, instatune, random, targeted."
                 )
             kwargs["uniform_probability"] = args.uniform_subnet_probability
         seed = args.seed if args.sampler_seed is None else args.sampler_seed

@@ -31,10 +31,25 @@ class SupernetTrainingArguments(TrainingArguments):
 
     sampler: str = field(
         default="sandwich",
-        metadata={"help": "Subnet sampler: sandwich (BigNAS), instatune, random or shiftnas."},
+        metadata={
+            "help": "Subnet sampler: sandwich (BigNAS), instatune, random, shiftnas, or targeted (the sandwich rule "
+            "with its random subnets just below the MAC shares of sampler_mac_targets)."
+        },
     )
     num_random_subnets: int = field(
-        default=2, metadata={"help": "Random subnets per step besides the largest and smallest (sandwich, shiftnas)."}
+        default=2,
+        metadata={"help": "Random subnets per step besides the largest and smallest (sandwich, shiftnas, targeted)."},
+    )
+    sampler_mac_targets: str | None = field(
+        default=None,
+        metadata={
+            "help": "targeted sampler: comma-separated shares of the largest subnet's MACs to train subnets at "
+            "(default '0.5,0.25'); each random subnet of a step is drawn just below one of them, in turn."
+        },
+    )
+    sampler_mac_tolerance: float = field(
+        default=0.1,
+        metadata={"help": "targeted sampler: a subnet is at target t when its MAC share is in [t - tolerance, t]."},
     )
     sampler_seed: int | None = field(default=None, metadata={"help": "Seed of the sampler (default: `seed`)."})
     sampler_stages: str | None = field(
@@ -131,6 +146,13 @@ class SupernetTrainingArguments(TrainingArguments):
             raise ValueError(
                 f"Unknown hidden_loss_layers {self.hidden_loss_layers!r}; allowed: {list(HIDDEN_LOSS_LAYERS)}."
             )
+        if self.sampler_mac_targets is not None and self.sampler != "targeted":
+            raise ValueError(
+                f"`sampler_mac_targets` is an option of the targeted sampler, not of {self.sampler!r}: set "
+                "sampler='targeted' or leave it unset."
+            )
+        if self.sampler == "targeted":
+            self.mac_targets()  # a malformed list fails here, before training
         if not 0.0 <= self.uniform_subnet_probability <= 1.0:
             raise ValueError(f"`uniform_subnet_probability` must be in [0, 1], got {self.uniform_subnet_probability}.")
         if self.sampler_stages is not None:
@@ -186,6 +208,22 @@ class SupernetTrainingArguments(TrainingArguments):
             target_modules=self.mixture_target_modules,
         )
         return mixture if mixture.enabled else None
+
+    def mac_targets(self) -> tuple[float, ...]:
+        """The target MAC shares of the targeted sampler, parsed from `sampler_mac_targets` (default (0.5, 0.25))."""
+        text = "0.5,0.25" if self.sampler_mac_targets is None else self.sampler_mac_targets
+        try:
+            targets = tuple(float(t) for t in text.split(","))
+        except ValueError:
+            raise ValueError(
+                f"`sampler_mac_targets` must be comma-separated shares in (0, 1] such as '0.5,0.25', got {text!r}."
+            ) from None
+        bad = [t for t in targets if not 0.0 < t <= 1.0]
+        if bad:
+            raise ValueError(f"`sampler_mac_targets` must hold shares in (0, 1], got {bad} in {text!r}.")
+        if not 0.0 < self.sampler_mac_tolerance <= 1.0:
+            raise ValueError(f"`sampler_mac_tolerance` must be in (0, 1], got {self.sampler_mac_tolerance}.")
+        return targets
 
     @property
     def eval_subnet_names(self) -> list[str]:
