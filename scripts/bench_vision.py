@@ -27,6 +27,8 @@ dependencies are not needed). Nothing is downloaded at run time. Images from `..
 are resized to 56 px (4x4 patches of 14 px, position embeddings interpolated).
 
     python scripts/bench_vision.py                     # the published run (make bench-vision)
+    python scripts/bench_vision.py --sampler targeted  # the targeted-sampler lever: its own supernet rows and report
+                                                       # (vision_targeted.*), the teacher and alone rows reused
     python scripts/bench_vision.py --models vit --max_steps 20 --train_samples 640 --validation_samples 200 \
         --test_samples 500 --work_dir /tmp/smoke      # a smoke run
 """
@@ -127,6 +129,15 @@ class VisionBenchArguments:
     bootstrap_samples: int = 2000
     output_dir: str = BENCHMARKS_DIR
     work_dir: str = field(default="/tmp/hf_nas_bench_vision", metadata={"help": "Models and finished rows."})
+    sampler: str = field(
+        default="sandwich",
+        metadata={
+            "help": "The supernet's sampler: sandwich (the published recipe) or targeted (its random subnets drawn "
+            "just below --mac_targets). Another sampler gets its own supernet rows, model and report "
+            "(vision_<sampler>.*) in the same work dir; the teacher and the trained-alone rows are shared."
+        },
+    )
+    mac_targets: str = field(default="0.5,0.25", metadata={"help": "The targeted sampler's MAC shares."})
 
 
 # ------------------------------------------------------------------------------------------------------------------
@@ -301,6 +312,11 @@ class Bench:
     def name(self, row: str) -> str:
         return f"{self.kind}_{row}"
 
+    def supernet_name(self, row: str, kind: bool = True) -> str:
+        """The name of a row (or run, or model) of the supernet: suffixed by the sampler unless it is the sandwich."""
+        row += "" if self.args.sampler == "sandwich" else f"_{self.args.sampler}"
+        return self.name(row) if kind else row
+
     def train_args(self, name: str, cls=TrainingArguments, **kwargs):
         output_dir = os.path.join(self.args.work_dir, "runs", self.name(name))
         a = self.args
@@ -356,9 +372,9 @@ class Bench:
 
     def supernet(self):
         """Train (or load) the teacher-first supernet."""
-        folder = os.path.join(self.models, self.name("supernet"))
+        folder = os.path.join(self.models, self.supernet_name("supernet"))
         cls = elastic_class_for(self.teacher_dir(), "image-classification")
-        done = self.rows.get(self.name("supernet_trained"))
+        done = self.rows.get(self.supernet_name("supernet_trained"))
         if done is not None and os.path.isdir(folder):
             return cls.from_pretrained(folder, attn_implementation="sdpa").eval(), done
         model = self.initial_supernet()
@@ -369,7 +385,11 @@ class Bench:
             model=model,
             teacher_model=self.load_teacher(),
             args=self.train_args(
-                "supernet", SupernetTrainingArguments, eval_subnets="", distillation="teacher", **RECIPE
+                self.supernet_name("supernet", kind=False),
+                SupernetTrainingArguments,
+                eval_subnets="",
+                distillation="teacher",
+                **supernet_recipe(self.args),
             ),
             train_dataset=self.splits["train"],
             data_collator=COLLATOR,
@@ -378,8 +398,12 @@ class Bench:
         seconds = time.perf_counter() - start
         model.save_pretrained(folder)
         row = self.rows.put(
-            self.name("supernet_trained"),
-            {"train_seconds": seconds, "curve": curve.points, "recipe": {**RECIPE, "distillation": "teacher"}},
+            self.supernet_name("supernet_trained"),
+            {
+                "train_seconds": seconds,
+                "curve": curve.points,
+                "recipe": {**supernet_recipe(self.args), "distillation": "teacher"},
+            },
         )
         return model.eval(), row
 
@@ -439,7 +463,7 @@ class Bench:
                 chosen[str(point)] = {"subnet": json.loads(key), **feasible[key], "test": test}
             return {"candidates": evaluated, "chosen": chosen}
 
-        return self.rows.compute(self.name("supernet_subnets"), run)
+        return self.rows.compute(self.supernet_name("supernet_subnets"), run)
 
     def train_alone(self, subnet: SubnetConfig) -> dict:
         """`subnet` trained alone from the reordered teacher, with the same teacher, losses and steps."""
@@ -528,8 +552,21 @@ class Bench:
 
 
 # ------------------------------------------------------------------------------------------------------------------
+SAMPLERS = ("sandwich", "targeted")
+
+
+def supernet_recipe(args: VisionBenchArguments) -> dict:
+    """The supernet's training arguments: the published recipe, with the targeted sampler if asked for."""
+    if args.sampler not in SAMPLERS:
+        raise ValueError(f"--sampler {args.sampler!r} is not benchmarked here; allowed: {list(SAMPLERS)}.")
+    if args.sampler == "sandwich":
+        return dict(RECIPE)
+    return {**RECIPE, "sampler": args.sampler, "sampler_mac_targets": args.mac_targets}
+
+
 def main() -> None:
     args = parse_args(VisionBenchArguments)
+    supernet_recipe(args)  # an unknown sampler fails here, before any data is read
     setup_logging()
     started = time.perf_counter()
     kinds = [k.strip() for k in args.models.split(",") if k.strip()]
@@ -549,14 +586,15 @@ def main() -> None:
     result = {
         **run_record(),
         "settings": {k: v for k, v in dataclasses.asdict(args).items() if k not in ("output_dir",)},
-        "recipe": {**RECIPE, "distillation": "teacher", "layer_rule": "spread"},
+        "recipe": {**supernet_recipe(args), "distillation": "teacher", "layer_rule": "spread"},
         "targets": TARGETS,
         "models": results,
         "wall_seconds": time.perf_counter() - started,
     }
     os.makedirs(args.output_dir, exist_ok=True)
-    plot(result, os.path.join(args.output_dir, "vision_curves.png"))
-    write_results(args.output_dir, "vision", result, render_markdown(result))
+    name = report_name_of(dataclasses.asdict(args))
+    plot(result, os.path.join(args.output_dir, f"{name}_curves.png"))
+    write_results(args.output_dir, name, result, render_markdown(result))
 
 
 def plot(result: dict, path: str) -> None:
@@ -580,6 +618,20 @@ def plot(result: dict, path: str) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+def report_name_of(settings: dict) -> str:
+    return "vision" if settings.get("sampler", "sandwich") == "sandwich" else f"vision_{settings['sampler']}"
+
+
+def sampler_words(r: dict) -> str:
+    if r.get("sampler", "sandwich") == "sandwich":
+        return "sandwich rule (largest, smallest, 2 random subnets, half of them uniform)"
+    targets = ", ".join(f"{100 * float(t):.0f}%" for t in r["sampler_mac_targets"].split(","))
+    return (
+        f"**targeted** sandwich rule (largest, smallest, and {r['num_random_subnets']} random subnets, half of them "
+        f"uniform, each drawn with its linear-layer MACs just below one of {targets} of the largest's, in turn)"
+    )
 
 
 def render_markdown(r: dict) -> str:
@@ -614,7 +666,7 @@ def render_markdown(r: dict) -> str:
         "",
         "- **teacher**: the full model fine-tuned alone with the transformers Trainer.",
         "- **supernet**: the teacher-first recipe: initialised from the teacher, importance-reordered, then the "
-        "sandwich rule (largest, smallest, 2 random subnets, half of them uniform) with distillation from the fixed "
+        f"{sampler_words(r['recipe'])} with distillation from the fixed "
         "teacher (logits + hidden states of every kept layer, [CLS] and patch tokens) and the task loss, gradient "
         "protection of the largest subnet; the layer rule is `spread`. Subnets are used without retraining; at "
         "each MAC point the one of best validation accuracy among the uniform candidates just below it is reported.",
@@ -627,7 +679,7 @@ def render_markdown(r: dict) -> str:
         f"{t['gap_at_25']}. A 'within' target is met when the whole interval is, NOT met when none of it is, "
         "unresolved otherwise.",
         "",
-        "![learning curves](vision_curves.png)",
+        f"![learning curves]({report_name_of(s)}_curves.png)",
         "",
     ]
     for m in r["models"]:

@@ -141,3 +141,29 @@ def test_vision_report_reads_targets_from_paired_intervals(load):
         "at_50_not_below_alone": "met",
         "at_25_within_4_of_teacher": "met",
     }
+
+
+def test_vision_sampler_lever_gets_its_own_supernet_rows_and_report(load):
+    """`--sampler targeted` trains its own supernet (rows, model and report suffixed) with the targeted sampler and
+    the published recipe otherwise; the teacher and trained-alone rows keep their names, so they are shared."""
+    bench = load("bench_vision")
+    published = bench.VisionBenchArguments()
+    targeted = bench.VisionBenchArguments(sampler="targeted", mac_targets="0.5,0.2")
+    assert bench.supernet_recipe(published) == bench.RECIPE
+    recipe = bench.supernet_recipe(targeted)
+    assert recipe == {**bench.RECIPE, "sampler": "targeted", "sampler_mac_targets": "0.5,0.2"}
+    args = bench.SupernetTrainingArguments("o", distillation="teacher", **recipe)  # the trainer accepts it
+    assert args.mac_targets() == (0.5, 0.2) and args.uniform_subnet_probability == 0.5
+    names = {}
+    for a in (published, targeted):
+        fake = type("Fake", (), {"args": a, "kind": "vit", "name": bench.Bench.name})()
+        names[a.sampler] = (bench.Bench.supernet_name(fake, "supernet_trained"), fake.name("teacher"))
+    assert names == {
+        "sandwich": ("vit_supernet_trained", "vit_teacher"),
+        "targeted": ("vit_supernet_trained_targeted", "vit_teacher"),
+    }
+    assert bench.report_name_of({"sampler": "sandwich"}) == "vision"
+    assert bench.report_name_of({"sampler": "targeted"}) == "vision_targeted"
+    assert "just below one of 50%, 20%" in bench.sampler_words({**recipe, "num_random_subnets": 2})
+    with pytest.raises(ValueError, match=r"--sampler 'shiftnas' is not benchmarked here; allowed: \['sandwich'"):
+        bench.supernet_recipe(bench.VisionBenchArguments(sampler="shiftnas"))
