@@ -83,8 +83,9 @@ bench-compress: $(VENV)/.stamp-bench
 		--torchao_path $(VENV)/torchao
 
 # The longer-search lever of the jackpot target: 70% sparsity only, 1000 steps for the jackpot search and for the
-# fine-tuned magnitude baseline alike, its own work dir and report (docs/benchmarks/compress_long.{json,md}).
+# fine-tuned magnitude baseline alike, each at the learning rate the 300-step run selected on validation; its own
+# work dir and report (docs/benchmarks/compress_long.{json,md}).
 bench-compress-long: $(VENV)/.stamp-bench
 	$(BIN)/python scripts/bench_compress.py --supernet_work_dir $(SUPERNET_WORK_DIR) --work_dir $(COMPRESS_LONG_WORK_DIR) \
-		--sparsities 0.7 --search_steps 1000 --jackpot_learning_rates 5e-4,1e-3 --finetune_learning_rates 5e-5,1e-4 \
+		--sparsities 0.7 --search_steps 1000 --jackpot_learning_rates 5e-4 --finetune_learning_rates 1e-4 \
 		--rows sparsity,report --report_name compress_long

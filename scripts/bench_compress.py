@@ -26,8 +26,7 @@ continues.
 
     python scripts/bench_compress.py --supernet_work_dir /tmp/hf_nas_bench_supernet
     python scripts/bench_compress.py --rows report      # only assemble the report from finished rows
-    python scripts/bench_compress.py --sparsities 0.7 --search_steps 1000 --rows sparsity,report \
-        --work_dir /tmp/hf_nas_bench_compress_long --report_name compress_long   # the longer-search lever
+    make bench-compress-long   # the longer-search lever: 70%, 1000 steps, its own work dir and report
 """
 
 from __future__ import annotations
