@@ -483,7 +483,7 @@ class BlockwiseTrainer(Trainer):
         seed = args.seed if args.sampler_seed is None else args.sampler_seed
         if sampler is None:
             options: dict[str, Any] = {}
-            if args.sampler in ("sandwich", "shiftnas"):
+            if args.sampler in ("sandwich", "shiftnas", "targeted"):
                 options["num_random_subnets"] = args.num_random_subnets
             if args.uniform_subnet_probability > 0:
                 options["uniform_probability"] = args.uniform_subnet_probability
