@@ -371,6 +371,44 @@ def _mac_proxy(subnet: SubnetConfig, attention_head_size: int) -> float:
     )
 
 
+def _complexity_fn(
+    complexity_fn: Callable[[SubnetConfig], float] | None, search_space: SearchSpace
+) -> Callable[[SubnetConfig], float]:
+    """`complexity_fn`, checked, or the default linear-layer MAC proxy of `search_space`."""
+    if complexity_fn is not None and not callable(complexity_fn):
+        raise TypeError(f"`complexity_fn` must be callable (SubnetConfig -> float) or None, got {complexity_fn!r}.")
+    return complexity_fn or functools.partial(_mac_proxy, attention_head_size=search_space.attention_head_size)
+
+
+def _checked_complexity(complexity_fn: Callable[[SubnetConfig], float], subnet: SubnetConfig) -> float:
+    value = complexity_fn(subnet)
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value):
+        raise ValueError(f"`complexity_fn` must return a finite real number, got {value!r} for {subnet}.")
+    return float(value)
+
+
+def _draw_in_range(
+    draw: Callable[[], SubnetConfig],
+    measure: Callable[[SubnetConfig], float],
+    low: float,
+    high: float,
+    max_attempts: int,
+    include_high: bool = False,
+) -> SubnetConfig:
+    """Rejection sampling: the first of up to `max_attempts` draws whose measure lies in `[low, high)` (`[low, high]`
+    with `include_high`), else the draw of closest measure."""
+    closest, closest_distance = None, math.inf
+    for _ in range(max_attempts):
+        candidate = draw()
+        value = measure(candidate)
+        if low <= value < high or (include_high and value == high):
+            return candidate
+        distance = low - value if value < low else value - high
+        if distance < closest_distance:
+            closest, closest_distance = candidate, distance
+    return closest
+
+
 @register_sampler
 class ShiftNASSampler(SubnetSampler):
     """Complexity-aware sampling in the spirit of ShiftNAS: probability shifts toward the complexity ranges whose
@@ -455,13 +493,7 @@ class ShiftNASSampler(SubnetSampler):
         self.beta = check_float("beta", beta)
         if self.beta < 0:
             raise ValueError(f"`beta` must be >= 0, got {beta}.")
-        if complexity_fn is not None and not callable(complexity_fn):
-            raise TypeError(
-                f"`complexity_fn` must be callable (SubnetConfig -> float) or None, got {complexity_fn!r}."
-            )
-        self.complexity_fn = complexity_fn or functools.partial(
-            _mac_proxy, attention_head_size=search_space.attention_head_size
-        )
+        self.complexity_fn = _complexity_fn(complexity_fn, search_space)
         self.max_attempts = check_int("max_attempts", max_attempts, 1)
 
         pool_rng = random.Random(f"{self.seed}-shiftnas-pool")
@@ -488,10 +520,7 @@ class ShiftNASSampler(SubnetSampler):
 
     def complexity(self, subnet: SubnetConfig) -> float:
         """The complexity of `subnet` according to `complexity_fn`."""
-        value = self.complexity_fn(subnet)
-        if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value):
-            raise ValueError(f"`complexity_fn` must return a finite real number, got {value!r} for {subnet}.")
-        return float(value)
+        return _checked_complexity(self.complexity_fn, subnet)
 
     def bin_of(self, subnet: SubnetConfig) -> int:
         """The index of the complexity bin of `subnet` (0 is the least complex)."""
@@ -519,16 +548,9 @@ class ShiftNASSampler(SubnetSampler):
 
     def _draw_in_bin(self, rng: random.Random, k: int) -> SubnetConfig:
         lo, hi = self._bin_interval(k)
-        closest, closest_distance = None, math.inf
-        for _ in range(self.max_attempts):
-            candidate = self.search_space.sample(generator=rng)
-            c = self.complexity(candidate)
-            if lo <= c < hi:
-                return candidate
-            distance = lo - c if c < lo else c - hi
-            if distance < closest_distance:
-                closest, closest_distance = candidate, distance
-        return closest
+        return _draw_in_range(
+            lambda: self.search_space.sample(generator=rng), self.complexity, lo, hi, self.max_attempts
+        )
 
     def sample(self, step: int, micro_step: int = 0) -> list[SubnetConfig]:
         rng = self.generator(step, micro_step)
@@ -655,15 +677,9 @@ class TargetedSampler(_UniformDraws, SubnetSampler):
             raise TypeError(f"`include_extremes` must be a bool, got {include_extremes!r}.")
         self.include_extremes = include_extremes
         self._init_uniform(uniform_probability)
-        if complexity_fn is not None and not callable(complexity_fn):
-            raise TypeError(
-                f"`complexity_fn` must be callable (SubnetConfig -> float) or None, got {complexity_fn!r}."
-            )
-        self.complexity_fn = complexity_fn or functools.partial(
-            _mac_proxy, attention_head_size=search_space.attention_head_size
-        )
+        self.complexity_fn = _complexity_fn(complexity_fn, search_space)
         self.max_attempts = check_int("max_attempts", max_attempts, 1)
-        self._largest = self._complexity(search_space.largest())
+        self._largest = _checked_complexity(self.complexity_fn, search_space.largest())
         if self._largest <= 0:
             raise ValueError(f"The largest subnet's complexity must be > 0 to take shares of it, got {self._largest}.")
 
@@ -671,15 +687,9 @@ class TargetedSampler(_UniformDraws, SubnetSampler):
     def largest_first(self) -> bool:
         return self.include_extremes
 
-    def _complexity(self, subnet: SubnetConfig) -> float:
-        value = self.complexity_fn(subnet)
-        if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value):
-            raise ValueError(f"`complexity_fn` must return a finite real number, got {value!r} for {subnet}.")
-        return float(value)
-
     def share(self, subnet: SubnetConfig) -> float:
         """The complexity of `subnet` as a share of the largest subnet's."""
-        return self._complexity(subnet) / self._largest
+        return _checked_complexity(self.complexity_fn, subnet) / self._largest
 
     def target_of(self, step: int, index: int) -> float:
         """The target share of the `index`-th random subnet of optimizer step `step`."""
@@ -687,16 +697,7 @@ class TargetedSampler(_UniformDraws, SubnetSampler):
 
     def _draw_at(self, rng: random.Random, target: float) -> SubnetConfig:
         low = target - self.tolerance
-        closest, closest_distance = None, math.inf
-        for _ in range(self.max_attempts):
-            candidate = self.draw(rng)
-            share = self.share(candidate)
-            if low <= share <= target:
-                return candidate
-            distance = low - share if share < low else share - target
-            if distance < closest_distance:
-                closest, closest_distance = candidate, distance
-        return closest
+        return _draw_in_range(lambda: self.draw(rng), self.share, low, target, self.max_attempts, include_high=True)
 
     def sample(self, step: int, micro_step: int = 0) -> list[SubnetConfig]:
         rng = self.generator(step, micro_step)
