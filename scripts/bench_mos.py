@@ -86,6 +86,20 @@ class MosBenchArguments(SupernetBenchArguments):
     num_experts: int = field(default=2, metadata={"help": "Experts per linear layer."})
     router_hidden_size: int = field(default=128, metadata={"help": "Hidden width of each router."})
     target_modules: str = field(default="ffn", metadata={"help": "Linear layers with experts: ffn, attention."})
+    router_init_std: float = field(default=0.02, metadata={"help": "Std of the routers' output weights at init."})
+    expert_init_noise: float = field(
+        default=0.0, metadata={"help": "Zero-mean noise on the experts at init (standard deviations of the weight)."}
+    )
+    router_learning_rate: float | None = field(
+        default=None, metadata={"help": "The routers' learning rate (default: --learning_rate)."}
+    )
+    report_name: str = field(
+        default="mos",
+        metadata={
+            "help": "The report's file name in --output_dir; a run with other MoS settings (in its own --work_dir) "
+            "gets its own report beside the published one."
+        },
+    )
     rows: str = field(
         default="all",
         metadata={"help": "Comma-separated groups to run: main, baselines, measure, time, report, all."},
@@ -94,6 +108,8 @@ class MosBenchArguments(SupernetBenchArguments):
     def __post_init__(self):
         if hasattr(super(), "__post_init__"):
             super().__post_init__()
+        if not self.report_name or os.sep in self.report_name or self.report_name.startswith("."):
+            raise ValueError(f"--report_name must be a plain file name without a folder, got {self.report_name!r}.")
         for mode in self.mode_list:
             MixtureConfig(mode=mode, num_experts=self.num_experts, router_hidden_size=self.router_hidden_size)
         if "off" in self.mode_list or not self.mode_list:
@@ -119,6 +135,9 @@ def mixture_levers(args: MosBenchArguments, mode: str) -> dict:
         "mixture_num_experts": args.num_experts,
         "mixture_router_hidden_size": args.router_hidden_size,
         "mixture_target_modules": args.target_modules,
+        "mixture_router_init_std": args.router_init_std,
+        "mixture_expert_init_noise": args.expert_init_noise,
+        **({} if args.router_learning_rate is None else {"mixture_router_learning_rate": args.router_learning_rate}),
     }
 
 
@@ -396,7 +415,7 @@ def report(bench: MosBench, args: MosBenchArguments) -> dict:
         "machine": record["machine"],
         "versions": record["versions"],
         "settings": {
-            **{k: v for k, v in dataclasses.asdict(args).items() if k not in ("measure", "rows")},
+            **{k: v for k, v in dataclasses.asdict(args).items() if k not in ("measure", "rows", "report_name")},
             "data_dir": os.path.relpath(args.data_dir, ROOT),
             "output_dir": os.path.relpath(args.output_dir, ROOT),
         },
@@ -407,6 +426,8 @@ def report(bench: MosBench, args: MosBenchArguments) -> dict:
                 num_experts=args.num_experts,
                 router_hidden_size=args.router_hidden_size,
                 target_modules=args.target_modules,
+                router_init_std=args.router_init_std,
+                expert_init_noise=args.expert_init_noise,
             ).to_dict()
             for m in args.mode_list
         },
@@ -442,6 +463,16 @@ def arch(sub: dict) -> str:
     )
 
 
+def experts_words(mixture: dict) -> str:
+    noise = mixture.get("expert_init_noise") or 0.0
+    if not noise:
+        return "all experts starting from the teacher's weight"
+    return (
+        f"the experts starting from the teacher's weight plus zero-mean noise of {noise:g} standard deviations of it "
+        "(their average is the teacher's weight)"
+    )
+
+
 def render_markdown(r: dict) -> str:
     s = r["settings"]
     pts = {p["point"]: p for p in r["points"]}
@@ -465,9 +496,10 @@ def render_markdown(r: dict) -> str:
         f"{r['teacher']['dev']:.2f}%), importance-reordered, {s['max_steps']} sandwich steps with distillation from "
         "the teacher; levers " + json.dumps(r["recipe"]) + ".",
         f"- **MoS**: the same recipe, data order and initial weights with Mixture-of-Supernets on the "
-        f"{' and '.join(mixture.get('target_modules', []))} linear layers ({mixture.get('num_experts')} experts, routers of width {mixture.get('router_hidden_size')}, all experts "
-        f"starting from the teacher's weight, router output weights ~ N(0, {mixture.get('router_init_std')})): at equal "
-        "steps, and at equal wall time (steps scaled by the measured step-time ratio).",
+        f"{' and '.join(mixture.get('target_modules', []))} linear layers ({mixture.get('num_experts')} experts, routers "
+        f"of width {mixture.get('router_hidden_size')}, {experts_words(mixture)}, router output weights ~ N(0, "
+        f"{mixture.get('router_init_std')}), router learning rate {s.get('router_learning_rate') or s['learning_rate']})"
+        ": at equal steps, and at equal wall time (steps scaled by the measured step-time ratio).",
         "- **alone**: the same architecture trained by itself with the same teacher, losses, steps and initial weights "
         "(the supernet benchmark's KD baseline of that architecture when it has one).",
         "",
@@ -606,7 +638,7 @@ def main() -> None:
             fn()
     if "report" in groups:
         result = report(bench, args)
-        write_results(args.output_dir, "mos", result, render_markdown(result), indent=1)
+        write_results(args.output_dir, args.report_name, result, render_markdown(result), indent=1)
         if os.path.abspath(args.output_dir) == BENCHMARKS_DIR:
             logger.info("written to %s", BENCHMARKS_DIR)
 

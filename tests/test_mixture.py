@@ -312,6 +312,52 @@ def test_gradients_reach_the_experts_and_the_routers(mode):
             assert not outside.any(), "gradient outside the active slice"
 
 
+@pytest.mark.parametrize("mode", ["layer", "neuron"])
+def test_identical_experts_are_a_saddle_that_expert_noise_leaves(mode):
+    """With exact copies and a uniform router the routers get no gradient at all (the experts stay interchangeable);
+    zero-mean expert noise keeps every subnet equal to the plain supernet yet gives the routers a gradient."""
+    plain = make_plain("bert")
+    batch, labels = random_batch(), torch.tensor([0, 1, 2])
+    for noise in (0.0, 0.05):
+        mixture = MixtureConfig(mode=mode, router_hidden_size=16, router_init_std=0.0, expert_init_noise=noise)
+        torch.manual_seed(3)
+        model = enable_mixture(copy.deepcopy(plain), mixture)
+        linears = mixture_linears(model)
+        if noise:
+            for linear in linears:  # the experts differ by about `noise` standard deviations; their mean is the weight
+                experts = torch.cat([linear.weight[None], linear.expert_weights])
+                original = dict(plain.named_parameters())
+                spread = (experts[1] - experts[0]).std() / experts.mean(0).std()
+                assert 0.5 * noise < spread < 3 * noise
+                assert any(
+                    torch.allclose(experts.mean(0), w, atol=1e-6)
+                    for w in original.values()
+                    if w.shape == experts.shape[1:]
+                )
+        with torch.no_grad():
+            for subnet in subnets(plain)[:5]:
+                assert_close(run(model, batch, subnet), run(plain, batch, subnet))
+        model.train()
+        with model.subnet(SubnetConfig(**HETEROGENEOUS)):
+            model(**batch, labels=labels).loss.backward()
+        router_grads = [p.grad for linear in linears for p in linear.router.logits.parameters() if p.grad is not None]
+        if noise:
+            assert router_grads and any(g.abs().sum() > 0 for g in router_grads), "the routers learn nothing"
+        else:
+            assert all(not g.any() for g in router_grads), "a saddle has no router gradient"
+
+
+def test_expert_noise_is_kept_by_save_and_reload(tmp_path):
+    mixture = MixtureConfig(mode="layer", router_hidden_size=16, router_init_std=0.0, expert_init_noise=0.1)
+    model = enable_mixture(make_plain("bert"), mixture)
+    model.save_pretrained(tmp_path)
+    reloaded = type(model).from_pretrained(tmp_path).eval()
+    for a, b in zip(mixture_linears(model), mixture_linears(reloaded), strict=True):
+        assert not torch.equal(a.expert_weights[0], a.weight)  # noisy experts...
+        torch.testing.assert_close(b.expert_weights, a.expert_weights, rtol=0, atol=0)  # ...reloaded, not re-noised
+        torch.testing.assert_close(b.weight, a.weight, rtol=0, atol=0)
+
+
 # ----------------------------------------------------------------------------------------------------------------
 # 4. extraction: ordinary weights that reload without hf-nas
 def test_extracted_subnets_equal_the_mixture_supernet_and_reload_without_hf_nas(tmp_path):
@@ -456,6 +502,8 @@ def test_the_modes_are_the_routers():
         ({"target_modules": ()}, TypeError, r"target_modules` must be a non-empty sequence"),
         ({"router_hidden_size": 0}, ValueError, r"router_hidden_size` must be an int >= 1, got 0"),
         ({"router_init_std": -1.0}, ValueError, r"router_init_std` must be >= 0"),
+        ({"expert_init_noise": -0.1}, ValueError, r"`mixture_of_supernets.expert_init_noise` must be >= 0, got -0.1"),
+        ({"expert_init_noise": float("nan")}, ValueError, r"expert_init_noise` must be finite"),
     ],
 )
 def test_bad_mixture_settings(kwargs, error, match):

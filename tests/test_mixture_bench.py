@@ -37,6 +37,20 @@ def test_bad_modes_are_refused(bench_mos):
         bench_mos.MosBenchArguments(modes="off")
 
 
+def test_the_symmetry_levers_reach_the_training_arguments(bench_mos):
+    args = bench_mos.MosBenchArguments(router_init_std=0.0, expert_init_noise=0.05, router_learning_rate=1e-3)
+    levers = bench_mos.mixture_levers(args, "layer")
+    assert levers["mixture_router_init_std"] == 0.0 and levers["mixture_expert_init_noise"] == 0.05
+    assert levers["mixture_router_learning_rate"] == 1e-3
+    training = bench_mos.SupernetTrainingArguments("o", **levers)
+    assert training.mixture_config().expert_init_noise == 0.05
+    assert "mixture_router_learning_rate" not in bench_mos.mixture_levers(bench_mos.MosBenchArguments(), "neuron")
+    assert bench_mos.mixture_levers(args, "standard") == {}
+    assert "plus zero-mean noise of 0.05" in bench_mos.experts_words({"expert_init_noise": 0.05})
+    with pytest.raises(ValueError, match="--report_name must be a plain file name"):
+        bench_mos.MosBenchArguments(report_name="a/b")
+
+
 def correct(n: int, first: int) -> list[int]:
     """1 for the first `first` of `n` examples, else 0."""
     return [1] * first + [0] * (n - first)

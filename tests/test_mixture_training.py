@@ -76,6 +76,34 @@ def test_the_trainer_adds_the_mixture_and_trains_experts_and_routers(tmp_path, s
         assert any(changed), "the router never learned"
 
 
+def test_the_routers_get_their_own_learning_rate_and_the_expert_noise_reaches_the_model(tmp_path):
+    args = make_args(
+        tmp_path, max_steps=2, learning_rate=1e-4, weight_decay=0.01, mixture_of_supernets="layer",
+        mixture_router_hidden_size=16, mixture_router_init_std=0.0, mixture_expert_init_noise=0.05,
+        mixture_router_learning_rate=1e-2,
+    )  # fmt: skip
+    model = make_model()
+    trainer = SupernetTrainer(model=model, args=args, train_dataset=make_dataset())
+    assert model.config.mixture_of_supernets["expert_init_noise"] == 0.05
+    assert all(not torch.equal(m.expert_weights[0], m.weight) for m in mixture_linears(model))
+    trainer.train()
+    routers = {id(p) for m in mixture_linears(model) for p in m.router.parameters()}
+    by_lr: dict[float, set[int]] = {}
+    for group in trainer.optimizer.param_groups:
+        by_lr.setdefault(group["initial_lr"], set()).update(map(id, group["params"]))
+    assert by_lr[1e-2] == routers and not by_lr[1e-4] & routers
+    assert optimized(trainer) == {id(p) for p in model.parameters() if p.requires_grad}
+    decays = {g["weight_decay"] for g in trainer.optimizer.param_groups if set(map(id, g["params"])) <= routers}
+    assert decays == {0.0, 0.01}  # the router groups keep the weight decay of the groups they came from
+    with pytest.raises(ValueError, match="`mixture_router_learning_rate` must be > 0"):
+        make_args(tmp_path, mixture_of_supernets="layer", mixture_router_learning_rate=0.0)
+    plain = SupernetTrainer(
+        model=make_model(), args=make_args(tmp_path, mixture_router_learning_rate=1e-2), train_dataset=make_dataset()
+    )
+    with pytest.raises(ValueError, match="has no Mixture-of-Supernets router: set `mixture_of_supernets`"):
+        plain.create_optimizer()
+
+
 def test_the_trainer_keeps_a_matching_mixture_and_refuses_another(tmp_path):
     model = enable_mixture(make_model(), MixtureConfig(mode="layer", router_hidden_size=16))
     args = make_args(tmp_path, mixture_of_supernets="layer", mixture_router_hidden_size=16)

@@ -83,7 +83,9 @@ class MixtureElasticLinear(ElasticLinear):
     @classmethod
     def from_linear(cls, linear: nn.Module, mixture: MixtureConfig, encoding_size: int) -> MixtureElasticLinear:
         """A mixture layer that takes over `linear`'s `weight` and `bias` (the same parameters) and active sizes, with
-        every other expert a copy of that weight: it computes what `linear` computed, for every active size.
+        every other expert a copy of that weight: it computes what `linear` computed, for every active size (with
+        `mixture.expert_init_noise` > 0 the experts are then perturbed, see `perturb_experts`: exactly so only while
+        alpha is uniform, i.e. with `router_init_std=0`).
 
         Raises `TypeError` if `linear` is not a plain [`ElasticLinear`] (a mixture needs the elastic slicing)."""
         if not isinstance(linear, ElasticLinear) or isinstance(linear, MixtureElasticLinear):
@@ -105,6 +107,8 @@ class MixtureElasticLinear(ElasticLinear):
         new.weight, new.bias = linear.weight, linear.bias
         new.set_active(in_features=linear.active_in_features, out_features=linear.active_out_features)
         new.reset_mixture()
+        if mixture.expert_init_noise > 0 and not new.weight.is_meta:  # meta: from_pretrained loads the experts next
+            new.perturb_experts(mixture.expert_init_noise)
         new.train(linear.training)
         return new
 
@@ -115,8 +119,22 @@ class MixtureElasticLinear(ElasticLinear):
         init.copy_(self.expert_weights, self.weight.detach()[None].expand_as(self.expert_weights))
         if self.bias is not None:
             init.copy_(self.expert_biases, self.bias.detach()[None].expand_as(self.expert_biases))
+
         self.router.reset_parameters()
         self.architecture.fill_(1.0)
+        self._mixture_cache = None
+
+    @torch.no_grad()
+    def perturb_experts(self, noise: float, generator: torch.Generator | None = None) -> None:
+        """Break the symmetry of identical experts: add to the weight experts (`weight` included) Gaussian noise of
+        `noise` standard deviations of `weight`, minus its mean over the experts, so that their uniform average is
+        unchanged (see `MixtureConfig.expert_init_noise`). `from_linear` calls it with the config's value."""
+        weight = self.weight.detach()
+        scale = float(noise) * weight.float().std().item()
+        draws = torch.randn((self.num_experts, *weight.shape), generator=generator, dtype=torch.float32)
+        draws = ((draws - draws.mean(0, keepdim=True)) * scale).to(device=weight.device, dtype=weight.dtype)
+        self.weight.add_(draws[0])
+        self.expert_weights.add_(draws[1:])
         self._mixture_cache = None
 
     # -- the architecture ---------------------------------------------------------------------------------------------

@@ -66,6 +66,37 @@ SUBNET_ROLES = ("largest", "smallest", "random")
 _CHECKPOINT_FOLDER = re.compile(rf"^{PREFIX_CHECKPOINT_DIR}-(\d+)$")
 
 
+def split_router_groups(optimizer: torch.optim.Optimizer, model: nn.Module, learning_rate: float) -> int:
+    """Move the parameters of `model`'s Mixture-of-Supernets routers out of each group of `optimizer` (before its
+    first step) into a copy of that group at `learning_rate`; return how many parameters moved. Raises `ValueError`
+    if the model has no router."""
+    from ..mixture.router import Router
+
+    routers = {id(p) for m in model.modules() if isinstance(m, Router) for p in m.parameters()}
+    if not routers:
+        raise ValueError(
+            "`mixture_router_learning_rate` is set but the model has no Mixture-of-Supernets router: set "
+            "`mixture_of_supernets` (layer or neuron) or leave it unset."
+        )
+    if optimizer.state:
+        raise RuntimeError("The router groups must be split before the optimizer's first step.")
+    moved, new_groups = 0, []
+    for group in optimizer.param_groups:
+        mine = [p for p in group["params"] if id(p) in routers]
+        if mine:
+            group["params"] = [p for p in group["params"] if id(p) not in routers]
+            new_groups.append(
+                {**{k: v for k, v in group.items() if k != "params"}, "params": mine, "lr": learning_rate}
+            )
+            moved += len(mine)
+    for group in new_groups:
+        if "initial_lr" in group:
+            group["initial_lr"] = learning_rate
+        optimizer.add_param_group(group)
+    optimizer.param_groups[:] = [g for g in optimizer.param_groups if g["params"]]
+    return moved
+
+
 @dataclass
 class TeacherTargets:
     """What a teacher forward leaves for the students (all detached). `hidden` holds the embeddings and every
@@ -201,6 +232,21 @@ class SupernetTrainer(Trainer):
 
     # ------------------------------------------------------------------------------------------------------------
     # training
+    def create_optimizer(self, model: nn.Module | None = None) -> torch.optim.Optimizer:
+        """The Trainer's optimizer; with `mixture_router_learning_rate`, the Mixture-of-Supernets routers' parameters
+        in groups of their own at that learning rate (the same weight decay and schedule)."""
+        created = self.optimizer is None
+        optimizer = super().create_optimizer(model)
+        lr = self.args.mixture_router_learning_rate
+        if lr is not None:
+            if not created:
+                raise ValueError(
+                    "`mixture_router_learning_rate` applies to the optimizer the trainer creates; with an optimizer "
+                    "of your own, put the routers' parameters in a group of their own instead."
+                )
+            split_router_groups(optimizer, self.model if model is None else model, lr)
+        return optimizer
+
     def _next_micro_step(self) -> tuple[int, int]:
         step = self.state.global_step
         previous_step, micro = self._micro_step

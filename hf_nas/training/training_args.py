@@ -131,6 +131,27 @@ class SupernetTrainingArguments(TrainingArguments):
         default="ffn",
         metadata={"help": "Mixture-of-Supernets: comma-separated linear layers with experts: ffn, attention."},
     )
+    mixture_router_init_std: float = field(
+        default=0.02,
+        metadata={
+            "help": "Mixture-of-Supernets: std of the routers' output weights at init (0: alpha exactly uniform)."
+        },
+    )
+    mixture_expert_init_noise: float = field(
+        default=0.0,
+        metadata={
+            "help": "Mixture-of-Supernets: zero-mean noise added to the experts when the mixture is added, in standard "
+            "deviations of each weight (0: exact copies, a saddle the experts barely leave). With "
+            "mixture_router_init_std=0 every subnet still computes what the plain supernet computed."
+        },
+    )
+    mixture_router_learning_rate: float | None = field(
+        default=None,
+        metadata={
+            "help": "Mixture-of-Supernets: learning rate of the routers (default: learning_rate); the routers start "
+            "from scratch, the experts from pretrained weights. Follows the same schedule."
+        },
+    )
 
     def __post_init__(self):
         super().__post_init__()
@@ -196,6 +217,8 @@ class SupernetTrainingArguments(TrainingArguments):
         if unknown:
             raise ValueError(f"Unknown eval_subnets {unknown}; allowed: {list(EVAL_SUBNET_NAMES)}.")
         self.mixture_config()  # an unknown mode, too few experts or an unsupported target fail here
+        if self.mixture_router_learning_rate is not None and not self.mixture_router_learning_rate > 0:
+            raise ValueError(f"`mixture_router_learning_rate` must be > 0, got {self.mixture_router_learning_rate}.")
 
     def mixture_config(self):
         """The [`~hf_nas.mixture.MixtureConfig`] these arguments ask for (None for `mixture_of_supernets="off"`)."""
@@ -206,6 +229,8 @@ class SupernetTrainingArguments(TrainingArguments):
             num_experts=self.mixture_num_experts,
             router_hidden_size=self.mixture_router_hidden_size,
             target_modules=self.mixture_target_modules,
+            router_init_std=self.mixture_router_init_std,
+            expert_init_noise=self.mixture_expert_init_noise,
         )
         return mixture if mixture.enabled else None
 
