@@ -134,6 +134,11 @@ def make_mixture(family: str, mixture: MixtureConfig, distinct: bool = True) -> 
     return randomize_experts(model) if distinct else model
 
 
+def target_linears_of(model: nn.Module, targets: tuple[str, ...]) -> list[nn.Module]:
+    """The linear layers a mixture with `targets` turns into experts, in `mixture_linears` order."""
+    return [linear for layer in model.elastic_layers() for linear in target_linears(layer, targets)]
+
+
 def subnets(model: nn.Module) -> list[SubnetConfig]:
     """The largest, middle and smallest subnets and random ones (per-layer sizes, every layer rule's subsets)."""
     space = model.search_space
@@ -324,16 +329,14 @@ def test_identical_experts_are_a_saddle_that_expert_noise_leaves(mode):
         model = enable_mixture(copy.deepcopy(plain), mixture)
         linears = mixture_linears(model)
         if noise:
-            for linear in linears:  # the experts differ by about `noise` standard deviations; their mean is the weight
+            originals = [m.weight for m in target_linears_of(plain, mixture.target_modules)]
+            assert len(originals) == len(linears)
+            for linear, original in zip(linears, originals, strict=True):
+                # the experts differ by about `noise` standard deviations; their mean is the plain supernet's weight
                 experts = torch.cat([linear.weight[None], linear.expert_weights])
-                original = dict(plain.named_parameters())
-                spread = (experts[1] - experts[0]).std() / experts.mean(0).std()
+                spread = (experts[1] - experts[0]).std() / original.std()
                 assert 0.5 * noise < spread < 3 * noise
-                assert any(
-                    torch.allclose(experts.mean(0), w, atol=1e-6)
-                    for w in original.values()
-                    if w.shape == experts.shape[1:]
-                )
+                torch.testing.assert_close(experts.mean(0), original, atol=1e-6, rtol=0)
         with torch.no_grad():
             for subnet in subnets(plain)[:5]:
                 assert_close(run(model, batch, subnet), run(plain, batch, subnet))
