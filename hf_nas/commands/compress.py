@@ -173,7 +173,7 @@ class CompressArguments:
     search_steps: int = field(
         default=1000,
         metadata={
-            "help": "--method jackpot: optimizer steps of the mask search (docs/benchmarks/compress_long.md: at 70% "
+            "help": "--method jackpot: optimizer steps of the mask search (docs/benchmarks/compress_long.md: at 70 percent "
             "sparsity 1000 steps came within 0.34 points of the dense subnet, 300 steps 2.29)."
         },
     )
