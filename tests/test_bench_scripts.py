@@ -164,6 +164,11 @@ def test_vision_sampler_lever_gets_its_own_supernet_rows_and_report(load):
     }
     assert bench.report_name_of({"sampler": "sandwich"}) == "vision"
     assert bench.report_name_of({"sampler": "targeted"}) == "vision_targeted"
+    assert bench.make_target_of({"sampler": "sandwich"}) == "bench-vision"
+    assert bench.make_target_of({"sampler": "targeted"}) == "bench-vision-targeted"
+    with open(os.path.join(os.path.dirname(SCRIPTS), "Makefile")) as f:
+        make_targets = {line.split(":")[0] for line in f if line[:1].isalpha() and ":" in line}
+    assert {bench.make_target_of({"sampler": s}) for s in bench.SAMPLERS} <= make_targets
     assert "just below one of 50%, 20%" in bench.sampler_words({**recipe, "num_random_subnets": 2})
     with pytest.raises(ValueError, match=r"--sampler 'shiftnas' is not benchmarked here; allowed: \['sandwich'"):
         bench.supernet_recipe(bench.VisionBenchArguments(sampler="shiftnas"))
