@@ -625,9 +625,8 @@ def report_name_of(settings: dict) -> str:
 
 
 def make_target_of(settings: dict) -> str:
-    """The make target that reproduces the report of these settings (each sampler has its own)."""
-    sampler = settings.get("sampler", "sandwich")
-    return "bench-vision" if sampler == "sandwich" else f"bench-vision-{sampler}"
+    """The make target that reproduces the report of these settings: `bench-` and the report's name."""
+    return "bench-" + report_name_of(settings).replace("_", "-")
 
 
 def sampler_words(r: dict) -> str:

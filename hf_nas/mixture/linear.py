@@ -119,7 +119,6 @@ class MixtureElasticLinear(ElasticLinear):
         init.copy_(self.expert_weights, self.weight.detach()[None].expand_as(self.expert_weights))
         if self.bias is not None:
             init.copy_(self.expert_biases, self.bias.detach()[None].expand_as(self.expert_biases))
-
         self.router.reset_parameters()
         self.architecture.fill_(1.0)
         self._mixture_cache = None
