@@ -13,8 +13,9 @@ COMPRESS_WORK_DIR ?= /tmp/hf_nas_bench_compress
 VISION_WORK_DIR ?= /tmp/hf_nas_bench_vision
 COMPRESS_LONG_WORK_DIR ?= /tmp/hf_nas_bench_compress_long
 MOS_LONG_WORK_DIR ?= /tmp/hf_nas_bench_mos_long
+MOS_ATTENTION_WORK_DIR ?= /tmp/hf_nas_bench_mos_attention
 
-.PHONY: venv demo test lint bench bench-supernet bench-search bench-vision bench-gradient-search bench-mos bench-bossnas bench-compress bench-compress-long bench-vision-targeted bench-mos-long
+.PHONY: venv demo test lint bench bench-supernet bench-search bench-vision bench-gradient-search bench-mos bench-bossnas bench-compress bench-compress-long bench-vision-targeted bench-vision-targeted-s1080 bench-mos-long bench-mos-attention
 
 venv: $(VENV)/.stamp
 
@@ -61,6 +62,12 @@ bench-vision: $(VENV)/.stamp-bench
 bench-vision-targeted: $(VENV)/.stamp-bench
 	$(BIN)/python scripts/bench_vision.py --work_dir $(VISION_WORK_DIR) --sampler targeted
 
+# The longer-training lever of the vision targets: the targeted supernet and the trained-alone baselines 3x longer
+# (1080 steps), from the same 360-step teacher (shared with the published run in the same work dir).
+bench-vision-targeted-s1080: $(VENV)/.stamp-bench
+	$(BIN)/python scripts/bench_vision.py --work_dir $(VISION_WORK_DIR) --sampler targeted --max_steps 1080 \
+		--teacher_max_steps 360 --models vit
+
 bench-gradient-search: $(VENV)/.stamp-bench
 	$(BIN)/python scripts/bench_gradient_search.py
 
@@ -76,6 +83,13 @@ bench-mos-long: $(VENV)/.stamp-bench
 	$(BIN)/python scripts/bench_mos.py --supernet_work_dir $(SUPERNET_WORK_DIR) --work_dir $(MOS_LONG_WORK_DIR) \
 		--max_steps 1000 --modes layer --router_init_std 0 --expert_init_noise 0.05 --router_learning_rate 3e-3 \
 		--rows main,baselines,measure,report --report_name mos_long
+
+# The attention-experts lever of the MoS target: bench-mos-long's settings with experts on the attention projections
+# too (the small subnets cut heads); its own work dir and report (docs/benchmarks/mos_attention.{json,md}).
+bench-mos-attention: $(VENV)/.stamp-bench
+	$(BIN)/python scripts/bench_mos.py --supernet_work_dir $(SUPERNET_WORK_DIR) --work_dir $(MOS_ATTENTION_WORK_DIR) \
+		--max_steps 1000 --modes layer --router_init_std 0 --expert_init_noise 0.05 --router_learning_rate 3e-3 \
+		--target_modules ffn,attention --rows main,baselines,measure,report --report_name mos_attention
 
 # Block-wise training and rating (BossNAS) vs the sandwich supernet, with the supernet benchmark's teacher and one-pass
 # supernet from its work dir (run bench-supernet first); its own runs and rows go to their own work dir.

@@ -29,6 +29,9 @@ are resized to 56 px (4x4 patches of 14 px, position embeddings interpolated).
     python scripts/bench_vision.py                     # the published run (make bench-vision)
     python scripts/bench_vision.py --sampler targeted  # the targeted-sampler lever: its own supernet rows and report
                                                        # (vision_targeted.*), the teacher and alone rows reused
+    python scripts/bench_vision.py --sampler targeted --max_steps 1080 --teacher_max_steps 360 --models vit
+                                    # the longer-training lever: supernet and alone runs 3x longer from the same
+                                    # teacher; their own rows and report (vision_targeted_s1080.*)
     python scripts/bench_vision.py --models vit --max_steps 20 --train_samples 640 --validation_samples 200 \
         --test_samples 500 --work_dir /tmp/smoke      # a smoke run
 """
@@ -138,6 +141,14 @@ class VisionBenchArguments:
         },
     )
     mac_targets: str = field(default="0.5,0.25", metadata={"help": "The targeted sampler's MAC shares."})
+    teacher_max_steps: int | None = field(
+        default=None,
+        metadata={
+            "help": "Optimizer steps of the teacher (default: --max_steps). Set apart from --max_steps, it is the "
+            "longer-training lever: the supernet and the trained-alone runs take --max_steps from the shared teacher "
+            "of this many steps, with their own rows, models and report (suffixed _s<max_steps>)."
+        },
+    )
 
 
 # ------------------------------------------------------------------------------------------------------------------
@@ -315,13 +326,15 @@ class Bench:
     def supernet_name(self, row: str, kind: bool = True) -> str:
         """The name of a row (or run, or model) of the supernet: suffixed by the sampler unless it is the sandwich."""
         row += "" if self.args.sampler == "sandwich" else f"_{self.args.sampler}"
+        row += steps_suffix(self.args)
         return self.name(row) if kind else row
 
-    def train_args(self, name: str, cls=TrainingArguments, **kwargs):
+    def train_args(self, name: str, cls=TrainingArguments, max_steps: int | None = None, **kwargs):
         output_dir = os.path.join(self.args.work_dir, "runs", self.name(name))
         a = self.args
+        steps = a.max_steps if max_steps is None else max_steps
         kwargs = {"remove_unused_columns": False, "dataloader_num_workers": 0, **kwargs}
-        return cpu_training_args(output_dir, a.max_steps, a.batch_size, a.learning_rate, a.seed, cls, **kwargs)
+        return cpu_training_args(output_dir, steps, a.batch_size, a.learning_rate, a.seed, cls, **kwargs)
 
     def scores(self, model, splits=("validation", "test")) -> dict:
         return {split: correct(model, self.splits[split]) for split in splits}
@@ -340,16 +353,28 @@ class Bench:
             start = time.perf_counter()
             Trainer(
                 model=model,
-                args=self.train_args("teacher"),
+                args=self.train_args("teacher", max_steps=teacher_steps(self.args)),
                 train_dataset=self.splits["train"],
                 data_collator=COLLATOR,
                 callbacks=[curve],
             ).train()
             seconds = time.perf_counter() - start
             model.save_pretrained(self.teacher_dir())
-            return {"train_seconds": seconds, "curve": curve.points, **self.scores(model)}
+            return {
+                "train_seconds": seconds,
+                "max_steps": teacher_steps(self.args),
+                "curve": curve.points,
+                **self.scores(model),
+            }
 
         row = self.rows.compute(self.name("teacher"), run)
+        trained_for = row.get("max_steps", row["curve"][-1][0] if row.get("curve") else None)
+        if trained_for != teacher_steps(self.args):
+            raise RuntimeError(
+                f"The teacher in {self.args.work_dir} was trained for {trained_for} steps, not the "
+                f"{teacher_steps(self.args)} asked for (--teacher_max_steps, default --max_steps): use another "
+                "--work_dir, or pass the teacher's steps."
+            )
         if not os.path.isdir(self.teacher_dir()):
             raise RuntimeError(f"The teacher row exists but {self.teacher_dir()} is gone: delete the row to retrain.")
         return row
@@ -468,7 +493,7 @@ class Bench:
     def train_alone(self, subnet: SubnetConfig) -> dict:
         """`subnet` trained alone from the reordered teacher, with the same teacher, losses and steps."""
         key = json.dumps(subnet.to_dict())
-        name = "kd_" + hashlib.sha1(key.encode()).hexdigest()[:10]
+        name = "kd_" + hashlib.sha1(key.encode()).hexdigest()[:10] + steps_suffix(self.args)
 
         def run():
             model = self.initial_supernet()
@@ -555,6 +580,20 @@ class Bench:
 SAMPLERS = ("sandwich", "targeted")
 
 
+def teacher_steps(args) -> int:
+    """The teacher's optimizer steps: `--teacher_max_steps`, by default `--max_steps`."""
+    return args.max_steps if args.teacher_max_steps is None else args.teacher_max_steps
+
+
+def suffix_of_steps(max_steps: int, teacher_max_steps: int | None) -> str:
+    """The suffix of the longer-training lever's rows, models and report: none when every run takes the same steps."""
+    return "" if teacher_max_steps in (None, max_steps) else f"_s{max_steps}"
+
+
+def steps_suffix(args) -> str:
+    return suffix_of_steps(args.max_steps, args.teacher_max_steps)
+
+
 def supernet_recipe(args: VisionBenchArguments) -> dict:
     """The supernet's training arguments: the published recipe, with the targeted sampler if asked for."""
     if args.sampler not in SAMPLERS:
@@ -621,7 +660,9 @@ def plot(result: dict, path: str) -> None:
 
 
 def report_name_of(settings: dict) -> str:
-    return "vision" if settings.get("sampler", "sandwich") == "sandwich" else f"vision_{settings['sampler']}"
+    sampler = settings.get("sampler", "sandwich")
+    name = "vision" if sampler == "sandwich" else f"vision_{sampler}"
+    return name + suffix_of_steps(settings.get("max_steps", 360), settings.get("teacher_max_steps"))
 
 
 def make_target_of(settings: dict) -> str:
@@ -637,6 +678,13 @@ def sampler_words(r: dict) -> str:
         f"**targeted** sandwich rule (largest, smallest, and {r['num_random_subnets']} random subnets, half of them "
         f"uniform, each drawn with its linear-layer MACs just below one of {targets} of the largest's, in turn)"
     )
+
+
+def steps_words(s: dict) -> str:
+    teacher = s.get("teacher_max_steps")
+    if teacher in (None, s["max_steps"]):
+        return f"Every training run: {s['max_steps']}"
+    return f"The teacher: {teacher}; the supernet and every trained-alone run (**longer training**): {s['max_steps']}"
 
 
 def render_markdown(r: dict) -> str:
@@ -664,8 +712,8 @@ def render_markdown(r: dict) -> str:
         "",
         f"Data: {s['train_samples']} seeded CIFAR-10 training images for training, {s['validation_samples']} other "
         f"training images as the validation split (selection and learning curves), {test} test images for every "
-        f"reported number; images resized to {s['image_size']} px, position embeddings interpolated. Every training "
-        f"run: {s['max_steps']} optimizer steps of batch {s['batch_size']}, learning rate {s['learning_rate']} "
+        f"reported number; images resized to {s['image_size']} px, position embeddings interpolated. "
+        f"{steps_words(s)} optimizer steps of batch {s['batch_size']}, learning rate {s['learning_rate']} "
         f"(linear, 10% warm-up), seed {s['seed']}. Intervals: paired 95% bootstrap over the test images "
         f"({s['bootstrap_samples']} resamples).",
         "",

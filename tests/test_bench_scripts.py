@@ -3,6 +3,7 @@ and that the vision benchmark reads its weights offline or says what is missing.
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import json
 import os
@@ -172,3 +173,44 @@ def test_vision_sampler_lever_gets_its_own_supernet_rows_and_report(load):
     assert "just below one of 50%, 20%" in bench.sampler_words({**recipe, "num_random_subnets": 2})
     with pytest.raises(ValueError, match=r"--sampler 'shiftnas' is not benchmarked here; allowed: \['sandwich'"):
         bench.supernet_recipe(bench.VisionBenchArguments(sampler="shiftnas"))
+
+
+def test_vision_longer_training_lever_gets_its_own_rows_and_shares_the_teacher(load, tmp_path):
+    """`--max_steps N --teacher_max_steps M` (N != M): the supernet and trained-alone rows, models and report are
+    suffixed `_sN`, the teacher keeps its name and is trained for M steps; a teacher row of other steps is refused."""
+    bench = load("bench_vision")
+    same = bench.VisionBenchArguments(max_steps=360, teacher_max_steps=360)
+    longer = bench.VisionBenchArguments(sampler="targeted", max_steps=1080, teacher_max_steps=360)
+    assert bench.teacher_steps(bench.VisionBenchArguments(max_steps=20)) == 20
+    assert bench.teacher_steps(longer) == 360 and bench.steps_suffix(same) == ""
+    fake = type("Fake", (), {"args": longer, "kind": "vit", "name": bench.Bench.name})()
+    assert bench.Bench.supernet_name(fake, "supernet_trained") == "vit_supernet_trained_targeted_s1080"
+    assert fake.name("teacher") == "vit_teacher"
+    settings = {"sampler": "targeted", "max_steps": 1080, "teacher_max_steps": 360}
+    assert bench.report_name_of(settings) == "vision_targeted_s1080"
+    assert bench.report_name_of({**settings, "teacher_max_steps": None}) == "vision_targeted"
+    with open(os.path.join(os.path.dirname(SCRIPTS), "Makefile")) as f:
+        make_targets = {line.split(":")[0] for line in f if line[:1].isalpha() and ":" in line}
+    assert bench.make_target_of(settings) in make_targets
+    assert "the teacher: 360" in bench.steps_words(settings).lower()
+    assert bench.steps_words({"max_steps": 360}) == "Every training run: 360"
+    # the teacher row records its steps; one of other steps (here read from an old row's curve) is refused
+    rows = bench.Rows(str(tmp_path))
+    rows.put("vit_teacher", {"curve": [[0, 10.0], [360, 50.0]], "test": [1], "validation": [1]})
+    os.makedirs(os.path.join(str(tmp_path), "models", "vit_teacher"))
+    stub = type(
+        "Stub",
+        (),
+        {
+            "args": dataclasses.replace(longer, work_dir=str(tmp_path)),
+            "kind": "vit",
+            "rows": rows,
+            "models": os.path.join(str(tmp_path), "models"),
+            "name": bench.Bench.name,
+            "teacher_dir": bench.Bench.teacher_dir,
+        },
+    )()
+    assert bench.Bench.teacher(stub)["curve"][-1][0] == 360
+    stub.args = dataclasses.replace(stub.args, teacher_max_steps=720)
+    with pytest.raises(RuntimeError, match="trained for 360 steps, not the 720 asked for"):
+        bench.Bench.teacher(stub)
