@@ -108,6 +108,14 @@ class CompressBenchArguments(BenchArguments):
     bits: str = field(default="8,4,3", metadata={"help": "Comma-separated bit widths."})
     calibration_samples: int = field(default=256, metadata={"help": "NUPES calibration rows (training rows)."})
     reconstruction_steps: int = field(default=200, metadata={"help": "NUPES steps per encoder layer."})
+    end_to_end_steps: int = field(
+        default=0,
+        metadata={
+            "help": "NUPES end-to-end distillation steps after the block reconstruction (0: off); a run with other "
+            "NUPES settings belongs in its own --work_dir."
+        },
+    )
+    end_to_end_learning_rate: float = field(default=1e-3, metadata={"help": "Their learning rate."})
     latency_min_run_time: float = field(default=1.0, metadata={"help": "Seconds per latency round."})
     bootstrap_samples: int = 2000
     torchao_path: str = field(
@@ -291,6 +299,8 @@ class CompressBench:
                         calibration_samples=a.calibration_samples,
                         batch_size=a.batch_size,
                         steps=a.reconstruction_steps,
+                        end_to_end_steps=a.end_to_end_steps,
+                        end_to_end_learning_rate=a.end_to_end_learning_rate,
                     )
                     start = time.perf_counter()
                     report = nupes_quantize(
@@ -300,6 +310,7 @@ class CompressBench:
                     return {
                         "errors": report.errors,
                         "block_errors": report.settings["block_errors"],
+                        "end_to_end": report.settings.get("end_to_end"),
                         "calibration_seconds": seconds,
                         "config": config.to_dict(),
                         **self.scores(model),
@@ -526,6 +537,13 @@ def optional_versions() -> dict:
     return out
 
 
+def end_to_end_words(s: dict) -> str:
+    steps = s.get("end_to_end_steps", 0)
+    if not steps:
+        return ""
+    return f", then {steps} end-to-end distillation steps at learning rate {s.get('end_to_end_learning_rate', 1e-3)}"
+
+
 def render_markdown(r: dict) -> str:
     s, t = r["settings"], r["targets"]
 
@@ -614,7 +632,7 @@ def render_markdown(r: dict) -> str:
         "Mask moved: the share of weights whose kept/pruned state differs from magnitude pruning's, per side.",
         "",
         f"## Quantization: NUPES vs uniform (calibration: {s['calibration_samples']} training rows, "
-        f"{s['reconstruction_steps']} steps per layer)",
+        f"{s['reconstruction_steps']} steps per layer{end_to_end_words(s)})",
         "",
         "| Bits | Uniform (RTN per channel) | NUPES data-free | NUPES (block reconstruction) | NUPES - uniform |",
         "|---:|---|---|---|---|",

@@ -61,7 +61,7 @@ def test_jackpot_then_nupes_then_onnx(inputs, tmp_path, capsys):
         "--model", str(inputs["bert"]), "--output_dir", str(out), "--train_file", str(inputs["train"]),
         "--sparsity", "0.5", "--method", "jackpot", "--search_steps", "3", "--batch_size", "8",
         "--bits", "4", "--quant", "nupes", "--calibration_samples", "16", "--reconstruction_steps", "4",
-        "--onnx_int8",
+        "--end_to_end_steps", "2", "--onnx_int8",
     )  # fmt: skip
     printed = capsys.readouterr().out
     assert (
@@ -86,6 +86,8 @@ def test_jackpot_then_nupes_then_onnx(inputs, tmp_path, capsys):
         assert int(q.codes.abs().max()) <= 7
     assert record["settings"]["sparsity"]["max_steps"] == 3 and record["settings"]["quantization"]["steps"] == 4
     assert len(record["quantization"]["settings"]["block_errors"]) == 2
+    assert record["settings"]["quantization"]["end_to_end_steps"] == 2
+    assert record["quantization"]["settings"]["end_to_end"]["steps"] == 2
     assert record["onnx"]["max_abs_diff"] <= 1e-4 and record["onnx"]["file"] == "onnx/model.onnx"
     assert check_onnx(model, out / "onnx" / "model.onnx", random_batch(2, 6)) <= 1e-4
 

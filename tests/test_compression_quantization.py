@@ -165,6 +165,67 @@ def test_block_reconstruction_lowers_each_block_error_and_keeps_the_zeros():
     assert not any(p.requires_grad is False for p in model.parameters())
 
 
+def kd_loss_of(model, data) -> float:
+    """The mean distillation loss of `model` on `data` against the float logits stored in `data.float_logits`."""
+    batches = [collate([data[i] for i in range(j, j + 8)]) for j in range(0, 16, 8)]
+    total = 0.0
+    with torch.no_grad():
+        for batch, target in zip(batches, data.float_logits, strict=True):
+            batch.pop("labels")
+            total += quantization_module._output_loss(model(**batch), target).item()
+    return total / len(batches)
+
+
+def test_end_to_end_distillation_lowers_the_output_loss_and_keeps_the_format():
+    """After the block reconstruction, the end-to-end steps lower the calibration distillation loss; the codes still fit
+    in the bits, pruned weights stay zero, the weights are the dequantized codes, and grads are restored."""
+    model = make_vanilla("BertForSequenceClassification").eval()
+    with torch.no_grad():
+        model.classifier.weight.mul_(200.0)  # a random head gives near-uniform logits: make the classes distinct
+    magnitude_prune(model, 0.5)
+    zeros = {n: w == 0 for n, w in prunable_weights(model).items()}
+    data = tiny_data(16)
+    with torch.no_grad():
+        data.float_logits = []
+        for j in range(0, 16, 8):
+            batch = collate([data[i] for i in range(j, j + 8)])
+            batch.pop("labels")
+            data.float_logits.append(model(**batch).logits.float())
+    block = NupesConfig(calibration_samples=16, batch_size=8, steps=20)
+    blockwise = copy.deepcopy(model)
+    block_report = nupes_quantize(blockwise, 3, config=block, calibration_dataset=data, data_collator=collate)
+    assert "end_to_end" not in block_report.settings  # off by default
+    config = NupesConfig(
+        calibration_samples=16, batch_size=8, steps=20, end_to_end_steps=40, end_to_end_learning_rate=1e-2
+    )
+    report = nupes_quantize(model, 3, config=config, calibration_dataset=data, data_collator=collate)
+    e2e = report.settings["end_to_end"]
+    assert e2e["kept"] and e2e["steps"] == 40 and e2e["loss_after"] < e2e["loss_before"], e2e
+    assert kd_loss_of(model, data) < kd_loss_of(blockwise, data)
+    moved = sum(int((report.weights[n].codes != block_report.weights[n].codes).sum()) for n in report.weights)
+    assert moved > 0
+    for name, weight in prunable_weights(model).items():
+        assert torch.all(weight[zeros[name]] == 0), name
+        assert torch.equal(weight.detach(), report.weights[name].dequantize())
+        assert int(report.weights[name].codes.abs().max()) <= 3
+    assert all(p.requires_grad for p in model.parameters()) and not model.training
+
+
+def test_end_to_end_distillation_that_does_not_help_is_undone(monkeypatch):
+    """A distillation whose loss does not go down leaves the block-reconstructed codes as they were."""
+    model = make_vanilla("BertForSequenceClassification")
+    blockwise = copy.deepcopy(model)
+    data = tiny_data(16)
+    block = NupesConfig(calibration_samples=16, batch_size=8, steps=5)
+    expected = nupes_quantize(blockwise, 4, config=block, calibration_dataset=data, data_collator=collate)
+    config = NupesConfig(calibration_samples=16, batch_size=8, steps=5, end_to_end_steps=3, end_to_end_learning_rate=0)
+    report = nupes_quantize(model, 4, config=config, calibration_dataset=data, data_collator=collate)
+    assert report.settings["end_to_end"]["kept"] is False
+    for name, q in expected.weights.items():
+        assert torch.equal(report.weights[name].codes, q.codes), name
+        assert torch.equal(report.weights[name].exponents, q.exponents), name
+
+
 def test_block_reconstruction_of_a_per_layer_vision_subnet():
     model = vision_supernet().extract_subnet(PER_LAYER)
     images = [{"pixel_values": torch.randn(3, 32, 32, generator=torch.Generator().manual_seed(i))} for i in range(8)]
@@ -200,6 +261,10 @@ def test_a_supernet_and_missing_data_are_refused():
         nupes_quantize(make_vanilla("BertForSequenceClassification"), 4)
     with pytest.raises(ValueError, match=r"`granularity` 'tensor' is not allowed; allowed: \['channel', 'layer'\]"):
         NupesConfig(granularity="tensor")
+    with pytest.raises(ValueError, match=r"`end_to_end_steps` must be an int >= 0 \(0: off\), got -1"):
+        NupesConfig(end_to_end_steps=-1)
+    with pytest.raises(ValueError, match=r"`end_to_end_steps` distils from the float model on calibration data"):
+        NupesConfig(data_free=True, end_to_end_steps=10)
     with pytest.raises(ValueError, match=r"Unknown quantization method 'gptq'; allowed: \['nupes', 'uniform'\]"):
         get_quantization_method("gptq")
     assert math.isclose(code_range(3), 3)

@@ -115,6 +115,7 @@ NUPES_OPTIONS = {
     "calibration_samples": "calibration_samples",
     "batch_size": "batch_size",
     "steps": "reconstruction_steps",
+    "end_to_end_steps": "end_to_end_steps",
 }
 
 
@@ -200,6 +201,13 @@ class CompressArguments:
     )
     reconstruction_steps: int = field(
         default=200, metadata={"help": "--quant nupes: optimizer steps of each encoder layer's reconstruction."}
+    )
+    end_to_end_steps: int = field(
+        default=0,
+        metadata={
+            "help": "--quant nupes: steps that then learn all layers' codes and exponents together by distillation "
+            "from the float subnet (0: off)."
+        },
     )
     batch_size: int = field(default=32, metadata={"help": "Examples per step of the search and calibration."})
     seed: int = field(default=42, metadata={"help": "Seed of the data order, subsets and dropout."})

@@ -6,7 +6,7 @@
   restriction) with distillation from the dense subnet; [`finetune_sparse`] is the baseline that trains the weights
   of a pruned model instead. [`sparsity_report`] measures zeros in any model.
 - Quantization ([`QUANTIZATION_METHODS`], `hf-nas compress --quant --bits`): [`nupes_quantize`] (non-uniform, a learned
-  power exponent and learned integer codes, block-wise output reconstruction or data-free) and [`uniform_quantize`]
+  power exponent and learned integer codes, block-wise output reconstruction, optionally followed by end-to-end distillation, or data-free) and [`uniform_quantize`]
   (round-to-nearest per channel); the checkpoint holds the dequantized weights and `quantization.safetensors` the
   codes, scales and exponents ([`QuantizationReport`]).
 - ONNX ([`export_onnx`], `hf-nas compress --onnx`): export checked against ONNX Runtime, int8 dynamic quantization

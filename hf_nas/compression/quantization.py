@@ -21,6 +21,10 @@ the bell-shaped weight distribution puts most weights. Zero codes give exactly z
   input coming from the already quantized blocks before it. The codes are real-valued during the optimization and
   rounded in the forward pass (straight-through), so a code can move anywhere in the quantized range, not only up or
   down by one.
+- Optionally (`NupesConfig(end_to_end_steps=...)`), all layers' codes and exponents are then learned together by
+  distillation from the float model's outputs (KL divergence of the class distributions, or the hidden states' mean
+  squared error for a model without logits) on the same calibration data; the block-wise solution is kept if this
+  does not lower the calibration loss.
 
 [`QuantizationReport.save`] writes `quantization.safetensors` (codes as int8, scales, exponents) and
 [`QuantizationReport.load`] reads it back; the model's own weights are the dequantized ones, so plain transformers
@@ -432,6 +436,16 @@ class NupesConfig:
     steps: int = field(default=200, metadata={"help": "Reconstruction steps per encoder layer."})
     learning_rate: float = field(default=3e-3, metadata={"help": "Adam learning rate of the codes (in code units)."})
     exponent_learning_rate: float = field(default=1e-2, metadata={"help": "Adam learning rate of log(exponent)."})
+    end_to_end_steps: int = field(
+        default=0,
+        metadata={
+            "help": "After the block reconstruction, steps that learn every layer's codes and exponents together by "
+            "distillation from the float model's outputs on the calibration data (0: off)."
+        },
+    )
+    end_to_end_learning_rate: float = field(
+        default=1e-3, metadata={"help": "Adam learning rate of the codes and log(exponent) in the end-to-end steps."}
+    )
 
     def __post_init__(self):
         _check_granularity(self.granularity)
@@ -439,7 +453,15 @@ class NupesConfig:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"`{name}` must be a positive int, got {value!r}.")
-        for name in ("learning_rate", "exponent_learning_rate"):
+        steps = self.end_to_end_steps
+        if isinstance(steps, bool) or not isinstance(steps, int) or steps < 0:
+            raise ValueError(f"`end_to_end_steps` must be an int >= 0 (0: off), got {steps!r}.")
+        if steps and self.data_free:
+            raise ValueError(
+                "`end_to_end_steps` distils from the float model on calibration data, which the data-free mode does "
+                "not have: set `data_free=False` or `end_to_end_steps=0`."
+            )
+        for name in ("learning_rate", "exponent_learning_rate", "end_to_end_learning_rate"):
             value = getattr(self, name)
             if (
                 isinstance(value, bool)
@@ -668,6 +690,10 @@ def nupes_quantize(
         quantized, settings["block_errors"] = _reconstruct(
             model, weights, quantized, calibration_dataset, data_collator, config
         )
+    if config.end_to_end_steps:
+        quantized, settings["end_to_end"] = _distill(
+            model, weights, quantized, calibration_dataset, data_collator, config
+        )
     _write(model, quantized)
     errors = {name: _relative_error(q.dequantize(), originals[name]) for name, q in quantized.items()}
     return QuantizationReport("nupes", bits, config.granularity, quantized, errors, config.data_free, settings)
@@ -719,6 +745,81 @@ def _reconstruct(
             param.requires_grad_(trainable[name])
         model.train(was_training)
     return result, block_errors
+
+
+def _output_loss(output: Any, target: torch.Tensor) -> torch.Tensor:
+    """The distillation loss of a model output: KL divergence to the float model's class distribution when the model
+    has logits, else the mean squared error of its first output (the hidden states)."""
+    logits = getattr(output, "logits", None)
+    if logits is not None:
+        return F.kl_div(
+            F.log_softmax(logits.float(), -1), F.log_softmax(target, -1), log_target=True, reduction="batchmean"
+        )
+    return F.mse_loss(_first_output(output).float(), target)
+
+
+def _model_output(output: Any) -> torch.Tensor:
+    logits = getattr(output, "logits", None)
+    return (logits if logits is not None else _first_output(output)).detach().float()
+
+
+def _distill(
+    model: PreTrainedModel,
+    weights: dict[str, nn.Parameter],
+    quantized: dict[str, QuantizedWeight],
+    dataset: Any,
+    collator: Callable,
+    config: NupesConfig,
+) -> tuple[dict[str, QuantizedWeight], dict[str, Any]]:
+    """End-to-end distillation: every quantized weight's codes and exponents learned together (rounded in the forward
+    pass, straight-through) on the float model's outputs. The block-reconstructed solution is kept when the
+    distillation does not lower the calibration loss."""
+    device = next(model.parameters()).device
+    modules = dict(model.named_modules())
+    trainable = {name: p.requires_grad for name, p in model.named_parameters()}
+    was_training = model.training
+    model.eval()
+    for param in model.parameters():
+        param.requires_grad_(False)
+    learned: dict[str, _LearnedCodes] = {}
+    try:
+        batches = _calibration_batches(dataset, collator, config, device)
+        with torch.no_grad():
+            targets = [_model_output(model(**batch)) for batch in batches]  # the float model: nothing written yet
+        for name, q in quantized.items():
+            module = _LearnedCodes(_continuous_codes(weights[name], q), q.scales, q.exponents, q.bits)
+            parametrize.register_parametrization(modules[name.removesuffix(".weight")], "weight", module, unsafe=True)
+            learned[name] = module
+        params = [p for m in learned.values() for p in (m.codes, m.log_exponents)]
+        optimizer = torch.optim.Adam(params, lr=config.end_to_end_learning_rate)
+
+        def loss_on_all() -> float:
+            with torch.no_grad():
+                total = sum(_output_loss(model(**b), t).item() for b, t in zip(batches, targets, strict=True))
+            return total / len(batches)
+
+        before = loss_on_all()
+        for step in range(config.end_to_end_steps):
+            j = step % len(batches)
+            loss = _output_loss(model(**batches[j]), targets[j])
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+        after = loss_on_all()
+        kept = after < before
+        result = {name: m.result() for name, m in learned.items()} if kept else dict(quantized)
+        logger.info(
+            "NUPES end-to-end distillation: loss %.4g -> %.4g (%s)", before, after, "kept" if kept else "undone"
+        )
+    finally:
+        for name in learned:
+            parametrize.remove_parametrizations(
+                modules[name.removesuffix(".weight")], "weight", leave_parametrized=False
+            )
+        for name, param in model.named_parameters():
+            param.requires_grad_(trainable[name])
+        model.train(was_training)
+    return result, {"steps": config.end_to_end_steps, "loss_before": before, "loss_after": after, "kept": kept}
 
 
 @contextlib.contextmanager
