@@ -766,16 +766,25 @@ def render_markdown(r: dict) -> str:
         }
         lines += ["", "| target | |", "|---|---|"]
         lines += [f"| {names[k]} | {v} |" for k, v in m["targets"].items()]
+        if s.get("teacher_max_steps") not in (None, s["max_steps"]):
+            lines += [
+                "",
+                f"The teacher was trained for {s['teacher_max_steps']} steps and the supernet for {s['max_steps']}: "
+                "the 'minus teacher' columns (and the targets read from them) compare unequal budgets. The "
+                "equal-budget comparison is 'supernet minus alone' (same teacher, losses and steps).",
+            ]
         curves = m["curves"]
+        steps = sorted({point[0] for points in curves.values() for point in points})
         lines += [
             "",
             "Learning curves (validation accuracy, %, by optimizer step):",
             "",
-            "| step | " + " | ".join(str(p[0]) for p in curves["plain fine-tuning"]) + " |",
-            "|---|" + "---|" * len(curves["plain fine-tuning"]),
+            "| step | " + " | ".join(str(step) for step in steps) + " |",
+            "|---|" + "---|" * len(steps),
         ]
         for label, points in curves.items():
-            lines.append(f"| {label} | " + " | ".join(f"{p[1]:.1f}" for p in points) + " |")
+            at = dict((step, value) for step, value in points)
+            lines.append(f"| {label} | " + " | ".join(f"{at[x]:.1f}" if x in at else "-" for x in steps) + " |")
         lines.append("")
     return "\n".join(lines)
 

@@ -175,6 +175,22 @@ def test_vision_sampler_lever_gets_its_own_supernet_rows_and_report(load):
         bench.supernet_recipe(bench.VisionBenchArguments(sampler="shiftnas"))
 
 
+def test_vision_report_of_the_longer_training_lever_shows_both_curves_and_the_budget_caveat(load):
+    """The published longer-training report: the curve table spans every step of either curve (the teacher's shorter
+    one padded), and the report says that the teacher comparisons are at unequal budgets."""
+    bench = load("bench_vision")
+    path = os.path.join(os.path.dirname(SCRIPTS), "docs", "benchmarks", "vision_targeted_s1080.json")
+    with open(path) as f:
+        result = json.load(f)
+    markdown = bench.render_markdown(result)
+    header = next(line for line in markdown.splitlines() if line.startswith("| step |"))
+    assert header.split(" | ")[1] == "0" and header.rstrip(" |").endswith("| 1080")
+    plain = next(line for line in markdown.splitlines() if line.startswith("| plain fine-tuning |"))
+    assert plain.count("|") == header.count("|") and plain.rstrip(" |").endswith("-")
+    assert "The teacher was trained for 360 steps and the supernet for 1080" in markdown
+    assert "make bench-vision-targeted-s1080" in markdown
+
+
 def test_vision_longer_training_lever_gets_its_own_rows_and_shares_the_teacher(load, tmp_path):
     """`--max_steps N --teacher_max_steps M` (N != M): the supernet and trained-alone rows, models and report are
     suffixed `_sN`, the teacher keeps its name and is trained for M steps; a teacher row of other steps is refused."""
