@@ -115,7 +115,7 @@ class CompressBenchArguments(BenchArguments):
             "NUPES settings belongs in its own --work_dir."
         },
     )
-    end_to_end_learning_rate: float = field(default=1e-3, metadata={"help": "Their learning rate."})
+    end_to_end_learning_rate: float = field(default=1e-4, metadata={"help": "Their learning rate."})
     latency_min_run_time: float = field(default=1.0, metadata={"help": "Seconds per latency round."})
     bootstrap_samples: int = 2000
     torchao_path: str = field(
@@ -541,7 +541,7 @@ def end_to_end_words(s: dict) -> str:
     steps = s.get("end_to_end_steps", 0)
     if not steps:
         return ""
-    return f", then {steps} end-to-end distillation steps at learning rate {s.get('end_to_end_learning_rate', 1e-3)}"
+    return f", then {steps} end-to-end distillation steps at learning rate {s.get('end_to_end_learning_rate', 1e-4)}"
 
 
 def render_markdown(r: dict) -> str:

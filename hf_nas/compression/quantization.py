@@ -444,7 +444,7 @@ class NupesConfig:
         },
     )
     end_to_end_learning_rate: float = field(
-        default=1e-3, metadata={"help": "Adam learning rate of the codes and log(exponent) in the end-to-end steps."}
+        default=1e-4, metadata={"help": "Adam learning rate of the codes and log(exponent) in the end-to-end steps."}
     )
 
     def __post_init__(self):
