@@ -14,8 +14,9 @@ VISION_WORK_DIR ?= /tmp/hf_nas_bench_vision
 COMPRESS_LONG_WORK_DIR ?= /tmp/hf_nas_bench_compress_long
 MOS_LONG_WORK_DIR ?= /tmp/hf_nas_bench_mos_long
 MOS_ATTENTION_WORK_DIR ?= /tmp/hf_nas_bench_mos_attention
+COMPRESS_E2E_WORK_DIR ?= /tmp/hf_nas_bench_compress_e2e
 
-.PHONY: venv demo test lint bench bench-supernet bench-search bench-vision bench-gradient-search bench-mos bench-bossnas bench-compress bench-compress-long bench-vision-targeted bench-vision-targeted-s1080 bench-mos-long bench-mos-attention
+.PHONY: venv demo test lint bench bench-supernet bench-search bench-vision bench-gradient-search bench-mos bench-bossnas bench-compress bench-compress-long bench-vision-targeted bench-vision-targeted-s1080 bench-mos-long bench-mos-attention bench-compress-e2e
 
 venv: $(VENV)/.stamp
 
@@ -112,3 +113,9 @@ bench-compress-long: $(VENV)/.stamp-bench
 	$(BIN)/python scripts/bench_compress.py --supernet_work_dir $(SUPERNET_WORK_DIR) --work_dir $(COMPRESS_LONG_WORK_DIR) \
 		--sparsities 0.7 --search_steps 1000 --jackpot_learning_rates 5e-4 --finetune_learning_rates 1e-4 \
 		--rows sparsity,report --report_name compress_long
+
+# The end-to-end lever of the NUPES target: 4 bits, the block reconstruction followed by 300 steps of end-to-end
+# distillation from the float subnet; its own work dir and report (docs/benchmarks/compress_e2e.{json,md}).
+bench-compress-e2e: $(VENV)/.stamp-bench
+	$(BIN)/python scripts/bench_compress.py --supernet_work_dir $(SUPERNET_WORK_DIR) --work_dir $(COMPRESS_E2E_WORK_DIR) \
+		--bits 4 --end_to_end_steps 300 --rows quantization,report --report_name compress_e2e
