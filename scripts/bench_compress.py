@@ -604,7 +604,7 @@ def render_markdown(r: dict) -> str:
             f"| ONNX Runtime int8 >= {t['onnx_int8_speedup_at_batch_1']:g}x faster than PyTorch fp32 at batch 1 | "
             f"{speedup:.2f}x | {met(speedup, t['onnx_int8_speedup_at_batch_1'], higher_is_better=True)} |"
         )
-    lines += [
+    sparsity = [
         "",
         f"## Sparsity: Lottery Jackpots vs magnitude pruning ({s['search_steps']} steps, batch {s['batch_size']})",
         "",
@@ -622,14 +622,16 @@ def render_markdown(r: dict) -> str:
         moved = f"{100 * jp['mask_changed_vs_magnitude']:.2f}%" if jp else "-"
         seconds = f"{ft['train_seconds']:.0f} / {jp['train_seconds']:.0f}" if ft and jp else "-"
         lr = lambda e: "" if e is None else f", lr {e['selected']:g}"  # noqa: E731
-        lines.append(
+        sparsity.append(
             f"| {100 * p['sparsity']:.0f}% | {cell(p['magnitude'])} | {cell(ft)}{lr(ft)} | {cell(jp)}{lr(jp)} | "
             f"{iv(p['jackpot_minus_magnitude_finetuned']) if 'jackpot_minus_magnitude_finetuned' in p else '-'} | {moved} | "
             f"{seconds} |"
         )
-    lines += [
+    sparsity += [
         "",
         "Mask moved: the share of weights whose kept/pruned state differs from magnitude pruning's, per side.",
+    ]
+    quantization = [
         "",
         f"## Quantization: NUPES vs uniform (calibration: {s['calibration_samples']} training rows, "
         f"{s['reconstruction_steps']} steps per layer{end_to_end_words(s)})",
@@ -640,10 +642,12 @@ def render_markdown(r: dict) -> str:
     for p in r["quantization"]:
         nupes = p.get("nupes")
         sel = f", {nupes['selected']} exponents" if nupes else ""
-        lines.append(
+        quantization.append(
             f"| {p['bits']} | {cell(p['uniform'])} | {cell(p.get('nupes_data_free'))} | {cell(nupes)}{sel} | "
             f"{iv(p['nupes_minus_uniform']) if 'nupes_minus_uniform' in p else '-'} |"
         )
+    lines += sparsity if r["sparsity"] else []  # a run without these rows shows no empty table
+    lines += quantization if r["quantization"] else []
     ao = r.get("torchao")
     if ao:
         version = f"torchao {ao['version']}, " if "version" in ao else ""

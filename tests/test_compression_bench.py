@@ -127,3 +127,21 @@ def test_a_report_name_writes_its_own_files_and_refuses_a_path(bench, tmp_path, 
     small_args(bench, tmp_path, "--rows", "report", "--report_name", "../elsewhere")
     with pytest.raises(ValueError, match="--report_name must be a plain file name"):
         bench.main()
+
+
+@pytest.mark.parametrize(
+    "name, shown, absent",
+    [
+        ("compress", ("## Sparsity", "## Quantization"), ()),
+        ("compress_long", ("## Sparsity",), ("## Quantization",)),
+        ("compress_e2e", ("## Quantization",), ("## Sparsity",)),
+    ],
+)
+def test_a_report_shows_only_the_tables_its_run_measured(bench, name, shown, absent):
+    """The published reports, rendered from their JSON: a run without the sparsity (or quantization) rows prints no
+    empty table for them, and the end-to-end settings are named where they were used."""
+    with open(os.path.join(os.path.dirname(SCRIPTS), "docs", "benchmarks", f"{name}.json")) as f:
+        markdown = bench.render_markdown(json.load(f))
+    assert all(heading in markdown for heading in shown)
+    assert not any(heading in markdown for heading in absent)
+    assert ("end-to-end distillation steps" in markdown) == (name == "compress_e2e")
