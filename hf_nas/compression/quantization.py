@@ -591,6 +591,42 @@ def _continuous_codes(weight: torch.Tensor, q: QuantizedWeight) -> torch.Tensor:
     return codes + (position - codes).clamp(-0.499, 0.499)
 
 
+@contextlib.contextmanager
+def _frozen(model: PreTrainedModel) -> Iterator[None]:
+    """The model in eval mode with no parameter requiring grad; both restored on exit."""
+    trainable = {name: p.requires_grad for name, p in model.named_parameters()}
+    was_training = model.training
+    model.eval()
+    for param in model.parameters():
+        param.requires_grad_(False)
+    try:
+        yield
+    finally:
+        for name, param in model.named_parameters():
+            param.requires_grad_(trainable[name])
+        model.train(was_training)
+
+
+@contextlib.contextmanager
+def _learning_codes(
+    modules: dict[str, nn.Module], weights: dict[str, nn.Parameter], start: dict[str, QuantizedWeight]
+) -> Iterator[dict[str, _LearnedCodes]]:
+    """Each weight of `start` parametrized by learnable codes and exponents (starting from its quantized value); the
+    float weights are back on exit."""
+    learned: dict[str, _LearnedCodes] = {}
+    try:
+        for name, q in start.items():
+            module = _LearnedCodes(_continuous_codes(weights[name], q), q.scales, q.exponents, q.bits)
+            parametrize.register_parametrization(modules[name.removesuffix(".weight")], "weight", module, unsafe=True)
+            learned[name] = module
+        yield learned
+    finally:
+        for name in learned:
+            parametrize.remove_parametrizations(
+                modules[name.removesuffix(".weight")], "weight", leave_parametrized=False
+            )
+
+
 def _reconstruct_layer(
     layer: nn.Module,
     names: list[str],
@@ -603,13 +639,7 @@ def _reconstruct_layer(
 ) -> tuple[dict[str, QuantizedWeight], float, float]:
     """Learn the codes and exponents of one layer's weights on its block output; returns them, and the block's output
     error before and after."""
-    learned = {}
-    for name in names:
-        q = start[name]
-        module = _LearnedCodes(_continuous_codes(weights[name], q), q.scales, q.exponents, q.bits)
-        parametrize.register_parametrization(modules[name.removesuffix(".weight")], "weight", module, unsafe=True)
-        learned[name] = module
-    try:
+    with _learning_codes(modules, weights, {name: start[name] for name in names}) as learned:
         codes = [m.codes for m in learned.values()]
         exponents = [m.log_exponents for m in learned.values()]
         groups = [{"params": codes, "lr": config.learning_rate}]
@@ -638,11 +668,6 @@ def _reconstruct_layer(
             optimizer.step()
         after = error()
         result = {name: m.result() for name, m in learned.items()}
-    finally:
-        for name in learned:
-            parametrize.remove_parametrizations(
-                modules[name.removesuffix(".weight")], "weight", leave_parametrized=False
-            )
     return result, before, after
 
 
@@ -715,13 +740,8 @@ def _reconstruct(
     prefixes = [f"{prefix}{family.vanilla_layers}.{i}." for i in range(len(layers))]
     device = next(model.parameters()).device
     modules = dict(model.named_modules())
-    trainable = {name: p.requires_grad for name, p in model.named_parameters()}
-    was_training = model.training
-    model.eval()
-    for param in model.parameters():
-        param.requires_grad_(False)
     block_errors = []
-    try:
+    with _frozen(model):
         batches = _calibration_batches(dataset, collator, config, device)
         captured = _capture_layers(model, layers, batches)
         inputs = [_hidden_states(args, kwargs) for args, kwargs, _ in captured[0]]  # the embeddings' output
@@ -740,10 +760,6 @@ def _reconstruct(
                     _run_layer(layer, x, args, kwargs).detach()
                     for x, (args, kwargs, _) in zip(inputs, captured[index], strict=True)
                 ]
-    finally:
-        for name, param in model.named_parameters():
-            param.requires_grad_(trainable[name])
-        model.train(was_training)
     return result, block_errors
 
 
@@ -776,49 +792,43 @@ def _distill(
     distillation does not lower the calibration loss."""
     device = next(model.parameters()).device
     modules = dict(model.named_modules())
-    trainable = {name: p.requires_grad for name, p in model.named_parameters()}
-    was_training = model.training
-    model.eval()
-    for param in model.parameters():
-        param.requires_grad_(False)
-    learned: dict[str, _LearnedCodes] = {}
-    try:
+    with _frozen(model):
         batches = _calibration_batches(dataset, collator, config, device)
         with torch.no_grad():
             targets = [_model_output(model(**batch)) for batch in batches]  # the float model: nothing written yet
-        for name, q in quantized.items():
-            module = _LearnedCodes(_continuous_codes(weights[name], q), q.scales, q.exponents, q.bits)
-            parametrize.register_parametrization(modules[name.removesuffix(".weight")], "weight", module, unsafe=True)
-            learned[name] = module
-        params = [p for m in learned.values() for p in (m.codes, m.log_exponents)]
-        optimizer = torch.optim.Adam(params, lr=config.end_to_end_learning_rate)
+        with _learning_codes(modules, weights, quantized) as learned:
+            result, record = _distill_codes(model, learned, quantized, batches, targets, config)
+    return result, record
 
-        def loss_on_all() -> float:
-            with torch.no_grad():
-                total = sum(_output_loss(model(**b), t).item() for b, t in zip(batches, targets, strict=True))
-            return total / len(batches)
 
-        before = loss_on_all()
-        for step in range(config.end_to_end_steps):
-            j = step % len(batches)
-            loss = _output_loss(model(**batches[j]), targets[j])
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-        after = loss_on_all()
-        kept = after < before
-        result = {name: m.result() for name, m in learned.items()} if kept else dict(quantized)
-        logger.info(
-            "NUPES end-to-end distillation: loss %.4g -> %.4g (%s)", before, after, "kept" if kept else "undone"
-        )
-    finally:
-        for name in learned:
-            parametrize.remove_parametrizations(
-                modules[name.removesuffix(".weight")], "weight", leave_parametrized=False
-            )
-        for name, param in model.named_parameters():
-            param.requires_grad_(trainable[name])
-        model.train(was_training)
+def _distill_codes(
+    model: PreTrainedModel,
+    learned: dict[str, _LearnedCodes],
+    quantized: dict[str, QuantizedWeight],
+    batches: list[dict],
+    targets: list[torch.Tensor],
+    config: NupesConfig,
+) -> tuple[dict[str, QuantizedWeight], dict[str, Any]]:
+    """The distillation steps on the parametrized model; the learned codes, or `quantized` if the loss did not drop."""
+    params = [p for m in learned.values() for p in (m.codes, m.log_exponents)]
+    optimizer = torch.optim.Adam(params, lr=config.end_to_end_learning_rate)
+
+    def loss_on_all() -> float:
+        with torch.no_grad():
+            total = sum(_output_loss(model(**b), t).item() for b, t in zip(batches, targets, strict=True))
+        return total / len(batches)
+
+    before = loss_on_all()
+    for step in range(config.end_to_end_steps):
+        j = step % len(batches)
+        loss = _output_loss(model(**batches[j]), targets[j])
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+    after = loss_on_all()
+    kept = after < before
+    result = {name: m.result() for name, m in learned.items()} if kept else dict(quantized)
+    logger.info("NUPES end-to-end distillation: loss %.4g -> %.4g (%s)", before, after, "kept" if kept else "undone")
     return result, {"steps": config.end_to_end_steps, "loss_before": before, "loss_after": after, "kept": kept}
 
 
