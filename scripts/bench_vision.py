@@ -149,6 +149,15 @@ class VisionBenchArguments:
             "of this many steps, with their own rows, models and report (suffixed _s<max_steps>)."
         },
     )
+    supernet_levers: str | None = field(
+        default=None,
+        metadata={
+            "help": "Changes to the supernet's recipe only, as comma-separated key=value pairs: "
+            "uniform_subnet_probability (u), sampler_mac_tolerance (tol, targeted sampler), num_random_subnets (n), "
+            "learning_rate (lr). The supernet gets its own rows, model and report (suffixed _u1_tol0.05 and so on); "
+            "the teacher and the trained-alone rows are shared."
+        },
+    )
 
 
 # ------------------------------------------------------------------------------------------------------------------
@@ -326,15 +335,23 @@ class Bench:
     def supernet_name(self, row: str, kind: bool = True) -> str:
         """The name of a row (or run, or model) of the supernet: suffixed by the sampler unless it is the sandwich."""
         row += "" if self.args.sampler == "sandwich" else f"_{self.args.sampler}"
-        row += steps_suffix(self.args)
+        row += steps_suffix(self.args) + levers_suffix(parse_levers(self.args.supernet_levers))
         return self.name(row) if kind else row
 
-    def train_args(self, name: str, cls=TrainingArguments, max_steps: int | None = None, **kwargs):
+    def train_args(
+        self,
+        name: str,
+        cls=TrainingArguments,
+        max_steps: int | None = None,
+        learning_rate: float | None = None,
+        **kwargs,
+    ):
         output_dir = os.path.join(self.args.work_dir, "runs", self.name(name))
         a = self.args
         steps = a.max_steps if max_steps is None else max_steps
+        lr = a.learning_rate if learning_rate is None else learning_rate
         kwargs = {"remove_unused_columns": False, "dataloader_num_workers": 0, **kwargs}
-        return cpu_training_args(output_dir, steps, a.batch_size, a.learning_rate, a.seed, cls, **kwargs)
+        return cpu_training_args(output_dir, steps, a.batch_size, lr, a.seed, cls, **kwargs)
 
     def scores(self, model, splits=("validation", "test")) -> dict:
         return {split: correct(model, self.splits[split]) for split in splits}
@@ -412,6 +429,7 @@ class Bench:
             args=self.train_args(
                 self.supernet_name("supernet", kind=False),
                 SupernetTrainingArguments,
+                learning_rate=supernet_learning_rate(self.args),
                 eval_subnets="",
                 distillation="teacher",
                 **supernet_recipe(self.args),
@@ -428,6 +446,7 @@ class Bench:
                 "train_seconds": seconds,
                 "curve": curve.points,
                 "recipe": {**supernet_recipe(self.args), "distillation": "teacher"},
+                "learning_rate": supernet_learning_rate(self.args),
             },
         )
         return model.eval(), row
@@ -594,13 +613,73 @@ def steps_suffix(args) -> str:
     return suffix_of_steps(args.max_steps, args.teacher_max_steps)
 
 
+# The supernet levers `--supernet_levers` may change, with the short names of their suffix.
+LEVERS = {
+    "uniform_subnet_probability": ("u", float),
+    "sampler_mac_tolerance": ("tol", float),
+    "num_random_subnets": ("n", int),
+    "learning_rate": ("lr", float),
+}
+
+
+def parse_levers(text: str | None) -> dict:
+    """`--supernet_levers` as a dict, in the order of `LEVERS`: `"u=1,tol=0.05"` or with the full key names."""
+    if text is None or not text.strip():
+        return {}
+    short = {abbrev: key for key, (abbrev, _) in LEVERS.items()}
+    out = {}
+    for part in text.split(","):
+        name, sep, value = (x.strip() for x in part.partition("="))
+        key = short.get(name, name)
+        if not sep or key not in LEVERS:
+            raise ValueError(
+                f"--supernet_levers {text!r}: {part.strip()!r} is not key=value with a key among "
+                f"{sorted(LEVERS)} (or {sorted(short)})."
+            )
+        kind = LEVERS[key][1]
+        try:
+            number = kind(value)
+        except ValueError:
+            raise ValueError(
+                f"--supernet_levers {text!r}: {key} takes a number ({kind.__name__}), got {value!r}."
+            ) from None
+        if key in out:
+            raise ValueError(f"--supernet_levers {text!r} sets {key} twice.")
+        out[key] = number
+    if "sampler_mac_tolerance" in out and not 0.0 < out["sampler_mac_tolerance"] <= 1.0:
+        raise ValueError(
+            f"--supernet_levers: sampler_mac_tolerance must be in (0, 1], got {out['sampler_mac_tolerance']}."
+        )
+    if "uniform_subnet_probability" in out and not 0.0 <= out["uniform_subnet_probability"] <= 1.0:
+        raise ValueError(
+            f"--supernet_levers: uniform_subnet_probability must be in [0, 1], got {out['uniform_subnet_probability']}."
+        )
+    if out.get("num_random_subnets", 1) < 1 or out.get("learning_rate", 1.0) <= 0:
+        raise ValueError(f"--supernet_levers {text!r}: num_random_subnets must be >= 1 and learning_rate > 0.")
+    return {key: out[key] for key in LEVERS if key in out}
+
+
+def levers_suffix(levers: dict) -> str:
+    """The suffix of a supernet trained with changed levers: `_u1_tol0.05`; none without changes."""
+    return "".join(f"_{LEVERS[key][0]}{value:g}" for key, value in levers.items())
+
+
+def supernet_learning_rate(args) -> float:
+    return parse_levers(args.supernet_levers).get("learning_rate", args.learning_rate)
+
+
 def supernet_recipe(args: VisionBenchArguments) -> dict:
-    """The supernet's training arguments: the published recipe, with the targeted sampler if asked for."""
+    """The supernet's training arguments: the published recipe, with the targeted sampler if asked for and the
+    levers of `--supernet_levers` (the learning rate apart: see `supernet_learning_rate`)."""
     if args.sampler not in SAMPLERS:
         raise ValueError(f"--sampler {args.sampler!r} is not benchmarked here; allowed: {list(SAMPLERS)}.")
+    levers = parse_levers(args.supernet_levers)
+    levers.pop("learning_rate", None)
+    if "sampler_mac_tolerance" in levers and args.sampler != "targeted":
+        raise ValueError("--supernet_levers: sampler_mac_tolerance is a lever of --sampler targeted only.")
     if args.sampler == "sandwich":
-        return dict(RECIPE)
-    return {**RECIPE, "sampler": args.sampler, "sampler_mac_targets": args.mac_targets}
+        return {**RECIPE, **levers}
+    return {**RECIPE, "sampler": args.sampler, "sampler_mac_targets": args.mac_targets, **levers}
 
 
 def main() -> None:
@@ -662,7 +741,8 @@ def plot(result: dict, path: str) -> None:
 def report_name_of(settings: dict) -> str:
     sampler = settings.get("sampler", "sandwich")
     name = "vision" if sampler == "sandwich" else f"vision_{sampler}"
-    return name + suffix_of_steps(settings.get("max_steps", 360), settings.get("teacher_max_steps"))
+    name += suffix_of_steps(settings.get("max_steps", 360), settings.get("teacher_max_steps"))
+    return name + levers_suffix(parse_levers(settings.get("supernet_levers")))
 
 
 def make_target_of(settings: dict) -> str:
@@ -670,14 +750,35 @@ def make_target_of(settings: dict) -> str:
     return "bench-" + report_name_of(settings).replace("_", "-")
 
 
+def uniform_words(p: float) -> str:
+    return {0.0: "none of them", 0.5: "half of them", 1.0: "all of them"}.get(float(p), f"a share {p:g} of them")
+
+
 def sampler_words(r: dict) -> str:
+    n = r.get("num_random_subnets", 2)
+    uniform = uniform_words(r.get("uniform_subnet_probability", 0.5))
     if r.get("sampler", "sandwich") == "sandwich":
-        return "sandwich rule (largest, smallest, 2 random subnets, half of them uniform)"
+        return f"sandwich rule (largest, smallest, {n} random subnets, {uniform} uniform)"
     targets = ", ".join(f"{100 * float(t):.0f}%" for t in r["sampler_mac_targets"].split(","))
+    tolerance = r.get("sampler_mac_tolerance")
+    band = "just below" if tolerance is None else f"at most {100 * tolerance:g} points below"
     return (
-        f"**targeted** sandwich rule (largest, smallest, and {r['num_random_subnets']} random subnets, half of them "
-        f"uniform, each drawn with its linear-layer MACs just below one of {targets} of the largest's, in turn)"
+        f"**targeted** sandwich rule (largest, smallest, and {n} random subnets, {uniform} uniform, each drawn with "
+        f"its linear-layer MACs {band} one of {targets} of the largest's, in turn)"
     )
+
+
+def levers_words(s: dict) -> list[str]:
+    """The report's line on `--supernet_levers`, if any."""
+    levers = parse_levers(s.get("supernet_levers"))
+    if not levers:
+        return []
+    changed = ", ".join(f"{key} {value:g}" for key, value in levers.items())
+    return [
+        f"**Levers** changed from the published recipe, for the supernet only (the teacher and the trained-alone "
+        f"runs keep theirs): {changed}.",
+        "",
+    ]
 
 
 def steps_words(s: dict) -> str:
@@ -717,6 +818,7 @@ def render_markdown(r: dict) -> str:
         f"(linear, 10% warm-up), seed {s['seed']}. Intervals: paired 95% bootstrap over the test images "
         f"({s['bootstrap_samples']} resamples).",
         "",
+        *levers_words(s),
         "- **teacher**: the full model fine-tuned alone with the transformers Trainer.",
         "- **supernet**: the teacher-first recipe: initialised from the teacher, importance-reordered, then the "
         f"{sampler_words(r['recipe'])} with distillation from the fixed "
