@@ -154,7 +154,7 @@ class VisionBenchArguments:
         metadata={
             "help": "Changes to the supernet's recipe only, as comma-separated key=value pairs: "
             "uniform_subnet_probability (u), sampler_mac_tolerance (tol, targeted sampler), num_random_subnets (n), "
-            "learning_rate (lr). The supernet gets its own rows, model and report (suffixed _u1_tol0.05 and so on); "
+            "learning_rate (lr), protect_largest_gradient (pg, 0 or 1). The supernet gets its own rows, model and report (suffixed _u1_tol0.05 and so on); "
             "the teacher and the trained-alone rows are shared."
         },
     )
@@ -619,6 +619,7 @@ LEVERS = {
     "sampler_mac_tolerance": ("tol", float),
     "num_random_subnets": ("n", int),
     "learning_rate": ("lr", float),
+    "protect_largest_gradient": ("pg", bool),
 }
 
 
@@ -638,10 +639,17 @@ def parse_levers(text: str | None) -> dict:
             )
         kind = LEVERS[key][1]
         try:
-            number = kind(value)
+            if kind is bool:
+                if value.lower() not in ("0", "1", "true", "false"):
+                    raise ValueError(value)
+                number = value.lower() in ("1", "true")
+            else:
+                number = kind(value)
         except ValueError:
             raise ValueError(
-                f"--supernet_levers {text!r}: {key} takes a number ({kind.__name__}), got {value!r}."
+                f"--supernet_levers {text!r}: {key} takes "
+                + ("0 or 1" if kind is bool else f"a number ({kind.__name__})")
+                + f", got {value!r}."
             ) from None
         if key in out:
             raise ValueError(f"--supernet_levers {text!r} sets {key} twice.")
@@ -661,7 +669,10 @@ def parse_levers(text: str | None) -> dict:
 
 def levers_suffix(levers: dict) -> str:
     """The suffix of a supernet trained with changed levers: `_u1_tol0.05`; none without changes."""
-    return "".join(f"_{LEVERS[key][0]}{value:g}" for key, value in levers.items())
+    return "".join(
+        f"_{LEVERS[key][0]}{int(value) if isinstance(value, bool) else format(value, 'g')}"
+        for key, value in levers.items()
+    )
 
 
 def supernet_learning_rate(args) -> float:
@@ -768,12 +779,20 @@ def sampler_words(r: dict) -> str:
     )
 
 
+def protection_words(recipe: dict) -> str:
+    if recipe.get("protect_largest_gradient", True):
+        return "gradient protection of the largest subnet"
+    return "**no** gradient protection (every subnet's gradient summed, then clipped together)"
+
+
 def levers_words(s: dict) -> list[str]:
     """The report's line on `--supernet_levers`, if any."""
     levers = parse_levers(s.get("supernet_levers"))
     if not levers:
         return []
-    changed = ", ".join(f"{key} {value:g}" for key, value in levers.items())
+    changed = ", ".join(
+        f"{key} {value if isinstance(value, bool) else format(value, 'g')}" for key, value in levers.items()
+    )
     return [
         f"**Levers** changed from the published recipe, for the supernet only (the teacher and the trained-alone "
         f"runs keep theirs): {changed}.",
@@ -822,8 +841,8 @@ def render_markdown(r: dict) -> str:
         "- **teacher**: the full model fine-tuned alone with the transformers Trainer.",
         "- **supernet**: the teacher-first recipe: initialised from the teacher, importance-reordered, then the "
         f"{sampler_words(r['recipe'])} with distillation from the fixed "
-        "teacher (logits + hidden states of every kept layer, [CLS] and patch tokens) and the task loss, gradient "
-        "protection of the largest subnet; the layer rule is `spread`. Subnets are used without retraining; at "
+        "teacher (logits + hidden states of every kept layer, [CLS] and patch tokens) and the task loss, "
+        f"{protection_words(r['recipe'])}; the layer rule is `spread`. Subnets are used without retraining; at "
         "each MAC point the one of best validation accuracy among the uniform candidates just below it is reported.",
         "- **alone (KD)**: the same architecture trained alone from the same reordered teacher weights, with the "
         "same teacher, losses and steps.",

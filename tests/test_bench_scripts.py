@@ -175,6 +175,53 @@ def test_vision_sampler_lever_gets_its_own_supernet_rows_and_report(load):
         bench.supernet_recipe(bench.VisionBenchArguments(sampler="shiftnas"))
 
 
+def test_vision_supernet_levers_change_the_supernet_only_with_their_own_rows_and_report(load):
+    """`--supernet_levers u=1,tol=0.05,n=4,lr=2e-4`: the supernet's recipe and learning rate change, its rows, model and
+    report get the suffix `_u1_tol0.05_n4_lr0.0002`; the teacher and the trained-alone rows keep their names; bad
+    levers are refused naming what is allowed."""
+    bench = load("bench_vision")
+    a = bench.VisionBenchArguments(sampler="targeted", supernet_levers="u=1,tol=0.05,n=4,lr=2e-4")
+    recipe = bench.supernet_recipe(a)
+    assert recipe["uniform_subnet_probability"] == 1.0 and recipe["sampler_mac_tolerance"] == 0.05
+    assert recipe["num_random_subnets"] == 4 and "learning_rate" not in recipe
+    assert (
+        bench.supernet_learning_rate(a) == 2e-4 and bench.supernet_learning_rate(bench.VisionBenchArguments()) == 1e-4
+    )
+    args = bench.SupernetTrainingArguments("o", distillation="teacher", learning_rate=2e-4, **recipe)
+    assert args.sampler_mac_tolerance == 0.05 and args.num_random_subnets == 4
+    fake = type("Fake", (), {"args": a, "kind": "vit", "name": bench.Bench.name})()
+    assert (
+        bench.Bench.supernet_name(fake, "supernet_trained") == "vit_supernet_trained_targeted_u1_tol0.05_n4_lr0.0002"
+    )
+    assert fake.name("teacher") == "vit_teacher"
+    settings = dataclasses.asdict(a)
+    assert bench.report_name_of(settings) == "vision_targeted_u1_tol0.05_n4_lr0.0002"
+    assert bench.make_target_of(settings) == "bench-vision-targeted-u1-tol0.05-n4-lr0.0002"
+    assert bench.parse_levers("num_random_subnets=3") == {"num_random_subnets": 3}
+    words = bench.sampler_words({**recipe})
+    assert "4 random subnets, all of them uniform" in words and "at most 5 points below" in words
+    assert "sampler_mac_tolerance 0.05" in " ".join(bench.levers_words(settings))
+    assert bench.levers_words(dataclasses.asdict(bench.VisionBenchArguments())) == []
+    for bad, match in (
+        ("depth=3", r"key among \['learning_rate'"),
+        ("u=1.5", "must be in \\[0, 1\\]"),
+        ("n=0", "num_random_subnets must be >= 1"),
+        ("lr=fast", "learning_rate takes a number"),
+        ("u=1,u=0", "sets uniform_subnet_probability twice"),
+    ):
+        with pytest.raises(ValueError, match=match):
+            bench.parse_levers(bad)
+    no_protection = bench.VisionBenchArguments(sampler="targeted", supernet_levers="pg=0")
+    assert bench.supernet_recipe(no_protection)["protect_largest_gradient"] is False
+    assert bench.report_name_of(dataclasses.asdict(no_protection)) == "vision_targeted_pg0"
+    assert "**no** gradient protection" in bench.protection_words(bench.supernet_recipe(no_protection))
+    assert bench.protection_words(bench.RECIPE) == "gradient protection of the largest subnet"
+    with pytest.raises(ValueError, match="protect_largest_gradient takes 0 or 1"):
+        bench.parse_levers("pg=maybe")
+    with pytest.raises(ValueError, match="sampler_mac_tolerance is a lever of --sampler targeted only"):
+        bench.supernet_recipe(bench.VisionBenchArguments(supernet_levers="tol=0.05"))
+
+
 def test_vision_report_of_the_longer_training_lever_shows_both_curves_and_the_budget_caveat(load):
     """The published longer-training report: the curve table spans every step of either curve (the teacher's shorter
     one padded), and the report says that the teacher comparisons are at unequal budgets."""
