@@ -4,6 +4,7 @@ and that the vision benchmark reads its weights offline or says what is missing.
 from __future__ import annotations
 
 import dataclasses
+import glob
 import importlib
 import json
 import os
@@ -220,6 +221,27 @@ def test_vision_supernet_levers_change_the_supernet_only_with_their_own_rows_and
         bench.parse_levers("pg=maybe")
     with pytest.raises(ValueError, match="sampler_mac_tolerance is a lever of --sampler targeted only"):
         bench.supernet_recipe(bench.VisionBenchArguments(supernet_levers="tol=0.05"))
+
+
+def test_every_published_vision_report_names_a_make_target_that_exists(load):
+    """Each committed `docs/benchmarks/vision*.json` names the make target that reproduces it, and the Makefile has it
+    with the same settings (sampler, steps, levers)."""
+    bench = load("bench_vision")
+    root = os.path.dirname(SCRIPTS)
+    with open(os.path.join(root, "Makefile")) as f:
+        makefile = f.read()
+    reports = sorted(glob.glob(os.path.join(root, "docs", "benchmarks", "vision*.json")))
+    assert len(reports) >= 3
+    for path in reports:
+        with open(path) as f:
+            settings = json.load(f)["settings"]
+        name = os.path.basename(path).removesuffix(".json")
+        assert bench.report_name_of(settings) == name
+        target = bench.make_target_of(settings)
+        assert f"\n{target}:" in makefile, f"{name}: no make target {target}"
+        recipe_line = makefile.split(f"\n{target}:", 1)[1].split("\n\n", 1)[0]
+        if settings.get("supernet_levers"):
+            assert f"{settings['supernet_levers']}\n" in recipe_line.split("\n", 2)[1] + "\n"
 
 
 def test_vision_report_of_the_longer_training_lever_shows_both_curves_and_the_budget_caveat(load):
