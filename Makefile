@@ -14,9 +14,10 @@ VISION_WORK_DIR ?= /tmp/hf_nas_bench_vision
 COMPRESS_LONG_WORK_DIR ?= /tmp/hf_nas_bench_compress_long
 MOS_LONG_WORK_DIR ?= /tmp/hf_nas_bench_mos_long
 MOS_ATTENTION_WORK_DIR ?= /tmp/hf_nas_bench_mos_attention
+MOS_EXPERTS4_WORK_DIR ?= /tmp/hf_nas_bench_mos_experts4
 COMPRESS_E2E_WORK_DIR ?= /tmp/hf_nas_bench_compress_e2e
 
-.PHONY: venv demo test lint bench bench-supernet bench-search bench-vision bench-gradient-search bench-mos bench-bossnas bench-compress bench-compress-long bench-vision-targeted bench-vision-targeted-s1080 bench-vision-levers bench-vision-targeted-u1-tol0.05 bench-vision-targeted-lr0.0003 bench-vision-targeted-lr5e-05 bench-vision-targeted-n4 bench-vision-targeted-pg0 bench-mos-long bench-mos-attention bench-compress-e2e
+.PHONY: venv demo test lint bench bench-supernet bench-search bench-vision bench-gradient-search bench-mos bench-bossnas bench-compress bench-compress-long bench-vision-targeted bench-vision-targeted-s1080 bench-vision-levers bench-vision-targeted-u1-tol0.05 bench-vision-targeted-lr0.0003 bench-vision-targeted-lr5e-05 bench-vision-targeted-n4 bench-vision-targeted-pg0 bench-vision-targeted-n4-pg0 bench-mos-long bench-mos-attention bench-mos-experts4 bench-compress-e2e
 
 venv: $(VENV)/.stamp
 
@@ -72,7 +73,7 @@ bench-vision-targeted-s1080: $(VENV)/.stamp-bench
 # Supernet-only levers of the vision targets at 360 steps on ViT (each its own supernet rows and report,
 # docs/benchmarks/vision_targeted_<levers>.{json,md}; the teacher and the trained-alone rows are shared): all random
 # subnets uniform within 5 points below each target, 3x the learning rate, half of it, 4 random subnets per step,
-# and no gradient protection of the largest subnet.
+# no gradient protection of the largest subnet, and the last two together.
 VISION_LEVERS = $(BIN)/python scripts/bench_vision.py --work_dir $(VISION_WORK_DIR) --sampler targeted --models vit \
 	--supernet_levers
 bench-vision-targeted-u1-tol0.05: $(VENV)/.stamp-bench
@@ -85,8 +86,10 @@ bench-vision-targeted-n4: $(VENV)/.stamp-bench
 	$(VISION_LEVERS) n=4
 bench-vision-targeted-pg0: $(VENV)/.stamp-bench
 	$(VISION_LEVERS) pg=0
+bench-vision-targeted-n4-pg0: $(VENV)/.stamp-bench
+	$(VISION_LEVERS) n=4,pg=0
 bench-vision-levers: bench-vision-targeted-u1-tol0.05 bench-vision-targeted-lr0.0003 bench-vision-targeted-lr5e-05 \
-	bench-vision-targeted-n4 bench-vision-targeted-pg0
+	bench-vision-targeted-n4 bench-vision-targeted-pg0 bench-vision-targeted-n4-pg0
 
 bench-gradient-search: $(VENV)/.stamp-bench
 	$(BIN)/python scripts/bench_gradient_search.py
@@ -110,6 +113,14 @@ bench-mos-attention: $(VENV)/.stamp-bench
 	$(BIN)/python scripts/bench_mos.py --supernet_work_dir $(SUPERNET_WORK_DIR) --work_dir $(MOS_ATTENTION_WORK_DIR) \
 		--max_steps 1000 --modes layer --router_init_std 0 --expert_init_noise 0.05 --router_learning_rate 3e-3 \
 		--target_modules ffn,attention --rows main,baselines,measure,report --report_name mos_attention
+
+# The more-experts lever of the MoS target: bench-mos-long's settings with 4 experts per FFN linear layer instead of 2
+# (with 2, the subnets at 50% and 25% of the MACs route to the same expert); its own work dir and report
+# (docs/benchmarks/mos_experts4.{json,md}).
+bench-mos-experts4: $(VENV)/.stamp-bench
+	$(BIN)/python scripts/bench_mos.py --supernet_work_dir $(SUPERNET_WORK_DIR) --work_dir $(MOS_EXPERTS4_WORK_DIR) \
+		--max_steps 1000 --modes layer --router_init_std 0 --expert_init_noise 0.05 --router_learning_rate 3e-3 \
+		--num_experts 4 --rows main,baselines,measure,report --report_name mos_experts4
 
 # Block-wise training and rating (BossNAS) vs the sandwich supernet, with the supernet benchmark's teacher and one-pass
 # supernet from its work dir (run bench-supernet first); its own runs and rows go to their own work dir.
