@@ -73,7 +73,7 @@ bench-vision-targeted-s1080: $(VENV)/.stamp-bench
 # Supernet-only levers of the vision targets at 360 steps on ViT (each its own supernet rows and report,
 # docs/benchmarks/vision_targeted_<levers>.{json,md}; the teacher and the trained-alone rows are shared): all random
 # subnets uniform within 5 points below each target, 3x the learning rate, half of it, 4 random subnets per step,
-# no gradient protection of the largest subnet, and the last two together.
+# no gradient protection of the largest subnet, and the last two together (on BEiT too).
 VISION_LEVERS = $(BIN)/python scripts/bench_vision.py --work_dir $(VISION_WORK_DIR) --sampler targeted --models vit \
 	--supernet_levers
 bench-vision-targeted-u1-tol0.05: $(VENV)/.stamp-bench
@@ -87,7 +87,8 @@ bench-vision-targeted-n4: $(VENV)/.stamp-bench
 bench-vision-targeted-pg0: $(VENV)/.stamp-bench
 	$(VISION_LEVERS) pg=0
 bench-vision-targeted-n4-pg0: $(VENV)/.stamp-bench
-	$(VISION_LEVERS) n=4,pg=0
+	$(BIN)/python scripts/bench_vision.py --work_dir $(VISION_WORK_DIR) --sampler targeted --models vit,beit \
+		--supernet_levers n=4,pg=0
 bench-vision-levers: bench-vision-targeted-u1-tol0.05 bench-vision-targeted-lr0.0003 bench-vision-targeted-lr5e-05 \
 	bench-vision-targeted-n4 bench-vision-targeted-pg0 bench-vision-targeted-n4-pg0
 
