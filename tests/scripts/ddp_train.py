@@ -203,6 +203,11 @@ def main() -> None:
         },
         os.path.join(outdir, f"rank{rank}.pt"),
     )
+    # Tear the gloo group down before the interpreter exits: left to interpreter shutdown, its threads can abort
+    # a rank ("terminate called without an active exception") after the work is done.
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.barrier()
+        torch.distributed.destroy_process_group()
 
 
 if __name__ == "__main__":
