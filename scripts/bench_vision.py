@@ -669,10 +669,12 @@ def parse_levers(text: str | None) -> dict:
 
 def levers_suffix(levers: dict) -> str:
     """The suffix of a supernet trained with changed levers: `_u1_tol0.05`; none without changes."""
-    return "".join(
-        f"_{LEVERS[key][0]}{int(value) if isinstance(value, bool) else format(value, 'g')}"
-        for key, value in levers.items()
-    )
+    return "".join(f"_{LEVERS[key][0]}{lever_text(value)}" for key, value in levers.items())
+
+
+def lever_text(value) -> str:
+    """A lever's value as its suffix and report write it: `1`/`0` for a switch, `0.05`, `2e-04` style otherwise."""
+    return str(int(value)) if isinstance(value, bool) else format(value, "g")
 
 
 def supernet_learning_rate(args) -> float:
@@ -791,7 +793,7 @@ def levers_words(s: dict) -> list[str]:
     if not levers:
         return []
     changed = ", ".join(
-        f"{key} {value if isinstance(value, bool) else format(value, 'g')}" for key, value in levers.items()
+        f"{key} {value if isinstance(value, bool) else lever_text(value)}" for key, value in levers.items()
     )
     return [
         f"**Levers** changed from the published recipe, for the supernet only (the teacher and the trained-alone "
