@@ -35,6 +35,7 @@ def subnet_model_config(supernet: PreTrainedModel, subnet: SubnetConfig):
     for key in (
         "search_space",
         "mixture_of_supernets",
+        "switchable_layer_norms",
         "model_type",
         "transformers_version",
         "auto_map",

@@ -80,6 +80,7 @@ from hf_nas.data import (
 )
 from hf_nas.models.auto import elastic_class_for
 from hf_nas.models.families import get_family
+from hf_nas.switchable_norms import check_norm_boundaries
 from hf_nas.training import SupernetTrainer, SupernetTrainingArguments
 from hf_nas.training.recipes import RECIPE_DEFAULTS
 from hf_nas.utils import checkpoint_name
@@ -620,6 +621,7 @@ LEVERS = {
     "num_random_subnets": ("n", int),
     "learning_rate": ("lr", float),
     "protect_largest_gradient": ("pg", bool),
+    "switchable_layer_norms": ("sln", tuple),  # MAC-share boundaries, "/"-separated: sln=0.75/0.375
 }
 
 
@@ -639,7 +641,11 @@ def parse_levers(text: str | None) -> dict:
             )
         kind = LEVERS[key][1]
         try:
-            if kind is bool:
+            if kind is tuple:
+                number = check_norm_boundaries(value, f"--supernet_levers {key}")
+                if number is None:
+                    raise ValueError(value)
+            elif kind is bool:
                 if value.lower() not in ("0", "1", "true", "false"):
                     raise ValueError(value)
                 number = value.lower() in ("1", "true")
@@ -648,7 +654,9 @@ def parse_levers(text: str | None) -> dict:
         except ValueError:
             raise ValueError(
                 f"--supernet_levers {text!r}: {key} takes "
-                + ("0 or 1" if kind is bool else f"a number ({kind.__name__})")
+                + {bool: "0 or 1", tuple: "MAC shares in (0, 1), decreasing, separated by '/'"}.get(
+                    kind, f"a number ({kind.__name__})"
+                )
                 + f", got {value!r}."
             ) from None
         if key in out:
@@ -668,12 +676,15 @@ def parse_levers(text: str | None) -> dict:
 
 
 def levers_suffix(levers: dict) -> str:
-    """The suffix of a supernet trained with changed levers: `_u1_tol0.05`; none without changes."""
-    return "".join(f"_{LEVERS[key][0]}{lever_text(value)}" for key, value in levers.items())
+    """The suffix of a supernet trained with changed levers: `_u1_tol0.05`, `_sln0.75-0.375`; none without changes."""
+    return "".join(f"_{LEVERS[key][0]}{lever_text(value, '-')}" for key, value in levers.items())
 
 
-def lever_text(value) -> str:
-    """A lever's value as its suffix and report write it: `1`/`0` for a switch, `0.05`, `2e-04` style otherwise."""
+def lever_text(value, separator: str = "/") -> str:
+    """A lever's value as its suffix and report write it: `1`/`0` for a switch, `0.05`, `2e-04` style for a number,
+    the numbers of a tuple joined by `separator`."""
+    if isinstance(value, tuple):
+        return separator.join(format(v, "g") for v in value)
     return str(int(value)) if isinstance(value, bool) else format(value, "g")
 
 
@@ -688,6 +699,8 @@ def supernet_recipe(args: VisionBenchArguments) -> dict:
         raise ValueError(f"--sampler {args.sampler!r} is not benchmarked here; allowed: {list(SAMPLERS)}.")
     levers = parse_levers(args.supernet_levers)
     levers.pop("learning_rate", None)
+    if "switchable_layer_norms" in levers:  # the training argument takes them comma-separated
+        levers["switchable_layer_norms"] = ",".join(format(v, "g") for v in levers["switchable_layer_norms"])
     if "sampler_mac_tolerance" in levers and args.sampler != "targeted":
         raise ValueError("--supernet_levers: sampler_mac_tolerance is a lever of --sampler targeted only.")
     if args.sampler == "sandwich":
@@ -799,7 +812,18 @@ def levers_words(s: dict) -> list[str]:
         f"**Levers** changed from the published recipe, for the supernet only (the teacher and the trained-alone "
         f"runs keep theirs): {changed}.",
         "",
-    ]
+    ] + (
+        [
+            "**Switchable layer norms**: every LayerNorm of the supernet holds one scale and shift per MAC budget "
+            "(the budgets split at the encoder-MAC shares "
+            + ", ".join(f"{100 * v:g}%" for v in levers["switchable_layer_norms"])
+            + "); the largest budget uses the model's own norms, every other weight is shared, and an extracted "
+            "subnet gets its budget's norms.",
+            "",
+        ]
+        if "switchable_layer_norms" in levers
+        else []
+    )
 
 
 def steps_words(s: dict) -> str:

@@ -224,6 +224,26 @@ def test_vision_supernet_levers_change_the_supernet_only_with_their_own_rows_and
         bench.supernet_recipe(bench.VisionBenchArguments(supernet_levers="tol=0.05"))
 
 
+def test_vision_switchable_norms_lever_reaches_the_training_arguments(load):
+    """`--supernet_levers sln=0.75/0.375`: the supernet trains with switchable layer norms split at those encoder-MAC
+    shares; its rows and report get `_sln0.75-0.375`; malformed boundaries are refused naming what is allowed."""
+    bench = load("bench_vision")
+    a = bench.VisionBenchArguments(sampler="targeted", supernet_levers="n=4,pg=0,sln=0.75/0.375")
+    recipe = bench.supernet_recipe(a)
+    assert recipe["switchable_layer_norms"] == "0.75,0.375"
+    args = bench.SupernetTrainingArguments("o", distillation="teacher", **recipe)
+    assert args.norm_boundaries() == (0.75, 0.375)
+    settings = dataclasses.asdict(a)
+    assert bench.report_name_of(settings) == "vision_targeted_n4_pg0_sln0.75-0.375"
+    assert bench.make_target_of(settings) == "bench-vision-targeted-n4-pg0-sln0.75-0.375"
+    words = " ".join(bench.levers_words(settings))
+    assert "switchable_layer_norms 0.75/0.375" in words and "encoder-MAC shares 75%, 37.5%" in words
+    assert "Switchable" not in " ".join(bench.levers_words(dataclasses.asdict(bench.VisionBenchArguments())))
+    for bad in ("sln=0.375/0.75", "sln=1", "sln=half", "sln=off"):
+        with pytest.raises(ValueError, match=r"switchable_layer_norms takes MAC shares in \(0, 1\), decreasing"):
+            bench.parse_levers(bad)
+
+
 def test_every_published_vision_report_names_a_make_target_that_exists(load):
     """Each committed `docs/benchmarks/vision*.json` names the make target that reproduces it, and the Makefile has it
     with the same settings (sampler, steps, levers)."""

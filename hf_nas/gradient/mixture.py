@@ -28,11 +28,16 @@ from ..mixture import check_no_mixture
 from ..models.supernet import set_active_layers
 from ..modules import ElasticLayerNorm
 from ..search_space import SubnetConfig
+from ..switchable_norms import check_no_switchable_norms
 from .parameters import ArchitectureWeights, check_supernet
 
-__all__ = ["MIXTURE_REFUSAL", "MixedForward"]
+__all__ = ["MIXTURE_REFUSAL", "NORMS_REFUSAL", "MixedForward"]
 
 # Why a Mixture-of-Supernets supernet cannot be searched by gradient, and what to do instead.
+NORMS_REFUSAL = (
+    "It superposes every choice in one forward, while switchable norms give each size budget norms of its own. Search "
+    "it with SubnetSearch / `hf-nas search`, or run the gradient search on a supernet without them."
+)
 MIXTURE_REFUSAL = (
     "It superposes every choice in one forward on one set of weights, while a mixture supernet computes each subnet "
     "with weights of its own. Search it with SubnetSearch / `hf-nas search` (which sets each subnet), or run the "
@@ -116,6 +121,7 @@ class MixedForward:
     def __init__(self, model: nn.Module, weights: ArchitectureWeights | None = None):
         self.model = check_supernet(model)
         check_no_mixture(model, "The weight-entangled mixed forward (gradient search)", MIXTURE_REFUSAL)
+        check_no_switchable_norms(model, "The weight-entangled mixed forward (gradient search)", NORMS_REFUSAL)
         self.space = model.search_space
         self.weights = weights
         self._handles: list[Any] = []

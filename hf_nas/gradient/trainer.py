@@ -33,9 +33,10 @@ from ..mixture import check_no_mixture
 from ..models.families import get_family
 from ..models.supernet import SupernetMixin
 from ..search_space import SubnetConfig
+from ..switchable_norms import check_no_switchable_norms
 from ..utils import atomic_write_text
 from .cost import expected_macs
-from .mixture import MIXTURE_REFUSAL, MixedForward
+from .mixture import MIXTURE_REFUSAL, NORMS_REFUSAL, MixedForward
 from .parameters import ArchitectureParameters, ArchitectureWeights
 from .selection import perturbation_select, select_argmax
 
@@ -223,6 +224,7 @@ class GradientSearchTrainer(Trainer):
                 f"GradientSearchTrainer searches an elastic supernet (ElasticBert*, ...), got {type(model).__name__}."
             )
         check_no_mixture(model, "GradientSearchTrainer", MIXTURE_REFUSAL)
+        check_no_switchable_norms(model, "GradientSearchTrainer", NORMS_REFUSAL)
         seed = args.seed if args.arch_seed is None else args.arch_seed
         arch_parameters = _check_arch_parameters(arch_parameters, model, args, seed)
         self.macs_inputs = args.macs_inputs(model)

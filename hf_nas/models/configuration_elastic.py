@@ -16,8 +16,8 @@ class ElasticConfigMixin:
 
     The subclass sets `model_type` (e.g. `"elastic_vit"`), `_loadable_model_types` (the vanilla type and its own)
     and `_family` (a display name), declares `search_space: dict | None = None` and
-    `mixture_of_supernets: dict | str | None = None`, and calls `_init_search_space()` and `_init_mixture()` at the
-    end of its `__post_init__`.
+    `mixture_of_supernets: dict | str | None = None` and `switchable_layer_norms: list | str | None = None`, and calls
+    `_init_search_space()`, `_init_mixture()` and `_init_switchable_norms()` at the end of its `__post_init__`.
     """
 
     _loadable_model_types: tuple[str, ...] = ()
@@ -52,6 +52,14 @@ class ElasticConfigMixin:
                 f"{type(value).__name__}."
             )
         self.mixture_of_supernets = mixture.to_dict() if mixture.enabled else None
+
+    def _init_switchable_norms(self) -> None:
+        """Check `switchable_layer_norms` (None, MAC-share boundaries or a comma-separated string of them, see
+        [`hf_nas.switchable_norms`]) and store it as a list of floats, or None."""
+        from ..switchable_norms import check_norm_boundaries
+
+        boundaries = check_norm_boundaries(self.switchable_layer_norms)
+        self.switchable_layer_norms = None if boundaries is None else list(boundaries)
 
     def check_search_space(self) -> SearchSpace:
         """The search space of `config.search_space`, checked against the supernet's sizes: a `TypeError` or

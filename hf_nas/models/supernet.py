@@ -20,6 +20,13 @@ from ..mixture import (
     route_subnet,
 )
 from ..search_space import SearchSpace, SubnetConfig
+from ..switchable_norms import (
+    SWITCHABLE_NORM_PARAMETER_PATTERN,
+    attach_switchable_norms,
+    check_norm_boundaries,
+    init_switchable_weights,
+    set_norm_budget,
+)
 from ..utils import check_weight_files
 
 if TYPE_CHECKING:
@@ -113,7 +120,9 @@ class SupernetMixin:
         where = f"{folder} ({', '.join(files)})" if files else name
         if info["mismatched_keys"] and not ignore_mismatched_sizes:
             raise ValueError(_mismatch_message(model.config, where, sorted(info["mismatched_keys"])[0]))
-        info = _check_mixture_keys(model, where, _saved_config(folder) if local else None, info)
+        saved = _saved_config(folder) if local else None
+        info = _check_mixture_keys(model, where, saved, info)
+        info = _check_switchable_norm_keys(model, where, saved, info)
         if local and _model_type(folder) == cls.config_class.model_type:
             _check_layers(model.config, where, info["missing_keys"], info["unexpected_keys"])
         if mixture_config_of(model.config) is not None:
@@ -126,11 +135,17 @@ class SupernetMixin:
         mixture = mixture_config_of(self.config)
         if mixture is not None:
             attach_mixture(self, mixture)
+        # A config asking for switchable layer norms gets them the same way (each budget a copy of its norm).
+        self.config._init_switchable_norms()
+        boundaries = check_norm_boundaries(self.config.switchable_layer_norms)
+        if boundaries is not None:
+            attach_switchable_norms(self, boundaries)
         super().post_init()
 
     def _init_weights(self, module: Any) -> None:
         super()._init_weights(module)
         init_mixture_weights(module)  # experts copy the (loaded or initialized) weight; routers start near uniform
+        init_switchable_weights(module)  # every norm budget a copy of the (loaded or initialized) norm
 
     # ------------------------------------------------------------------------------------------------------------
     # the space
@@ -193,6 +208,8 @@ class SupernetMixin:
         self.__dict__["_active_subnet"] = subnet
         if self.base_model is self and getattr(self.config, "mixture_of_supernets", None):
             route_subnet(self, subnet)  # Mixture-of-Supernets: the weights follow the subnet
+        if self.base_model is self and getattr(self.config, "switchable_layer_norms", None):
+            set_norm_budget(self, subnet)  # switchable layer norms: the subnet's budget
 
     def _apply_subnet(self, subnet: SubnetConfig) -> None:
         """Set the active sizes without validation. A model with a head activates its base model, then the head's
@@ -266,6 +283,29 @@ def _check_mixture_keys(model: Any, where: str, saved: dict | None, info: dict) 
         raise ValueError(
             f"The weights in {where} lack the Mixture-of-Supernets tensor `{sorted(missing)[0]}` that its config.json "
             f"(mixture_of_supernets={saved['mixture_of_supernets']}) says it holds: the checkpoint is incomplete."
+        )
+    keep = set(missing)
+    return {**info, "missing_keys": type(info["missing_keys"])(k for k in info["missing_keys"] if k not in keep)}
+
+
+def _check_switchable_norm_keys(model: Any, where: str, saved: dict | None, info: dict) -> dict:
+    """The loading info without the switchable-norm budgets a checkpoint saved without them lacks (each was initialized
+    as a copy of its norm). Refuses, naming the tensor, a checkpoint saved with switchable norms that lacks them
+    (damaged), and one holding budgets loaded into a model without switchable norms."""
+    missing = [key for key in info["missing_keys"] if SWITCHABLE_NORM_PARAMETER_PATTERN.search(key)]
+    unexpected = [key for key in info["unexpected_keys"] if SWITCHABLE_NORM_PARAMETER_PATTERN.search(key)]
+    if unexpected and not getattr(model.config, "switchable_layer_norms", None):
+        raise ValueError(
+            f"The weights in {where} hold switchable layer norm budgets (`{sorted(unexpected)[0]}`), but the config "
+            "asks for none (switchable_layer_norms is unset); allowed: load the checkpoint with its own config (do "
+            "not override switchable_layer_norms)."
+        )
+    if not missing:
+        return info
+    if saved is not None and saved.get("switchable_layer_norms"):
+        raise ValueError(
+            f"The weights in {where} lack the switchable layer norm budget `{sorted(missing)[0]}` that its config.json "
+            f"(switchable_layer_norms={saved['switchable_layer_norms']}) says it holds: the checkpoint is incomplete."
         )
     keep = set(missing)
     return {**info, "missing_keys": type(info["missing_keys"])(k for k in info["missing_keys"] if k not in keep)}

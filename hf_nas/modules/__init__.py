@@ -10,7 +10,7 @@ from .attention import ElasticSelfAttention, SelfAttention
 from .conv import ElasticConv2d
 from .embedding import ElasticEmbedding
 from .layer import ElasticLayer
-from .layernorm import ElasticLayerNorm
+from .layernorm import ElasticLayerNorm, SwitchableElasticLayerNorm
 from .linear import ElasticLinear
 from .primitive import ElasticPrimitive
 
@@ -26,4 +26,5 @@ __all__ = [
     "ElasticPrimitive",
     "ElasticSelfAttention",
     "SelfAttention",
+    "SwitchableElasticLayerNorm",
 ]

@@ -41,6 +41,7 @@ from ..mixture import enable_mixture
 from ..models.families import get_family
 from ..models.supernet import SupernetMixin
 from ..search_space import SubnetConfig
+from ..switchable_norms import enable_switchable_norms
 from ..utils import atomic_write_text
 from .distillation import attention_relation_loss, hidden_state_loss, layer_hidden_state_loss, soft_cross_entropy
 from .recipes import vanilla_auto_class
@@ -159,6 +160,9 @@ class SupernetTrainer(Trainer):
         mixture = args.mixture_config()
         if mixture is not None:  # before the Trainer sees the model: the optimizer covers the experts and routers
             enable_mixture(model, mixture)
+        boundaries = args.norm_boundaries()
+        if boundaries is not None:  # likewise: the optimizer covers the norm budgets
+            enable_switchable_norms(model, boundaries)
         space = model.search_space
         if sampler is None:
             sampler = self._build_sampler(args, space)

@@ -145,6 +145,16 @@ class SupernetTrainingArguments(TrainingArguments):
             "mixture_router_init_std=0 every subnet still computes what the plain supernet computed."
         },
     )
+    switchable_layer_norms: str | None = field(
+        default=None,
+        metadata={
+            "help": "Switchable layer norms: comma-separated MAC shares of the encoder layers between norm budgets, "
+            "e.g. 0.75,0.375 (subnets with at least 0.75 of them use the model's LayerNorms, 0.375 to 0.75 a second set, "
+            "smaller ones a third). "
+            "Every other weight stays shared; an extracted subnet gets its budget's norms. The trainer adds them to a "
+            "supernet without them (each budget a copy); a supernet saved with them keeps them and must match."
+        },
+    )
     mixture_router_learning_rate: float | None = field(
         default=None,
         metadata={
@@ -217,8 +227,15 @@ class SupernetTrainingArguments(TrainingArguments):
         if unknown:
             raise ValueError(f"Unknown eval_subnets {unknown}; allowed: {list(EVAL_SUBNET_NAMES)}.")
         self.mixture_config()  # an unknown mode, too few experts or an unsupported target fail here
+        self.norm_boundaries()  # malformed boundaries fail here, naming the field
         if self.mixture_router_learning_rate is not None and not self.mixture_router_learning_rate > 0:
             raise ValueError(f"`mixture_router_learning_rate` must be > 0, got {self.mixture_router_learning_rate}.")
+
+    def norm_boundaries(self) -> tuple[float, ...] | None:
+        """The MAC-share boundaries of `switchable_layer_norms` (None when unset)."""
+        from ..switchable_norms import check_norm_boundaries
+
+        return check_norm_boundaries(self.switchable_layer_norms, "switchable_layer_norms")
 
     def mixture_config(self):
         """The [`~hf_nas.mixture.MixtureConfig`] these arguments ask for (None for `mixture_of_supernets="off"`)."""

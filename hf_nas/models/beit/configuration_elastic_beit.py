@@ -34,8 +34,10 @@ class ElasticBeitConfig(ElasticConfigMixin, BeitConfig):
     _family = "BEiT"
     search_space: dict | None = None
     mixture_of_supernets: dict | str | None = None
+    switchable_layer_norms: list | str | None = None
 
     def __post_init__(self, **kwargs):
         super().__post_init__(**kwargs)
         self._init_search_space()
         self._init_mixture()
+        self._init_switchable_norms()

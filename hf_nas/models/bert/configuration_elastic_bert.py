@@ -33,6 +33,7 @@ class ElasticBertConfig(ElasticConfigMixin, BertConfig):
     _family = "BERT"
     search_space: dict | None = None
     mixture_of_supernets: dict | str | None = None
+    switchable_layer_norms: list | str | None = None
 
     def __post_init__(self, **kwargs):
         super().__post_init__(**kwargs)
@@ -40,6 +41,7 @@ class ElasticBertConfig(ElasticConfigMixin, BertConfig):
             raise ValueError("Elastic BERT supports encoder checkpoints only: set is_decoder=False.")
         self._init_search_space()
         self._init_mixture()
+        self._init_switchable_norms()
 
 
 __all__ = ["ElasticBertConfig"]

@@ -33,8 +33,10 @@ class ElasticViTConfig(ElasticConfigMixin, ViTConfig):
     _family = "ViT"
     search_space: dict | None = None
     mixture_of_supernets: dict | str | None = None
+    switchable_layer_norms: list | str | None = None
 
     def __post_init__(self, **kwargs):
         super().__post_init__(**kwargs)
         self._init_search_space()
         self._init_mixture()
+        self._init_switchable_norms()

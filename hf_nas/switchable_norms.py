@@ -1,0 +1,237 @@
+"""Switchable layer norms: one LayerNorm affine transform per subnet budget, shared weights everywhere else.
+
+Weight sharing forces every subnet to compute with the same numbers; the LayerNorm scale and shift are the cheapest
+place to let subnets of very different sizes differ (the idea of switchable batch norms in slimmable networks and
+of NASViT's switchable scaling layers). A supernet whose config sets `switchable_layer_norms` to MAC-share
+boundaries, e.g. `[0.75, 0.375]`, holds `len(boundaries) + 1` affine transforms in each of its LayerNorms:
+
+- budget 0 (the vanilla `weight` and `bias`) for subnets with at least 75% of the encoder layers' MACs, so the
+  largest subnet is the vanilla model;
+- budget 1 for subnets with 37.5% to 75%, budget 2 below 37.5%.
+
+The share is that of the kept encoder layers' MACs (see [`hf_nas.costs.layer_macs`]) at the config's input size
+(`image_size`, or 128 tokens for text), over the full supernet's: plain arithmetic on the subnet, done on every
+subnet change. Extraction writes the active budget's LayerNorms, so an extracted subnet is an ordinary checkpoint and
+equals the supernet with that subnet active. Each budget starts as a copy of the LayerNorm's weights, so adding
+switchable norms changes no output.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from torch import nn
+
+from .modules import ElasticLayerNorm, SwitchableElasticLayerNorm
+from .search_space import SubnetConfig
+from .validation import check_floats
+
+__all__ = [
+    "SWITCHABLE_NORM_PARAMETER_PATTERN",
+    "attach_switchable_norms",
+    "check_no_switchable_norms",
+    "check_norm_boundaries",
+    "enable_switchable_norms",
+    "encoder_mac_share",
+    "has_switchable_norms",
+    "init_switchable_weights",
+    "norm_budget",
+    "set_norm_budget",
+    "switchable_norms",
+]
+
+# The parameter names switchable norms add (what a vanilla or plain supernet checkpoint lacks).
+SWITCHABLE_NORM_PARAMETER_PATTERN = re.compile(r"(?:^|\.)budget_(?:weights|biases)$")
+
+
+def check_norm_boundaries(value: Any, field: str = "switchable_layer_norms") -> tuple[float, ...] | None:
+    """`value` as MAC-share boundaries: None (or an empty sequence, or a comma-separated string) for none, else
+    strictly decreasing numbers in (0, 1). A `ValueError` / `TypeError` names the field, the value and what is
+    allowed."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        parts = [p.strip() for p in value.replace("/", ",").split(",") if p.strip()]
+        if not parts or parts == ["off"]:
+            return None
+        try:
+            value = [float(p) for p in parts]
+        except ValueError:
+            raise ValueError(
+                f"`{field}`={value!r} is not a comma-separated list of MAC shares in (0, 1) (or 'off')."
+            ) from None
+    boundaries = check_floats(field, value)
+    if not boundaries:
+        return None
+    if any(not 0.0 < b < 1.0 for b in boundaries) or any(
+        a <= b for a, b in zip(boundaries, boundaries[1:], strict=False)
+    ):
+        raise ValueError(
+            f"`{field}`={list(boundaries)}: the MAC-share boundaries must be strictly decreasing numbers in (0, 1), "
+            "e.g. [0.75, 0.375] (budget 0 at >= 75% of the encoder MACs, budget 1 down to 37.5%, budget 2 below)."
+        )
+    return boundaries
+
+
+def _boundaries_of(config: Any) -> tuple[float, ...] | None:
+    return check_norm_boundaries(getattr(config, "switchable_layer_norms", None))
+
+
+def encoder_mac_share(subnet: SubnetConfig, config: Any) -> float:
+    """The kept encoder layers' MACs of `subnet` over those of the full supernet of `config`, at the config's input
+    size (its `image_size`, or 128 tokens, capped by `max_position_embeddings`, for text)."""
+    from .costs import layer_macs, num_tokens
+
+    sequence_length = None if _is_image(config) else min(128, config.max_position_embeddings)
+    tokens = num_tokens(config, sequence_length)
+    head = config.hidden_size // config.num_attention_heads
+
+    def macs(h: int, heads: tuple[int, ...], ffns: tuple[int, ...]) -> int:
+        return sum(
+            layer_macs(h, a, f, attention_head_size=head, tokens=tokens) for a, f in zip(heads, ffns, strict=True)
+        )
+
+    n = config.num_hidden_layers
+    full = macs(config.hidden_size, (config.num_attention_heads,) * n, (config.intermediate_size,) * n)
+    return macs(subnet.hidden_size, subnet.num_attention_heads, subnet.intermediate_size) / full
+
+
+def _is_image(config: Any) -> bool:
+    from .models.families import get_family
+
+    return get_family(config).is_image
+
+
+def norm_budget(subnet: SubnetConfig, config: Any) -> int:
+    """The budget whose LayerNorms `subnet` computes with in a supernet of `config`: the number of boundaries its
+    encoder MAC share ([`encoder_mac_share`]) lies below (0 without switchable norms).
+
+    Example:
+
+    ```python
+    >>> from hf_nas import ElasticViTConfig
+    >>> from hf_nas.switchable_norms import norm_budget
+    >>> config = ElasticViTConfig(hidden_size=32, num_hidden_layers=4, num_attention_heads=4, intermediate_size=64,
+    ...                           image_size=32, patch_size=8, switchable_layer_norms=[0.75, 0.375])
+    >>> space = config.search_space
+    >>> from hf_nas import SubnetConfig
+    >>> [norm_budget(SubnetConfig.uniform(d, 4, 64, 32), config) for d in (4, 3, 2, 1)]
+    [0, 0, 1, 2]
+    ```
+    """
+    boundaries = _boundaries_of(config)
+    if not boundaries:
+        return 0
+    share = encoder_mac_share(subnet, config)
+    return sum(share < b - 1e-12 for b in boundaries)
+
+
+def switchable_norms(model: nn.Module) -> list[SwitchableElasticLayerNorm]:
+    """Every [`SwitchableElasticLayerNorm`] of `model`, in module order."""
+    return [module for module in model.modules() if isinstance(module, SwitchableElasticLayerNorm)]
+
+
+def has_switchable_norms(model: Any) -> bool:
+    """Whether `model` (a supernet) has switchable layer norms."""
+    return bool(_boundaries_of(getattr(model, "config", None)))
+
+
+def set_norm_budget(model: nn.Module, subnet: SubnetConfig) -> None:
+    """Give every switchable norm of `model` the budget of `subnet` (the supernet calls this on every subnet change)."""
+    norms = switchable_norms(model)
+    if not norms:
+        return
+    budget = norm_budget(subnet, model.config)
+    for norm in norms:
+        norm.set_budget(budget)
+
+
+def attach_switchable_norms(model: nn.Module, boundaries: tuple[float, ...]) -> int:
+    """Turn every [`ElasticLayerNorm`] of `model` into a [`SwitchableElasticLayerNorm`] with `len(boundaries) + 1`
+    budgets (in place, taking over its weights; already converted ones are kept) and return how many were converted.
+    The outputs do not change: every budget starts as a copy."""
+    num_budgets = len(boundaries) + 1
+    converted = 0
+    for name, module in list(model.named_modules()):
+        if type(module) is not ElasticLayerNorm:
+            if isinstance(module, SwitchableElasticLayerNorm) and module.num_budgets != num_budgets:
+                raise ValueError(
+                    f"`{name}` has {module.num_budgets} norm budgets already; the boundaries {list(boundaries)} ask "
+                    f"for {num_budgets}."
+                )
+            continue
+        parent_name, _, attribute = name.rpartition(".")
+        parent = model.get_submodule(parent_name) if parent_name else model
+        setattr(parent, attribute, SwitchableElasticLayerNorm.from_layer_norm(module, num_budgets))
+        converted += 1
+    if converted and hasattr(model, "active_subnet"):
+        set_norm_budget(model, model.active_subnet)
+    return converted
+
+
+def enable_switchable_norms(model: Any, boundaries: Any) -> Any:
+    """Give a supernet switchable layer norms, in place, and return it.
+
+    `boundaries` are the MAC shares between budgets (see the module docstring), a sequence or a comma-separated
+    string; the config's `switchable_layer_norms` records them, so `save_pretrained` / `from_pretrained` keep the
+    norms. Every budget starts as a copy of its LayerNorm: the supernet computes exactly what it computed before, for
+    every subnet. A supernet with the same boundaries already is returned as it is; other boundaries are refused with a
+    `ValueError` naming both.
+
+    Example:
+
+    ```python
+    >>> from hf_nas import ElasticViTConfig, ElasticViTForImageClassification
+    >>> from hf_nas.switchable_norms import enable_switchable_norms, switchable_norms
+    >>> model = ElasticViTForImageClassification(ElasticViTConfig(hidden_size=32, num_hidden_layers=2,
+    ...     num_attention_heads=4, intermediate_size=64, image_size=32, patch_size=8))
+    >>> model = enable_switchable_norms(model, "0.75,0.375")
+    >>> len(switchable_norms(model)), model.config.switchable_layer_norms
+    (5, [0.75, 0.375])
+    ```
+    """
+    from .models.supernet import SupernetMixin
+
+    if not isinstance(model, SupernetMixin):
+        raise TypeError(
+            "Switchable layer norms need an elastic supernet (ElasticBert*, ElasticViT*, ElasticBeit*), got "
+            f"{type(model).__name__}."
+        )
+    wanted = check_norm_boundaries(boundaries)
+    current = _boundaries_of(model.config)
+    if wanted is None:
+        if current is not None:
+            raise ValueError(
+                f"This supernet has switchable layer norms ({list(current)}); they cannot be switched off in place. "
+                "Extract its subnets (ordinary weights) instead."
+            )
+        return model
+    if current is not None:
+        if current != wanted:
+            raise ValueError(
+                f"This supernet has switchable layer norms with the boundaries {list(current)} already; asked for "
+                f"{list(wanted)}. Use the supernet's own boundaries (or leave switchable_layer_norms unset)."
+            )
+        return model
+    model.config.switchable_layer_norms = list(wanted)
+    attach_switchable_norms(model, wanted)
+    return model
+
+
+def init_switchable_weights(module: nn.Module) -> None:
+    """The initialization of a switchable norm, for a supernet's `_init_weights` (after the vanilla one): every budget
+    a copy of the norm's weight and bias. Tensors loaded from a checkpoint are left as they are (transformers marks
+    them), so a vanilla checkpoint loaded into a supernet with switchable norms gets budgets equal to its norms."""
+    if isinstance(module, SwitchableElasticLayerNorm):
+        module.reset_budgets()
+
+
+def check_no_switchable_norms(model: Any, what: str, instead: str = "") -> None:
+    """Refuse, with a `ValueError`, a supernet with switchable layer norms in `what`, a feature that cannot honour
+    them; `instead` says what to do."""
+    if has_switchable_norms(model):
+        raise ValueError(
+            f"{what} does not support a supernet with switchable layer norms (config.switchable_layer_norms="
+            f"{model.config.switchable_layer_norms}).{' ' + instead if instead else ''}"
+        )
