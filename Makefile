@@ -90,9 +90,9 @@ bench-vision-targeted-n4-pg0: $(VENV)/.stamp-bench
 	$(BIN)/python scripts/bench_vision.py --work_dir $(VISION_WORK_DIR) --sampler targeted --models vit,beit \
 		--supernet_levers n=4,pg=0
 # Switchable layer norms: bench-vision-targeted-n4-pg0 with one LayerNorm scale and shift per MAC budget (split at 75%
-# and 37.5% of the encoder MACs), every other weight shared.
+# and 37.5% of the encoder MACs), every other weight shared; on ViT and BEiT.
 bench-vision-targeted-n4-pg0-sln0.75-0.375: $(VENV)/.stamp-bench
-	$(BIN)/python scripts/bench_vision.py --work_dir $(VISION_WORK_DIR) --sampler targeted --models vit \
+	$(BIN)/python scripts/bench_vision.py --work_dir $(VISION_WORK_DIR) --sampler targeted --models vit,beit \
 		--supernet_levers n=4,pg=0,sln=0.75/0.375
 bench-vision-levers: bench-vision-targeted-u1-tol0.05 bench-vision-targeted-lr0.0003 bench-vision-targeted-lr5e-05 \
 	bench-vision-targeted-n4 bench-vision-targeted-pg0 bench-vision-targeted-n4-pg0 \
