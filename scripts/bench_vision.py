@@ -622,6 +622,7 @@ LEVERS = {
     "learning_rate": ("lr", float),
     "protect_largest_gradient": ("pg", bool),
     "switchable_layer_norms": ("sln", tuple),  # MAC-share boundaries, "/"-separated: sln=0.75/0.375
+    "switchable_norm_learning_rate": ("nlr", float),  # the norm budgets' own learning rate
 }
 
 
@@ -669,6 +670,12 @@ def parse_levers(text: str | None) -> dict:
     if "uniform_subnet_probability" in out and not 0.0 <= out["uniform_subnet_probability"] <= 1.0:
         raise ValueError(
             f"--supernet_levers: uniform_subnet_probability must be in [0, 1], got {out['uniform_subnet_probability']}."
+        )
+    if out.get("switchable_norm_learning_rate", 1.0) <= 0 or (
+        "switchable_norm_learning_rate" in out and "switchable_layer_norms" not in out
+    ):
+        raise ValueError(
+            f"--supernet_levers {text!r}: switchable_norm_learning_rate must be > 0, with switchable_layer_norms set."
         )
     if out.get("num_random_subnets", 1) < 1 or out.get("learning_rate", 1.0) <= 0:
         raise ValueError(f"--supernet_levers {text!r}: num_random_subnets must be >= 1 and learning_rate > 0.")
@@ -818,7 +825,12 @@ def levers_words(s: dict) -> list[str]:
             "(the budgets split at the encoder-MAC shares "
             + ", ".join(f"{100 * v:g}%" for v in levers["switchable_layer_norms"])
             + "); the largest budget uses the model's own norms, every other weight is shared, and an extracted "
-            "subnet gets its budget's norms.",
+            "subnet gets its budget's norms"
+            + (
+                f"; the budgets train at their own learning rate {lever_text(levers['switchable_norm_learning_rate'])}."
+                if "switchable_norm_learning_rate" in levers
+                else "; the budgets train at the supernet's learning rate."
+            ),
             "",
         ]
         if "switchable_layer_norms" in levers

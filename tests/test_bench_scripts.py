@@ -239,6 +239,15 @@ def test_vision_switchable_norms_lever_reaches_the_training_arguments(load):
     words = " ".join(bench.levers_words(settings))
     assert "switchable_layer_norms 0.75/0.375" in words and "encoder-MAC shares 75%, 37.5%" in words
     assert "Switchable" not in " ".join(bench.levers_words(dataclasses.asdict(bench.VisionBenchArguments())))
+    lr = bench.VisionBenchArguments(sampler="targeted", supernet_levers="sln=0.75/0.375,nlr=3e-3")
+    assert bench.supernet_recipe(lr)["switchable_norm_learning_rate"] == 3e-3
+    assert bench.report_name_of(dataclasses.asdict(lr)) == "vision_targeted_sln0.75-0.375_nlr0.003"
+    assert "their own learning rate 0.003" in " ".join(bench.levers_words(dataclasses.asdict(lr)))
+    for bad in ("nlr=3e-3", "sln=0.5,nlr=0"):
+        with pytest.raises(
+            ValueError, match=r"switchable_norm_learning_rate must be > 0, with switchable_layer_norms"
+        ):
+            bench.parse_levers(bad)
     for bad in ("sln=0.375/0.75", "sln=1", "sln=half", "sln=off"):
         with pytest.raises(ValueError, match=r"switchable_layer_norms takes MAC shares in \(0, 1\), decreasing"):
             bench.parse_levers(bad)

@@ -346,3 +346,33 @@ def test_switchable_norms_and_a_mixture_together_extract_exactly(tmp_path):
     with torch.no_grad():
         subnet = one_subnet_per_budget(model)[2]
         assert_close(run(reloaded, batch, subnet), run(model, batch, subnet))
+
+
+def test_the_norm_budgets_get_their_own_learning_rate(tmp_path):
+    model = make_plain("bert").train()
+    args = make_args(
+        tmp_path,
+        max_steps=1,
+        learning_rate=1e-4,
+        switchable_layer_norms="0.75,0.375",
+        switchable_norm_learning_rate=0.5,
+    )
+    trainer = SupernetTrainer(model=model, args=args, train_dataset=make_dataset())
+    trainer.create_optimizer_and_scheduler(num_training_steps=1)
+    budgets = {id(p) for n in switchable_norms(model) for p in (n.budget_weights, n.budget_biases)}
+    by_lr: dict[float, set[int]] = {}
+    for group in trainer.optimizer.param_groups:
+        by_lr.setdefault(group["lr"], set()).update(id(p) for p in group["params"])
+    everything = {id(p) for p in model.parameters() if p.requires_grad}
+    assert set().union(*by_lr.values()) == everything  # every parameter once
+    assert {lr for lr, ids in by_lr.items() if ids & budgets} == {0.5}
+    assert by_lr[0.5] == budgets
+    with pytest.raises(ValueError, match=r"`switchable_norm_learning_rate` must be > 0"):
+        make_args(tmp_path, switchable_layer_norms="0.5", switchable_norm_learning_rate=0.0)
+    plain = SupernetTrainer(
+        model=make_plain("bert").train(),
+        args=make_args(tmp_path, switchable_norm_learning_rate=1e-2),
+        train_dataset=make_dataset(),
+    )
+    with pytest.raises(ValueError, match=r"no switchable layer norms: set `switchable_layer_norms`"):
+        plain.create_optimizer()

@@ -79,13 +79,43 @@ def split_router_groups(optimizer: torch.optim.Optimizer, model: nn.Module, lear
             "`mixture_router_learning_rate` is set but the model has no Mixture-of-Supernets router: set "
             "`mixture_of_supernets` (layer or neuron) or leave it unset."
         )
+    return split_parameter_groups(optimizer, routers, learning_rate, "router")
+
+
+def split_norm_budget_groups(optimizer: torch.optim.Optimizer, model: nn.Module, learning_rate: float) -> int:
+    """Move the budgets of `model`'s switchable layer norms (`budget_weights`, `budget_biases`) out of each group of
+    `optimizer` (before its first step) into a copy of that group at `learning_rate`; return how many parameters
+    moved. Raises `ValueError` if the model has no switchable norm."""
+    from ..modules import SwitchableElasticLayerNorm
+
+    budgets = {
+        id(p)
+        for m in model.modules()
+        if isinstance(m, SwitchableElasticLayerNorm)
+        for p in (m.budget_weights, m.budget_biases)
+        if p is not None
+    }
+    if not budgets:
+        raise ValueError(
+            "`switchable_norm_learning_rate` is set but the model has no switchable layer norms: set "
+            "`switchable_layer_norms` or leave it unset."
+        )
+    return split_parameter_groups(optimizer, budgets, learning_rate, "norm budget")
+
+
+def split_parameter_groups(
+    optimizer: torch.optim.Optimizer, ids: set[int], learning_rate: float, what: str = "parameter"
+) -> int:
+    """Move the parameters whose `id` is in `ids` out of each group of `optimizer` (before its first step) into a
+    copy of that group at `learning_rate` (same weight decay; the scheduler, created after, scales it like the
+    others); return how many moved."""
     if optimizer.state:
-        raise RuntimeError("The router groups must be split before the optimizer's first step.")
+        raise RuntimeError(f"The {what} groups must be split before the optimizer's first step.")
     moved, new_groups = 0, []
     for group in optimizer.param_groups:
-        mine = [p for p in group["params"] if id(p) in routers]
+        mine = [p for p in group["params"] if id(p) in ids]
         if mine:
-            group["params"] = [p for p in group["params"] if id(p) not in routers]
+            group["params"] = [p for p in group["params"] if id(p) not in ids]
             new_groups.append(
                 {**{k: v for k, v in group.items() if k != "params"}, "params": mine, "lr": learning_rate}
             )
@@ -237,18 +267,26 @@ class SupernetTrainer(Trainer):
     # ------------------------------------------------------------------------------------------------------------
     # training
     def create_optimizer(self, model: nn.Module | None = None) -> torch.optim.Optimizer:
-        """The Trainer's optimizer; with `mixture_router_learning_rate`, the Mixture-of-Supernets routers' parameters
-        in groups of their own at that learning rate (the same weight decay and schedule)."""
+        """The Trainer's optimizer; with `mixture_router_learning_rate`, the Mixture-of-Supernets routers' parameters,
+        and with `switchable_norm_learning_rate` the switchable norms' budgets, in groups of their own at that learning
+        rate (the same weight decay and schedule)."""
         created = self.optimizer is None
         optimizer = super().create_optimizer(model)
-        lr = self.args.mixture_router_learning_rate
-        if lr is not None:
+        model = self.model if model is None else model
+        splits = (
+            ("mixture_router_learning_rate", "the routers' parameters", split_router_groups),
+            ("switchable_norm_learning_rate", "the norm budgets", split_norm_budget_groups),
+        )
+        for name, what, split in splits:
+            lr = getattr(self.args, name)
+            if lr is None:
+                continue
             if not created:
                 raise ValueError(
-                    "`mixture_router_learning_rate` applies to the optimizer the trainer creates; with an optimizer "
-                    "of your own, put the routers' parameters in a group of their own instead."
+                    f"`{name}` applies to the optimizer the trainer creates; with an optimizer of your own, put "
+                    f"{what} in a group of their own instead."
                 )
-            split_router_groups(optimizer, self.model if model is None else model, lr)
+            split(optimizer, model, lr)
         return optimizer
 
     def _next_micro_step(self) -> tuple[int, int]:

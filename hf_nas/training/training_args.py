@@ -155,6 +155,14 @@ class SupernetTrainingArguments(TrainingArguments):
             "supernet without them (each budget a copy); a supernet saved with them keeps them and must match."
         },
     )
+    switchable_norm_learning_rate: float | None = field(
+        default=None,
+        metadata={
+            "help": "Switchable layer norms: learning rate of the norm budgets (default: learning_rate). Adam moves a "
+            "parameter by about the learning rate per step, so at 1e-4 a budget's scale (near 1) can change by a few "
+            "hundredths in a short run; a larger rate lets the budgets specialize. Follows the same schedule."
+        },
+    )
     mixture_router_learning_rate: float | None = field(
         default=None,
         metadata={
@@ -228,6 +236,11 @@ class SupernetTrainingArguments(TrainingArguments):
             raise ValueError(f"Unknown eval_subnets {unknown}; allowed: {list(EVAL_SUBNET_NAMES)}.")
         self.mixture_config()  # an unknown mode, too few experts or an unsupported target fail here
         self.norm_boundaries()  # malformed boundaries fail here, naming the field
+        if self.switchable_norm_learning_rate is not None:
+            if not self.switchable_norm_learning_rate > 0:
+                raise ValueError(
+                    f"`switchable_norm_learning_rate` must be > 0, got {self.switchable_norm_learning_rate}."
+                )
         if self.mixture_router_learning_rate is not None and not self.mixture_router_learning_rate > 0:
             raise ValueError(f"`mixture_router_learning_rate` must be > 0, got {self.mixture_router_learning_rate}.")
 
