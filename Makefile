@@ -94,12 +94,13 @@ bench-vision-targeted-n4-pg0: $(VENV)/.stamp-bench
 bench-vision-targeted-n4-pg0-sln0.75-0.375: $(VENV)/.stamp-bench
 	$(BIN)/python scripts/bench_vision.py --work_dir $(VISION_WORK_DIR) --sampler targeted --models vit \
 		--supernet_levers n=4,pg=0,sln=0.75/0.375
-# The same with the norm budgets at their own learning rate 3e-3 and 3e-2 (at the supernet's 1e-4 they barely move).
+# The same with the norm budgets at their own learning rate 3e-3 and 3e-2 (at the supernet's 1e-4 they barely move);
+# 3e-2 on ViT and BEiT.
 bench-vision-targeted-n4-pg0-sln0.75-0.375-nlr0.003: $(VENV)/.stamp-bench
 	$(BIN)/python scripts/bench_vision.py --work_dir $(VISION_WORK_DIR) --sampler targeted --models vit \
 		--supernet_levers n=4,pg=0,sln=0.75/0.375,nlr=3e-3
 bench-vision-targeted-n4-pg0-sln0.75-0.375-nlr0.03: $(VENV)/.stamp-bench
-	$(BIN)/python scripts/bench_vision.py --work_dir $(VISION_WORK_DIR) --sampler targeted --models vit \
+	$(BIN)/python scripts/bench_vision.py --work_dir $(VISION_WORK_DIR) --sampler targeted --models vit,beit \
 		--supernet_levers n=4,pg=0,sln=0.75/0.375,nlr=3e-2
 bench-vision-levers: bench-vision-targeted-u1-tol0.05 bench-vision-targeted-lr0.0003 bench-vision-targeted-lr5e-05 \
 	bench-vision-targeted-n4 bench-vision-targeted-pg0 bench-vision-targeted-n4-pg0 \
