@@ -7,9 +7,6 @@ refused with the field named."""
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 
 import pytest
 import torch
@@ -30,7 +27,7 @@ from hf_nas.training import SupernetTrainer, get_sampler
 
 from .conftest import output_tensors
 from .scripts.ddp_train import make_dataset
-from .test_extraction import RELOAD_SCRIPT
+from .test_layer_subsets import reload_without_hf_nas
 from .test_mixture import FAMILIES, HETEROGENEOUS, assert_close, inputs, make_plain, run, subnets
 from .test_trainer import make_args
 
@@ -225,17 +222,7 @@ def test_extracted_subnets_equal_the_supernet_in_every_budget_and_reload_without
             torch.save({"inputs": batch, "outputs": expected}, tmp_path / f"{folder}.reference.pt")
             auto = "AutoModelForSequenceClassification" if family == "bert" else "AutoModelForImageClassification"
             manifest[folder] = {"auto_class": auto, "remote_code": config["model_type"].endswith("_subnet")}
-    (tmp_path / "manifest.json").write_text(json.dumps(manifest))
-    (tmp_path / "reload.py").write_text(RELOAD_SCRIPT)
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    env.update(HF_HOME=str(tmp_path / "hf"), HF_HUB_OFFLINE="1", TRANSFORMERS_VERBOSITY="error", OMP_NUM_THREADS="1")
-    proc = subprocess.run(
-        [sys.executable, "reload.py"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300
-    )
-    assert proc.returncode == 0, proc.stderr[-4000:]
-    results = json.loads(next(x for x in proc.stdout.splitlines() if x.startswith("RESULTS")).removeprefix("RESULTS"))
-    assert results.pop("hf_nas_imported") is False
-    assert results.keys() == manifest.keys()
+    results = reload_without_hf_nas(tmp_path, manifest)
     for folder, result in results.items():
         assert not result["missing"] and not result["unexpected"], (folder, result)
         assert max(result["max_diff"].values()) <= 1e-5, (folder, result)

@@ -269,43 +269,65 @@ def _check_mixture_keys(model: Any, where: str, saved: dict | None, info: dict) 
     """The loading info without the Mixture-of-Supernets tensors a checkpoint saved without a mixture lacks (they were
     initialized from its weights: every expert a copy). Refuses, naming the tensor, a checkpoint saved with a mixture
     that lacks them (damaged), and one holding mixture tensors loaded into a model without a mixture."""
-    missing = [key for key in info["missing_keys"] if MIXTURE_PARAMETER_PATTERN.search(key)]
-    unexpected = [key for key in info["unexpected_keys"] if MIXTURE_PARAMETER_PATTERN.search(key)]
-    if unexpected and mixture_config_of(model.config) is None:
-        raise ValueError(
-            f"The weights in {where} hold Mixture-of-Supernets tensors (`{sorted(unexpected)[0]}`), but the config "
-            "asks for no mixture (mixture_of_supernets is off); allowed: load the checkpoint with its own config "
-            "(do not override mixture_of_supernets)."
-        )
-    if not missing:
-        return info
-    if saved is not None and saved.get("mixture_of_supernets"):
-        raise ValueError(
-            f"The weights in {where} lack the Mixture-of-Supernets tensor `{sorted(missing)[0]}` that its config.json "
-            f"(mixture_of_supernets={saved['mixture_of_supernets']}) says it holds: the checkpoint is incomplete."
-        )
-    keep = set(missing)
-    return {**info, "missing_keys": type(info["missing_keys"])(k for k in info["missing_keys"] if k not in keep)}
+    return _check_added_keys(
+        info,
+        where,
+        saved,
+        MIXTURE_PARAMETER_PATTERN,
+        "mixture_of_supernets",
+        enabled=mixture_config_of(model.config) is not None,
+        tensors="Mixture-of-Supernets tensors",
+        tensor="Mixture-of-Supernets tensor",
+        none="no mixture (mixture_of_supernets is off)",
+    )
 
 
 def _check_switchable_norm_keys(model: Any, where: str, saved: dict | None, info: dict) -> dict:
     """The loading info without the switchable-norm budgets a checkpoint saved without them lacks (each was initialized
     as a copy of its norm). Refuses, naming the tensor, a checkpoint saved with switchable norms that lacks them
     (damaged), and one holding budgets loaded into a model without switchable norms."""
-    missing = [key for key in info["missing_keys"] if SWITCHABLE_NORM_PARAMETER_PATTERN.search(key)]
-    unexpected = [key for key in info["unexpected_keys"] if SWITCHABLE_NORM_PARAMETER_PATTERN.search(key)]
-    if unexpected and not getattr(model.config, "switchable_layer_norms", None):
+    return _check_added_keys(
+        info,
+        where,
+        saved,
+        SWITCHABLE_NORM_PARAMETER_PATTERN,
+        "switchable_layer_norms",
+        enabled=bool(getattr(model.config, "switchable_layer_norms", None)),
+        tensors="switchable layer norm budgets",
+        tensor="switchable layer norm budget",
+        none="none (switchable_layer_norms is unset)",
+    )
+
+
+def _check_added_keys(
+    info: dict,
+    where: str,
+    saved: dict | None,
+    pattern: re.Pattern,
+    field: str,
+    *,
+    enabled: bool,
+    tensors: str,
+    tensor: str,
+    none: str,
+) -> dict:
+    """The loading rule of tensors a config `field` adds to a supernet (`pattern` matches their names): missing ones
+    were initialized from the checkpoint's weights and are dropped from `missing_keys`, unless the checkpoint's own
+    config.json (`saved`) says it holds them (damaged: refused); unexpected ones in a model whose config does not ask
+    for them (`enabled` false) are refused. Each refusal names the first such tensor."""
+    missing = [key for key in info["missing_keys"] if pattern.search(key)]
+    unexpected = [key for key in info["unexpected_keys"] if pattern.search(key)]
+    if unexpected and not enabled:
         raise ValueError(
-            f"The weights in {where} hold switchable layer norm budgets (`{sorted(unexpected)[0]}`), but the config "
-            "asks for none (switchable_layer_norms is unset); allowed: load the checkpoint with its own config (do "
-            "not override switchable_layer_norms)."
+            f"The weights in {where} hold {tensors} (`{sorted(unexpected)[0]}`), but the config asks for {none}; "
+            f"allowed: load the checkpoint with its own config (do not override {field})."
         )
     if not missing:
         return info
-    if saved is not None and saved.get("switchable_layer_norms"):
+    if saved is not None and saved.get(field):
         raise ValueError(
-            f"The weights in {where} lack the switchable layer norm budget `{sorted(missing)[0]}` that its config.json "
-            f"(switchable_layer_norms={saved['switchable_layer_norms']}) says it holds: the checkpoint is incomplete."
+            f"The weights in {where} lack the {tensor} `{sorted(missing)[0]}` that its config.json ({field}="
+            f"{saved[field]}) says it holds: the checkpoint is incomplete."
         )
     keep = set(missing)
     return {**info, "missing_keys": type(info["missing_keys"])(k for k in info["missing_keys"] if k not in keep)}
