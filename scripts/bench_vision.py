@@ -623,7 +623,19 @@ LEVERS = {
     "protect_largest_gradient": ("pg", bool),
     "switchable_layer_norms": ("sln", tuple),  # MAC-share boundaries, "/"-separated: sln=0.75/0.375
     "switchable_norm_learning_rate": ("nlr", float),  # the norm budgets' own learning rate
+    "mixture_of_supernets": ("mos", str),  # Mixture-of-Supernets on the FFN linears: layer or neuron
+    "mixture_num_experts": ("me", int),
+    "mixture_expert_init_noise": ("mn", float),
+    "mixture_router_init_std": ("mstd", float),
+    "mixture_router_learning_rate": ("mrlr", float),
 }
+MIXTURE_MODES = ("layer", "neuron")
+MIXTURE_LEVERS = (
+    "mixture_num_experts",
+    "mixture_expert_init_noise",
+    "mixture_router_init_std",
+    "mixture_router_learning_rate",
+)
 
 
 def parse_levers(text: str | None) -> dict:
@@ -646,6 +658,10 @@ def parse_levers(text: str | None) -> dict:
                 number = check_norm_boundaries(value, f"--supernet_levers {key}")
                 if number is None:
                     raise ValueError(value)
+            elif kind is str:
+                if value not in MIXTURE_MODES:
+                    raise ValueError(value)
+                number = value
             elif kind is bool:
                 if value.lower() not in ("0", "1", "true", "false"):
                     raise ValueError(value)
@@ -655,9 +671,11 @@ def parse_levers(text: str | None) -> dict:
         except ValueError:
             raise ValueError(
                 f"--supernet_levers {text!r}: {key} takes "
-                + {bool: "0 or 1", tuple: "MAC shares in (0, 1), decreasing, separated by '/'"}.get(
-                    kind, f"a number ({kind.__name__})"
-                )
+                + {
+                    bool: "0 or 1",
+                    tuple: "MAC shares in (0, 1), decreasing, separated by '/'",
+                    str: " or ".join(MIXTURE_MODES),
+                }.get(kind, f"a number ({kind.__name__})")
                 + f", got {value!r}."
             ) from None
         if key in out:
@@ -677,6 +695,21 @@ def parse_levers(text: str | None) -> dict:
         raise ValueError(
             f"--supernet_levers {text!r}: switchable_norm_learning_rate must be > 0, with switchable_layer_norms set."
         )
+    if any(key in out for key in MIXTURE_LEVERS) and "mixture_of_supernets" not in out:
+        raise ValueError(
+            f"--supernet_levers {text!r}: {[LEVERS[k][0] for k in MIXTURE_LEVERS]} are levers of a mixture: set "
+            f"mos={'|'.join(MIXTURE_MODES)} too."
+        )
+    if (
+        out.get("mixture_num_experts", 2) < 2
+        or out.get("mixture_expert_init_noise", 0.0) < 0
+        or out.get("mixture_router_init_std", 0.0) < 0
+        or out.get("mixture_router_learning_rate", 1.0) <= 0
+    ):
+        raise ValueError(
+            f"--supernet_levers {text!r}: mixture_num_experts must be >= 2, mixture_expert_init_noise and "
+            "mixture_router_init_std >= 0, mixture_router_learning_rate > 0."
+        )
     if out.get("num_random_subnets", 1) < 1 or out.get("learning_rate", 1.0) <= 0:
         raise ValueError(f"--supernet_levers {text!r}: num_random_subnets must be >= 1 and learning_rate > 0.")
     return {key: out[key] for key in LEVERS if key in out}
@@ -692,6 +725,8 @@ def lever_text(value, separator: str = "/") -> str:
     the numbers of a tuple joined by `separator`."""
     if isinstance(value, tuple):
         return separator.join(format(v, "g") for v in value)
+    if isinstance(value, str):
+        return value
     return str(int(value)) if isinstance(value, bool) else format(value, "g")
 
 
@@ -815,26 +850,50 @@ def levers_words(s: dict) -> list[str]:
     changed = ", ".join(
         f"{key} {value if isinstance(value, bool) else lever_text(value)}" for key, value in levers.items()
     )
-    return [
-        f"**Levers** changed from the published recipe, for the supernet only (the teacher and the trained-alone "
-        f"runs keep theirs): {changed}.",
-        "",
-    ] + (
+    return (
         [
-            "**Switchable layer norms**: every LayerNorm of the supernet holds one scale and shift per MAC budget "
-            "(the budgets split at the encoder-MAC shares "
-            + ", ".join(f"{100 * v:g}%" for v in levers["switchable_layer_norms"])
-            + "); the largest budget uses the model's own norms, every other weight is shared, and an extracted "
-            "subnet gets its budget's norms"
-            + (
-                f"; the budgets train at their own learning rate {lever_text(levers['switchable_norm_learning_rate'])}."
-                if "switchable_norm_learning_rate" in levers
-                else "; the budgets train at the supernet's learning rate."
-            ),
+            f"**Levers** changed from the published recipe, for the supernet only (the teacher and the trained-alone "
+            f"runs keep theirs): {changed}.",
             "",
         ]
-        if "switchable_layer_norms" in levers
-        else []
+        + (
+            [
+                "**Switchable layer norms**: every LayerNorm of the supernet holds one scale and shift per MAC budget "
+                "(the budgets split at the encoder-MAC shares "
+                + ", ".join(f"{100 * v:g}%" for v in levers["switchable_layer_norms"])
+                + "); the largest budget uses the model's own norms, every other weight is shared, and an extracted "
+                "subnet gets its budget's norms"
+                + (
+                    f"; the budgets train at their own learning rate {lever_text(levers['switchable_norm_learning_rate'])}."
+                    if "switchable_norm_learning_rate" in levers
+                    else "; the budgets train at the supernet's learning rate."
+                ),
+                "",
+            ]
+            if "switchable_layer_norms" in levers
+            else []
+        )
+        + (
+            [
+                f"**Mixture-of-Supernets** ({levers['mixture_of_supernets']}-wise) on the FFN linear layers: "
+                f"{levers.get('mixture_num_experts', 2)} experts per layer, starting from the teacher's weight"
+                + (
+                    f" plus zero-mean noise of {lever_text(levers['mixture_expert_init_noise'])} standard deviations of it"
+                    if levers.get("mixture_expert_init_noise")
+                    else ""
+                )
+                + f", router output weights ~ N(0, {lever_text(levers.get('mixture_router_init_std', 0.02))})"
+                + (
+                    f", routers at their own learning rate {lever_text(levers['mixture_router_learning_rate'])}"
+                    if "mixture_router_learning_rate" in levers
+                    else ""
+                )
+                + "; an extracted subnet gets its architecture's mixed weights.",
+                "",
+            ]
+            if "mixture_of_supernets" in levers
+            else []
+        )
     )
 
 

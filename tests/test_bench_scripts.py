@@ -253,6 +253,33 @@ def test_vision_switchable_norms_lever_reaches_the_training_arguments(load):
             bench.parse_levers(bad)
 
 
+def test_vision_mixture_levers_reach_the_training_arguments(load):
+    """`--supernet_levers mos=layer,mn=0.05,mstd=0,mrlr=3e-3`: the supernet trains with a Mixture-of-Supernets of
+    that setting; its rows and report get the levers' suffix and a line on the mixture; a mixture lever without
+    `mos`, an unknown mode and out-of-range values are refused naming what is allowed."""
+    bench = load("bench_vision")
+    a = bench.VisionBenchArguments(sampler="targeted", supernet_levers="n=4,mos=layer,me=3,mn=0.05,mstd=0,mrlr=3e-3")
+    recipe = bench.supernet_recipe(a)
+    args = bench.SupernetTrainingArguments("o", distillation="teacher", **recipe)
+    config = args.mixture_config()
+    assert (config.mode, config.num_experts, config.expert_init_noise, config.router_init_std) == ("layer", 3, 0.05, 0)
+    assert args.mixture_router_learning_rate == 3e-3
+    settings = dataclasses.asdict(a)
+    assert bench.report_name_of(settings) == "vision_targeted_n4_moslayer_me3_mn0.05_mstd0_mrlr0.003"
+    assert bench.make_target_of(settings) == "bench-vision-targeted-n4-moslayer-me3-mn0.05-mstd0-mrlr0.003"
+    words = " ".join(bench.levers_words(settings))
+    assert "Mixture-of-Supernets** (layer-wise)" in words and "3 experts" in words and "learning rate 0.003" in words
+    assert "Mixture" not in " ".join(bench.levers_words(dataclasses.asdict(bench.VisionBenchArguments())))
+    assert bench.parse_levers("mos=neuron") == {"mixture_of_supernets": "neuron"}
+    with pytest.raises(ValueError, match=r"mixture_of_supernets takes layer or neuron, got 'moe'"):
+        bench.parse_levers("mos=moe")
+    with pytest.raises(ValueError, match=r"levers of a mixture: set mos=layer\|neuron too"):
+        bench.parse_levers("me=4")
+    for bad in ("mos=layer,me=1", "mos=layer,mrlr=0", "mos=neuron,mn=-1"):
+        with pytest.raises(ValueError, match=r"mixture_num_experts must be >= 2"):
+            bench.parse_levers(bad)
+
+
 def test_every_published_vision_report_names_a_make_target_that_exists(load):
     """Each committed `docs/benchmarks/vision*.json` names the make target that reproduces it, and the Makefile has it
     with the same settings (sampler, steps, levers)."""
