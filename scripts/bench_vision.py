@@ -432,7 +432,7 @@ class Bench:
                 SupernetTrainingArguments,
                 learning_rate=supernet_learning_rate(self.args),
                 eval_subnets="",
-                distillation="teacher",
+                distillation=supernet_distillation(self.args),
                 **supernet_recipe(self.args),
             ),
             train_dataset=self.splits["train"],
@@ -446,7 +446,7 @@ class Bench:
             {
                 "train_seconds": seconds,
                 "curve": curve.points,
-                "recipe": {**supernet_recipe(self.args), "distillation": "teacher"},
+                "recipe": {**supernet_recipe(self.args), "distillation": supernet_distillation(self.args)},
                 "learning_rate": supernet_learning_rate(self.args),
             },
         )
@@ -623,6 +623,7 @@ LEVERS = {
     "protect_largest_gradient": ("pg", bool),
     "switchable_layer_norms": ("sln", tuple),  # MAC-share boundaries, "/"-separated: sln=0.75/0.375
     "switchable_norm_learning_rate": ("nlr", float),  # the norm budgets' own learning rate
+    "distillation": ("dist", str),  # teacher (the recipe's) or chain (the teacher teaches the largest, it the rest)
     "mixture_of_supernets": ("mos", str),  # Mixture-of-Supernets on the FFN linears: layer or neuron
     "mixture_num_experts": ("me", int),
     "mixture_expert_init_noise": ("mn", float),
@@ -630,6 +631,7 @@ LEVERS = {
     "mixture_router_learning_rate": ("mrlr", float),
 }
 MIXTURE_MODES = ("layer", "neuron")
+CHOICES = {"distillation": ("teacher", "chain"), "mixture_of_supernets": MIXTURE_MODES}  # the levers of a word
 MIXTURE_LEVERS = (
     "mixture_num_experts",
     "mixture_expert_init_noise",
@@ -659,7 +661,7 @@ def parse_levers(text: str | None) -> dict:
                 if number is None:
                     raise ValueError(value)
             elif kind is str:
-                if value not in MIXTURE_MODES:
+                if value not in CHOICES[key]:
                     raise ValueError(value)
                 number = value
             elif kind is bool:
@@ -674,7 +676,7 @@ def parse_levers(text: str | None) -> dict:
                 + {
                     bool: "0 or 1",
                     tuple: "MAC shares in (0, 1), decreasing, separated by '/'",
-                    str: " or ".join(MIXTURE_MODES),
+                    str: " or ".join(CHOICES.get(key, ())),
                 }.get(kind, f"a number ({kind.__name__})")
                 + f", got {value!r}."
             ) from None
@@ -734,13 +736,20 @@ def supernet_learning_rate(args) -> float:
     return parse_levers(args.supernet_levers).get("learning_rate", args.learning_rate)
 
 
+def supernet_distillation(args) -> str:
+    """The supernet's distillation mode: `teacher` (the recipe's), or the `dist` lever's."""
+    return parse_levers(args.supernet_levers).get("distillation", "teacher")
+
+
 def supernet_recipe(args: VisionBenchArguments) -> dict:
     """The supernet's training arguments: the published recipe, with the targeted sampler if asked for and the
-    levers of `--supernet_levers` (the learning rate apart: see `supernet_learning_rate`)."""
+    levers of `--supernet_levers` (the learning rate and distillation apart: see `supernet_learning_rate` and
+    `supernet_distillation`)."""
     if args.sampler not in SAMPLERS:
         raise ValueError(f"--sampler {args.sampler!r} is not benchmarked here; allowed: {list(SAMPLERS)}.")
     levers = parse_levers(args.supernet_levers)
     levers.pop("learning_rate", None)
+    levers.pop("distillation", None)
     if "switchable_layer_norms" in levers:  # the training argument takes them comma-separated
         levers["switchable_layer_norms"] = ",".join(format(v, "g") for v in levers["switchable_layer_norms"])
     if "sampler_mac_tolerance" in levers and args.sampler != "targeted":
@@ -772,7 +781,7 @@ def main() -> None:
     result = {
         **run_record(),
         "settings": {k: v for k, v in dataclasses.asdict(args).items() if k not in ("output_dir",)},
-        "recipe": {**supernet_recipe(args), "distillation": "teacher", "layer_rule": "spread"},
+        "recipe": {**supernet_recipe(args), "distillation": supernet_distillation(args), "layer_rule": "spread"},
         "targets": TARGETS,
         "models": results,
         "wall_seconds": time.perf_counter() - started,
@@ -834,6 +843,15 @@ def sampler_words(r: dict) -> str:
         f"**targeted** sandwich rule (largest, smallest, and {n} random subnets, {uniform} uniform, each drawn with "
         f"its linear-layer MACs {band} one of {targets} of the largest's, in turn)"
     )
+
+
+def distillation_words(recipe: dict) -> str:
+    if recipe.get("distillation", "teacher") == "chain":
+        return (
+            "**chained** distillation (the fixed teacher teaches the largest subnet, and the largest subnet, as it is "
+            "at that step, teaches the others)"
+        )
+    return "distillation from the fixed teacher"
 
 
 def protection_words(recipe: dict) -> str:
@@ -937,8 +955,8 @@ def render_markdown(r: dict) -> str:
         *levers_words(s),
         "- **teacher**: the full model fine-tuned alone with the transformers Trainer.",
         "- **supernet**: the teacher-first recipe: initialised from the teacher, importance-reordered, then the "
-        f"{sampler_words(r['recipe'])} with distillation from the fixed "
-        "teacher (logits + hidden states of every kept layer, [CLS] and patch tokens) and the task loss, "
+        f"{sampler_words(r['recipe'])} with {distillation_words(r['recipe'])} (logits + hidden states of every kept "
+        "layer, [CLS] and patch tokens) and the task loss, "
         f"{protection_words(r['recipe'])}; the layer rule is `spread`. Subnets are used without retraining; at "
         "each MAC point the one of best validation accuracy among the uniform candidates just below it is reported.",
         "- **alone (KD)**: the same architecture trained alone from the same reordered teacher weights, with the "

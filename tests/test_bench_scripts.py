@@ -205,7 +205,7 @@ def test_vision_supernet_levers_change_the_supernet_only_with_their_own_rows_and
     assert "sampler_mac_tolerance 0.05" in " ".join(bench.levers_words(settings))
     assert bench.levers_words(dataclasses.asdict(bench.VisionBenchArguments())) == []
     for bad, match in (
-        ("depth=3", r"key among \['learning_rate'"),
+        ("depth=3", r"key among \['distillation', 'learning_rate'"),
         ("u=1.5", "must be in \\[0, 1\\]"),
         ("n=0", "num_random_subnets must be >= 1"),
         ("lr=fast", "learning_rate takes a number"),
@@ -278,6 +278,23 @@ def test_vision_mixture_levers_reach_the_training_arguments(load):
     for bad in ("mos=layer,me=1", "mos=layer,mrlr=0", "mos=neuron,mn=-1"):
         with pytest.raises(ValueError, match=r"mixture_num_experts must be >= 2"):
             bench.parse_levers(bad)
+
+
+def test_vision_chain_distillation_lever_reaches_the_trainer(load):
+    """`--supernet_levers dist=chain`: the supernet (only) trains with chained distillation; its rows and report
+    get `_distchain` and say so; an unknown mode is refused naming the allowed ones."""
+    bench = load("bench_vision")
+    a = bench.VisionBenchArguments(sampler="targeted", supernet_levers="n=4,dist=chain")
+    recipe = bench.supernet_recipe(a)
+    assert "distillation" not in recipe and bench.supernet_distillation(a) == "chain"
+    assert bench.supernet_distillation(bench.VisionBenchArguments(sampler="targeted")) == "teacher"
+    bench.SupernetTrainingArguments("o", distillation=bench.supernet_distillation(a), **recipe)
+    settings = dataclasses.asdict(a)
+    assert bench.report_name_of(settings) == "vision_targeted_n4_distchain"
+    assert "**chained** distillation" in bench.distillation_words({**recipe, "distillation": "chain"})
+    assert bench.distillation_words(bench.RECIPE) == "distillation from the fixed teacher"
+    with pytest.raises(ValueError, match=r"distillation takes teacher or chain, got 'inplace'"):
+        bench.parse_levers("dist=inplace")
 
 
 def test_every_published_vision_report_names_a_make_target_that_exists(load):

@@ -436,6 +436,47 @@ def test_inplace_distillation_adds_the_kd_term(tmp_path, monkeypatch):
     assert kd.gt(0).all()
 
 
+@pytest.mark.parametrize("largest_first", [True, False], ids=["largest-first", "largest-later"])
+def test_chain_distillation_teacher_teaches_the_largest_and_the_largest_the_others(
+    tmp_path, monkeypatch, largest_first
+):
+    """distillation="chain": the external teacher's logits are the largest subnet's KD target; the largest subnet's
+    own logits (at this step's weights) are every other subnet's. A sampler that does not put the largest first gets
+    its targets from a forward without gradients."""
+
+    def subnets(space):
+        others = [space.smallest(), space.middle()]
+        return [space.largest(), *others] if largest_first else [*others, space.largest()]
+
+    teacher = teacher_model()
+    loss, sampled, spies, model = _step_with(
+        tmp_path, monkeypatch, sampler_subnets=subnets, teacher=teacher, distillation="chain", kd_loss_weight=0.5
+    )
+    largest = model.search_space.largest()
+    batch = make_batch()
+    inputs = {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]}
+    with torch.no_grad():
+        teacher_logits = teacher(**inputs).logits
+        with model.subnet(largest):
+            largest_logits = model(**inputs).logits
+    assert not torch.allclose(teacher_logits, largest_logits, atol=1e-3)  # the two targets can be told apart
+    kd_calls = spies["soft_cross_entropy"]
+    assert len(kd_calls) == len(sampled) == 3
+    for subnet, call in zip(sampled, kd_calls, strict=True):
+        student, target, _ = call["args"]
+        assert student.requires_grad and not target.requires_grad
+        expected = teacher_logits if subnet == largest else largest_logits
+        torch.testing.assert_close(target, expected, atol=1e-5, rtol=0)
+    assert torch.isfinite(loss)
+
+
+def test_chain_distillation_needs_a_teacher(tmp_path):
+    with pytest.raises(ValueError, match=r"distillation='chain' needs `teacher_model`"):
+        SupernetTrainer(
+            model=make_model(), args=make_args(tmp_path, distillation="chain"), train_dataset=make_dataset()
+        )
+
+
 def test_no_distillation_uses_labels_only(tmp_path, monkeypatch):
     loss, subnets, spies, _ = _step_with(
         tmp_path, monkeypatch, distillation="none", attention_loss_weight=1.0, hidden_loss_weight=1.0

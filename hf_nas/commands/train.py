@@ -94,6 +94,7 @@ from hf_nas.training.recipes import (
     teacher_training_arguments,
 )
 from hf_nas.training.trainer import check_teacher_config, last_complete_checkpoint
+from hf_nas.training.training_args import EXTERNAL_TEACHER_MODES
 from hf_nas.utils import atomic_directory, default_text_checkpoint
 from hf_nas.validation import check_model_path
 
@@ -370,10 +371,10 @@ def main(argv: Sequence[str] | None = None, *, prog: str | None = None) -> None:
     teacher = None
     if recipe_args.recipe == "teacher_first" and training_args.do_train:
         training_args.distillation = training_args.distillation or "teacher"
-        if training_args.distillation != "teacher":
+        if training_args.distillation not in EXTERNAL_TEACHER_MODES:
             raise ValueError(
-                f"--recipe teacher_first distills from the fine-tuned teacher: --distillation must be 'teacher', "
-                f"got {training_args.distillation!r} (use --recipe one_pass for in-place distillation)."
+                "--recipe teacher_first distills from the fine-tuned teacher: --distillation must be 'teacher' or "
+                f"'chain', got {training_args.distillation!r} (use --recipe one_pass for in-place distillation)."
             )
         teacher, teacher_path = prepare_teacher(path, is_vanilla, data, recipe_args, training_args)
         if is_vanilla:  # the supernet starts from the fine-tuned teacher; a saved supernet from its own weights

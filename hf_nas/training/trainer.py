@@ -46,7 +46,7 @@ from ..utils import atomic_write_text
 from .distillation import attention_relation_loss, hidden_state_loss, layer_hidden_state_loss, soft_cross_entropy
 from .recipes import vanilla_auto_class
 from .samplers import StagedSampler, SubnetSampler, get_sampler
-from .training_args import SupernetTrainingArguments
+from .training_args import EXTERNAL_TEACHER_MODES, SupernetTrainingArguments
 
 __all__ = [
     "LOSS_TERMS",
@@ -242,14 +242,15 @@ class SupernetTrainer(Trainer):
         distillation: str,
     ) -> PreTrainedModel | None:
         teacher = teacher if teacher is not None else args.teacher_model_name_or_path
-        if distillation != "teacher":
+        if distillation not in EXTERNAL_TEACHER_MODES:
             if teacher is not None:
                 raise ValueError(
-                    f"A teacher model was given but distillation={distillation!r}; set distillation='teacher'."
+                    f"A teacher model was given but distillation={distillation!r}; set distillation='teacher' "
+                    "(or 'chain')."
                 )
             return None
         if teacher is None:
-            raise ValueError("distillation='teacher' needs `teacher_model` or `teacher_model_name_or_path`.")
+            raise ValueError(f"distillation={distillation!r} needs `teacher_model` or `teacher_model_name_or_path`.")
         if isinstance(teacher, (str, os.PathLike)):
             auto_class = vanilla_auto_class(model)
             teacher = auto_class.from_pretrained(os.fspath(teacher))
@@ -307,12 +308,15 @@ class SupernetTrainer(Trainer):
         need_qkv, need_hidden = args.attention_loss_weight > 0, args.hidden_loss_weight > 0
         largest = supernet.search_space.largest()
         inplace = self.distillation == "inplace"
+        chain = self.distillation == "chain"  # the teacher teaches the largest subnet, the largest the others
 
         teacher: TeacherTargets | None = None
+        external: TeacherTargets | None = None
         if self.teacher_model is not None:
-            teacher = self._teacher_targets(self.teacher_model, inputs, need_qkv, need_hidden)
-        elif inplace and subnets[0] != largest:
-            with supernet.subnet(largest):
+            external = self._teacher_targets(self.teacher_model, inputs, need_qkv, need_hidden)
+            teacher = None if chain else external
+        if (inplace or chain) and subnets[0] != largest:
+            with torch.no_grad(), supernet.subnet(largest):
                 teacher = self._teacher_targets(model, inputs, need_qkv, need_hidden)
 
         scale = 1.0 / self.current_gradient_accumulation_steps
@@ -325,13 +329,15 @@ class SupernetTrainer(Trainer):
             for i, subnet in enumerate(subnets):
                 supernet.activate_subnet(subnet)
                 last = i == len(subnets) - 1
-                teaches = inplace and teacher is None and subnet == largest
+                teaches = (inplace or chain) and teacher is None and subnet == largest
                 sync = contextlib.nullcontext() if last or not distributed else self.accelerator.no_sync(model)
                 with sync:
                     with _capture_qkv(supernet, enabled=need_qkv) as qkv:
                         outputs = model(**inputs, output_hidden_states=need_hidden)
                     hidden = outputs.hidden_states if need_hidden else None
-                    if teaches or teacher is None:
+                    if chain and subnet == largest:
+                        terms = self._student_terms(outputs, external, qkv, hidden, inputs, subnet)
+                    elif teaches or teacher is None:
                         terms = {"task": _task_loss(outputs)}
                     else:
                         terms = self._student_terms(outputs, teacher, qkv, hidden, inputs, subnet)

@@ -8,7 +8,8 @@ from transformers import TrainingArguments
 
 __all__ = ["SupernetTrainingArguments"]
 
-DISTILLATION_MODES = ("inplace", "teacher", "none")
+DISTILLATION_MODES = ("inplace", "teacher", "chain", "none")
+EXTERNAL_TEACHER_MODES = ("teacher", "chain")  # the modes with an external teacher model
 HIDDEN_LOSS_LAYERS = ("all", "last")
 EVAL_SUBNET_NAMES = ("largest", "middle", "smallest")
 
@@ -80,9 +81,10 @@ class SupernetTrainingArguments(TrainingArguments):
     distillation: str | None = field(
         default=None,
         metadata={
-            "help": "inplace: the largest subnet teaches the others (needs a sampler that puts it first); teacher: "
-            "an external model teaches every subnet; none: labels only. Default: teacher when a teacher model is "
-            "given, else inplace."
+            "help": "inplace: the largest subnet teaches the others (a sampler that puts it first saves a forward); "
+            "teacher: an external model teaches every subnet; chain: the external model teaches the largest subnet "
+            "and the largest, as it is at that step, teaches the others (BigNAS in-place distillation below a fixed "
+            "teacher); none: labels only. Default: teacher when a teacher model is given, else inplace."
         },
     )
     teacher_model_name_or_path: str | None = field(
