@@ -102,9 +102,9 @@ bench-vision-targeted-n4-pg0-sln0.75-0.375-nlr0.003: $(VENV)/.stamp-bench
 bench-vision-targeted-n4-pg0-sln0.75-0.375-nlr0.03: $(VENV)/.stamp-bench
 	$(BIN)/python scripts/bench_vision.py --work_dir $(VISION_WORK_DIR) --sampler targeted --models vit,beit \
 		--supernet_levers n=4,pg=0,sln=0.75/0.375,nlr=3e-2
-# And at 0.1 on ViT.
+# And at 0.1 on ViT and BEiT.
 bench-vision-targeted-n4-pg0-sln0.75-0.375-nlr0.1: $(VENV)/.stamp-bench
-	$(BIN)/python scripts/bench_vision.py --work_dir $(VISION_WORK_DIR) --sampler targeted --models vit \
+	$(BIN)/python scripts/bench_vision.py --work_dir $(VISION_WORK_DIR) --sampler targeted --models vit,beit \
 		--supernet_levers n=4,pg=0,sln=0.75/0.375,nlr=0.1
 # bench-vision-targeted-n4-pg0-sln0.75-0.375-nlr0.03 with layer-wise Mixture-of-Supernets on the FFN linears (2 experts,
 # noisy experts, uniform router start, routers at 3e-3) on ViT.
