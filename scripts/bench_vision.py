@@ -78,11 +78,13 @@ from hf_nas.data import (
     load_image_processor,
     prepare_image_datasets,
 )
+from hf_nas.mixture.config import MIXTURE_MODES as ALL_MIXTURE_MODES
 from hf_nas.models.auto import elastic_class_for
 from hf_nas.models.families import get_family
 from hf_nas.switchable_norms import check_norm_boundaries
 from hf_nas.training import SupernetTrainer, SupernetTrainingArguments
 from hf_nas.training.recipes import RECIPE_DEFAULTS
+from hf_nas.training.training_args import EXTERNAL_TEACHER_MODES
 from hf_nas.utils import checkpoint_name
 
 logger = logging.getLogger("hf_nas.bench_vision")
@@ -630,8 +632,9 @@ LEVERS = {
     "mixture_router_init_std": ("mstd", float),
     "mixture_router_learning_rate": ("mrlr", float),
 }
-MIXTURE_MODES = ("layer", "neuron")
-CHOICES = {"distillation": ("teacher", "chain"), "mixture_of_supernets": MIXTURE_MODES}  # the levers of a word
+MIXTURE_MODES = tuple(m for m in ALL_MIXTURE_MODES if m != "off")
+# The levers of a word: a teacher-first supernet distills with an external teacher.
+CHOICES = {"distillation": EXTERNAL_TEACHER_MODES, "mixture_of_supernets": MIXTURE_MODES}
 MIXTURE_LEVERS = (
     "mixture_num_experts",
     "mixture_expert_init_noise",
