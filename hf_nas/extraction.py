@@ -36,6 +36,7 @@ def subnet_model_config(supernet: PreTrainedModel, subnet: SubnetConfig):
         "search_space",
         "mixture_of_supernets",
         "switchable_layer_norms",
+        "switchable_heads",
         "model_type",
         "transformers_version",
         "auto_map",

@@ -14,6 +14,9 @@ The share is that of the kept encoder layers' MACs (see [`hf_nas.costs.layer_mac
 subnet change. Extraction writes the active budget's LayerNorms, so an extracted subnet is an ordinary checkpoint and
 equals the supernet with that subnet active. Each budget starts as a copy of the LayerNorm's weights, so adding
 switchable norms changes no output.
+
+With `switchable_heads` set as well, the task head (the classifier) switches with the same budgets: each budget reads
+its subnets' features with its own weight and bias (see [`SwitchableElasticLinear`]), also a copy at the start.
 """
 
 from __future__ import annotations
@@ -23,26 +26,32 @@ from typing import Any
 
 from torch import nn
 
-from .modules import ElasticLayerNorm, SwitchableElasticLayerNorm
+from .modules import ElasticLayerNorm, ElasticLinear, SwitchableElasticLayerNorm, SwitchableElasticLinear
 from .search_space import SubnetConfig
 from .validation import check_floats
 
 __all__ = [
+    "SWITCHABLE_HEAD_PARAMETER_PATTERN",
     "SWITCHABLE_NORM_PARAMETER_PATTERN",
+    "attach_switchable_heads",
     "attach_switchable_norms",
     "check_no_switchable_norms",
     "check_norm_boundaries",
+    "enable_switchable_heads",
     "enable_switchable_norms",
     "encoder_mac_share",
     "has_switchable_norms",
     "init_switchable_weights",
     "norm_budget",
     "set_norm_budget",
+    "switchable_heads",
     "switchable_norms",
 ]
 
 # The parameter names switchable norms add (what a vanilla or plain supernet checkpoint lacks).
 SWITCHABLE_NORM_PARAMETER_PATTERN = re.compile(r"(?:^|\.)budget_(?:weights|biases)$")
+# The parameter names switchable heads add.
+SWITCHABLE_HEAD_PARAMETER_PATTERN = re.compile(r"(?:^|\.)switch_(?:weights|biases)$")
 
 
 def check_norm_boundaries(value: Any, field: str = "switchable_layer_norms") -> tuple[float, ...] | None:
@@ -132,19 +141,30 @@ def switchable_norms(model: nn.Module) -> list[SwitchableElasticLayerNorm]:
     return [module for module in model.modules() if isinstance(module, SwitchableElasticLayerNorm)]
 
 
+def switchable_heads(model: nn.Module) -> list[SwitchableElasticLinear]:
+    """Every [`SwitchableElasticLinear`] (switchable head) of `model`, in module order."""
+    return [module for module in model.modules() if isinstance(module, SwitchableElasticLinear)]
+
+
 def has_switchable_norms(model: Any) -> bool:
     """Whether `model` (a supernet) has switchable layer norms."""
     return bool(_boundaries_of(getattr(model, "config", None)))
 
 
-def set_norm_budget(model: nn.Module, subnet: SubnetConfig) -> None:
-    """Give every switchable norm of `model` the budget of `subnet` (the supernet calls this on every subnet change)."""
-    norms = switchable_norms(model)
-    if not norms:
+def set_norm_budget(model: nn.Module, subnet: SubnetConfig, skip: nn.Module | None = None) -> None:
+    """Give every switchable norm and head of `model` (outside `skip`, a submodule) the budget of `subnet` (the
+    supernet calls this on every subnet change)."""
+    skipped = set() if skip is None else {id(m) for m in skip.modules()}
+    switches = [
+        m
+        for m in model.modules()
+        if isinstance(m, (SwitchableElasticLayerNorm, SwitchableElasticLinear)) and id(m) not in skipped
+    ]
+    if not switches:
         return
     budget = norm_budget(subnet, model.config)
-    for norm in norms:
-        norm.set_budget(budget)
+    for module in switches:
+        module.set_budget(budget)
 
 
 def attach_switchable_norms(model: nn.Module, boundaries: tuple[float, ...]) -> int:
@@ -168,6 +188,70 @@ def attach_switchable_norms(model: nn.Module, boundaries: tuple[float, ...]) -> 
     if converted and hasattr(model, "active_subnet"):
         set_norm_budget(model, model.active_subnet)
     return converted
+
+
+def attach_switchable_heads(model: nn.Module, num_budgets: int) -> int:
+    """Turn the task head's [`ElasticLinear`] layers (`model.head_modules()`, e.g. the classifier) into
+    [`SwitchableElasticLinear`] ones with `num_budgets` budgets (in place, taking over their weights; already
+    converted ones are kept) and return how many were converted. The outputs do not change: every budget starts as a
+    copy. A model without a head (a base model) has nothing to convert."""
+    heads = {id(m) for m in getattr(model, "head_modules", list)()}
+    converted = 0
+    for name, module in list(model.named_modules()):
+        if id(module) not in heads:
+            continue
+        if isinstance(module, SwitchableElasticLinear):
+            if module.num_budgets != num_budgets:
+                raise ValueError(
+                    f"`{name}` has {module.num_budgets} head budgets already; the norm boundaries ask for "
+                    f"{num_budgets}."
+                )
+            continue
+        if type(module) is not ElasticLinear:
+            continue
+        parent_name, _, attribute = name.rpartition(".")
+        parent = model.get_submodule(parent_name) if parent_name else model
+        setattr(parent, attribute, SwitchableElasticLinear.from_linear(module, num_budgets))
+        converted += 1
+    if converted and hasattr(model, "active_subnet"):
+        set_norm_budget(model, model.active_subnet)
+    return converted
+
+
+def enable_switchable_heads(model: Any) -> Any:
+    """Give a supernet with switchable layer norms switchable heads as well, in place, and return it: its task head
+    (the classifier) gets one weight and bias per norm budget, each a copy, so nothing it computes changes. The
+    config's `switchable_heads` records it. Raises `ValueError` for a supernet without switchable norms (the budgets
+    are theirs) and `TypeError` for anything but a supernet with a head.
+
+    Example:
+
+    ```python
+    >>> from hf_nas import ElasticViTConfig, ElasticViTForImageClassification
+    >>> from hf_nas.switchable_norms import enable_switchable_heads, enable_switchable_norms, switchable_heads
+    >>> model = ElasticViTForImageClassification(ElasticViTConfig(hidden_size=32, num_hidden_layers=2,
+    ...     num_attention_heads=4, intermediate_size=64, image_size=32, patch_size=8))
+    >>> model = enable_switchable_heads(enable_switchable_norms(model, "0.75,0.375"))
+    >>> [type(m).__name__ for m in switchable_heads(model)], model.config.switchable_heads
+    (['SwitchableElasticLinear'], True)
+    ```
+    """
+    from .models.supernet import SupernetMixin
+
+    if not isinstance(model, SupernetMixin) or not model.head_modules():
+        raise TypeError(
+            "Switchable heads need an elastic supernet with a task head (ElasticBertForSequenceClassification, "
+            f"ElasticViTForImageClassification, ...), got {type(model).__name__}."
+        )
+    boundaries = _boundaries_of(model.config)
+    if boundaries is None:
+        raise ValueError(
+            "Switchable heads switch with the norm budgets, and this supernet has no switchable layer norms: set "
+            "switchable_layer_norms (e.g. 0.75,0.375) as well."
+        )
+    model.config.switchable_heads = True
+    attach_switchable_heads(model, len(boundaries) + 1)
+    return model
 
 
 def enable_switchable_norms(model: Any, boundaries: Any) -> Any:
@@ -221,9 +305,10 @@ def enable_switchable_norms(model: Any, boundaries: Any) -> Any:
 
 def init_switchable_weights(module: nn.Module) -> None:
     """The initialization of a switchable norm, for a supernet's `_init_weights` (after the vanilla one): every budget
-    a copy of the norm's weight and bias. Tensors loaded from a checkpoint are left as they are (transformers marks
-    them), so a vanilla checkpoint loaded into a supernet with switchable norms gets budgets equal to its norms."""
-    if isinstance(module, SwitchableElasticLayerNorm):
+        a copy of the norm's weight and bias. Tensors loaded from a checkpoint are left as they are (transformers marks
+        them), so a vanilla checkpoint loaded into a supernet with switchable norms gets budgets equal to its norms (and
+    switchable heads: each budget a copy of the head)."""
+    if isinstance(module, (SwitchableElasticLayerNorm, SwitchableElasticLinear)):
         module.reset_budgets()
 
 

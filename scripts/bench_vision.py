@@ -157,7 +157,10 @@ class VisionBenchArguments:
         metadata={
             "help": "Changes to the supernet's recipe only, as comma-separated key=value pairs: "
             "uniform_subnet_probability (u), sampler_mac_tolerance (tol, targeted sampler), num_random_subnets (n), "
-            "learning_rate (lr), protect_largest_gradient (pg, 0 or 1). The supernet gets its own rows, model and report (suffixed _u1_tol0.05 and so on); "
+            "learning_rate (lr), protect_largest_gradient (pg, 0 or 1), switchable_layer_norms (sln, MAC shares "
+            "separated by '/'), switchable_norm_learning_rate (nlr), switchable_heads (sh, 0 or 1), "
+            "switchable_head_learning_rate (hlr), distillation (dist), mixture_of_supernets (mos) and its levers "
+            "(me, mn, mstd, mrlr). The supernet gets its own rows, model and report (suffixed _u1_tol0.05 and so on); "
             "the teacher and the trained-alone rows are shared."
         },
     )
@@ -625,6 +628,8 @@ LEVERS = {
     "protect_largest_gradient": ("pg", bool),
     "switchable_layer_norms": ("sln", tuple),  # MAC-share boundaries, "/"-separated: sln=0.75/0.375
     "switchable_norm_learning_rate": ("nlr", float),  # the norm budgets' own learning rate
+    "switchable_heads": ("sh", bool),  # the classifier switches with the norm budgets
+    "switchable_head_learning_rate": ("hlr", float),  # the head budgets' own learning rate
     "distillation": ("dist", str),  # teacher (the recipe's) or chain (the teacher teaches the largest, it the rest)
     "mixture_of_supernets": ("mos", str),  # Mixture-of-Supernets on the FFN linears: layer or neuron
     "mixture_num_experts": ("me", int),
@@ -699,6 +704,16 @@ def parse_levers(text: str | None) -> dict:
     ):
         raise ValueError(
             f"--supernet_levers {text!r}: switchable_norm_learning_rate must be > 0, with switchable_layer_norms set."
+        )
+    if out.get("switchable_heads") and "switchable_layer_norms" not in out:
+        raise ValueError(
+            f"--supernet_levers {text!r}: switchable_heads switch with the norm budgets: set switchable_layer_norms too."
+        )
+    if out.get("switchable_head_learning_rate", 1.0) <= 0 or (
+        "switchable_head_learning_rate" in out and not out.get("switchable_heads")
+    ):
+        raise ValueError(
+            f"--supernet_levers {text!r}: switchable_head_learning_rate must be > 0, with switchable_heads=1 set."
         )
     if any(key in out for key in MIXTURE_LEVERS) and "mixture_of_supernets" not in out:
         raise ValueError(
@@ -891,6 +906,21 @@ def levers_words(s: dict) -> list[str]:
                 ),
                 "",
             ]
+            + (
+                [
+                    "**Switchable heads**: the classifier switches with the same budgets (each budget its own weight "
+                    "and bias, a copy of the teacher's at the start); an extracted subnet gets its budget's classifier"
+                    + (
+                        f"; the head budgets train at their own learning rate "
+                        f"{lever_text(levers['switchable_head_learning_rate'])}."
+                        if "switchable_head_learning_rate" in levers
+                        else "; the head budgets train at the supernet's learning rate."
+                    ),
+                    "",
+                ]
+                if levers.get("switchable_heads")
+                else []
+            )
             if "switchable_layer_norms" in levers
             else []
         )

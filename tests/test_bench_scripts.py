@@ -253,6 +253,33 @@ def test_vision_switchable_norms_lever_reaches_the_training_arguments(load):
             bench.parse_levers(bad)
 
 
+def test_vision_switchable_heads_levers_reach_the_training_arguments(load):
+    """`--supernet_levers ...,sh=1,hlr=1e-3`: the supernet trains with switchable heads at their own learning rate;
+    rows and report get `_sh1_hlr0.001`; heads without norms, or a head rate without heads, are refused."""
+    bench = load("bench_vision")
+    a = bench.VisionBenchArguments(sampler="targeted", supernet_levers="n=4,sln=0.75/0.375,nlr=0.1,sh=1,hlr=1e-3")
+    recipe = bench.supernet_recipe(a)
+    assert recipe["switchable_heads"] is True and recipe["switchable_head_learning_rate"] == 1e-3
+    args = bench.SupernetTrainingArguments("o", distillation="teacher", **recipe)
+    assert args.switchable_heads and args.switchable_head_learning_rate == 1e-3
+    settings = dataclasses.asdict(a)
+    assert bench.report_name_of(settings) == "vision_targeted_n4_sln0.75-0.375_nlr0.1_sh1_hlr0.001"
+    words = " ".join(bench.levers_words(settings))
+    assert "**Switchable heads**" in words and "head budgets train at their own learning rate 0.001" in words
+    plain = bench.VisionBenchArguments(sampler="targeted", supernet_levers="sln=0.75/0.375,sh=1")
+    assert "head budgets train at the supernet's learning rate" in " ".join(
+        bench.levers_words(dataclasses.asdict(plain))
+    )
+    assert "Switchable heads" not in " ".join(
+        bench.levers_words(dataclasses.asdict(bench.VisionBenchArguments(supernet_levers="sln=0.5")))
+    )
+    with pytest.raises(ValueError, match=r"switchable_heads switch with the norm budgets"):
+        bench.parse_levers("sh=1")
+    for bad in ("sln=0.5,hlr=1e-3", "sln=0.5,sh=0,hlr=1e-3", "sln=0.5,sh=1,hlr=0"):
+        with pytest.raises(ValueError, match=r"switchable_head_learning_rate must be > 0, with switchable_heads=1"):
+            bench.parse_levers(bad)
+
+
 def test_vision_mixture_levers_reach_the_training_arguments(load):
     """`--supernet_levers mos=layer,mn=0.05,mstd=0,mrlr=3e-3`: the supernet trains with a Mixture-of-Supernets of
     that setting; its rows and report get the levers' suffix and a line on the mixture; a mixture lever without

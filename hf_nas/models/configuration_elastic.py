@@ -16,7 +16,7 @@ class ElasticConfigMixin:
 
     The subclass sets `model_type` (e.g. `"elastic_vit"`), `_loadable_model_types` (the vanilla type and its own)
     and `_family` (a display name), declares `search_space: dict | None = None` and
-    `mixture_of_supernets: dict | str | None = None` and `switchable_layer_norms: list | str | None = None`, and calls
+    `mixture_of_supernets: dict | str | None = None` and `switchable_layer_norms: list | str | None = None` and `switchable_heads: bool = False`, and calls
     `_init_search_space()`, `_init_mixture()` and `_init_switchable_norms()` at the end of its `__post_init__`.
     """
 
@@ -55,11 +55,20 @@ class ElasticConfigMixin:
 
     def _init_switchable_norms(self) -> None:
         """Check `switchable_layer_norms` (None, MAC-share boundaries or a comma-separated string of them, see
-        [`hf_nas.switchable_norms`]) and store it as a list of floats, or None."""
+        [`hf_nas.switchable_norms`]) and store it as a list of floats, or None; and `switchable_heads` (a bool, True
+        only with boundaries)."""
         from ..switchable_norms import check_norm_boundaries
 
         boundaries = check_norm_boundaries(self.switchable_layer_norms)
         self.switchable_layer_norms = None if boundaries is None else list(boundaries)
+        heads = getattr(self, "switchable_heads", False)
+        if not isinstance(heads, bool):
+            raise TypeError(f"switchable_heads must be True or False, got {heads!r} of type {type(heads).__name__}.")
+        if heads and boundaries is None:
+            raise ValueError(
+                "switchable_heads=True switches the task head with the norm budgets, but switchable_layer_norms is "
+                "unset: set its MAC-share boundaries as well (e.g. [0.75, 0.375]), or switchable_heads=False."
+            )
 
     def check_search_space(self) -> SearchSpace:
         """The search space of `config.search_space`, checked against the supernet's sizes: a `TypeError` or

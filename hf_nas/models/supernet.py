@@ -21,7 +21,9 @@ from ..mixture import (
 )
 from ..search_space import SearchSpace, SubnetConfig
 from ..switchable_norms import (
+    SWITCHABLE_HEAD_PARAMETER_PATTERN,
     SWITCHABLE_NORM_PARAMETER_PATTERN,
+    attach_switchable_heads,
     attach_switchable_norms,
     check_norm_boundaries,
     init_switchable_weights,
@@ -123,6 +125,7 @@ class SupernetMixin:
         saved = _saved_config(folder) if local else None
         info = _check_mixture_keys(model, where, saved, info)
         info = _check_switchable_norm_keys(model, where, saved, info)
+        info = _check_switchable_head_keys(model, where, saved, info)
         if local and _model_type(folder) == cls.config_class.model_type:
             _check_layers(model.config, where, info["missing_keys"], info["unexpected_keys"])
         if mixture_config_of(model.config) is not None:
@@ -140,6 +143,8 @@ class SupernetMixin:
         boundaries = check_norm_boundaries(self.config.switchable_layer_norms)
         if boundaries is not None:
             attach_switchable_norms(self, boundaries)
+            if self.config.switchable_heads:
+                attach_switchable_heads(self, len(boundaries) + 1)
         super().post_init()
 
     def _init_weights(self, module: Any) -> None:
@@ -208,8 +213,10 @@ class SupernetMixin:
         self.__dict__["_active_subnet"] = subnet
         if self.base_model is self and getattr(self.config, "mixture_of_supernets", None):
             route_subnet(self, subnet)  # Mixture-of-Supernets: the weights follow the subnet
-        if self.base_model is self and getattr(self.config, "switchable_layer_norms", None):
-            set_norm_budget(self, subnet)  # switchable layer norms: the subnet's budget
+        if getattr(self.config, "switchable_layer_norms", None):
+            # switchable layer norms (and heads): the subnet's budget; a model with a head sets those of its head,
+            # its base model (activated above) its own
+            set_norm_budget(self, subnet, skip=None if self.base_model is self else self.base_model)
 
     def _apply_subnet(self, subnet: SubnetConfig) -> None:
         """Set the active sizes without validation. A model with a head activates its base model, then the head's
@@ -296,6 +303,21 @@ def _check_switchable_norm_keys(model: Any, where: str, saved: dict | None, info
         tensors="switchable layer norm budgets",
         tensor="switchable layer norm budget",
         none="none (switchable_layer_norms is unset)",
+    )
+
+
+def _check_switchable_head_keys(model: Any, where: str, saved: dict | None, info: dict) -> dict:
+    """Like [`_check_switchable_norm_keys`], for the head budgets of `switchable_heads`."""
+    return _check_added_keys(
+        info,
+        where,
+        saved,
+        SWITCHABLE_HEAD_PARAMETER_PATTERN,
+        "switchable_heads",
+        enabled=bool(getattr(model.config, "switchable_heads", False)),
+        tensors="switchable head budgets",
+        tensor="switchable head budget",
+        none="none (switchable_heads is False)",
     )
 
 

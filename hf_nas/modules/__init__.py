@@ -11,7 +11,7 @@ from .conv import ElasticConv2d
 from .embedding import ElasticEmbedding
 from .layer import ElasticLayer
 from .layernorm import ElasticLayerNorm, SwitchableElasticLayerNorm
-from .linear import ElasticLinear
+from .linear import ElasticLinear, SwitchableElasticLinear
 from .primitive import ElasticPrimitive
 
 ELASTIC_PRIMITIVES = (ElasticConv2d, ElasticEmbedding, ElasticLayerNorm, ElasticLinear)
@@ -27,4 +27,5 @@ __all__ = [
     "ElasticSelfAttention",
     "SelfAttention",
     "SwitchableElasticLayerNorm",
+    "SwitchableElasticLinear",
 ]

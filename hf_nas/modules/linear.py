@@ -9,7 +9,7 @@ from torch import nn
 from ..validation import check_size
 from .primitive import ElasticPrimitive
 
-__all__ = ["ElasticLinear"]
+__all__ = ["ElasticLinear", "SwitchableElasticLinear"]
 
 
 class ElasticLinear(ElasticPrimitive, nn.Linear):
@@ -101,3 +101,118 @@ class ElasticLinear(ElasticPrimitive, nn.Linear):
             f"{super().extra_repr()}, active_in_features={self.active_in_features}, "
             f"active_out_features={self.active_out_features}"
         )
+
+
+class SwitchableElasticLinear(ElasticLinear):
+    """[`ElasticLinear`] with one weight and bias per subnet budget (a switchable head).
+
+    The budgets are those of the switchable layer norms (see [`hf_nas.switchable_norms`]): `weight` and `bias` (the
+    vanilla names and shapes) are budget 0, the one the largest subnets use, so a vanilla or plain supernet checkpoint
+    loads without key mapping and the largest subnet stays the vanilla model. `switch_weights`
+    `(num_budgets - 1, out, in)` and `switch_biases` `(num_budgets - 1, out)` are budgets 1, 2, ...: a task head
+    (the classifier) that smaller subnets read their own features with, every other weight shared. The supernet sets
+    `active_budget` on every subnet change; `to_static` copies the active budget's slice, so an extracted subnet holds
+    an ordinary `nn.Linear`.
+
+    Example:
+
+    ```python
+    >>> import torch
+    >>> from hf_nas.modules import SwitchableElasticLinear
+    >>> head = SwitchableElasticLinear(8, 2, num_budgets=3)
+    >>> head.switch_weights.shape
+    torch.Size([2, 2, 8])
+    >>> with torch.no_grad():
+    ...     _ = head.switch_weights[1].fill_(0.5)
+    >>> head.set_active(in_features=4)
+    >>> head.set_budget(2)
+    >>> head.to_static().weight.tolist()
+    [[0.5, 0.5, 0.5, 0.5], [0.5, 0.5, 0.5, 0.5]]
+    ```
+    """
+
+    def __init__(
+        self, in_features: int, out_features: int, bias: bool = True, device=None, dtype=None, *, num_budgets: int
+    ):
+        super().__init__(in_features, out_features, bias=bias, device=device, dtype=dtype)
+        if isinstance(num_budgets, bool) or not isinstance(num_budgets, int) or num_budgets < 2:
+            raise ValueError(
+                f"SwitchableElasticLinear needs num_budgets >= 2 (one budget is a plain ElasticLinear), got "
+                f"{num_budgets!r}."
+            )
+        factory = {"device": self.weight.device, "dtype": self.weight.dtype}
+        self.num_budgets = num_budgets
+        self.switch_weights = nn.Parameter(torch.empty(num_budgets - 1, out_features, in_features, **factory))
+        if bias:
+            self.switch_biases = nn.Parameter(torch.empty(num_budgets - 1, out_features, **factory))
+        else:
+            self.register_parameter("switch_biases", None)
+        self.active_budget = 0
+        if not self.weight.is_meta:
+            self.reset_budgets()
+
+    @classmethod
+    def from_linear(cls, linear: nn.Module, num_budgets: int) -> SwitchableElasticLinear:
+        """A switchable head that takes over `linear`'s `weight` and `bias` (the same parameters) and active sizes,
+        with every other budget a copy of them: it computes what `linear` computed, for every budget. Raises
+        `TypeError` for anything but a plain [`ElasticLinear`]."""
+        if type(linear) is not ElasticLinear:
+            raise TypeError(
+                f"Switchable heads replace an ElasticLinear; got {type(linear).__name__}, which does not support it."
+            )
+        with torch.device("meta"):
+            new = cls(linear.in_features, linear.out_features, bias=linear.bias is not None, num_budgets=num_budgets)
+        new = new.to_empty(device=linear.weight.device).to(dtype=linear.weight.dtype)
+        new.weight, new.bias = linear.weight, linear.bias
+        new.set_active(in_features=linear.active_in_features, out_features=linear.active_out_features)
+        if not linear.weight.is_meta:
+            new.reset_budgets()
+        new.train(linear.training)
+        return new
+
+    @torch.no_grad()
+    def reset_budgets(self) -> None:
+        """Every budget a copy of `weight` and `bias`. Tensors already loaded from a checkpoint (marked by
+        transformers) are left as they are."""
+        from transformers import initialization as init
+
+        init.copy_(self.switch_weights, self.weight.detach()[None].expand_as(self.switch_weights))
+        if self.bias is not None:
+            init.copy_(self.switch_biases, self.bias.detach()[None].expand_as(self.switch_biases))
+
+    def set_budget(self, budget: int) -> None:
+        """Compute with budget `budget` (0: `weight` and `bias`; `b` > 0: entry `b - 1` of the switch tensors)."""
+        if isinstance(budget, bool) or not isinstance(budget, int) or not 0 <= budget < self.num_budgets:
+            raise ValueError(f"`budget` must be an int in 0..{self.num_budgets - 1}, got {budget!r}.")
+        self.active_budget = budget
+
+    def active_weight(self) -> torch.Tensor:
+        b = self.active_budget
+        weight = self.weight if b == 0 else self.switch_weights[b - 1]
+        return weight[: self.active_out_features, : self.active_in_features]
+
+    def active_bias(self) -> torch.Tensor | None:
+        if self.bias is None:
+            return None
+        b = self.active_budget
+        return (self.bias if b == 0 else self.switch_biases[b - 1])[: self.active_out_features]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.active_budget == 0:
+            return super().forward(x)
+        return F.linear(x, self.active_weight(), self.active_bias())
+
+    @torch.no_grad()
+    def permute_out_features(self, index: torch.Tensor) -> None:
+        super().permute_out_features(index)
+        self.switch_weights.copy_(self.switch_weights[:, index])
+        if self.switch_biases is not None:
+            self.switch_biases.copy_(self.switch_biases[:, index])
+
+    @torch.no_grad()
+    def permute_in_features(self, index: torch.Tensor) -> None:
+        super().permute_in_features(index)
+        self.switch_weights.copy_(self.switch_weights[:, :, index])
+
+    def extra_repr(self) -> str:
+        return f"{super().extra_repr()}, num_budgets={self.num_budgets}, active_budget={self.active_budget}"

@@ -41,7 +41,7 @@ from ..mixture import enable_mixture
 from ..models.families import get_family
 from ..models.supernet import SupernetMixin
 from ..search_space import SubnetConfig
-from ..switchable_norms import enable_switchable_norms
+from ..switchable_norms import enable_switchable_heads, enable_switchable_norms
 from ..utils import atomic_write_text
 from .distillation import attention_relation_loss, hidden_state_loss, layer_hidden_state_loss, soft_cross_entropy
 from .recipes import vanilla_auto_class
@@ -101,6 +101,26 @@ def split_norm_budget_groups(optimizer: torch.optim.Optimizer, model: nn.Module,
             "`switchable_layer_norms` or leave it unset."
         )
     return split_parameter_groups(optimizer, budgets, learning_rate, "norm budget")
+
+
+def split_head_budget_groups(optimizer: torch.optim.Optimizer, model: nn.Module, learning_rate: float) -> int:
+    """Like [`split_norm_budget_groups`], for the budgets of `model`'s switchable heads (`switch_weights`,
+    `switch_biases`). Raises `ValueError` if the model has no switchable head."""
+    from ..modules import SwitchableElasticLinear
+
+    budgets = {
+        id(p)
+        for m in model.modules()
+        if isinstance(m, SwitchableElasticLinear)
+        for p in (m.switch_weights, m.switch_biases)
+        if p is not None
+    }
+    if not budgets:
+        raise ValueError(
+            "`switchable_head_learning_rate` is set but the model has no switchable heads: set `switchable_heads` "
+            "or leave it unset."
+        )
+    return split_parameter_groups(optimizer, budgets, learning_rate, "head budget")
 
 
 def split_parameter_groups(
@@ -193,6 +213,8 @@ class SupernetTrainer(Trainer):
         boundaries = args.norm_boundaries()
         if boundaries is not None:  # likewise: the optimizer covers the norm budgets
             enable_switchable_norms(model, boundaries)
+        if args.switchable_heads:  # and the head budgets
+            enable_switchable_heads(model)
         space = model.search_space
         if sampler is None:
             sampler = self._build_sampler(args, space)
@@ -269,7 +291,8 @@ class SupernetTrainer(Trainer):
     # training
     def create_optimizer(self, model: nn.Module | None = None) -> torch.optim.Optimizer:
         """The Trainer's optimizer; with `mixture_router_learning_rate`, the Mixture-of-Supernets routers' parameters,
-        and with `switchable_norm_learning_rate` the switchable norms' budgets, in groups of their own at that learning
+        with `switchable_norm_learning_rate` the switchable norms' budgets, and with `switchable_head_learning_rate`
+        the switchable heads' budgets, in groups of their own at that learning
         rate (the same weight decay and schedule)."""
         created = self.optimizer is None
         optimizer = super().create_optimizer(model)
@@ -277,6 +300,7 @@ class SupernetTrainer(Trainer):
         splits = (
             ("mixture_router_learning_rate", "the routers' parameters", split_router_groups),
             ("switchable_norm_learning_rate", "the norm budgets", split_norm_budget_groups),
+            ("switchable_head_learning_rate", "the head budgets", split_head_budget_groups),
         )
         for name, what, split in splits:
             lr = getattr(self.args, name)

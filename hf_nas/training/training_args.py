@@ -165,6 +165,19 @@ class SupernetTrainingArguments(TrainingArguments):
             "hundredths in a short run; a larger rate lets the budgets specialize. Follows the same schedule."
         },
     )
+    switchable_heads: bool = field(
+        default=False,
+        metadata={
+            "help": "Switchable heads, with switchable_layer_norms: the task head (the classifier) switches with the norm "
+            "budgets, so the subnets of each budget read their features with their own weights (each budget a copy at "
+            "the start). An extracted subnet gets its budget's head. Needs switchable layer norms (these arguments' or "
+            "the supernet's own)."
+        },
+    )
+    switchable_head_learning_rate: float | None = field(
+        default=None,
+        metadata={"help": "Switchable heads: learning rate of the head budgets (default: learning_rate)."},
+    )
     mixture_router_learning_rate: float | None = field(
         default=None,
         metadata={
@@ -242,6 +255,13 @@ class SupernetTrainingArguments(TrainingArguments):
             if not self.switchable_norm_learning_rate > 0:
                 raise ValueError(
                     f"`switchable_norm_learning_rate` must be > 0, got {self.switchable_norm_learning_rate}."
+                )
+        if self.switchable_head_learning_rate is not None:
+            if not self.switchable_heads:
+                raise ValueError("`switchable_head_learning_rate` is set but `switchable_heads` is not: set both.")
+            if not self.switchable_head_learning_rate > 0:
+                raise ValueError(
+                    f"`switchable_head_learning_rate` must be > 0, got {self.switchable_head_learning_rate}."
                 )
         if self.mixture_router_learning_rate is not None and not self.mixture_router_learning_rate > 0:
             raise ValueError(f"`mixture_router_learning_rate` must be > 0, got {self.mixture_router_learning_rate}.")

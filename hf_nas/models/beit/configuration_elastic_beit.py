@@ -35,6 +35,7 @@ class ElasticBeitConfig(ElasticConfigMixin, BeitConfig):
     search_space: dict | None = None
     mixture_of_supernets: dict | str | None = None
     switchable_layer_norms: list | str | None = None
+    switchable_heads: bool = False
 
     def __post_init__(self, **kwargs):
         super().__post_init__(**kwargs)
