@@ -171,23 +171,14 @@ def attach_switchable_norms(model: nn.Module, boundaries: tuple[float, ...]) -> 
     """Turn every [`ElasticLayerNorm`] of `model` into a [`SwitchableElasticLayerNorm`] with `len(boundaries) + 1`
     budgets (in place, taking over its weights; already converted ones are kept) and return how many were converted.
     The outputs do not change: every budget starts as a copy."""
-    num_budgets = len(boundaries) + 1
-    converted = 0
-    for name, module in list(model.named_modules()):
-        if type(module) is not ElasticLayerNorm:
-            if isinstance(module, SwitchableElasticLayerNorm) and module.num_budgets != num_budgets:
-                raise ValueError(
-                    f"`{name}` has {module.num_budgets} norm budgets already; the boundaries {list(boundaries)} ask "
-                    f"for {num_budgets}."
-                )
-            continue
-        parent_name, _, attribute = name.rpartition(".")
-        parent = model.get_submodule(parent_name) if parent_name else model
-        setattr(parent, attribute, SwitchableElasticLayerNorm.from_layer_norm(module, num_budgets))
-        converted += 1
-    if converted and hasattr(model, "active_subnet"):
-        set_norm_budget(model, model.active_subnet)
-    return converted
+    return _attach(
+        model,
+        lambda module: isinstance(module, ElasticLayerNorm),
+        SwitchableElasticLayerNorm,
+        ElasticLayerNorm,
+        len(boundaries) + 1,
+        f"norm budgets already; the boundaries {list(boundaries)} ask for",
+    )
 
 
 def attach_switchable_heads(model: nn.Module, num_budgets: int) -> int:
@@ -196,22 +187,34 @@ def attach_switchable_heads(model: nn.Module, num_budgets: int) -> int:
     converted ones are kept) and return how many were converted. The outputs do not change: every budget starts as a
     copy. A model without a head (a base model) has nothing to convert."""
     heads = {id(m) for m in getattr(model, "head_modules", list)()}
+    return _attach(
+        model,
+        lambda module: id(module) in heads,
+        SwitchableElasticLinear,
+        ElasticLinear,
+        num_budgets,
+        "head budgets already; the norm boundaries ask for",
+    )
+
+
+def _attach(model: nn.Module, selected, switchable: type, plain: type, num_budgets: int, mismatch: str) -> int:
+    """Replace every `selected` module of `model` of exactly type `plain` by `switchable.from_<plain>` with
+    `num_budgets` budgets; a selected `switchable` one with another number of budgets is refused (`mismatch` words the
+    error). Returns how many were replaced and sets the budgets of the active subnet."""
     converted = 0
     for name, module in list(model.named_modules()):
-        if id(module) not in heads:
+        if not selected(module):
             continue
-        if isinstance(module, SwitchableElasticLinear):
+        if isinstance(module, switchable):
             if module.num_budgets != num_budgets:
-                raise ValueError(
-                    f"`{name}` has {module.num_budgets} head budgets already; the norm boundaries ask for "
-                    f"{num_budgets}."
-                )
+                raise ValueError(f"`{name}` has {module.num_budgets} {mismatch} {num_budgets}.")
             continue
-        if type(module) is not ElasticLinear:
+        if type(module) is not plain:
             continue
         parent_name, _, attribute = name.rpartition(".")
         parent = model.get_submodule(parent_name) if parent_name else model
-        setattr(parent, attribute, SwitchableElasticLinear.from_linear(module, num_budgets))
+        convert = switchable.from_layer_norm if plain is ElasticLayerNorm else switchable.from_linear
+        setattr(parent, attribute, convert(module, num_budgets))
         converted += 1
     if converted and hasattr(model, "active_subnet"):
         set_norm_budget(model, model.active_subnet)

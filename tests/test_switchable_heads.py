@@ -13,16 +13,20 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from hf_nas import ElasticBertConfig, ElasticBertForMaskedLM, ElasticViTConfig, save_subnet
+from hf_nas import ElasticBertConfig, ElasticBertForMaskedLM, ElasticViTConfig
 from hf_nas.modules import ElasticLinear, SwitchableElasticLinear
 from hf_nas.switchable_norms import enable_switchable_heads, norm_budget, switchable_heads
 from hf_nas.training import SupernetTrainer, get_sampler
 
-from .conftest import TINY, output_tensors
+from .conftest import TINY
 from .scripts.ddp_train import make_dataset
-from .test_layer_subsets import reload_without_hf_nas
 from .test_mixture import FAMILIES, assert_close, inputs, make_plain, run, subnets
-from .test_switchable_norms import make_switchable, one_subnet_per_budget
+from .test_switchable_norms import (
+    assert_budgets_extract_exactly,
+    assert_reloads_exactly,
+    make_switchable,
+    one_subnet_per_budget,
+)
 from .test_trainer import make_args
 
 
@@ -129,32 +133,10 @@ def test_heads_equal_to_the_classifier_change_no_output(family):
 
 
 def test_extracted_subnets_hold_their_budgets_head_and_reload_without_hf_nas(tmp_path):
-    manifest = {}
-    for family in FAMILIES:
-        model = make_with_heads(family)
-        shared_head = make_switchable(family)  # the same supernet, one classifier
-        for budget, subnet in one_subnet_per_budget(model).items():
-            folder = f"{family}-budget{budget}"
-            batch = inputs(family)
-            with torch.no_grad():
-                expected = run(model, batch, subnet)
-                extracted = save_subnet(model, tmp_path / folder, subnet).eval()
-                assert_close(output_tensors(extracted(**batch)), expected)
-                other = run(shared_head, batch, subnet)
-                differs = any(not torch.allclose(expected[k], other[k], atol=1e-3) for k in expected)
-                assert differs == (budget > 0), (
-                    "a smaller budget must write its own classifier, the largest the shared one"
-                )
-            config = json.loads((tmp_path / folder / "config.json").read_text())
-            assert "switchable_heads" not in config and "switchable_layer_norms" not in config
-            assert not [k for k in load_file(tmp_path / folder / "model.safetensors") if "switch_" in k]
-            torch.save({"inputs": batch, "outputs": expected}, tmp_path / f"{folder}.reference.pt")
-            auto = "AutoModelForSequenceClassification" if family == "bert" else "AutoModelForImageClassification"
-            manifest[folder] = {"auto_class": auto, "remote_code": config["model_type"].endswith("_subnet")}
-    results = reload_without_hf_nas(tmp_path, manifest)
-    for folder, result in results.items():
-        assert not result["missing"] and not result["unexpected"], (folder, result)
-        assert max(result["max_diff"].values()) <= 1e-5, (folder, result)
+    # the reference: the same supernet (same norm budgets) with one classifier
+    assert_budgets_extract_exactly(
+        tmp_path, make_with_heads, make_switchable, "switch_", ("switchable_heads", "switchable_layer_norms")
+    )
 
 
 @pytest.mark.parametrize("family", list(FAMILIES))
@@ -162,16 +144,8 @@ def test_save_and_reload_round_trips(tmp_path, family):
     model = make_with_heads(family)
     model.save_pretrained(tmp_path)
     assert json.loads((tmp_path / "config.json").read_text())["switchable_heads"] is True
-    reloaded = FAMILIES[family][0].from_pretrained(tmp_path).eval()
+    reloaded = assert_reloads_exactly(tmp_path, model, family)
     assert type(reloaded.head_modules()[0]) is SwitchableElasticLinear
-    expected, actual = model.state_dict(), reloaded.state_dict()
-    assert actual.keys() == expected.keys()
-    for key, value in expected.items():
-        assert torch.equal(actual[key], value), key
-    batch = inputs(family)
-    with torch.no_grad():
-        for subnet in one_subnet_per_budget(model).values():
-            assert_close(run(reloaded, batch, subnet), run(model, batch, subnet))
 
 
 def test_a_checkpoint_with_norms_only_loads_with_heads_as_copies(tmp_path):
@@ -266,3 +240,15 @@ def test_bad_switchable_head_training_arguments(tmp_path):
             args=make_args(tmp_path, max_steps=1, switchable_heads=True),
             train_dataset=make_dataset(),
         )
+
+
+def test_the_head_groups_need_switchable_heads():
+    from hf_nas.training.trainer import split_head_budget_groups
+
+    model = make_switchable("vit")  # norms, no heads
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    with pytest.raises(ValueError, match=r"no switchable heads: set `switchable_heads` or leave it unset"):
+        split_head_budget_groups(optimizer, model, 1e-3)
+    enable_switchable_heads(model)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    assert split_head_budget_groups(optimizer, model, 1e-3) == 2

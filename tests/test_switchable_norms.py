@@ -201,11 +201,14 @@ def test_a_vanilla_checkpoint_loads_with_switchable_norms_and_its_largest_subnet
         assert_close(output_tensors(model(**batch)), output_tensors(vanilla.eval()(**batch)))
 
 
-def test_extracted_subnets_equal_the_supernet_in_every_budget_and_reload_without_hf_nas(tmp_path):
+def assert_budgets_extract_exactly(tmp_path, make, reference, saved_key: str, config_keys: tuple[str, ...]) -> None:
+    """For every family, a subnet of every budget of `make(family)` extracts to a model equal to the supernet with it
+    active, which differs from `reference(family)` (the same supernet without distinct budgets) exactly in the smaller
+    budgets; its config lacks `config_keys`, its weights every name holding `saved_key`, and it reloads without
+    hf-nas to 1e-5."""
     manifest = {}
     for family in FAMILIES:
-        model = make_switchable(family)
-        reference = make_switchable(family, distinct=False)
+        model, shared = make(family), reference(family)
         for budget, subnet in one_subnet_per_budget(model).items():
             folder = f"{family}-budget{budget}"
             batch = inputs(family)
@@ -213,12 +216,12 @@ def test_extracted_subnets_equal_the_supernet_in_every_budget_and_reload_without
                 expected = run(model, batch, subnet)
                 extracted = save_subnet(model, tmp_path / folder, subnet).eval()
                 assert_close(output_tensors(extracted(**batch)), expected)
-                if budget:  # the budget's own norms were written, not the shared ones
-                    other = run(reference, batch, subnet)
-                    assert any(not torch.allclose(expected[k], other[k], atol=1e-3) for k in expected)
+                other = run(shared, batch, subnet)
+                differs = any(not torch.allclose(expected[k], other[k], atol=1e-3) for k in expected)
+                assert differs == (budget > 0), "a smaller budget must write its own tensors, the largest the shared"
             config = json.loads((tmp_path / folder / "config.json").read_text())
-            assert "switchable_layer_norms" not in config
-            assert not [k for k in load_file(tmp_path / folder / "model.safetensors") if "budget_" in k]
+            assert not [key for key in config_keys if key in config]
+            assert not [k for k in load_file(tmp_path / folder / "model.safetensors") if saved_key in k]
             torch.save({"inputs": batch, "outputs": expected}, tmp_path / f"{folder}.reference.pt")
             auto = "AutoModelForSequenceClassification" if family == "bert" else "AutoModelForImageClassification"
             manifest[folder] = {"auto_class": auto, "remote_code": config["model_type"].endswith("_subnet")}
@@ -228,6 +231,16 @@ def test_extracted_subnets_equal_the_supernet_in_every_budget_and_reload_without
         assert max(result["max_diff"].values()) <= 1e-5, (folder, result)
 
 
+def test_extracted_subnets_equal_the_supernet_in_every_budget_and_reload_without_hf_nas(tmp_path):
+    assert_budgets_extract_exactly(
+        tmp_path,
+        make_switchable,
+        lambda family: make_switchable(family, distinct=False),
+        "budget_",
+        ("switchable_layer_norms",),
+    )
+
+
 # ----------------------------------------------------------------------------------------------------------------
 # save and reload
 @pytest.mark.parametrize("family", list(FAMILIES))
@@ -235,7 +248,12 @@ def test_save_and_reload_round_trips(tmp_path, family):
     model = make_switchable(family)
     model.save_pretrained(tmp_path)
     assert json.loads((tmp_path / "config.json").read_text())["switchable_layer_norms"] == list(BOUNDARIES)
-    reloaded = FAMILIES[family][0].from_pretrained(tmp_path).eval()
+    assert_reloads_exactly(tmp_path, model, family)
+
+
+def assert_reloads_exactly(folder, model: nn.Module, family: str) -> nn.Module:
+    """`model`, saved in `folder`, reloads with the same tensors and outputs in every budget; returns the reload."""
+    reloaded = FAMILIES[family][0].from_pretrained(folder).eval()
     expected, actual = model.state_dict(), reloaded.state_dict()
     assert actual.keys() == expected.keys()
     for key, value in expected.items():
@@ -244,6 +262,7 @@ def test_save_and_reload_round_trips(tmp_path, family):
     with torch.no_grad():
         for subnet in one_subnet_per_budget(model).values():
             assert_close(run(reloaded, batch, subnet), run(model, batch, subnet))
+    return reloaded
 
 
 def test_a_checkpoint_without_its_budgets_is_refused(tmp_path):

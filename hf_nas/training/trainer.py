@@ -88,19 +88,16 @@ def split_norm_budget_groups(optimizer: torch.optim.Optimizer, model: nn.Module,
     moved. Raises `ValueError` if the model has no switchable norm."""
     from ..modules import SwitchableElasticLayerNorm
 
-    budgets = {
-        id(p)
-        for m in model.modules()
-        if isinstance(m, SwitchableElasticLayerNorm)
-        for p in (m.budget_weights, m.budget_biases)
-        if p is not None
-    }
-    if not budgets:
-        raise ValueError(
-            "`switchable_norm_learning_rate` is set but the model has no switchable layer norms: set "
-            "`switchable_layer_norms` or leave it unset."
-        )
-    return split_parameter_groups(optimizer, budgets, learning_rate, "norm budget")
+    return _split_budget_groups(
+        optimizer,
+        model,
+        learning_rate,
+        SwitchableElasticLayerNorm,
+        "budget",
+        "norm",
+        "layer norms",
+        "switchable_layer_norms",
+    )
 
 
 def split_head_budget_groups(optimizer: torch.optim.Optimizer, model: nn.Module, learning_rate: float) -> int:
@@ -108,19 +105,37 @@ def split_head_budget_groups(optimizer: torch.optim.Optimizer, model: nn.Module,
     `switch_biases`). Raises `ValueError` if the model has no switchable head."""
     from ..modules import SwitchableElasticLinear
 
+    return _split_budget_groups(
+        optimizer, model, learning_rate, SwitchableElasticLinear, "switch", "head", "heads", "switchable_heads"
+    )
+
+
+def _split_budget_groups(
+    optimizer: torch.optim.Optimizer,
+    model: nn.Module,
+    learning_rate: float,
+    module_type: type,
+    prefix: str,
+    what: str,
+    things: str,
+    field: str,
+) -> int:
+    """Move the `<prefix>_weights` and `<prefix>_biases` of every `module_type` of `model` into groups at
+    `learning_rate` (see [`split_parameter_groups`]); `what`, `things` and `field` word the error when there are
+    none."""
     budgets = {
         id(p)
         for m in model.modules()
-        if isinstance(m, SwitchableElasticLinear)
-        for p in (m.switch_weights, m.switch_biases)
+        if isinstance(m, module_type)
+        for p in (getattr(m, f"{prefix}_weights"), getattr(m, f"{prefix}_biases"))
         if p is not None
     }
     if not budgets:
         raise ValueError(
-            "`switchable_head_learning_rate` is set but the model has no switchable heads: set `switchable_heads` "
-            "or leave it unset."
+            f"`switchable_{what}_learning_rate` is set but the model has no switchable {things}: set `{field}` or "
+            "leave it unset."
         )
-    return split_parameter_groups(optimizer, budgets, learning_rate, "head budget")
+    return split_parameter_groups(optimizer, budgets, learning_rate, f"{what} budget")
 
 
 def split_parameter_groups(
