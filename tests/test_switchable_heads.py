@@ -18,7 +18,7 @@ from hf_nas.modules import ElasticLinear, SwitchableElasticLinear
 from hf_nas.switchable_norms import enable_switchable_heads, norm_budget, switchable_heads
 from hf_nas.training import SupernetTrainer, get_sampler
 
-from .conftest import TINY
+from .conftest import TINY, output_tensors
 from .scripts.ddp_train import make_dataset
 from .test_mixture import FAMILIES, assert_close, inputs, make_plain, run, subnets
 from .test_switchable_norms import (
@@ -252,3 +252,22 @@ def test_the_head_groups_need_switchable_heads():
     enable_switchable_heads(model)
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
     assert split_head_budget_groups(optimizer, model, 1e-3) == 2
+
+
+def test_the_norms_of_a_head_switch_too():
+    """A head's own LayerNorm (the masked-LM transform's) follows the subnet's budget like the encoder's, and the
+    extracted model equals the supernet with the subnet active."""
+    model = ElasticBertForMaskedLM(ElasticBertConfig(**TINY, switchable_layer_norms=[0.75, 0.375])).eval()
+    norm = model.cls.predictions.transform.LayerNorm
+    with torch.no_grad():
+        norm.budget_weights.normal_()
+    small = model.search_space.smallest()
+    assert norm_budget(small, model.config) == 2
+    batch = {k: v for k, v in inputs("bert").items() if k != "labels"}
+    with model.subnet(small):
+        assert norm.active_budget == 2
+        with torch.no_grad():
+            expected = output_tensors(model(**batch))
+            extracted = model.extract_subnet().eval()
+            assert_close(output_tensors(extracted(**batch)), expected)
+    assert norm.active_budget == 0
