@@ -156,7 +156,8 @@ class VisionBenchArguments:
         default=None,
         metadata={
             "help": "Changes to the supernet's recipe only, as comma-separated key=value pairs: "
-            "uniform_subnet_probability (u), sampler_mac_tolerance (tol, targeted sampler), num_random_subnets (n), "
+            "uniform_subnet_probability (u), sampler_mac_tolerance (tol, targeted sampler), sampler_mac_targets (mt, "
+            "targeted sampler: shares separated by '/', a repeated share draws its band more often), num_random_subnets (n), "
             "learning_rate (lr), protect_largest_gradient (pg, 0 or 1), switchable_layer_norms (sln, MAC shares "
             "separated by '/'), switchable_norm_learning_rate (nlr), switchable_heads (sh, 0 or 1), "
             "switchable_head_learning_rate (hlr), distillation (dist), mixture_of_supernets (mos) and its levers "
@@ -624,6 +625,7 @@ LEVERS = {
     "uniform_subnet_probability": ("u", float),
     "sampler_mac_tolerance": ("tol", float),
     "num_random_subnets": ("n", int),
+    "sampler_mac_targets": ("mt", list),  # the targeted sampler's shares, "/"-separated, repeats weight a band
     "learning_rate": ("lr", float),
     "protect_largest_gradient": ("pg", bool),
     "switchable_layer_norms": ("sln", tuple),  # MAC-share boundaries, "/"-separated: sln=0.75/0.375
@@ -668,6 +670,10 @@ def parse_levers(text: str | None) -> dict:
                 number = check_norm_boundaries(value, f"--supernet_levers {key}")
                 if number is None:
                     raise ValueError(value)
+            elif kind is list:
+                number = tuple(float(v) for v in value.split("/"))
+                if not all(0.0 < v <= 1.0 for v in number):
+                    raise ValueError(value)
             elif kind is str:
                 if value not in CHOICES[key]:
                     raise ValueError(value)
@@ -684,6 +690,7 @@ def parse_levers(text: str | None) -> dict:
                 + {
                     bool: "0 or 1",
                     tuple: "MAC shares in (0, 1), decreasing, separated by '/'",
+                    list: "MAC shares in (0, 1], separated by '/' (a repeated share trains its band more often)",
                     str: " or ".join(CHOICES.get(key, ())),
                 }.get(kind, f"a number ({kind.__name__})")
                 + f", got {value!r}."
@@ -770,8 +777,11 @@ def supernet_recipe(args: VisionBenchArguments) -> dict:
     levers.pop("distillation", None)
     if "switchable_layer_norms" in levers:  # the training argument takes them comma-separated
         levers["switchable_layer_norms"] = ",".join(format(v, "g") for v in levers["switchable_layer_norms"])
-    if "sampler_mac_tolerance" in levers and args.sampler != "targeted":
-        raise ValueError("--supernet_levers: sampler_mac_tolerance is a lever of --sampler targeted only.")
+    for key in ("sampler_mac_tolerance", "sampler_mac_targets"):
+        if key in levers and args.sampler != "targeted":
+            raise ValueError(f"--supernet_levers: {key} is a lever of --sampler targeted only.")
+    if "sampler_mac_targets" in levers:  # the training argument takes them comma-separated
+        levers["sampler_mac_targets"] = ",".join(format(v, "g") for v in levers["sampler_mac_targets"])
     if args.sampler == "sandwich":
         return {**RECIPE, **levers}
     return {**RECIPE, "sampler": args.sampler, "sampler_mac_targets": args.mac_targets, **levers}

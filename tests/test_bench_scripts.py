@@ -253,6 +253,39 @@ def test_vision_switchable_norms_lever_reaches_the_training_arguments(load):
             bench.parse_levers(bad)
 
 
+def test_vision_mac_targets_lever_weights_the_bands_of_the_targeted_sampler(load):
+    """`--supernet_levers mt=0.5/0.5/0.5/0.25,n=4`: the targeted sampler draws three subnets at 50% and one at 25% each
+    step; its rows and report get `_mt0.5-0.5-0.5-0.25`; bad shares and another sampler are refused."""
+    bench = load("bench_vision")
+    a = bench.VisionBenchArguments(sampler="targeted", supernet_levers="mt=0.5/0.5/0.5/0.25,n=4")
+    recipe = bench.supernet_recipe(a)
+    assert recipe["sampler_mac_targets"] == "0.5,0.5,0.5,0.25" and recipe["num_random_subnets"] == 4
+    args = bench.SupernetTrainingArguments("o", distillation="teacher", **recipe)
+    assert args.mac_targets() == (0.5, 0.5, 0.5, 0.25)
+    from hf_nas import SearchSpace
+    from hf_nas.training.samplers import TargetedSampler
+
+    space = SearchSpace(
+        num_hidden_layers=(2, 4),
+        num_attention_heads=(2, 4),
+        intermediate_size=(32, 64),
+        hidden_size=(32,),
+        attention_head_size=8,
+    )
+    sampler = TargetedSampler(space, mac_targets=args.mac_targets(), num_random_subnets=4)
+    assert [sampler.target_of(step, i) for step in (0, 7) for i in range(4)] == [0.5, 0.5, 0.5, 0.25] * 2
+    settings = dataclasses.asdict(a)
+    assert bench.report_name_of(settings) == "vision_targeted_n4_mt0.5-0.5-0.5-0.25"
+    assert bench.make_target_of(settings) == "bench-vision-targeted-n4-mt0.5-0.5-0.5-0.25"
+    assert "sampler_mac_targets 0.5/0.5/0.5/0.25" in " ".join(bench.levers_words(settings))
+    assert "one of 50%, 50%, 50%, 25% of the largest's, in turn" in bench.sampler_words(recipe)
+    with pytest.raises(ValueError, match="sampler_mac_targets is a lever of --sampler targeted only"):
+        bench.supernet_recipe(bench.VisionBenchArguments(supernet_levers="mt=0.5"))
+    for bad in ("mt=0", "mt=1.5", "mt=half", "mt=0.5//0.25"):
+        with pytest.raises(ValueError, match=r"sampler_mac_targets takes MAC shares in \(0, 1\], separated by '/'"):
+            bench.parse_levers(bad)
+
+
 def test_vision_switchable_heads_levers_reach_the_training_arguments(load):
     """`--supernet_levers ...,sh=1,hlr=1e-3`: the supernet trains with switchable heads at their own learning rate;
     rows and report get `_sh1_hlr0.001`; heads without norms, or a head rate without heads, are refused."""
