@@ -45,7 +45,8 @@ class SupernetTrainingArguments(TrainingArguments):
         default=None,
         metadata={
             "help": "targeted sampler: comma-separated shares of the largest subnet's MACs to train subnets at "
-            "(default '0.5,0.25'); each random subnet of a step is drawn just below one of them, in turn."
+            "(default '0.5,0.25'); each random subnet of a step is drawn just below one of them, in turn (a repeated "
+            "share trains its band more often)."
         },
     )
     sampler_mac_tolerance: float = field(
