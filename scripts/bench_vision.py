@@ -85,7 +85,7 @@ from hf_nas.switchable_norms import check_norm_boundaries
 from hf_nas.training import SupernetTrainer, SupernetTrainingArguments
 from hf_nas.training.recipes import RECIPE_DEFAULTS
 from hf_nas.training.training_args import EXTERNAL_TEACHER_MODES
-from hf_nas.utils import checkpoint_name
+from hf_nas.utils import atomic_write_text, checkpoint_name
 
 logger = logging.getLogger("hf_nas.bench_vision")
 
@@ -163,6 +163,14 @@ class VisionBenchArguments:
             "switchable_head_learning_rate (hlr), distillation (dist), mixture_of_supernets (mos) and its levers "
             "(me, mn, mstd, mrlr). The supernet gets its own rows, model and report (suffixed _u1_tol0.05 and so on); "
             "the teacher and the trained-alone rows are shared."
+        },
+    )
+    summary: bool = field(
+        default=False,
+        metadata={
+            "help": "Only rewrite the summary of every published vision report (<output_dir>/vision_levers.md, one "
+            "row per report and model: the levers and each MAC point's gap to the teacher and to the trained-alone "
+            "twin) from the reports' JSON, and exit. Every run rewrites it too."
         },
     )
 
@@ -789,6 +797,9 @@ def supernet_recipe(args: VisionBenchArguments) -> dict:
 
 def main() -> None:
     args = parse_args(VisionBenchArguments)
+    if args.summary:
+        write_summary(args.output_dir)
+        return
     supernet_recipe(args)  # an unknown sampler fails here, before any data is read
     setup_logging()
     started = time.perf_counter()
@@ -818,6 +829,103 @@ def main() -> None:
     name = report_name_of(dataclasses.asdict(args))
     plot(result, os.path.join(args.output_dir, f"{name}_curves.png"))
     write_results(args.output_dir, name, result, render_markdown(result))
+    write_summary(args.output_dir)
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# the summary of every published report
+SUMMARY_NAME = "vision_levers"
+
+
+def short_arch(subnet: dict) -> str:
+    """`L8 H4 F1152 D384`: depth, heads, FFN width (a range when they differ across layers) and hidden size."""
+
+    def span(values: list[int]) -> str:
+        return str(values[0]) if len(set(values)) == 1 else f"{min(values)}-{max(values)}"
+
+    return (
+        f"L{subnet['num_hidden_layers']} H{span(subnet['num_attention_heads'])} "
+        f"F{span(subnet['intermediate_size'])} D{subnet['hidden_size']}"
+    )
+
+
+def render_summary(reports: dict[str, dict]) -> str:
+    """One table per model over the reports (`{name: report JSON}`): each report's make target, steps and levers, the
+    full model's gap to the teacher, and at 50% and 25% of the MACs the selected architecture and its gaps to the
+    teacher and to the same architecture trained alone (paired 95% intervals). Rows by steps, then by the 50% gap to
+    the trained-alone twin, best first."""
+
+    def iv(x: dict | None) -> str:
+        return "-" if x is None else f"{x['diff']:+.2f} [{x['low']:+.2f}, {x['high']:+.2f}]"
+
+    by_kind: dict[str, list[tuple]] = {}
+    for name, r in reports.items():
+        s = r["settings"]
+        for m in r["models"]:
+            points = {p["point"]: p for p in m["points"]}
+            half = points[0.5]
+            by_kind.setdefault(m["kind"], []).append(
+                (s.get("max_steps", 360), -half.get("minus_alone", {"diff": -1e9})["diff"], name, s, m, points)
+            )
+    lines = [
+        "# Vision supernet benchmarks: every published report side by side",
+        "",
+        "Written by `scripts/bench_vision.py` (each run, or `--summary` alone) from the JSON of the reports in this "
+        "folder; each row's make target reproduces its report, which records the command, commit and data. CIFAR-10 "
+        "test accuracy (10,000 images), differences in points with paired 95% bootstrap intervals; *alone* is the same "
+        "architecture trained alone with the same teacher, losses and steps. *Levers* are the changes from the "
+        "published recipe (`--supernet_levers`: n random subnets, mt sampler shares, pg gradient protection, sln "
+        "switchable-norm budgets, nlr their learning rate, sh/hlr switchable heads, mos/me/mn/mstd/mrlr "
+        "Mixture-of-Supernets, dist distillation, u/tol uniform share and band, lr learning rate). The teacher and the "
+        "trained-alone rows are shared by reports of the same steps, so rows of one model and steps are paired. "
+        "Training times are wall times as measured (some runs shared the machine with another job).",
+        "",
+    ]
+    for kind in sorted(by_kind):
+        rows = sorted(by_kind[kind], key=lambda row: row[:3])
+        lines += [
+            f"## {rows[0][4]['model']}",
+            "",
+            "| make target | steps | sampler, levers | full model - teacher | 50%: subnet | 50% - teacher | "
+            "50% - alone | 25%: subnet | 25% - teacher | 25% - alone | supernet training |",
+            "|---|---:|---|---|---|---|---|---|---|---|---:|",
+        ]
+        for steps, _, _, s, m, points in rows:
+            cells = [
+                f"`{make_target_of(s)}`",
+                str(steps),
+                ", ".join(
+                    [
+                        s.get("sampler") or "sandwich",
+                        *(s["supernet_levers"].split(",") if s.get("supernet_levers") else []),
+                    ]
+                ),
+                iv(points[1.0]["minus_teacher"]),
+            ]
+            for point in (0.5, 0.25):
+                p = points[point]
+                cells += [
+                    f"{short_arch(p['subnet'])} ({100 * p['mac_ratio']:.1f}%): {p['test']:.2f}%",
+                    iv(p["minus_teacher"]),
+                    iv(p.get("minus_alone")),
+                ]
+            cells.append(f"{m['supernet_train_seconds'] / 60:.1f} min")
+            lines.append("| " + " | ".join(cells) + " |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def write_summary(folder: str) -> str:
+    """Rewrite `<folder>/vision_levers.md` from every `<folder>/vision*.json` report (atomically); returns its path."""
+    reports = {}
+    for path in sorted(glob.glob(os.path.join(folder, "vision*.json"))):
+        with open(path) as f:
+            reports[os.path.basename(path)[: -len(".json")]] = json.load(f)
+    if not reports:
+        raise FileNotFoundError(f"No vision report (vision*.json) in {folder} to summarize.")
+    out = os.path.join(folder, f"{SUMMARY_NAME}.md")
+    atomic_write_text(out, render_summary(reports))
+    return out
 
 
 def plot(result: dict, path: str) -> None:

@@ -379,6 +379,86 @@ def test_every_published_vision_report_names_a_make_target_that_exists(load):
             assert recipe.split()[-1] == settings["supernet_levers"]
 
 
+def test_published_vision_summary_is_current_and_lists_every_report(load):
+    """`docs/benchmarks/vision_levers.md` is what `bench_vision.py --summary` writes from the committed reports today,
+    with one row per report and model naming its make target."""
+    bench = load("bench_vision")
+    folder = os.path.join(os.path.dirname(SCRIPTS), "docs", "benchmarks")
+    reports = {}
+    for path in sorted(glob.glob(os.path.join(folder, "vision*.json"))):
+        with open(path) as f:
+            reports[os.path.basename(path).removesuffix(".json")] = json.load(f)
+    expected = bench.render_summary(reports)
+    with open(os.path.join(folder, "vision_levers.md")) as f:
+        assert f.read() == expected, "docs/benchmarks/vision_levers.md is stale: run make bench-vision-summary"
+    rows = [line for line in expected.splitlines() if line.startswith("| `bench-vision")]
+    assert len(rows) == sum(len(r["models"]) for r in reports.values())
+    for r in reports.values():
+        assert f"| `{bench.make_target_of(r['settings'])}` |" in expected
+
+
+def test_vision_summary_orders_rows_and_writes_each_gap(load, tmp_path):
+    """Rows of one model are ordered by steps, then by the 50% gap to the trained-alone twin (best first); each MAC
+    point shows its architecture, accuracy and paired gaps; a folder without reports is refused."""
+    bench = load("bench_vision")
+
+    def iv(diff):
+        return {"diff": diff, "low": diff - 0.5, "high": diff + 0.5}
+
+    def report(levers, alone_gap, steps=360):
+        subnet = {
+            "num_hidden_layers": 8,
+            "num_attention_heads": [4] * 7 + [6],
+            "intermediate_size": [1152] * 8,
+            "hidden_size": 384,
+        }
+        points = [
+            {"point": 1.0, "subnet": subnet, "mac_ratio": 1.0, "test": 62.0, "minus_teacher": iv(3.0)},
+            {
+                "point": 0.5,
+                "subnet": subnet,
+                "mac_ratio": 0.486,
+                "test": 58.0,
+                "minus_teacher": iv(-0.5),
+                "minus_alone": iv(alone_gap),
+            },
+            {
+                "point": 0.25,
+                "subnet": subnet,
+                "mac_ratio": 0.245,
+                "test": 54.0,
+                "minus_teacher": iv(-4.0),
+                "minus_alone": iv(-1.5),
+            },
+        ]
+        settings = {"sampler": "targeted", "max_steps": steps, "supernet_levers": levers}
+        if steps != 360:
+            settings["teacher_max_steps"] = 360
+        return {
+            "settings": settings,
+            "models": [{"kind": "vit", "model": "vit-s", "points": points, "supernet_train_seconds": 600}],
+        }
+
+    text = bench.render_summary(
+        {"a": report("n=4", -2.0), "b": report("n=4,mt=0.5/0.5/0.5/0.25", -1.6), "c": report(None, -3.0, steps=1080)}
+    )
+    rows = [line for line in text.splitlines() if line.startswith("| `bench")]
+    assert [row.split("`")[1] for row in rows] == [
+        "bench-vision-targeted-n4-mt0.5-0.5-0.5-0.25",
+        "bench-vision-targeted-n4",
+        "bench-vision-targeted-s1080",
+    ]
+    assert (
+        "| targeted, n=4, mt=0.5/0.5/0.5/0.25 | +3.00 [+2.50, +3.50] | L8 H4-6 F1152 D384 (48.6%): 58.00% |" in rows[0]
+    )
+    assert "| -1.60 [-2.10, -1.10] |" in rows[0] and rows[0].endswith("| 10.0 min |")
+    with pytest.raises(FileNotFoundError, match="No vision report"):
+        bench.write_summary(str(tmp_path))
+    with open(os.path.join(str(tmp_path), "vision_x.json"), "w") as f:
+        json.dump(report("n=4", -2.0), f)
+    assert open(bench.write_summary(str(tmp_path))).read() == bench.render_summary({"vision_x": report("n=4", -2.0)})
+
+
 def test_vision_report_of_the_longer_training_lever_shows_both_curves_and_the_budget_caveat(load):
     """The published longer-training report: the curve table spans every step of either curve (the teacher's shorter
     one padded), and the report says that the teacher comparisons are at unequal budgets."""
