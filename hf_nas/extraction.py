@@ -37,6 +37,7 @@ def subnet_model_config(supernet: PreTrainedModel, subnet: SubnetConfig):
         "mixture_of_supernets",
         "switchable_layer_norms",
         "switchable_heads",
+        "switchable_biases",
         "model_type",
         "transformers_version",
         "auto_map",

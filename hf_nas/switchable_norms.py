@@ -17,6 +17,9 @@ switchable norms changes no output.
 
 With `switchable_heads` set as well, the task head (the classifier) switches with the same budgets: each budget reads
 its subnets' features with its own weight and bias (see [`SwitchableElasticLinear`]), also a copy at the start.
+With `switchable_biases`, every linear layer of the encoder layers that has a bias switches its bias with the same
+budgets (see [`SwitchableBiasElasticLinear`]): the weight matrices stay shared, each budget's subnets shift the
+projections' outputs with their own biases, again copies at the start.
 """
 
 from __future__ import annotations
@@ -26,17 +29,26 @@ from typing import Any
 
 from torch import nn
 
-from .modules import ElasticLayerNorm, ElasticLinear, SwitchableElasticLayerNorm, SwitchableElasticLinear
+from .modules import (
+    ElasticLayerNorm,
+    ElasticLinear,
+    SwitchableBiasElasticLinear,
+    SwitchableElasticLayerNorm,
+    SwitchableElasticLinear,
+)
 from .search_space import SubnetConfig
 from .validation import check_floats
 
 __all__ = [
+    "SWITCHABLE_BIAS_PARAMETER_PATTERN",
     "SWITCHABLE_HEAD_PARAMETER_PATTERN",
     "SWITCHABLE_NORM_PARAMETER_PATTERN",
+    "attach_switchable_biases",
     "attach_switchable_heads",
     "attach_switchable_norms",
     "check_no_switchable_norms",
     "check_norm_boundaries",
+    "enable_switchable_biases",
     "enable_switchable_heads",
     "enable_switchable_norms",
     "encoder_mac_share",
@@ -44,6 +56,7 @@ __all__ = [
     "init_switchable_weights",
     "norm_budget",
     "set_norm_budget",
+    "switchable_biases",
     "switchable_heads",
     "switchable_norms",
 ]
@@ -52,6 +65,10 @@ __all__ = [
 SWITCHABLE_NORM_PARAMETER_PATTERN = re.compile(r"(?:^|\.)budget_(?:weights|biases)$")
 # The parameter names switchable heads add.
 SWITCHABLE_HEAD_PARAMETER_PATTERN = re.compile(r"(?:^|\.)switch_(?:weights|biases)$")
+# The parameter names switchable biases add.
+SWITCHABLE_BIAS_PARAMETER_PATTERN = re.compile(r"(?:^|\.)bias_budgets$")
+# The modules that switch with the norm budgets.
+_SWITCHES = (SwitchableElasticLayerNorm, SwitchableElasticLinear, SwitchableBiasElasticLinear)
 
 
 def check_norm_boundaries(value: Any, field: str = "switchable_layer_norms") -> tuple[float, ...] | None:
@@ -146,20 +163,21 @@ def switchable_heads(model: nn.Module) -> list[SwitchableElasticLinear]:
     return [module for module in model.modules() if isinstance(module, SwitchableElasticLinear)]
 
 
+def switchable_biases(model: nn.Module) -> list[SwitchableBiasElasticLinear]:
+    """Every [`SwitchableBiasElasticLinear`] (switchable bias) of `model`, in module order."""
+    return [module for module in model.modules() if isinstance(module, SwitchableBiasElasticLinear)]
+
+
 def has_switchable_norms(model: Any) -> bool:
     """Whether `model` (a supernet) has switchable layer norms."""
     return bool(_boundaries_of(getattr(model, "config", None)))
 
 
 def set_norm_budget(model: nn.Module, subnet: SubnetConfig, skip: nn.Module | None = None) -> None:
-    """Give every switchable norm and head of `model` (outside `skip`, a submodule) the budget of `subnet` (the
+    """Give every switchable norm, head and bias of `model` (outside `skip`, a submodule) the budget of `subnet` (the
     supernet calls this on every subnet change)."""
     skipped = set() if skip is None else {id(m) for m in skip.modules()}
-    switches = [
-        m
-        for m in model.modules()
-        if isinstance(m, (SwitchableElasticLayerNorm, SwitchableElasticLinear)) and id(m) not in skipped
-    ]
+    switches = [m for m in model.modules() if isinstance(m, _SWITCHES) and id(m) not in skipped]
     if not switches:
         return
     budget = norm_budget(subnet, model.config)
@@ -194,6 +212,23 @@ def attach_switchable_heads(model: nn.Module, num_budgets: int) -> int:
         ElasticLinear,
         num_budgets,
         "head budgets already; the norm boundaries ask for",
+    )
+
+
+def attach_switchable_biases(model: nn.Module, num_budgets: int) -> int:
+    """Turn every [`ElasticLinear`] with a bias inside the encoder layers of `model` (`elastic_layers()`: the attention
+    projections and the FFN) into a [`SwitchableBiasElasticLinear`] with `num_budgets` budgets (in place, taking over
+    its weight and bias; already converted ones are kept) and return how many were converted. The outputs do not
+    change: every budget's bias starts as a copy."""
+    base = getattr(model, "base_model", model)
+    encoder = {id(m) for layer in base.elastic_layers() for m in layer.modules()}
+    return _attach(
+        model,
+        lambda module: id(module) in encoder and getattr(module, "bias", None) is not None,
+        SwitchableBiasElasticLinear,
+        ElasticLinear,
+        num_budgets,
+        "bias budgets already; the norm boundaries ask for",
     )
 
 
@@ -257,6 +292,48 @@ def enable_switchable_heads(model: Any) -> Any:
     return model
 
 
+def enable_switchable_biases(model: Any) -> Any:
+    """Give a supernet with switchable layer norms switchable biases as well, in place, and return it: every linear
+    layer of its encoder layers that has a bias gets one bias per norm budget, each a copy, so nothing it computes
+    changes. The config's `switchable_biases` records it. Raises `ValueError` for a supernet without switchable norms
+    (the budgets are theirs) or with Mixture-of-Supernets (whose layers mix the weights and biases themselves), and
+    `TypeError` for anything but a supernet.
+
+    Example:
+
+    ```python
+    >>> from hf_nas import ElasticViTConfig, ElasticViTForImageClassification
+    >>> from hf_nas.switchable_norms import enable_switchable_biases, enable_switchable_norms, switchable_biases
+    >>> model = ElasticViTForImageClassification(ElasticViTConfig(hidden_size=32, num_hidden_layers=2,
+    ...     num_attention_heads=4, intermediate_size=64, image_size=32, patch_size=8))
+    >>> model = enable_switchable_biases(enable_switchable_norms(model, "0.75,0.375"))
+    >>> len(switchable_biases(model)), model.config.switchable_biases  # q, k, v, o, fc1, fc2 in 2 layers
+    (12, True)
+    ```
+    """
+    from .models.supernet import SupernetMixin
+
+    if not isinstance(model, SupernetMixin):
+        raise TypeError(
+            "Switchable biases need an elastic supernet (ElasticBert*, ElasticViT*, ElasticBeit*), got "
+            f"{type(model).__name__}."
+        )
+    boundaries = _boundaries_of(model.config)
+    if boundaries is None:
+        raise ValueError(
+            "Switchable biases switch with the norm budgets, and this supernet has no switchable layer norms: set "
+            "switchable_layer_norms (e.g. 0.75,0.375) as well."
+        )
+    if getattr(model.config, "mixture_of_supernets", None):
+        raise ValueError(
+            "Switchable biases do not support a Mixture-of-Supernets supernet (its layers mix their own weights and "
+            "biases): use one or the other."
+        )
+    model.config.switchable_biases = True
+    attach_switchable_biases(model, len(boundaries) + 1)
+    return model
+
+
 def enable_switchable_norms(model: Any, boundaries: Any) -> Any:
     """Give a supernet switchable layer norms, in place, and return it.
 
@@ -309,9 +386,9 @@ def enable_switchable_norms(model: Any, boundaries: Any) -> Any:
 def init_switchable_weights(module: nn.Module) -> None:
     """The initialization of a switchable norm, for a supernet's `_init_weights` (after the vanilla one): every budget
         a copy of the norm's weight and bias. Tensors loaded from a checkpoint are left as they are (transformers marks
-        them), so a vanilla checkpoint loaded into a supernet with switchable norms gets budgets equal to its norms (and
-    switchable heads: each budget a copy of the head)."""
-    if isinstance(module, (SwitchableElasticLayerNorm, SwitchableElasticLinear)):
+    them), so a vanilla checkpoint loaded into a supernet with switchable norms gets budgets equal to its norms (and
+    switchable heads: each budget a copy of the head; switchable biases: each budget a copy of the layer's bias)."""
+    if isinstance(module, _SWITCHES):
         module.reset_budgets()
 
 

@@ -160,7 +160,8 @@ class VisionBenchArguments:
             "targeted sampler: shares separated by '/', a repeated share draws its band more often), num_random_subnets (n), "
             "learning_rate (lr), protect_largest_gradient (pg, 0 or 1), switchable_layer_norms (sln, MAC shares "
             "separated by '/'), switchable_norm_learning_rate (nlr), switchable_heads (sh, 0 or 1), "
-            "switchable_head_learning_rate (hlr), distillation (dist), mixture_of_supernets (mos) and its levers "
+            "switchable_head_learning_rate (hlr), switchable_biases (sb, 0 or 1), switchable_bias_learning_rate (blr), "
+            "distillation (dist), mixture_of_supernets (mos) and its levers "
             "(me, mn, mstd, mrlr). The supernet gets its own rows, model and report (suffixed _u1_tol0.05 and so on); "
             "the teacher and the trained-alone rows are shared."
         },
@@ -640,6 +641,8 @@ LEVERS = {
     "switchable_norm_learning_rate": ("nlr", float),  # the norm budgets' own learning rate
     "switchable_heads": ("sh", bool),  # the classifier switches with the norm budgets
     "switchable_head_learning_rate": ("hlr", float),  # the head budgets' own learning rate
+    "switchable_biases": ("sb", bool),  # the encoder linears' biases switch with the norm budgets
+    "switchable_bias_learning_rate": ("blr", float),  # the bias budgets' own learning rate
     "distillation": ("dist", str),  # teacher (the recipe's) or chain (the teacher teaches the largest, it the rest)
     "mixture_of_supernets": ("mos", str),  # Mixture-of-Supernets on the FFN linears: layer or neuron
     "mixture_num_experts": ("me", int),
@@ -729,6 +732,20 @@ def parse_levers(text: str | None) -> dict:
     ):
         raise ValueError(
             f"--supernet_levers {text!r}: switchable_head_learning_rate must be > 0, with switchable_heads=1 set."
+        )
+    if out.get("switchable_biases") and "switchable_layer_norms" not in out:
+        raise ValueError(
+            f"--supernet_levers {text!r}: switchable_biases switch with the norm budgets: set switchable_layer_norms too."
+        )
+    if out.get("switchable_bias_learning_rate", 1.0) <= 0 or (
+        "switchable_bias_learning_rate" in out and not out.get("switchable_biases")
+    ):
+        raise ValueError(
+            f"--supernet_levers {text!r}: switchable_bias_learning_rate must be > 0, with switchable_biases=1 set."
+        )
+    if out.get("switchable_biases") and "mixture_of_supernets" in out:
+        raise ValueError(
+            f"--supernet_levers {text!r}: switchable_biases do not support a mixture (mos): use one or the other."
         )
     if any(key in out for key in MIXTURE_LEVERS) and "mixture_of_supernets" not in out:
         raise ValueError(
@@ -875,7 +892,7 @@ def render_summary(reports: dict[str, dict]) -> str:
         "test accuracy (10,000 images), differences in points with paired 95% bootstrap intervals; *alone* is the same "
         "architecture trained alone with the same teacher, losses and steps. *Levers* are the changes from the "
         "published recipe (`--supernet_levers`: n random subnets, mt sampler shares, pg gradient protection, sln "
-        "switchable-norm budgets, nlr their learning rate, sh/hlr switchable heads, mos/me/mn/mstd/mrlr "
+        "switchable-norm budgets, nlr their learning rate, sh/hlr switchable heads, sb/blr switchable biases, mos/me/mn/mstd/mrlr "
         "Mixture-of-Supernets, dist distillation, u/tol uniform share and band, lr learning rate). The teacher and the "
         "trained-alone rows are shared by reports of the same steps, so rows of one model and steps are paired. "
         "Training times are wall times as measured (some runs shared the machine with another job).",
@@ -1037,6 +1054,22 @@ def levers_words(s: dict) -> list[str]:
                     "",
                 ]
                 if levers.get("switchable_heads")
+                else []
+            )
+            + (
+                [
+                    "**Switchable biases**: every linear layer of the encoder layers that has a bias (attention "
+                    "projections, FFN) switches its bias with the same budgets (a copy of the teacher's at the start; "
+                    "the weight matrices stay shared); an extracted subnet gets its budget's biases"
+                    + (
+                        f"; the bias budgets train at their own learning rate "
+                        f"{lever_text(levers['switchable_bias_learning_rate'])}."
+                        if "switchable_bias_learning_rate" in levers
+                        else "; the bias budgets train at the supernet's learning rate."
+                    ),
+                    "",
+                ]
+                if levers.get("switchable_biases")
                 else []
             )
             if "switchable_layer_norms" in levers

@@ -313,6 +313,36 @@ def test_vision_switchable_heads_levers_reach_the_training_arguments(load):
             bench.parse_levers(bad)
 
 
+def test_vision_switchable_bias_levers_reach_the_training_arguments(load):
+    """`--supernet_levers ...,sb=1,blr=0.1`: the supernet trains with switchable biases at their own learning rate;
+    rows and report get `_sb1_blr0.1`; biases without norms, a bias rate without biases, and biases with a mixture are
+    refused."""
+    bench = load("bench_vision")
+    a = bench.VisionBenchArguments(sampler="targeted", supernet_levers="n=4,sln=0.75/0.375,nlr=0.1,sb=1,blr=0.1")
+    recipe = bench.supernet_recipe(a)
+    assert recipe["switchable_biases"] is True and recipe["switchable_bias_learning_rate"] == 0.1
+    args = bench.SupernetTrainingArguments("o", distillation="teacher", **recipe)
+    assert args.switchable_biases and args.switchable_bias_learning_rate == 0.1
+    settings = dataclasses.asdict(a)
+    assert bench.report_name_of(settings) == "vision_targeted_n4_sln0.75-0.375_nlr0.1_sb1_blr0.1"
+    words = " ".join(bench.levers_words(settings))
+    assert "**Switchable biases**" in words and "bias budgets train at their own learning rate 0.1" in words
+    plain = bench.VisionBenchArguments(sampler="targeted", supernet_levers="sln=0.75/0.375,sb=1")
+    assert "bias budgets train at the supernet's learning rate" in " ".join(
+        bench.levers_words(dataclasses.asdict(plain))
+    )
+    assert "Switchable biases" not in " ".join(
+        bench.levers_words(dataclasses.asdict(bench.VisionBenchArguments(supernet_levers="sln=0.5")))
+    )
+    with pytest.raises(ValueError, match=r"switchable_biases switch with the norm budgets"):
+        bench.parse_levers("sb=1")
+    for bad in ("sln=0.5,blr=1e-3", "sln=0.5,sb=0,blr=1e-3", "sln=0.5,sb=1,blr=0"):
+        with pytest.raises(ValueError, match=r"switchable_bias_learning_rate must be > 0, with switchable_biases=1"):
+            bench.parse_levers(bad)
+    with pytest.raises(ValueError, match=r"switchable_biases do not support a mixture \(mos\)"):
+        bench.parse_levers("sln=0.5,sb=1,mos=layer")
+
+
 def test_vision_mixture_levers_reach_the_training_arguments(load):
     """`--supernet_levers mos=layer,mn=0.05,mstd=0,mrlr=3e-3`: the supernet trains with a Mixture-of-Supernets of
     that setting; its rows and report get the levers' suffix and a line on the mixture; a mixture lever without

@@ -16,7 +16,8 @@ class ElasticConfigMixin:
 
     The subclass sets `model_type` (e.g. `"elastic_vit"`), `_loadable_model_types` (the vanilla type and its own)
     and `_family` (a display name), declares `search_space: dict | None = None` and
-    `mixture_of_supernets: dict | str | None = None` and `switchable_layer_norms: list | str | None = None` and `switchable_heads: bool = False`, and calls
+    `mixture_of_supernets: dict | str | None = None` and `switchable_layer_norms: list | str | None = None`, `switchable_heads: bool = False` and
+    `switchable_biases: bool = False`, and calls
     `_init_search_space()`, `_init_mixture()` and `_init_switchable_norms()` at the end of its `__post_init__`.
     """
 
@@ -55,19 +56,25 @@ class ElasticConfigMixin:
 
     def _init_switchable_norms(self) -> None:
         """Check `switchable_layer_norms` (None, MAC-share boundaries or a comma-separated string of them, see
-        [`hf_nas.switchable_norms`]) and store it as a list of floats, or None; and `switchable_heads` (a bool, True
-        only with boundaries)."""
+        [`hf_nas.switchable_norms`]) and store it as a list of floats, or None; and `switchable_heads` and
+        `switchable_biases` (bools, True only with boundaries; switchable biases not with Mixture-of-Supernets)."""
         from ..switchable_norms import check_norm_boundaries
 
         boundaries = check_norm_boundaries(self.switchable_layer_norms)
         self.switchable_layer_norms = None if boundaries is None else list(boundaries)
-        heads = getattr(self, "switchable_heads", False)
-        if not isinstance(heads, bool):
-            raise TypeError(f"switchable_heads must be True or False, got {heads!r} of type {type(heads).__name__}.")
-        if heads and boundaries is None:
+        for field, what in (("switchable_heads", "the task head"), ("switchable_biases", "the encoder's biases")):
+            value = getattr(self, field, False)
+            if not isinstance(value, bool):
+                raise TypeError(f"{field} must be True or False, got {value!r} of type {type(value).__name__}.")
+            if value and boundaries is None:
+                raise ValueError(
+                    f"{field}=True switches {what} with the norm budgets, but switchable_layer_norms is "
+                    f"unset: set its MAC-share boundaries as well (e.g. [0.75, 0.375]), or {field}=False."
+                )
+        if getattr(self, "switchable_biases", False) and getattr(self, "mixture_of_supernets", None):
             raise ValueError(
-                "switchable_heads=True switches the task head with the norm budgets, but switchable_layer_norms is "
-                "unset: set its MAC-share boundaries as well (e.g. [0.75, 0.375]), or switchable_heads=False."
+                "switchable_biases=True does not support mixture_of_supernets (its layers mix their own weights and "
+                "biases): use one or the other."
             )
 
     def check_search_space(self) -> SearchSpace:

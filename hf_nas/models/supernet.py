@@ -21,8 +21,10 @@ from ..mixture import (
 )
 from ..search_space import SearchSpace, SubnetConfig
 from ..switchable_norms import (
+    SWITCHABLE_BIAS_PARAMETER_PATTERN,
     SWITCHABLE_HEAD_PARAMETER_PATTERN,
     SWITCHABLE_NORM_PARAMETER_PATTERN,
+    attach_switchable_biases,
     attach_switchable_heads,
     attach_switchable_norms,
     check_norm_boundaries,
@@ -126,6 +128,7 @@ class SupernetMixin:
         info = _check_mixture_keys(model, where, saved, info)
         info = _check_switchable_norm_keys(model, where, saved, info)
         info = _check_switchable_head_keys(model, where, saved, info)
+        info = _check_switchable_bias_keys(model, where, saved, info)
         if local and _model_type(folder) == cls.config_class.model_type:
             _check_layers(model.config, where, info["missing_keys"], info["unexpected_keys"])
         if mixture_config_of(model.config) is not None:
@@ -145,6 +148,8 @@ class SupernetMixin:
             attach_switchable_norms(self, boundaries)
             if self.config.switchable_heads:
                 attach_switchable_heads(self, len(boundaries) + 1)
+            if self.config.switchable_biases:
+                attach_switchable_biases(self, len(boundaries) + 1)
         super().post_init()
 
     def _init_weights(self, module: Any) -> None:
@@ -318,6 +323,21 @@ def _check_switchable_head_keys(model: Any, where: str, saved: dict | None, info
         tensors="switchable head budgets",
         tensor="switchable head budget",
         none="none (switchable_heads is False)",
+    )
+
+
+def _check_switchable_bias_keys(model: Any, where: str, saved: dict | None, info: dict) -> dict:
+    """Like [`_check_switchable_norm_keys`], for the bias budgets of `switchable_biases`."""
+    return _check_added_keys(
+        info,
+        where,
+        saved,
+        SWITCHABLE_BIAS_PARAMETER_PATTERN,
+        "switchable_biases",
+        enabled=bool(getattr(model.config, "switchable_biases", False)),
+        tensors="switchable bias budgets",
+        tensor="switchable bias budget",
+        none="none (switchable_biases is False)",
     )
 
 

@@ -11,7 +11,7 @@ from .conv import ElasticConv2d
 from .embedding import ElasticEmbedding
 from .layer import ElasticLayer
 from .layernorm import ElasticLayerNorm, SwitchableElasticLayerNorm
-from .linear import ElasticLinear, SwitchableElasticLinear
+from .linear import ElasticLinear, SwitchableBiasElasticLinear, SwitchableElasticLinear
 from .primitive import ElasticPrimitive
 
 ELASTIC_PRIMITIVES = (ElasticConv2d, ElasticEmbedding, ElasticLayerNorm, ElasticLinear)
@@ -26,6 +26,7 @@ __all__ = [
     "ElasticPrimitive",
     "ElasticSelfAttention",
     "SelfAttention",
+    "SwitchableBiasElasticLinear",
     "SwitchableElasticLayerNorm",
     "SwitchableElasticLinear",
 ]

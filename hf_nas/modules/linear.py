@@ -9,7 +9,7 @@ from torch import nn
 from ..validation import check_size
 from .primitive import ElasticPrimitive
 
-__all__ = ["ElasticLinear", "SwitchableElasticLinear"]
+__all__ = ["ElasticLinear", "SwitchableBiasElasticLinear", "SwitchableElasticLinear"]
 
 
 class ElasticLinear(ElasticPrimitive, nn.Linear):
@@ -213,6 +213,104 @@ class SwitchableElasticLinear(ElasticLinear):
     def permute_in_features(self, index: torch.Tensor) -> None:
         super().permute_in_features(index)
         self.switch_weights.copy_(self.switch_weights[:, :, index])
+
+    def extra_repr(self) -> str:
+        return f"{super().extra_repr()}, num_budgets={self.num_budgets}, active_budget={self.active_budget}"
+
+
+class SwitchableBiasElasticLinear(ElasticLinear):
+    """[`ElasticLinear`] with one bias per subnet budget and one shared weight (a switchable bias).
+
+    The budgets are those of the switchable layer norms (see [`hf_nas.switchable_norms`]): `bias` (the vanilla name
+    and shape) is budget 0, the one the largest subnets use, so a vanilla or plain supernet checkpoint loads without key
+    mapping and the largest subnet stays the vanilla model. `bias_budgets`, shape `(num_budgets - 1, out_features)`,
+    holds budgets 1, 2, ...: the encoder's projections of smaller subnets shift their outputs with their own biases
+    while every weight matrix stays shared. The supernet sets `active_budget` on every subnet change; `to_static`
+    copies the weight slice and the active budget's bias, so an extracted subnet holds an ordinary `nn.Linear`.
+
+    Example:
+
+    ```python
+    >>> import torch
+    >>> from hf_nas.modules import SwitchableBiasElasticLinear
+    >>> layer = SwitchableBiasElasticLinear(4, 3, num_budgets=3)
+    >>> layer.bias_budgets.shape
+    torch.Size([2, 3])
+    >>> with torch.no_grad():
+    ...     _ = layer.bias_budgets[1].fill_(0.5)
+    >>> layer.set_active(out_features=2)
+    >>> layer.set_budget(2)
+    >>> layer.to_static().bias.tolist()
+    [0.5, 0.5]
+    ```
+    """
+
+    def __init__(
+        self, in_features: int, out_features: int, bias: bool = True, device=None, dtype=None, *, num_budgets: int
+    ):
+        super().__init__(in_features, out_features, bias=bias, device=device, dtype=dtype)
+        if isinstance(num_budgets, bool) or not isinstance(num_budgets, int) or num_budgets < 2:
+            raise ValueError(
+                f"SwitchableBiasElasticLinear needs num_budgets >= 2 (one budget is a plain ElasticLinear), got "
+                f"{num_budgets!r}."
+            )
+        if self.bias is None:
+            raise ValueError("SwitchableBiasElasticLinear switches the bias: the layer needs one (bias=True).")
+        self.num_budgets = num_budgets
+        self.bias_budgets = nn.Parameter(
+            torch.empty(num_budgets - 1, out_features, device=self.bias.device, dtype=self.bias.dtype)
+        )
+        self.active_budget = 0
+        if not self.weight.is_meta:
+            self.reset_budgets()
+
+    @classmethod
+    def from_linear(cls, linear: nn.Module, num_budgets: int) -> SwitchableBiasElasticLinear:
+        """A layer that takes over `linear`'s `weight` and `bias` (the same parameters) and active sizes, with every
+        other budget's bias a copy of `bias`: it computes what `linear` computed, for every budget. Raises `TypeError`
+        for anything but a plain [`ElasticLinear`] with a bias."""
+        if type(linear) is not ElasticLinear or linear.bias is None:
+            what = type(linear).__name__ if type(linear) is not ElasticLinear else "an ElasticLinear without a bias"
+            raise TypeError(
+                f"Switchable biases replace an ElasticLinear with a bias; got {what}, which does not support it."
+            )
+        with torch.device("meta"):
+            new = cls(linear.in_features, linear.out_features, num_budgets=num_budgets)
+        new = new.to_empty(device=linear.weight.device).to(dtype=linear.weight.dtype)
+        new.weight, new.bias = linear.weight, linear.bias
+        new.set_active(in_features=linear.active_in_features, out_features=linear.active_out_features)
+        if not linear.weight.is_meta:
+            new.reset_budgets()
+        new.train(linear.training)
+        return new
+
+    @torch.no_grad()
+    def reset_budgets(self) -> None:
+        """Every budget a copy of `bias`. Tensors already loaded from a checkpoint (marked by transformers) are left as
+        they are."""
+        from transformers import initialization as init
+
+        init.copy_(self.bias_budgets, self.bias.detach()[None].expand_as(self.bias_budgets))
+
+    def set_budget(self, budget: int) -> None:
+        """Compute with budget `budget` (0: `bias`; `b` > 0: row `b - 1` of `bias_budgets`)."""
+        if isinstance(budget, bool) or not isinstance(budget, int) or not 0 <= budget < self.num_budgets:
+            raise ValueError(f"`budget` must be an int in 0..{self.num_budgets - 1}, got {budget!r}.")
+        self.active_budget = budget
+
+    def active_bias(self) -> torch.Tensor:
+        b = self.active_budget
+        return (self.bias if b == 0 else self.bias_budgets[b - 1])[: self.active_out_features]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.active_budget == 0:
+            return super().forward(x)
+        return F.linear(x, self.active_weight(), self.active_bias())
+
+    @torch.no_grad()
+    def permute_out_features(self, index: torch.Tensor) -> None:
+        super().permute_out_features(index)
+        self.bias_budgets.copy_(self.bias_budgets[:, index])
 
     def extra_repr(self) -> str:
         return f"{super().extra_repr()}, num_budgets={self.num_budgets}, active_budget={self.active_budget}"

@@ -41,7 +41,7 @@ from ..mixture import enable_mixture
 from ..models.families import get_family
 from ..models.supernet import SupernetMixin
 from ..search_space import SubnetConfig
-from ..switchable_norms import enable_switchable_heads, enable_switchable_norms
+from ..switchable_norms import enable_switchable_biases, enable_switchable_heads, enable_switchable_norms
 from ..utils import atomic_write_text
 from .distillation import attention_relation_loss, hidden_state_loss, layer_hidden_state_loss, soft_cross_entropy
 from .recipes import vanilla_auto_class
@@ -108,6 +108,20 @@ def split_head_budget_groups(optimizer: torch.optim.Optimizer, model: nn.Module,
     return _split_budget_groups(
         optimizer, model, learning_rate, SwitchableElasticLinear, "switch", "head", "heads", "switchable_heads"
     )
+
+
+def split_bias_budget_groups(optimizer: torch.optim.Optimizer, model: nn.Module, learning_rate: float) -> int:
+    """Like [`split_norm_budget_groups`], for the budgets of `model`'s switchable biases (`bias_budgets`). Raises
+    `ValueError` if the model has no switchable bias."""
+    from ..modules import SwitchableBiasElasticLinear
+
+    budgets = {id(m.bias_budgets) for m in model.modules() if isinstance(m, SwitchableBiasElasticLinear)}
+    if not budgets:
+        raise ValueError(
+            "`switchable_bias_learning_rate` is set but the model has no switchable biases: set `switchable_biases` "
+            "or leave it unset."
+        )
+    return split_parameter_groups(optimizer, budgets, learning_rate, "bias budget")
 
 
 def _split_budget_groups(
@@ -230,6 +244,8 @@ class SupernetTrainer(Trainer):
             enable_switchable_norms(model, boundaries)
         if args.switchable_heads:  # and the head budgets
             enable_switchable_heads(model)
+        if args.switchable_biases:  # and the bias budgets
+            enable_switchable_biases(model)
         space = model.search_space
         if sampler is None:
             sampler = self._build_sampler(args, space)
@@ -306,9 +322,9 @@ class SupernetTrainer(Trainer):
     # training
     def create_optimizer(self, model: nn.Module | None = None) -> torch.optim.Optimizer:
         """The Trainer's optimizer; with `mixture_router_learning_rate`, the Mixture-of-Supernets routers' parameters,
-        with `switchable_norm_learning_rate` the switchable norms' budgets, and with `switchable_head_learning_rate`
-        the switchable heads' budgets, in groups of their own at that learning
-        rate (the same weight decay and schedule)."""
+        with `switchable_norm_learning_rate` the switchable norms' budgets, with `switchable_head_learning_rate`
+        the switchable heads' budgets, and with `switchable_bias_learning_rate` the switchable biases' budgets, in
+        groups of their own at that learning rate (the same weight decay and schedule)."""
         created = self.optimizer is None
         optimizer = super().create_optimizer(model)
         model = self.model if model is None else model
@@ -316,6 +332,7 @@ class SupernetTrainer(Trainer):
             ("mixture_router_learning_rate", "the routers' parameters", split_router_groups),
             ("switchable_norm_learning_rate", "the norm budgets", split_norm_budget_groups),
             ("switchable_head_learning_rate", "the head budgets", split_head_budget_groups),
+            ("switchable_bias_learning_rate", "the bias budgets", split_bias_budget_groups),
         )
         for name, what, split in splits:
             lr = getattr(self.args, name)

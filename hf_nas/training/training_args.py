@@ -179,6 +179,20 @@ class SupernetTrainingArguments(TrainingArguments):
         default=None,
         metadata={"help": "Switchable heads: learning rate of the head budgets (default: learning_rate)."},
     )
+    switchable_biases: bool = field(
+        default=False,
+        metadata={
+            "help": "Switchable biases, with switchable_layer_norms: every linear layer of the encoder layers that has a "
+            "bias (attention projections, FFN) switches its bias with the norm budgets, so the subnets of each budget "
+            "shift their projections' outputs with their own biases while the weight matrices stay shared (each budget "
+            "a copy at the start). An extracted subnet gets its budget's biases. Needs switchable layer norms; not with "
+            "Mixture-of-Supernets."
+        },
+    )
+    switchable_bias_learning_rate: float | None = field(
+        default=None,
+        metadata={"help": "Switchable biases: learning rate of the bias budgets (default: learning_rate)."},
+    )
     mixture_router_learning_rate: float | None = field(
         default=None,
         metadata={
@@ -264,6 +278,18 @@ class SupernetTrainingArguments(TrainingArguments):
                 raise ValueError(
                     f"`switchable_head_learning_rate` must be > 0, got {self.switchable_head_learning_rate}."
                 )
+        if self.switchable_bias_learning_rate is not None:
+            if not self.switchable_biases:
+                raise ValueError("`switchable_bias_learning_rate` is set but `switchable_biases` is not: set both.")
+            if not self.switchable_bias_learning_rate > 0:
+                raise ValueError(
+                    f"`switchable_bias_learning_rate` must be > 0, got {self.switchable_bias_learning_rate}."
+                )
+        if self.switchable_biases and self.mixture_of_supernets != "off":
+            raise ValueError(
+                "`switchable_biases` does not support `mixture_of_supernets` (its layers mix their own weights and "
+                f"biases), got mixture_of_supernets={self.mixture_of_supernets!r}: use one or the other."
+            )
         if self.mixture_router_learning_rate is not None and not self.mixture_router_learning_rate > 0:
             raise ValueError(f"`mixture_router_learning_rate` must be > 0, got {self.mixture_router_learning_rate}.")
 

@@ -36,6 +36,7 @@ class ElasticBeitConfig(ElasticConfigMixin, BeitConfig):
     mixture_of_supernets: dict | str | None = None
     switchable_layer_norms: list | str | None = None
     switchable_heads: bool = False
+    switchable_biases: bool = False
 
     def __post_init__(self, **kwargs):
         super().__post_init__(**kwargs)
