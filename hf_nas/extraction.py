@@ -38,6 +38,7 @@ def subnet_model_config(supernet: PreTrainedModel, subnet: SubnetConfig):
         "switchable_layer_norms",
         "switchable_heads",
         "switchable_biases",
+        "switchable_delta_rank",
         "model_type",
         "transformers_version",
         "auto_map",

@@ -18,8 +18,10 @@ switchable norms changes no output.
 With `switchable_heads` set as well, the task head (the classifier) switches with the same budgets: each budget reads
 its subnets' features with its own weight and bias (see [`SwitchableElasticLinear`]), also a copy at the start.
 With `switchable_biases`, every linear layer of the encoder layers that has a bias switches its bias with the same
-budgets (see [`SwitchableBiasElasticLinear`]): the weight matrices stay shared, each budget's subnets shift the
-projections' outputs with their own biases, again copies at the start.
+budgets (see [`BudgetElasticLinear`]): the weight matrices stay shared, each budget's subnets shift the projections'
+outputs with their own biases, again copies at the start. With `switchable_delta_rank` r > 0, every linear layer of
+the encoder layers adds a budget's own rank-r delta to its shared weight (zero at the start); extraction merges it, so
+the extracted weight is still one ordinary matrix.
 """
 
 from __future__ import annotations
@@ -30,9 +32,9 @@ from typing import Any
 from torch import nn
 
 from .modules import (
+    BudgetElasticLinear,
     ElasticLayerNorm,
     ElasticLinear,
-    SwitchableBiasElasticLinear,
     SwitchableElasticLayerNorm,
     SwitchableElasticLinear,
 )
@@ -41,14 +43,16 @@ from .validation import check_floats
 
 __all__ = [
     "SWITCHABLE_BIAS_PARAMETER_PATTERN",
+    "SWITCHABLE_DELTA_PARAMETER_PATTERN",
     "SWITCHABLE_HEAD_PARAMETER_PATTERN",
     "SWITCHABLE_NORM_PARAMETER_PATTERN",
-    "attach_switchable_biases",
+    "attach_budget_linears",
     "attach_switchable_heads",
     "attach_switchable_norms",
     "check_no_switchable_norms",
     "check_norm_boundaries",
     "enable_switchable_biases",
+    "enable_switchable_deltas",
     "enable_switchable_heads",
     "enable_switchable_norms",
     "encoder_mac_share",
@@ -57,6 +61,7 @@ __all__ = [
     "norm_budget",
     "set_norm_budget",
     "switchable_biases",
+    "switchable_deltas",
     "switchable_heads",
     "switchable_norms",
 ]
@@ -67,8 +72,10 @@ SWITCHABLE_NORM_PARAMETER_PATTERN = re.compile(r"(?:^|\.)budget_(?:weights|biase
 SWITCHABLE_HEAD_PARAMETER_PATTERN = re.compile(r"(?:^|\.)switch_(?:weights|biases)$")
 # The parameter names switchable biases add.
 SWITCHABLE_BIAS_PARAMETER_PATTERN = re.compile(r"(?:^|\.)bias_budgets$")
+# The parameter names switchable low-rank deltas add.
+SWITCHABLE_DELTA_PARAMETER_PATTERN = re.compile(r"(?:^|\.)delta_(?:up|down)$")
 # The modules that switch with the norm budgets.
-_SWITCHES = (SwitchableElasticLayerNorm, SwitchableElasticLinear, SwitchableBiasElasticLinear)
+_SWITCHES = (SwitchableElasticLayerNorm, SwitchableElasticLinear, BudgetElasticLinear)
 
 
 def check_norm_boundaries(value: Any, field: str = "switchable_layer_norms") -> tuple[float, ...] | None:
@@ -163,9 +170,14 @@ def switchable_heads(model: nn.Module) -> list[SwitchableElasticLinear]:
     return [module for module in model.modules() if isinstance(module, SwitchableElasticLinear)]
 
 
-def switchable_biases(model: nn.Module) -> list[SwitchableBiasElasticLinear]:
-    """Every [`SwitchableBiasElasticLinear`] (switchable bias) of `model`, in module order."""
-    return [module for module in model.modules() if isinstance(module, SwitchableBiasElasticLinear)]
+def switchable_biases(model: nn.Module) -> list[BudgetElasticLinear]:
+    """Every [`BudgetElasticLinear`] of `model` with switchable biases, in module order."""
+    return [m for m in model.modules() if isinstance(m, BudgetElasticLinear) and m.bias_budgets is not None]
+
+
+def switchable_deltas(model: nn.Module) -> list[BudgetElasticLinear]:
+    """Every [`BudgetElasticLinear`] of `model` with switchable low-rank deltas, in module order."""
+    return [m for m in model.modules() if isinstance(m, BudgetElasticLinear) and m.delta_up is not None]
 
 
 def has_switchable_norms(model: Any) -> bool:
@@ -215,21 +227,40 @@ def attach_switchable_heads(model: nn.Module, num_budgets: int) -> int:
     )
 
 
-def attach_switchable_biases(model: nn.Module, num_budgets: int) -> int:
-    """Turn every [`ElasticLinear`] with a bias inside the encoder layers of `model` (`elastic_layers()`: the attention
-    projections and the FFN) into a [`SwitchableBiasElasticLinear`] with `num_budgets` budgets (in place, taking over
-    its weight and bias; already converted ones are kept) and return how many were converted. The outputs do not
-    change: every budget's bias starts as a copy."""
+def attach_budget_linears(model: nn.Module, num_budgets: int, biases: bool, delta_rank: int) -> int:
+    """Give the linear layers of the encoder layers of `model` (`elastic_layers()`: the attention projections and the
+    FFN) budgets, in place: with `biases` each one that has a bias switches it, with `delta_rank` > 0 each one gets
+    rank-`delta_rank` weight deltas. A plain [`ElasticLinear`] becomes a [`BudgetElasticLinear`] (taking over its
+    weight and bias), one already converted gets what it lacks; returns how many layers changed. The outputs do not
+    change: bias budgets start as copies, deltas at zero."""
     base = getattr(model, "base_model", model)
-    encoder = {id(m) for layer in base.elastic_layers() for m in layer.modules()}
-    return _attach(
-        model,
-        lambda module: id(module) in encoder and getattr(module, "bias", None) is not None,
-        SwitchableBiasElasticLinear,
-        ElasticLinear,
-        num_budgets,
-        "bias budgets already; the norm boundaries ask for",
-    )
+    changed = 0
+    for layer in base.elastic_layers():
+        for name, module in list(layer.named_modules()):
+            switch_bias = biases and getattr(module, "bias", None) is not None
+            if not (switch_bias or delta_rank) or not isinstance(module, ElasticLinear):
+                continue
+            if isinstance(module, BudgetElasticLinear):
+                if module.num_budgets != num_budgets:
+                    raise ValueError(
+                        f"`{name}` has {module.num_budgets} budgets already; the norm boundaries ask for {num_budgets}."
+                    )
+                before = (module.bias_budgets is not None, module.delta_rank)
+                if switch_bias:
+                    module.add_bias_budgets()
+                if delta_rank:
+                    module.add_deltas(delta_rank)
+                changed += before != (module.bias_budgets is not None, module.delta_rank)
+                continue
+            if type(module) is not ElasticLinear:
+                continue
+            parent_name, _, attribute = name.rpartition(".")
+            parent = layer.get_submodule(parent_name) if parent_name else layer
+            setattr(parent, attribute, BudgetElasticLinear.from_linear(module, num_budgets, switch_bias, delta_rank))
+            changed += 1
+    if changed and hasattr(model, "active_subnet"):
+        set_norm_budget(model, model.active_subnet)
+    return changed
 
 
 def _attach(model: nn.Module, selected, switchable: type, plain: type, num_budgets: int, mismatch: str) -> int:
@@ -311,27 +342,67 @@ def enable_switchable_biases(model: Any) -> Any:
     (12, True)
     ```
     """
+    boundaries = _check_budget_linears(model, "Switchable biases")
+    model.config.switchable_biases = True
+    attach_budget_linears(model, len(boundaries) + 1, True, 0)
+    return model
+
+
+def enable_switchable_deltas(model: Any, rank: int) -> Any:
+    """Give a supernet with switchable layer norms switchable low-rank deltas as well, in place, and return it: every
+    linear layer of its encoder layers gets, for each smaller norm budget, a rank-`rank` delta added to its weight
+    (zero at the start, so nothing it computes changes; extraction merges it). The config's `switchable_delta_rank`
+    records it. Raises like [`enable_switchable_biases`], and `ValueError` for a supernet with deltas of another rank.
+
+    Example:
+
+    ```python
+    >>> from hf_nas import ElasticViTConfig, ElasticViTForImageClassification
+    >>> from hf_nas.switchable_norms import enable_switchable_deltas, enable_switchable_norms, switchable_deltas
+    >>> model = ElasticViTForImageClassification(ElasticViTConfig(hidden_size=32, num_hidden_layers=2,
+    ...     num_attention_heads=4, intermediate_size=64, image_size=32, patch_size=8))
+    >>> model = enable_switchable_deltas(enable_switchable_norms(model, "0.75,0.375"), 4)
+    >>> len(switchable_deltas(model)), model.config.switchable_delta_rank, switchable_deltas(model)[0].delta_up.shape
+    (12, 4, torch.Size([2, 32, 4]))
+    ```
+    """
+    from .models.configuration_elastic import check_delta_rank
+
+    boundaries = _check_budget_linears(model, "Switchable low-rank deltas")
+    rank = check_delta_rank(rank)
+    current = getattr(model.config, "switchable_delta_rank", 0)
+    if current and current != rank:
+        raise ValueError(
+            f"This supernet has switchable deltas of rank {current} already; asked for rank {rank}. Use the "
+            "supernet's own rank."
+        )
+    if rank:
+        model.config.switchable_delta_rank = rank
+        attach_budget_linears(model, len(boundaries) + 1, False, rank)
+    return model
+
+
+def _check_budget_linears(model: Any, what: str) -> tuple[float, ...]:
+    """The norm boundaries of `model`, a supernet with switchable norms and no Mixture-of-Supernets (refused
+    otherwise, `what` naming the feature)."""
     from .models.supernet import SupernetMixin
 
     if not isinstance(model, SupernetMixin):
         raise TypeError(
-            "Switchable biases need an elastic supernet (ElasticBert*, ElasticViT*, ElasticBeit*), got "
-            f"{type(model).__name__}."
+            f"{what} need an elastic supernet (ElasticBert*, ElasticViT*, ElasticBeit*), got {type(model).__name__}."
         )
     boundaries = _boundaries_of(model.config)
     if boundaries is None:
         raise ValueError(
-            "Switchable biases switch with the norm budgets, and this supernet has no switchable layer norms: set "
+            f"{what} switch with the norm budgets, and this supernet has no switchable layer norms: set "
             "switchable_layer_norms (e.g. 0.75,0.375) as well."
         )
     if getattr(model.config, "mixture_of_supernets", None):
         raise ValueError(
-            "Switchable biases do not support a Mixture-of-Supernets supernet (its layers mix their own weights and "
-            "biases): use one or the other."
+            f"{what} do not support a Mixture-of-Supernets supernet (its layers mix their own weights and biases): "
+            "use one or the other."
         )
-    model.config.switchable_biases = True
-    attach_switchable_biases(model, len(boundaries) + 1)
-    return model
+    return boundaries
 
 
 def enable_switchable_norms(model: Any, boundaries: Any) -> Any:

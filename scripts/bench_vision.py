@@ -161,6 +161,7 @@ class VisionBenchArguments:
             "learning_rate (lr), protect_largest_gradient (pg, 0 or 1), switchable_layer_norms (sln, MAC shares "
             "separated by '/'), switchable_norm_learning_rate (nlr), switchable_heads (sh, 0 or 1), "
             "switchable_head_learning_rate (hlr), switchable_biases (sb, 0 or 1), switchable_bias_learning_rate (blr), "
+            "switchable_delta_rank (sd), switchable_delta_learning_rate (dlr), "
             "distillation (dist), mixture_of_supernets (mos) and its levers "
             "(me, mn, mstd, mrlr). The supernet gets its own rows, model and report (suffixed _u1_tol0.05 and so on); "
             "the teacher and the trained-alone rows are shared."
@@ -643,6 +644,8 @@ LEVERS = {
     "switchable_head_learning_rate": ("hlr", float),  # the head budgets' own learning rate
     "switchable_biases": ("sb", bool),  # the encoder linears' biases switch with the norm budgets
     "switchable_bias_learning_rate": ("blr", float),  # the bias budgets' own learning rate
+    "switchable_delta_rank": ("sd", int),  # a low-rank delta of every encoder linear's weight per norm budget
+    "switchable_delta_learning_rate": ("dlr", float),  # the deltas' own learning rate
     "distillation": ("dist", str),  # teacher (the recipe's) or chain (the teacher teaches the largest, it the rest)
     "mixture_of_supernets": ("mos", str),  # Mixture-of-Supernets on the FFN linears: layer or neuron
     "mixture_num_experts": ("me", int),
@@ -743,9 +746,23 @@ def parse_levers(text: str | None) -> dict:
         raise ValueError(
             f"--supernet_levers {text!r}: switchable_bias_learning_rate must be > 0, with switchable_biases=1 set."
         )
-    if out.get("switchable_biases") and "mixture_of_supernets" in out:
+    if out.get("switchable_delta_rank", 0) < 0 or (
+        out.get("switchable_delta_rank") and "switchable_layer_norms" not in out
+    ):
         raise ValueError(
-            f"--supernet_levers {text!r}: switchable_biases do not support a mixture (mos): use one or the other."
+            f"--supernet_levers {text!r}: switchable_delta_rank must be >= 0, and its deltas switch with the norm "
+            "budgets: set switchable_layer_norms too."
+        )
+    if out.get("switchable_delta_learning_rate", 1.0) <= 0 or (
+        "switchable_delta_learning_rate" in out and not out.get("switchable_delta_rank")
+    ):
+        raise ValueError(
+            f"--supernet_levers {text!r}: switchable_delta_learning_rate must be > 0, with switchable_delta_rank > 0 set."
+        )
+    if (out.get("switchable_biases") or out.get("switchable_delta_rank")) and "mixture_of_supernets" in out:
+        raise ValueError(
+            f"--supernet_levers {text!r}: switchable biases and deltas do not support a mixture (mos): use one or the "
+            "other."
         )
     if any(key in out for key in MIXTURE_LEVERS) and "mixture_of_supernets" not in out:
         raise ValueError(
@@ -892,7 +909,8 @@ def render_summary(reports: dict[str, dict]) -> str:
         "test accuracy (10,000 images), differences in points with paired 95% bootstrap intervals; *alone* is the same "
         "architecture trained alone with the same teacher, losses and steps. *Levers* are the changes from the "
         "published recipe (`--supernet_levers`: n random subnets, mt sampler shares, pg gradient protection, sln "
-        "switchable-norm budgets, nlr their learning rate, sh/hlr switchable heads, sb/blr switchable biases, mos/me/mn/mstd/mrlr "
+        "switchable-norm budgets, nlr their learning rate, sh/hlr switchable heads, sb/blr switchable biases, sd/dlr "
+        "switchable low-rank deltas, mos/me/mn/mstd/mrlr "
         "Mixture-of-Supernets, dist distillation, u/tol uniform share and band, lr learning rate). The teacher and the "
         "trained-alone rows are shared by reports of the same steps, so rows of one model and steps are paired. "
         "Training times are wall times as measured (some runs shared the machine with another job).",
@@ -1070,6 +1088,22 @@ def levers_words(s: dict) -> list[str]:
                     "",
                 ]
                 if levers.get("switchable_biases")
+                else []
+            )
+            + (
+                [
+                    f"**Switchable low-rank deltas**: every linear layer of the encoder layers adds, for each smaller "
+                    f"budget, its own rank-{levers['switchable_delta_rank']} delta to the shared weight (zero at the "
+                    "start); an extracted subnet gets its budget's weights with the delta merged"
+                    + (
+                        f"; the deltas train at their own learning rate "
+                        f"{lever_text(levers['switchable_delta_learning_rate'])}."
+                        if "switchable_delta_learning_rate" in levers
+                        else "; the deltas train at the supernet's learning rate."
+                    ),
+                    "",
+                ]
+                if levers.get("switchable_delta_rank")
                 else []
             )
             if "switchable_layer_norms" in levers

@@ -339,8 +339,34 @@ def test_vision_switchable_bias_levers_reach_the_training_arguments(load):
     for bad in ("sln=0.5,blr=1e-3", "sln=0.5,sb=0,blr=1e-3", "sln=0.5,sb=1,blr=0"):
         with pytest.raises(ValueError, match=r"switchable_bias_learning_rate must be > 0, with switchable_biases=1"):
             bench.parse_levers(bad)
-    with pytest.raises(ValueError, match=r"switchable_biases do not support a mixture \(mos\)"):
+    with pytest.raises(ValueError, match=r"switchable biases and deltas do not support a mixture \(mos\)"):
         bench.parse_levers("sln=0.5,sb=1,mos=layer")
+
+
+def test_vision_switchable_delta_levers_reach_the_training_arguments(load):
+    """`--supernet_levers ...,sd=8,dlr=1e-3`: the supernet trains with rank-8 switchable deltas at their own learning
+    rate; rows and report get `_sd8_dlr0.001`; deltas without norms, a delta rate without deltas, and deltas with a
+    mixture are refused."""
+    bench = load("bench_vision")
+    a = bench.VisionBenchArguments(sampler="targeted", supernet_levers="n=4,sln=0.75/0.375,nlr=0.1,sd=8,dlr=1e-3")
+    recipe = bench.supernet_recipe(a)
+    assert recipe["switchable_delta_rank"] == 8 and recipe["switchable_delta_learning_rate"] == 1e-3
+    args = bench.SupernetTrainingArguments("o", distillation="teacher", **recipe)
+    assert args.switchable_delta_rank == 8 and args.switchable_delta_learning_rate == 1e-3
+    settings = dataclasses.asdict(a)
+    assert bench.report_name_of(settings) == "vision_targeted_n4_sln0.75-0.375_nlr0.1_sd8_dlr0.001"
+    words = " ".join(bench.levers_words(settings))
+    assert "**Switchable low-rank deltas**" in words and "rank-8 delta" in words
+    assert "deltas train at their own learning rate 0.001" in words
+    with pytest.raises(ValueError, match=r"switchable_delta_rank must be >= 0, and its deltas switch with the norm"):
+        bench.parse_levers("sd=4")
+    for bad in ("sln=0.5,dlr=1e-3", "sln=0.5,sd=0,dlr=1e-3", "sln=0.5,sd=4,dlr=0"):
+        with pytest.raises(
+            ValueError, match=r"switchable_delta_learning_rate must be > 0, with switchable_delta_rank"
+        ):
+            bench.parse_levers(bad)
+    with pytest.raises(ValueError, match=r"switchable biases and deltas do not support a mixture \(mos\)"):
+        bench.parse_levers("sln=0.5,sd=4,mos=layer")
 
 
 def test_vision_mixture_levers_reach_the_training_arguments(load):

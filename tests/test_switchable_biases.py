@@ -1,8 +1,9 @@
-"""Switchable biases (every encoder linear's bias switches with the switchable layer norms' budgets) on the elastic
-BERT, ViT and BEiT supernets: budgets equal to the biases change nothing; with distinct budgets every extracted subnet
-equals the supernet with it active, holds its budget's biases and reloads without hf-nas; the biases follow the
-subnet's budget and the importance reordering; save / reload round-trips; the trainer adds them, trains only the
-active budget's and gives them their own learning rate; bad input is refused with the field named."""
+"""Switchable biases and switchable low-rank deltas (every encoder linear's bias, or a low-rank delta of its weight,
+switches with the switchable layer norms' budgets) on the elastic BERT, ViT and BEiT supernets: budgets equal to the
+biases (zero deltas) change nothing; with distinct budgets every extracted subnet equals the supernet with it active,
+holds its budget's biases (merged weights) and reloads without hf-nas; they follow the subnet's budget and the
+importance reordering; save / reload round-trips; the trainer adds them, trains only the active budget's and gives
+them their own learning rate; bad input is refused with the field named."""
 
 from __future__ import annotations
 
@@ -15,12 +16,14 @@ from torch import nn
 
 from hf_nas import ElasticViTConfig
 from hf_nas.mixture import enable_mixture
-from hf_nas.modules import ElasticLinear, SwitchableBiasElasticLinear, SwitchableElasticLinear
+from hf_nas.modules import BudgetElasticLinear, ElasticLinear, SwitchableElasticLinear
 from hf_nas.switchable_norms import (
     enable_switchable_biases,
+    enable_switchable_deltas,
     enable_switchable_heads,
     norm_budget,
     switchable_biases,
+    switchable_deltas,
     switchable_heads,
 )
 from hf_nas.training import SupernetTrainer, get_sampler
@@ -64,7 +67,7 @@ def encoder_linears_with_bias(model: nn.Module) -> list[nn.Module]:
 def test_a_switchable_bias_computes_its_active_budget_and_extracts_it():
     torch.manual_seed(0)
     plain = ElasticLinear(8, 5)
-    layer = SwitchableBiasElasticLinear.from_linear(plain, num_budgets=3)
+    layer = BudgetElasticLinear.from_linear(plain, num_budgets=3)
     assert layer.weight is plain.weight and layer.bias is plain.bias  # takes over the parameters
     x = torch.randn(4, 6)
     plain.set_active(in_features=6, out_features=3)
@@ -88,7 +91,7 @@ def test_a_switchable_bias_computes_its_active_budget_and_extracts_it():
 
 def test_a_switchable_bias_permutes_every_budget():
     torch.manual_seed(0)
-    layer = SwitchableBiasElasticLinear(4, 6, num_budgets=3)
+    layer = BudgetElasticLinear(4, 6, num_budgets=3)
     with torch.no_grad():
         layer.bias_budgets.normal_()
     x = torch.randn(3, 4)
@@ -105,16 +108,16 @@ def test_a_switchable_bias_permutes_every_budget():
 
 def test_bad_switchable_bias_arguments():
     with pytest.raises(ValueError, match=r"num_budgets >= 2"):
-        SwitchableBiasElasticLinear(4, 2, num_budgets=1)
-    with pytest.raises(ValueError, match=r"needs one \(bias=True\)"):
-        SwitchableBiasElasticLinear(4, 2, bias=False, num_budgets=2)
-    layer = SwitchableBiasElasticLinear(4, 2, num_budgets=3)
+        BudgetElasticLinear(4, 2, num_budgets=1)
+    with pytest.raises(ValueError, match=r"switch the bias of a layer that has one; this layer has none"):
+        BudgetElasticLinear(4, 2, bias=False, num_budgets=2)
+    layer = BudgetElasticLinear(4, 2, num_budgets=3)
     with pytest.raises(ValueError, match=r"`budget` must be an int in 0\.\.2, got -1"):
         layer.set_budget(-1)
-    with pytest.raises(TypeError, match=r"with a bias; got SwitchableBiasElasticLinear"):
-        SwitchableBiasElasticLinear.from_linear(layer, 3)
+    with pytest.raises(TypeError, match=r"replace an ElasticLinear with a bias; got BudgetElasticLinear"):
+        BudgetElasticLinear.from_linear(layer, 3)
     with pytest.raises(TypeError, match=r"got an ElasticLinear without a bias"):
-        SwitchableBiasElasticLinear.from_linear(ElasticLinear(4, 2, bias=False), 3)
+        BudgetElasticLinear.from_linear(ElasticLinear(4, 2, bias=False), 3)
     with pytest.raises(ValueError, match=r"switchable_biases=True switches the encoder's biases .* unset"):
         ElasticViTConfig(**{**FAMILIES["vit"][2], "switchable_biases": True})
     with pytest.raises(TypeError, match=r"switchable_biases must be True or False, got 1"):
@@ -144,7 +147,7 @@ def test_every_encoder_bias_switches_with_the_active_subnets_budget(family):
     layers = switchable_biases(model)
     assert model.config.switchable_biases is True
     assert layers == encoder_linears_with_bias(model) and layers  # the encoder's linears with a bias, nothing else
-    assert not [m for m in model.head_modules() if isinstance(m, SwitchableBiasElasticLinear)]
+    assert not [m for m in model.head_modules() if isinstance(m, BudgetElasticLinear)]
     for budget, subnet in one_subnet_per_budget(model).items():
         with model.subnet(subnet):
             assert {layer.active_budget for layer in layers} == {budget} and budget == norm_budget(
@@ -300,3 +303,189 @@ def test_the_bias_groups_need_switchable_biases():
     enable_switchable_biases(model)
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
     assert split_bias_budget_groups(optimizer, model, 1e-3) == len(switchable_biases(model))
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# switchable low-rank deltas
+@torch.no_grad()
+def randomize_deltas(model: nn.Module, seed: int = 11) -> nn.Module:
+    """Deltas that are not zero and differ between budgets (as after training)."""
+    generator = torch.Generator().manual_seed(seed)
+    for layer in switchable_deltas(model):
+        layer.delta_up.add_(torch.randn(layer.delta_up.shape, generator=generator))
+    return model
+
+
+def make_with_deltas(family: str, distinct: bool = True) -> nn.Module:
+    model = enable_switchable_deltas(make_switchable(family, distinct=distinct), 2)
+    return randomize_deltas(model) if distinct else model
+
+
+def encoder_linears(model: nn.Module) -> list[nn.Module]:
+    return [m for layer in model.base_model.elastic_layers() for m in layer.modules() if isinstance(m, ElasticLinear)]
+
+
+def test_a_switchable_delta_adds_its_budgets_low_rank_weight_and_extracts_merged():
+    torch.manual_seed(0)
+    plain = ElasticLinear(8, 5)
+    layer = BudgetElasticLinear.from_linear(plain, num_budgets=3, switch_bias=False, delta_rank=2)
+    assert layer.bias_budgets is None and layer.delta_rank == 2
+    assert torch.equal(layer.delta_up, torch.zeros(2, 5, 2)) and layer.delta_down.abs().sum() > 0
+    x = torch.randn(4, 6)
+    plain.set_active(in_features=6, out_features=3)
+    layer.set_active(in_features=6, out_features=3)
+    with torch.no_grad():
+        for budget in range(3):  # zero deltas: the same output
+            layer.set_budget(budget)
+            torch.testing.assert_close(layer(x), plain(x), atol=0, rtol=0)
+        layer.delta_up.normal_()
+        layer.set_budget(1)
+        merged = plain.weight + layer.delta_up[0] @ layer.delta_down[0]
+        expected = x @ merged[:3, :6].T + plain.bias[:3]
+        torch.testing.assert_close(layer(x), expected)
+        static = layer.to_static()
+        assert type(static) is nn.Linear and static.weight.shape == (3, 6)
+        torch.testing.assert_close(static(x), expected)
+        layer.set_budget(0)
+        torch.testing.assert_close(layer(x), plain(x), atol=0, rtol=0)
+
+
+def test_a_switchable_delta_permutes_with_its_layer():
+    torch.manual_seed(0)
+    layer = BudgetElasticLinear(6, 5, num_budgets=2, delta_rank=3)
+    with torch.no_grad():
+        layer.delta_up.normal_()
+        layer.bias_budgets.normal_()
+    layer.set_budget(1)
+    x = torch.randn(3, 6)
+    before = layer(x).detach()
+    out_index, in_index = torch.randperm(5), torch.randperm(6)
+    layer.permute_out_features(out_index)
+    torch.testing.assert_close(layer(x), before[:, out_index])
+    layer.permute_in_features(in_index)
+    torch.testing.assert_close(layer(x[:, in_index]), before[:, out_index])
+
+
+def test_bad_switchable_delta_arguments(tmp_path):
+    with pytest.raises(ValueError, match=r"switches nothing: set switch_bias=True or delta_rank > 0"):
+        BudgetElasticLinear(4, 2, num_budgets=2, switch_bias=False)
+    for rank in (-1, 3, True):
+        with pytest.raises(ValueError, match=r"`delta_rank` must be an int in 1\.\.2"):
+            BudgetElasticLinear(4, 2, num_budgets=2, delta_rank=rank)
+    layer = BudgetElasticLinear(4, 2, num_budgets=2, delta_rank=1)
+    with pytest.raises(ValueError, match=r"deltas of rank 1 already; asked for rank 2"):
+        layer.add_deltas(2)
+    with pytest.raises(ValueError, match=r"switchable_delta_rank=2 switches weight deltas .* unset"):
+        ElasticViTConfig(**{**FAMILIES["vit"][2], "switchable_delta_rank": 2})
+    with pytest.raises(ValueError, match=r"switchable_delta_rank must be an int >= 0 \(0: no deltas\), got -1"):
+        ElasticViTConfig(**{**FAMILIES["vit"][2], "switchable_layer_norms": [0.5], "switchable_delta_rank": -1})
+    with pytest.raises(TypeError, match=r"switchable_delta_rank must be an int >= 0 \(0: no deltas\), got 2.0"):
+        ElasticViTConfig(**{**FAMILIES["vit"][2], "switchable_layer_norms": [0.5], "switchable_delta_rank": 2.0})
+    with pytest.raises(ValueError, match=r"switchable_delta_rank=2 does not support mixture_of_supernets"):
+        ElasticViTConfig(
+            **{**FAMILIES["vit"][2], "switchable_layer_norms": [0.5], "switchable_delta_rank": 2},
+            mixture_of_supernets="layer",
+        )
+    with pytest.raises(ValueError, match=r"has no switchable layer norms: set switchable_layer_norms"):
+        enable_switchable_deltas(make_plain("vit"), 2)
+    with pytest.raises(ValueError, match=r"deltas of rank 2 already; asked for rank 3"):
+        enable_switchable_deltas(make_with_deltas("vit"), 3)
+    with pytest.raises(
+        ValueError, match=r"Mixture-of-Supernets does not support a supernet with switchable biases or"
+    ):
+        enable_mixture(make_with_deltas("vit"), "layer")
+    with pytest.raises(ValueError, match=r"`switchable_delta_learning_rate` is set but `switchable_delta_rank` is 0"):
+        make_args(tmp_path, switchable_layer_norms="0.5", switchable_delta_learning_rate=1e-3)
+    with pytest.raises(ValueError, match=r"`switchable_delta_learning_rate` must be > 0"):
+        make_args(tmp_path, switchable_layer_norms="0.5", switchable_delta_rank=2, switchable_delta_learning_rate=0.0)
+    with pytest.raises(ValueError, match=r"`switchable_delta_rank` does not support `mixture_of_supernets`"):
+        make_args(tmp_path, switchable_layer_norms="0.5", switchable_delta_rank=2, mixture_of_supernets="layer")
+
+
+@pytest.mark.parametrize("family", list(FAMILIES))
+def test_every_encoder_linear_gets_deltas_and_zero_ones_change_no_output(family):
+    reference, model = make_switchable(family), enable_switchable_deltas(make_switchable(family), 2)
+    assert switchable_deltas(model) == encoder_linears(model) and model.config.switchable_delta_rank == 2
+    assert not switchable_biases(model)  # deltas alone do not switch the biases
+    batch = inputs(family)
+    with torch.no_grad():
+        for subnet in subnets(reference)[:6]:
+            assert_close(run(model, batch, subnet), run(reference, batch, subnet))
+    for budget, subnet in one_subnet_per_budget(model).items():
+        with model.subnet(subnet):
+            assert {layer.active_budget for layer in switchable_deltas(model)} == {budget}
+
+
+def test_extracted_subnets_hold_their_budgets_merged_weights_and_reload_without_hf_nas(tmp_path):
+    assert_budgets_extract_exactly(
+        tmp_path, make_with_deltas, make_switchable, "delta_", ("switchable_delta_rank", "switchable_layer_norms")
+    )
+
+
+@pytest.mark.parametrize("family", list(FAMILIES))
+def test_deltas_save_and_reload_round_trip_with_biases(tmp_path, family):
+    model = randomize_deltas(enable_switchable_deltas(make_with_biases(family), 2))
+    assert switchable_biases(model) and set(switchable_biases(model)) <= set(switchable_deltas(model))
+    model.save_pretrained(tmp_path)
+    config = json.loads((tmp_path / "config.json").read_text())
+    assert config["switchable_delta_rank"] == 2 and config["switchable_biases"] is True
+    reloaded = assert_reloads_exactly(tmp_path, model, family)
+    assert len(switchable_deltas(reloaded)) == len(switchable_deltas(model))
+
+
+def test_damaged_or_mismatched_delta_checkpoints_are_refused(tmp_path):
+    make_with_deltas("vit").save_pretrained(tmp_path)
+    with pytest.raises(ValueError, match=r"hold switchable low-rank deltas .* asks for none"):
+        FAMILIES["vit"][0].from_pretrained(tmp_path, switchable_delta_rank=0)
+    weights = load_file(tmp_path / "model.safetensors")
+    key = "vit.encoder.layer.0.output.dense.delta_up"  # saved under the vanilla names (fc2)
+    assert key in weights
+    save_file(
+        {k: v for k, v in weights.items() if k != key}, tmp_path / "model.safetensors", metadata={"format": "pt"}
+    )
+    with pytest.raises(ValueError, match=r"lack the switchable low-rank delta `vit\.layers\.0\.mlp\.fc2\.delta_up`"):
+        FAMILIES["vit"][0].from_pretrained(tmp_path)
+
+
+def test_the_trainer_adds_the_deltas_trains_only_the_active_budgets_at_their_own_rate(tmp_path):
+    model = make_plain("bert").train()
+    small = model.search_space.smallest()
+    args = make_args(
+        tmp_path,
+        max_steps=2,
+        learning_rate=1e-2,
+        weight_decay=0.0,
+        switchable_layer_norms="0.75,0.375",
+        switchable_delta_rank=2,
+        switchable_delta_learning_rate=3e-2,
+    )
+    trainer = SupernetTrainer(
+        model=model,
+        args=args,
+        sampler=get_sampler("fixed", model.search_space, subnets=[small]),
+        train_dataset=make_dataset(),
+    )
+    layers = switchable_deltas(model)
+    assert layers == encoder_linears(model) and model.config.switchable_delta_rank == 2
+    assert norm_budget(small, model.config) == 2
+    before = [(layer.delta_up.detach().clone(), layer.delta_down.detach().clone()) for layer in layers]
+    trainer.train()
+    deltas = {id(p) for layer in layers for p in (layer.delta_up, layer.delta_down)}
+    groups = [g for g in trainer.optimizer.param_groups if {id(p) for p in g["params"]} & deltas]
+    assert {id(p) for g in groups for p in g["params"]} == deltas and {g["initial_lr"] for g in groups} == {3e-2}
+    for layer, (up, down) in zip(layers, before, strict=True):
+        assert torch.equal(layer.delta_up[0], up[0]), "budget 1 moved, but only budget 2 trained"
+        assert torch.equal(layer.delta_down[0], down[0]), "budget 1 moved, but only budget 2 trained"
+    assert any(not torch.equal(layer.delta_up[1], up[1]) for layer, (up, _) in zip(layers, before, strict=True))
+
+
+def test_the_delta_groups_need_switchable_deltas():
+    from hf_nas.training.trainer import split_delta_groups
+
+    model = make_with_biases("vit")  # biases, no deltas
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    with pytest.raises(ValueError, match=r"no switchable deltas: set `switchable_delta_rank` or leave it unset"):
+        split_delta_groups(optimizer, model, 1e-3)
+    enable_switchable_deltas(model, 2)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    assert split_delta_groups(optimizer, model, 1e-3) == 2 * len(switchable_deltas(model))

@@ -110,10 +110,11 @@ def enable_mixture(model: Any, mixture: MixtureConfig | dict | str) -> Any:
     ```
     """
     model = _supernet(model, "Mixture-of-Supernets")
-    if getattr(model.config, "switchable_biases", False):
+    if getattr(model.config, "switchable_biases", False) or getattr(model.config, "switchable_delta_rank", 0):
         raise ValueError(
-            "Mixture-of-Supernets does not support a supernet with switchable biases (config.switchable_biases=True): "
-            "its layers mix their own weights and biases; use one or the other."
+            "Mixture-of-Supernets does not support a supernet with switchable biases or deltas (config."
+            "switchable_biases / switchable_delta_rank): its layers mix their own weights and biases; use one or the "
+            "other."
         )
     if isinstance(mixture, str):
         mixture = MixtureConfig(mode=mixture)

@@ -8,7 +8,17 @@ from typing import Any
 from ..mixture.config import MixtureConfig
 from ..search_space import SearchSpace
 
-__all__ = ["ElasticConfigMixin"]
+__all__ = ["ElasticConfigMixin", "check_delta_rank"]
+
+
+def check_delta_rank(value: Any, field: str = "switchable_delta_rank") -> int:
+    """`value` as the rank of switchable low-rank deltas: an int >= 0 (0: none). A `TypeError` / `ValueError` names the
+    field, the value and what is allowed."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{field} must be an int >= 0 (0: no deltas), got {value!r} of type {type(value).__name__}.")
+    if value < 0:
+        raise ValueError(f"{field} must be an int >= 0 (0: no deltas), got {value}.")
+    return value
 
 
 class ElasticConfigMixin:
@@ -16,8 +26,8 @@ class ElasticConfigMixin:
 
     The subclass sets `model_type` (e.g. `"elastic_vit"`), `_loadable_model_types` (the vanilla type and its own)
     and `_family` (a display name), declares `search_space: dict | None = None` and
-    `mixture_of_supernets: dict | str | None = None` and `switchable_layer_norms: list | str | None = None`, `switchable_heads: bool = False` and
-    `switchable_biases: bool = False`, and calls
+    `mixture_of_supernets: dict | str | None = None` and `switchable_layer_norms: list | str | None = None`, `switchable_heads: bool = False`,
+    `switchable_biases: bool = False` and `switchable_delta_rank: int = 0`, and calls
     `_init_search_space()`, `_init_mixture()` and `_init_switchable_norms()` at the end of its `__post_init__`.
     """
 
@@ -57,7 +67,8 @@ class ElasticConfigMixin:
     def _init_switchable_norms(self) -> None:
         """Check `switchable_layer_norms` (None, MAC-share boundaries or a comma-separated string of them, see
         [`hf_nas.switchable_norms`]) and store it as a list of floats, or None; and `switchable_heads` and
-        `switchable_biases` (bools, True only with boundaries; switchable biases not with Mixture-of-Supernets)."""
+        `switchable_biases` (bools, True only with boundaries) and `switchable_delta_rank` (an int >= 0, > 0 only
+        with boundaries); switchable biases and deltas not with Mixture-of-Supernets."""
         from ..switchable_norms import check_norm_boundaries
 
         boundaries = check_norm_boundaries(self.switchable_layer_norms)
@@ -71,11 +82,19 @@ class ElasticConfigMixin:
                     f"{field}=True switches {what} with the norm budgets, but switchable_layer_norms is "
                     f"unset: set its MAC-share boundaries as well (e.g. [0.75, 0.375]), or {field}=False."
                 )
-        if getattr(self, "switchable_biases", False) and getattr(self, "mixture_of_supernets", None):
+        rank = check_delta_rank(getattr(self, "switchable_delta_rank", 0))
+        if rank and boundaries is None:
             raise ValueError(
-                "switchable_biases=True does not support mixture_of_supernets (its layers mix their own weights and "
-                "biases): use one or the other."
+                f"switchable_delta_rank={rank} switches weight deltas with the norm budgets, but switchable_layer_norms "
+                "is unset: set its MAC-share boundaries as well (e.g. [0.75, 0.375]), or switchable_delta_rank=0."
             )
+        for field, on in (("switchable_biases=True", getattr(self, "switchable_biases", False)),
+                          (f"switchable_delta_rank={rank}", rank)):  # fmt: skip
+            if on and getattr(self, "mixture_of_supernets", None):
+                raise ValueError(
+                    f"{field} does not support mixture_of_supernets (its layers mix their own weights and biases): "
+                    "use one or the other."
+                )
 
     def check_search_space(self) -> SearchSpace:
         """The search space of `config.search_space`, checked against the supernet's sizes: a `TypeError` or

@@ -22,9 +22,10 @@ from ..mixture import (
 from ..search_space import SearchSpace, SubnetConfig
 from ..switchable_norms import (
     SWITCHABLE_BIAS_PARAMETER_PATTERN,
+    SWITCHABLE_DELTA_PARAMETER_PATTERN,
     SWITCHABLE_HEAD_PARAMETER_PATTERN,
     SWITCHABLE_NORM_PARAMETER_PATTERN,
-    attach_switchable_biases,
+    attach_budget_linears,
     attach_switchable_heads,
     attach_switchable_norms,
     check_norm_boundaries,
@@ -129,6 +130,7 @@ class SupernetMixin:
         info = _check_switchable_norm_keys(model, where, saved, info)
         info = _check_switchable_head_keys(model, where, saved, info)
         info = _check_switchable_bias_keys(model, where, saved, info)
+        info = _check_switchable_delta_keys(model, where, saved, info)
         if local and _model_type(folder) == cls.config_class.model_type:
             _check_layers(model.config, where, info["missing_keys"], info["unexpected_keys"])
         if mixture_config_of(model.config) is not None:
@@ -148,8 +150,9 @@ class SupernetMixin:
             attach_switchable_norms(self, boundaries)
             if self.config.switchable_heads:
                 attach_switchable_heads(self, len(boundaries) + 1)
-            if self.config.switchable_biases:
-                attach_switchable_biases(self, len(boundaries) + 1)
+            if self.config.switchable_biases or self.config.switchable_delta_rank:
+                biases, rank = self.config.switchable_biases, self.config.switchable_delta_rank
+                attach_budget_linears(self, len(boundaries) + 1, biases, rank)
         super().post_init()
 
     def _init_weights(self, module: Any) -> None:
@@ -338,6 +341,21 @@ def _check_switchable_bias_keys(model: Any, where: str, saved: dict | None, info
         tensors="switchable bias budgets",
         tensor="switchable bias budget",
         none="none (switchable_biases is False)",
+    )
+
+
+def _check_switchable_delta_keys(model: Any, where: str, saved: dict | None, info: dict) -> dict:
+    """Like [`_check_switchable_norm_keys`], for the low-rank deltas of `switchable_delta_rank`."""
+    return _check_added_keys(
+        info,
+        where,
+        saved,
+        SWITCHABLE_DELTA_PARAMETER_PATTERN,
+        "switchable_delta_rank",
+        enabled=bool(getattr(model.config, "switchable_delta_rank", 0)),
+        tensors="switchable low-rank deltas",
+        tensor="switchable low-rank delta",
+        none="none (switchable_delta_rank is 0)",
     )
 
 

@@ -11,13 +11,14 @@ from .conv import ElasticConv2d
 from .embedding import ElasticEmbedding
 from .layer import ElasticLayer
 from .layernorm import ElasticLayerNorm, SwitchableElasticLayerNorm
-from .linear import ElasticLinear, SwitchableBiasElasticLinear, SwitchableElasticLinear
+from .linear import BudgetElasticLinear, ElasticLinear, SwitchableElasticLinear
 from .primitive import ElasticPrimitive
 
 ELASTIC_PRIMITIVES = (ElasticConv2d, ElasticEmbedding, ElasticLayerNorm, ElasticLinear)
 
 __all__ = [
     "ELASTIC_PRIMITIVES",
+    "BudgetElasticLinear",
     "ElasticConv2d",
     "ElasticEmbedding",
     "ElasticLayer",
@@ -26,7 +27,6 @@ __all__ = [
     "ElasticPrimitive",
     "ElasticSelfAttention",
     "SelfAttention",
-    "SwitchableBiasElasticLinear",
     "SwitchableElasticLayerNorm",
     "SwitchableElasticLinear",
 ]

@@ -41,7 +41,12 @@ from ..mixture import enable_mixture
 from ..models.families import get_family
 from ..models.supernet import SupernetMixin
 from ..search_space import SubnetConfig
-from ..switchable_norms import enable_switchable_biases, enable_switchable_heads, enable_switchable_norms
+from ..switchable_norms import (
+    enable_switchable_biases,
+    enable_switchable_deltas,
+    enable_switchable_heads,
+    enable_switchable_norms,
+)
 from ..utils import atomic_write_text
 from .distillation import attention_relation_loss, hidden_state_loss, layer_hidden_state_loss, soft_cross_entropy
 from .recipes import vanilla_auto_class
@@ -113,15 +118,29 @@ def split_head_budget_groups(optimizer: torch.optim.Optimizer, model: nn.Module,
 def split_bias_budget_groups(optimizer: torch.optim.Optimizer, model: nn.Module, learning_rate: float) -> int:
     """Like [`split_norm_budget_groups`], for the budgets of `model`'s switchable biases (`bias_budgets`). Raises
     `ValueError` if the model has no switchable bias."""
-    from ..modules import SwitchableBiasElasticLinear
+    from ..switchable_norms import switchable_biases
 
-    budgets = {id(m.bias_budgets) for m in model.modules() if isinstance(m, SwitchableBiasElasticLinear)}
+    budgets = {id(m.bias_budgets) for m in switchable_biases(model)}
     if not budgets:
         raise ValueError(
             "`switchable_bias_learning_rate` is set but the model has no switchable biases: set `switchable_biases` "
             "or leave it unset."
         )
     return split_parameter_groups(optimizer, budgets, learning_rate, "bias budget")
+
+
+def split_delta_groups(optimizer: torch.optim.Optimizer, model: nn.Module, learning_rate: float) -> int:
+    """Like [`split_norm_budget_groups`], for `model`'s switchable low-rank deltas (`delta_up`, `delta_down`). Raises
+    `ValueError` if the model has none."""
+    from ..switchable_norms import switchable_deltas
+
+    deltas = {id(p) for m in switchable_deltas(model) for p in (m.delta_up, m.delta_down)}
+    if not deltas:
+        raise ValueError(
+            "`switchable_delta_learning_rate` is set but the model has no switchable deltas: set "
+            "`switchable_delta_rank` or leave it unset."
+        )
+    return split_parameter_groups(optimizer, deltas, learning_rate, "delta")
 
 
 def _split_budget_groups(
@@ -246,6 +265,8 @@ class SupernetTrainer(Trainer):
             enable_switchable_heads(model)
         if args.switchable_biases:  # and the bias budgets
             enable_switchable_biases(model)
+        if args.switchable_delta_rank:  # and the low-rank deltas
+            enable_switchable_deltas(model, args.switchable_delta_rank)
         space = model.search_space
         if sampler is None:
             sampler = self._build_sampler(args, space)
@@ -323,8 +344,9 @@ class SupernetTrainer(Trainer):
     def create_optimizer(self, model: nn.Module | None = None) -> torch.optim.Optimizer:
         """The Trainer's optimizer; with `mixture_router_learning_rate`, the Mixture-of-Supernets routers' parameters,
         with `switchable_norm_learning_rate` the switchable norms' budgets, with `switchable_head_learning_rate`
-        the switchable heads' budgets, and with `switchable_bias_learning_rate` the switchable biases' budgets, in
-        groups of their own at that learning rate (the same weight decay and schedule)."""
+        the switchable heads' budgets, with `switchable_bias_learning_rate` the switchable biases' budgets, and with
+        `switchable_delta_learning_rate` the switchable low-rank deltas, in groups of their own at that learning rate
+        (the same weight decay and schedule)."""
         created = self.optimizer is None
         optimizer = super().create_optimizer(model)
         model = self.model if model is None else model
@@ -333,6 +355,7 @@ class SupernetTrainer(Trainer):
             ("switchable_norm_learning_rate", "the norm budgets", split_norm_budget_groups),
             ("switchable_head_learning_rate", "the head budgets", split_head_budget_groups),
             ("switchable_bias_learning_rate", "the bias budgets", split_bias_budget_groups),
+            ("switchable_delta_learning_rate", "the low-rank deltas", split_delta_groups),
         )
         for name, what, split in splits:
             lr = getattr(self.args, name)

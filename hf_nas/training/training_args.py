@@ -193,6 +193,19 @@ class SupernetTrainingArguments(TrainingArguments):
         default=None,
         metadata={"help": "Switchable biases: learning rate of the bias budgets (default: learning_rate)."},
     )
+    switchable_delta_rank: int = field(
+        default=0,
+        metadata={
+            "help": "Switchable low-rank deltas, with switchable_layer_norms: every linear layer of the encoder layers "
+            "adds, for each smaller norm budget, its own delta of this rank to the shared weight (zero at the start; "
+            "0: none). An extracted subnet gets its budget's weight with the delta merged: an ordinary matrix. Needs "
+            "switchable layer norms; not with Mixture-of-Supernets."
+        },
+    )
+    switchable_delta_learning_rate: float | None = field(
+        default=None,
+        metadata={"help": "Switchable low-rank deltas: their learning rate (default: learning_rate)."},
+    )
     mixture_router_learning_rate: float | None = field(
         default=None,
         metadata={
@@ -285,11 +298,22 @@ class SupernetTrainingArguments(TrainingArguments):
                 raise ValueError(
                     f"`switchable_bias_learning_rate` must be > 0, got {self.switchable_bias_learning_rate}."
                 )
-        if self.switchable_biases and self.mixture_of_supernets != "off":
-            raise ValueError(
-                "`switchable_biases` does not support `mixture_of_supernets` (its layers mix their own weights and "
-                f"biases), got mixture_of_supernets={self.mixture_of_supernets!r}: use one or the other."
-            )
+        from ..models.configuration_elastic import check_delta_rank
+
+        check_delta_rank(self.switchable_delta_rank)
+        if self.switchable_delta_learning_rate is not None:
+            if not self.switchable_delta_rank:
+                raise ValueError("`switchable_delta_learning_rate` is set but `switchable_delta_rank` is 0: set both.")
+            if not self.switchable_delta_learning_rate > 0:
+                raise ValueError(
+                    f"`switchable_delta_learning_rate` must be > 0, got {self.switchable_delta_learning_rate}."
+                )
+        for name in ("switchable_biases", "switchable_delta_rank"):
+            if getattr(self, name) and self.mixture_of_supernets != "off":
+                raise ValueError(
+                    f"`{name}` does not support `mixture_of_supernets` (its layers mix their own weights and "
+                    f"biases), got mixture_of_supernets={self.mixture_of_supernets!r}: use one or the other."
+                )
         if self.mixture_router_learning_rate is not None and not self.mixture_router_learning_rate > 0:
             raise ValueError(f"`mixture_router_learning_rate` must be > 0, got {self.mixture_router_learning_rate}.")
 

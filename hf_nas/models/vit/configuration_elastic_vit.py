@@ -36,6 +36,7 @@ class ElasticViTConfig(ElasticConfigMixin, ViTConfig):
     switchable_layer_norms: list | str | None = None
     switchable_heads: bool = False
     switchable_biases: bool = False
+    switchable_delta_rank: int = 0
 
     def __post_init__(self, **kwargs):
         super().__post_init__(**kwargs)
