@@ -126,11 +126,7 @@ class SupernetMixin:
         if info["mismatched_keys"] and not ignore_mismatched_sizes:
             raise ValueError(_mismatch_message(model.config, where, sorted(info["mismatched_keys"])[0]))
         saved = _saved_config(folder) if local else None
-        info = _check_mixture_keys(model, where, saved, info)
-        info = _check_switchable_norm_keys(model, where, saved, info)
-        info = _check_switchable_head_keys(model, where, saved, info)
-        info = _check_switchable_bias_keys(model, where, saved, info)
-        info = _check_switchable_delta_keys(model, where, saved, info)
+        info = _check_added_tensors(model, where, saved, info)
         if local and _model_type(folder) == cls.config_class.model_type:
             _check_layers(model.config, where, info["missing_keys"], info["unexpected_keys"])
         if mixture_config_of(model.config) is not None:
@@ -280,83 +276,30 @@ def _model_type(folder: str) -> str | None:
     return data.get("model_type") if data is not None else None
 
 
-def _check_mixture_keys(model: Any, where: str, saved: dict | None, info: dict) -> dict:
-    """The loading info without the Mixture-of-Supernets tensors a checkpoint saved without a mixture lacks (they were
-    initialized from its weights: every expert a copy). Refuses, naming the tensor, a checkpoint saved with a mixture
-    that lacks them (damaged), and one holding mixture tensors loaded into a model without a mixture."""
-    return _check_added_keys(
-        info,
-        where,
-        saved,
-        MIXTURE_PARAMETER_PATTERN,
-        "mixture_of_supernets",
-        enabled=mixture_config_of(model.config) is not None,
-        tensors="Mixture-of-Supernets tensors",
-        tensor="Mixture-of-Supernets tensor",
-        none="no mixture (mixture_of_supernets is off)",
-    )
+# The tensors a config field adds to a supernet: (name pattern, config field, words for the errors: the tensors, one
+# tensor, and what a config without them asks for). A field is on when the config's value is truthy (the mixture: not
+# "off").
+_ADDED_TENSORS = (
+    (MIXTURE_PARAMETER_PATTERN, "mixture_of_supernets", "Mixture-of-Supernets tensor", "no mixture (mixture_of_supernets is off)"),
+    (SWITCHABLE_NORM_PARAMETER_PATTERN, "switchable_layer_norms", "switchable layer norm budget", "none (switchable_layer_norms is unset)"),
+    (SWITCHABLE_HEAD_PARAMETER_PATTERN, "switchable_heads", "switchable head budget", "none (switchable_heads is False)"),
+    (SWITCHABLE_BIAS_PARAMETER_PATTERN, "switchable_biases", "switchable bias budget", "none (switchable_biases is False)"),
+    (SWITCHABLE_DELTA_PARAMETER_PATTERN, "switchable_delta_rank", "switchable low-rank delta", "none (switchable_delta_rank is 0)"),
+)  # fmt: skip
 
 
-def _check_switchable_norm_keys(model: Any, where: str, saved: dict | None, info: dict) -> dict:
-    """The loading info without the switchable-norm budgets a checkpoint saved without them lacks (each was initialized
-    as a copy of its norm). Refuses, naming the tensor, a checkpoint saved with switchable norms that lacks them
-    (damaged), and one holding budgets loaded into a model without switchable norms."""
-    return _check_added_keys(
-        info,
-        where,
-        saved,
-        SWITCHABLE_NORM_PARAMETER_PATTERN,
-        "switchable_layer_norms",
-        enabled=bool(getattr(model.config, "switchable_layer_norms", None)),
-        tensors="switchable layer norm budgets",
-        tensor="switchable layer norm budget",
-        none="none (switchable_layer_norms is unset)",
-    )
-
-
-def _check_switchable_head_keys(model: Any, where: str, saved: dict | None, info: dict) -> dict:
-    """Like [`_check_switchable_norm_keys`], for the head budgets of `switchable_heads`."""
-    return _check_added_keys(
-        info,
-        where,
-        saved,
-        SWITCHABLE_HEAD_PARAMETER_PATTERN,
-        "switchable_heads",
-        enabled=bool(getattr(model.config, "switchable_heads", False)),
-        tensors="switchable head budgets",
-        tensor="switchable head budget",
-        none="none (switchable_heads is False)",
-    )
-
-
-def _check_switchable_bias_keys(model: Any, where: str, saved: dict | None, info: dict) -> dict:
-    """Like [`_check_switchable_norm_keys`], for the bias budgets of `switchable_biases`."""
-    return _check_added_keys(
-        info,
-        where,
-        saved,
-        SWITCHABLE_BIAS_PARAMETER_PATTERN,
-        "switchable_biases",
-        enabled=bool(getattr(model.config, "switchable_biases", False)),
-        tensors="switchable bias budgets",
-        tensor="switchable bias budget",
-        none="none (switchable_biases is False)",
-    )
-
-
-def _check_switchable_delta_keys(model: Any, where: str, saved: dict | None, info: dict) -> dict:
-    """Like [`_check_switchable_norm_keys`], for the low-rank deltas of `switchable_delta_rank`."""
-    return _check_added_keys(
-        info,
-        where,
-        saved,
-        SWITCHABLE_DELTA_PARAMETER_PATTERN,
-        "switchable_delta_rank",
-        enabled=bool(getattr(model.config, "switchable_delta_rank", 0)),
-        tensors="switchable low-rank deltas",
-        tensor="switchable low-rank delta",
-        none="none (switchable_delta_rank is 0)",
-    )
+def _check_added_tensors(model: Any, where: str, saved: dict | None, info: dict) -> dict:
+    """The loading info without the tensors of Mixture-of-Supernets and the switchable norms, heads, biases and deltas
+    that a checkpoint saved without them lacks (they were initialized from its weights: copies, or zero deltas).
+    Refuses, naming the tensor, a checkpoint saved with them that lacks them (damaged), and one holding them loaded
+    into a model whose config does not ask for them."""
+    for pattern, field, tensor, none in _ADDED_TENSORS:
+        value = getattr(model.config, field, None)
+        enabled = mixture_config_of(model.config) is not None if field == "mixture_of_supernets" else bool(value)
+        info = _check_added_keys(
+            info, where, saved, pattern, field, enabled=enabled, tensors=f"{tensor}s", tensor=tensor, none=none
+        )
+    return info
 
 
 def _check_added_keys(

@@ -103,6 +103,18 @@ class ElasticLinear(ElasticPrimitive, nn.Linear):
         )
 
 
+def _take_over(new: ElasticLinear, linear: ElasticLinear) -> ElasticLinear:
+    """`new` (built on the meta device) materialized on `linear`'s device and dtype, holding `linear`'s `weight` and
+    `bias` (the same parameters), active sizes and mode, its budgets reset from them."""
+    new = new.to_empty(device=linear.weight.device).to(dtype=linear.weight.dtype)
+    new.weight, new.bias = linear.weight, linear.bias
+    new.set_active(in_features=linear.active_in_features, out_features=linear.active_out_features)
+    if not linear.weight.is_meta:
+        new.reset_budgets()
+    new.train(linear.training)
+    return new
+
+
 class SwitchableElasticLinear(ElasticLinear):
     """[`ElasticLinear`] with one weight and bias per subnet budget (a switchable head).
 
@@ -162,13 +174,7 @@ class SwitchableElasticLinear(ElasticLinear):
             )
         with torch.device("meta"):
             new = cls(linear.in_features, linear.out_features, bias=linear.bias is not None, num_budgets=num_budgets)
-        new = new.to_empty(device=linear.weight.device).to(dtype=linear.weight.dtype)
-        new.weight, new.bias = linear.weight, linear.bias
-        new.set_active(in_features=linear.active_in_features, out_features=linear.active_out_features)
-        if not linear.weight.is_meta:
-            new.reset_budgets()
-        new.train(linear.training)
-        return new
+        return _take_over(new, linear)
 
     @torch.no_grad()
     def reset_budgets(self) -> None:
@@ -344,13 +350,7 @@ class BudgetElasticLinear(ElasticLinear):
                 switch_bias=switch_bias,
                 delta_rank=delta_rank,
             )
-        new = new.to_empty(device=linear.weight.device).to(dtype=linear.weight.dtype)
-        new.weight, new.bias = linear.weight, linear.bias
-        new.set_active(in_features=linear.active_in_features, out_features=linear.active_out_features)
-        if not linear.weight.is_meta:
-            new.reset_budgets()
-        new.train(linear.training)
-        return new
+        return _take_over(new, linear)
 
     @torch.no_grad()
     def _reset_bias_budgets(self) -> None:
