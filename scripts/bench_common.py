@@ -157,8 +157,9 @@ def cpu_training_args(
     **kwargs,
 ) -> TrainingArguments:
     """Training arguments of a benchmark run on the CPU: linear schedule with 10% warmup, seeded data order, about
-    ten log lines, no checkpoints, no evaluation during training, no reporting. `kwargs` go to `cls`."""
-    return cls(
+    ten log lines, no checkpoints (unless `kwargs` ask for them, see [`checkpoint_kwargs`]), no evaluation during
+    training, no reporting. `kwargs` go to `cls` and override these."""
+    settings = dict(
         output_dir=output_dir,
         max_steps=max_steps,
         per_device_train_batch_size=batch_size,
@@ -173,8 +174,85 @@ def cpu_training_args(
         report_to=[],
         use_cpu=True,
         disable_tqdm=True,
-        **kwargs,
     )
+    return cls(**{**settings, **kwargs})
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# resumable training runs
+PROGRESS_NAME = "bench_progress.json"
+
+
+def checkpoint_kwargs(every: int) -> dict:
+    """Training-argument overrides that save a checkpoint every `every` optimizer steps (0: none), keeping the last two
+    (a save interrupted while the older one is rotated away leaves the one before)."""
+    if isinstance(every, bool) or not isinstance(every, int) or every < 0:
+        raise ValueError(f"--checkpoint_every must be an int >= 0 (0: no checkpoints), got {every!r}.")
+    return {"save_strategy": "steps", "save_steps": every, "save_total_limit": 2} if every else {}
+
+
+class _SaveProgress(transformers.TrainerCallback):
+    """Writes, into each checkpoint folder once it is saved, the run's wall seconds so far and the learning curve's
+    points: the mark that the checkpoint is complete and what a resumed run continues from."""
+
+    def __init__(self, seconds_before: float, started: float, curve=None):
+        self.seconds_before, self.started, self.curve = seconds_before, started, curve
+
+    def on_save(self, args, state, control, **kwargs):
+        folder = os.path.join(
+            args.output_dir, f"{transformers.trainer_utils.PREFIX_CHECKPOINT_DIR}-{state.global_step}"
+        )
+        if os.path.isdir(folder):
+            progress = {
+                "step": state.global_step,
+                "seconds": self.seconds_before + time.perf_counter() - self.started,
+                "curve": None if self.curve is None else self.curve.points,
+            }
+            atomic_write_text(os.path.join(folder, PROGRESS_NAME), json.dumps(progress))
+
+
+def last_resumable_checkpoint(output_dir: str) -> str | None:
+    """The `checkpoint-N` folder of `output_dir` with the highest `N` that holds the progress [`train_resumably`]
+    writes after the save (so a complete one), or None."""
+    prefix = f"{transformers.trainer_utils.PREFIX_CHECKPOINT_DIR}-"
+    steps = []
+    if os.path.isdir(output_dir):
+        for name in os.listdir(output_dir):
+            if name.startswith(prefix) and name[len(prefix) :].isdigit():
+                if os.path.isfile(os.path.join(output_dir, name, PROGRESS_NAME)):
+                    steps.append(int(name[len(prefix) :]))
+    return os.path.join(output_dir, f"{prefix}{max(steps)}") if steps else None
+
+
+def train_resumably(trainer: transformers.Trainer, curve=None) -> float:
+    """`trainer.train()`, resumed from the last complete checkpoint of its output dir when there is one (a run killed
+    mid-way and started again), and the run's wall seconds, those of the interrupted part included. With checkpoints
+    on (see [`checkpoint_kwargs`]) each saved one records the seconds so far and `curve`'s points (an object with a
+    `points` list, e.g. the learning curve, which a resumed run continues instead of measuring step 0 again); the
+    checkpoints are removed once the run is done. Without checkpoints it is `trainer.train()` timed."""
+    import shutil
+
+    output_dir = trainer.args.output_dir
+    resume = last_resumable_checkpoint(output_dir) if trainer.args.save_strategy != "no" else None
+    seconds_before = 0.0
+    if resume is not None:
+        with open(os.path.join(resume, PROGRESS_NAME)) as f:
+            progress = json.load(f)
+        seconds_before = progress["seconds"]
+        if curve is not None and progress["curve"] is not None:
+            curve.points = progress["curve"]
+            curve.resumed = True
+        logger.info("resuming %s from step %d", output_dir, progress["step"])
+    started = time.perf_counter()
+    trainer.add_callback(_SaveProgress(seconds_before, started, curve))
+    trainer.train(resume_from_checkpoint=resume)
+    seconds = seconds_before + time.perf_counter() - started
+    if trainer.args.save_strategy != "no":
+        prefix = f"{transformers.trainer_utils.PREFIX_CHECKPOINT_DIR}-"
+        for name in os.listdir(output_dir):
+            if name.startswith(prefix):
+                shutil.rmtree(os.path.join(output_dir, name), ignore_errors=True)
+    return seconds
 
 
 def common_args(args: BenchArguments, name: str, cls: type[TrainingArguments] = TrainingArguments, **kwargs):

@@ -58,11 +58,13 @@ from bench_common import (
     BENCHMARKS_DIR,
     SHARED,
     Rows,
+    checkpoint_kwargs,
     cpu_training_args,
     paired_interval,
     parse_args,
     run_record,
     setup_logging,
+    train_resumably,
     within,
     write_results,
 )
@@ -150,6 +152,15 @@ class VisionBenchArguments:
             "help": "Optimizer steps of the teacher (default: --max_steps). Set apart from --max_steps, it is the "
             "longer-training lever: the supernet and the trained-alone runs take --max_steps from the shared teacher "
             "of this many steps, with their own rows, models and report (suffixed _s<max_steps>)."
+        },
+    )
+    checkpoint_every: int = field(
+        default=0,
+        metadata={
+            "help": "Save a checkpoint of every training run (teacher, supernet, trained-alone) every this many steps "
+            "(0: none). A run killed mid-way and started again with the same command resumes from its last complete "
+            "checkpoint, with the same result; the checkpoints are removed once the run's row is written. For long "
+            "runs that may outlast a session."
         },
     )
     supernet_levers: str | None = field(
@@ -317,6 +328,7 @@ class LearningCurve(TrainerCallback):
 
     def __init__(self, model, dataset: TensorImages, every: int):
         self.model, self.dataset, self.every, self.points = model, dataset, every, []
+        self.resumed = False  # set by `train_resumably` with the points of the interrupted part
 
     def measure(self, step: int) -> None:
         full = getattr(self.model, "max_subnet", None)
@@ -329,7 +341,8 @@ class LearningCurve(TrainerCallback):
         logger.info("step %d: full-model validation accuracy %.2f%%", step, value)
 
     def on_train_begin(self, args, state, control, **kwargs):
-        self.measure(0)
+        if not self.resumed:
+            self.measure(0)
 
     def on_step_end(self, args, state, control, **kwargs):
         if state.global_step % self.every == 0 or state.global_step == state.max_steps:
@@ -367,7 +380,12 @@ class Bench:
         a = self.args
         steps = a.max_steps if max_steps is None else max_steps
         lr = a.learning_rate if learning_rate is None else learning_rate
-        kwargs = {"remove_unused_columns": False, "dataloader_num_workers": 0, **kwargs}
+        kwargs = {
+            "remove_unused_columns": False,
+            "dataloader_num_workers": 0,
+            **checkpoint_kwargs(self.args.checkpoint_every),
+            **kwargs,
+        }
         return cpu_training_args(output_dir, steps, a.batch_size, lr, a.seed, cls, **kwargs)
 
     def scores(self, model, splits=("validation", "test")) -> dict:
@@ -384,15 +402,14 @@ class Bench:
                 self.path, attn_implementation="sdpa", **self.labels
             )
             curve = LearningCurve(model, self.splits["validation"], self.args.curve_every)
-            start = time.perf_counter()
-            Trainer(
+            trainer = Trainer(
                 model=model,
                 args=self.train_args("teacher", max_steps=teacher_steps(self.args)),
                 train_dataset=self.splits["train"],
                 data_collator=COLLATOR,
                 callbacks=[curve],
-            ).train()
-            seconds = time.perf_counter() - start
+            )
+            seconds = train_resumably(trainer, curve)
             model.save_pretrained(self.teacher_dir())
             return {
                 "train_seconds": seconds,
@@ -439,8 +456,7 @@ class Bench:
         model = self.initial_supernet()
         curve = LearningCurve(model, self.splits["validation"], self.args.curve_every)
         set_seed(self.args.seed)
-        start = time.perf_counter()
-        SupernetTrainer(
+        trainer = SupernetTrainer(
             model=model,
             teacher_model=self.load_teacher(),
             args=self.train_args(
@@ -454,8 +470,8 @@ class Bench:
             train_dataset=self.splits["train"],
             data_collator=COLLATOR,
             callbacks=[curve],
-        ).train()
-        seconds = time.perf_counter() - start
+        )
+        seconds = train_resumably(trainer, curve)
         model.save_pretrained(folder)
         row = self.rows.put(
             self.supernet_name("supernet_trained"),
@@ -536,8 +552,7 @@ class Bench:
             recipe = {k: v for k, v in RECIPE.items() if k not in ("num_random_subnets", "uniform_subnet_probability")}
             recipe.update(sampler="fixed", protect_largest_gradient=False)  # one subnet: nothing to protect
             set_seed(self.args.seed)
-            start = time.perf_counter()
-            SupernetTrainer(
+            trainer = SupernetTrainer(
                 model=model,
                 teacher_model=self.load_teacher(),
                 sampler=hf_nas.training.get_sampler("fixed", model.search_space, subnets=[subnet]),
@@ -546,8 +561,8 @@ class Bench:
                 ),
                 train_dataset=self.splits["train"],
                 data_collator=COLLATOR,
-            ).train()
-            seconds = time.perf_counter() - start
+            )
+            seconds = train_resumably(trainer)
             with model.subnet(subnet):
                 return {"subnet": subnet.to_dict(), "train_seconds": seconds, **self.scores(model)}
 

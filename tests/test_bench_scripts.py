@@ -12,6 +12,7 @@ import os
 import sys
 
 import pytest
+import torch
 
 SCRIPTS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "scripts")
 BENCHES = ["bench_elastic", "bench_gradient_search", "bench_search", "bench_supernet", "bench_vision"]
@@ -570,3 +571,71 @@ def test_vision_longer_training_lever_gets_its_own_rows_and_shares_the_teacher(l
     stub.args = dataclasses.replace(stub.args, teacher_max_steps=720)
     with pytest.raises(RuntimeError, match="trained for 360 steps, not the 720 asked for"):
         bench.Bench.teacher(stub)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# resumable training runs
+class _Points:
+    """A learning curve's stand-in: one point per optimizer step."""
+
+    def __init__(self):
+        self.points, self.resumed = [], False
+
+
+def _stepper(points: _Points, kill_at: int | None = None):
+    from transformers import TrainerCallback
+
+    class Stepper(TrainerCallback):
+        def on_step_begin(self, args, state, control, **kwargs):
+            if kill_at is not None and state.global_step == kill_at:
+                raise KeyboardInterrupt("killed")  # a run stopped from outside, after its checkpoint at `kill_at`
+
+        def on_step_end(self, args, state, control, **kwargs):
+            points.points.append([state.global_step, 0.0])
+
+    return Stepper()
+
+
+def test_a_killed_benchmark_run_resumes_to_the_uninterrupted_result(load, tmp_path):
+    """`train_resumably` with checkpoints every 2 steps: a supernet run killed after step 2 and started again ends
+    with the weights, the curve and the (accumulated) seconds of one uninterrupted run; the checkpoints are gone after
+    it; `checkpoint_kwargs` refuses a negative interval."""
+    from hf_nas.training import SupernetTrainer
+
+    from .conftest import make_supernet
+    from .scripts.ddp_train import make_dataset
+    from .test_trainer import make_args
+
+    bench = load("bench_common")
+
+    def trainer(name: str, points: _Points, kill_at: int | None = None):
+        model = make_supernet("BertForSequenceClassification", seed=0).train()
+        args = make_args(tmp_path / name, max_steps=4, learning_rate=1e-2, **bench.checkpoint_kwargs(2))
+        return SupernetTrainer(
+            model=model, args=args, train_dataset=make_dataset(), callbacks=[_stepper(points, kill_at)]
+        )
+
+    full_points = _Points()
+    full = trainer("full", full_points)
+    assert bench.train_resumably(full, full_points) > 0
+    assert not glob.glob(str(tmp_path / "full" / "checkpoint-*"))
+
+    killed_points = _Points()
+    with pytest.raises(KeyboardInterrupt):
+        bench.train_resumably(trainer("run", killed_points, kill_at=2), killed_points)
+    assert os.path.basename(bench.last_resumable_checkpoint(str(tmp_path / "run"))) == "checkpoint-2"
+    with open(tmp_path / "run" / "checkpoint-2" / bench.PROGRESS_NAME) as f:
+        progress = json.load(f)
+    assert progress["step"] == 2 and progress["seconds"] > 0 and progress["curve"] == [[1, 0.0], [2, 0.0]]
+
+    resumed_points = _Points()
+    resumed = trainer("run", resumed_points)
+    seconds = bench.train_resumably(resumed, resumed_points)
+    assert resumed_points.resumed and seconds > progress["seconds"]
+    assert resumed_points.points == full_points.points == [[s, 0.0] for s in (1, 2, 3, 4)]
+    for (name, p), q in zip(full.model.named_parameters(), resumed.model.parameters(), strict=True):
+        torch.testing.assert_close(q, p, atol=1e-6, rtol=0, msg=name)
+    assert not glob.glob(str(tmp_path / "run" / "checkpoint-*"))
+    assert bench.checkpoint_kwargs(0) == {}
+    with pytest.raises(ValueError, match=r"--checkpoint_every must be an int >= 0 \(0: no checkpoints\), got -1"):
+        bench.checkpoint_kwargs(-1)
