@@ -101,6 +101,9 @@ class MosBenchArguments(SupernetBenchArguments):
     router_learning_rate: float | None = field(
         default=None, metadata={"help": "The routers' learning rate (default: --learning_rate)."}
     )
+    router_init: str = field(
+        default="random", metadata={"help": "How the routers start: random (near uniform) or size (by subnet size)."}
+    )
     report_name: str = field(
         default="mos",
         metadata={
@@ -119,7 +122,12 @@ class MosBenchArguments(SupernetBenchArguments):
         if not self.report_name or os.sep in self.report_name or self.report_name.startswith("."):
             raise ValueError(f"--report_name must be a plain file name without a folder, got {self.report_name!r}.")
         for mode in self.mode_list:
-            MixtureConfig(mode=mode, num_experts=self.num_experts, router_hidden_size=self.router_hidden_size)
+            MixtureConfig(
+                mode=mode,
+                num_experts=self.num_experts,
+                router_hidden_size=self.router_hidden_size,
+                router_init=self.router_init,
+            )
         if "off" in self.mode_list or not self.mode_list:
             raise ValueError(f"--modes must name MoS modes (layer, neuron), got {self.modes!r}.")
 
@@ -153,6 +161,7 @@ def mixture_levers(args: MosBenchArguments, mode: str) -> dict:
         "mixture_target_modules": args.target_modules,
         "mixture_router_init_std": args.router_init_std,
         "mixture_expert_init_noise": args.expert_init_noise,
+        **({} if args.router_init == "random" else {"mixture_router_init": args.router_init}),
         **({} if args.router_learning_rate is None else {"mixture_router_learning_rate": args.router_learning_rate}),
     }
 
@@ -446,6 +455,7 @@ def report(bench: MosBench, args: MosBenchArguments) -> dict:
                 target_modules=args.target_modules,
                 router_init_std=args.router_init_std,
                 expert_init_noise=args.expert_init_noise,
+                router_init=args.router_init,
             ).to_dict()
             for m in args.mode_list
         },
@@ -491,6 +501,16 @@ def experts_words(mixture: dict) -> str:
     )
 
 
+def router_words(mixture: dict) -> str:
+    std = mixture.get("router_init_std")
+    if mixture.get("router_init", "random") == "size":
+        return (
+            f"routers starting by subnet size (expert 0 centred on the largest subnet, the last on the smallest, 95% "
+            f"of the weight at each expert's own centre; their other output weights ~ N(0, {std}))"
+        )
+    return f"router output weights ~ N(0, {std})"
+
+
 def render_markdown(r: dict) -> str:
     s = r["settings"]
     pts = {p["point"]: p for p in r["points"]}
@@ -515,8 +535,8 @@ def render_markdown(r: dict) -> str:
         "the teacher; levers " + json.dumps(r["recipe"]) + ".",
         f"- **MoS**: the same recipe, data order and initial weights with Mixture-of-Supernets on the "
         f"{' and '.join(mixture.get('target_modules', []))} linear layers ({mixture.get('num_experts')} experts, routers "
-        f"of width {mixture.get('router_hidden_size')}, {experts_words(mixture)}, router output weights ~ N(0, "
-        f"{mixture.get('router_init_std')}), router learning rate {s.get('router_learning_rate') or s['learning_rate']})"
+        f"of width {mixture.get('router_hidden_size')}, {experts_words(mixture)}, {router_words(mixture)}, router "
+        f"learning rate {s.get('router_learning_rate') or s['learning_rate']})"
         ": at equal steps, and at equal wall time (steps scaled by the measured step-time ratio).",
         "- **alone**: the same architecture trained by itself with the same teacher, losses, steps and initial weights "
         "(the supernet benchmark's KD baseline of that architecture when it has one).",

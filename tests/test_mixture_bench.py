@@ -51,6 +51,18 @@ def test_the_symmetry_levers_reach_the_training_arguments(bench_mos):
         bench_mos.MosBenchArguments(report_name="a/b")
 
 
+def test_the_size_routing_lever_reaches_the_training_arguments_and_the_report(bench_mos):
+    args = bench_mos.MosBenchArguments(router_init="size", router_init_std=0.0)
+    levers = bench_mos.mixture_levers(args, "layer")
+    assert levers["mixture_router_init"] == "size"
+    assert bench_mos.SupernetTrainingArguments("o", **levers).mixture_config().router_init == "size"
+    assert "mixture_router_init" not in bench_mos.mixture_levers(bench_mos.MosBenchArguments(), "layer")
+    assert "starting by subnet size" in bench_mos.router_words({"router_init": "size", "router_init_std": 0.0})
+    assert bench_mos.router_words({"router_init_std": 0.02}) == "router output weights ~ N(0, 0.02)"
+    with pytest.raises(ValueError, match=r"router_init`='sizes' is unknown"):
+        bench_mos.MosBenchArguments(router_init="sizes")
+
+
 def correct(n: int, first: int) -> list[int]:
     """1 for the first `first` of `n` examples, else 0."""
     return [1] * first + [0] * (n - first)

@@ -28,8 +28,8 @@ torch.Size([1, 64, 32])
 ```
 """
 
-from .config import MIXTURE_MODES, TARGET_MODULES, MixtureConfig, mixture_config_of
-from .encoding import architecture_encoding, encoding_size
+from .config import MIXTURE_MODES, ROUTER_INITS, TARGET_MODULES, MixtureConfig, mixture_config_of
+from .encoding import architecture_encoding, encoding_size, size_score
 from .linear import MixtureElasticLinear
 from .model import (
     MIXTURE_PARAMETER_PATTERN,
@@ -39,6 +39,7 @@ from .model import (
     has_mixture,
     init_mixture_weights,
     mixture_linears,
+    mixture_size_range,
     route_subnet,
     target_linears,
 )
@@ -48,6 +49,7 @@ __all__ = [
     "MIXTURE_MODES",
     "MIXTURE_PARAMETER_PATTERN",
     "ROUTERS",
+    "ROUTER_INITS",
     "TARGET_MODULES",
     "LayerRouter",
     "MixtureConfig",
@@ -64,7 +66,9 @@ __all__ = [
     "init_mixture_weights",
     "mixture_config_of",
     "mixture_linears",
+    "mixture_size_range",
     "register_router",
     "route_subnet",
+    "size_score",
     "target_linears",
 ]

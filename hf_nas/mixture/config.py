@@ -8,12 +8,14 @@ from typing import Any
 
 from ..validation import check_float, check_int
 
-__all__ = ["MIXTURE_MODES", "TARGET_MODULES", "MixtureConfig", "mixture_config_of"]
+__all__ = ["MIXTURE_MODES", "ROUTER_INITS", "TARGET_MODULES", "MixtureConfig", "mixture_config_of"]
 
 # "off" plus the router kinds (`hf_nas.mixture.router.ROUTERS`, checked against it in a test).
 MIXTURE_MODES = ("off", "layer", "neuron")
 # Which linear layers of every transformer layer hold experts (see `ElasticLayer.ffn_projections` and friends).
 TARGET_MODULES = ("ffn", "attention")
+# How a router starts: `random` (near uniform) or `size` (each expert owns a band of subnet sizes).
+ROUTER_INITS = ("random", "size")
 
 
 @dataclass(frozen=True)
@@ -45,6 +47,16 @@ class MixtureConfig:
             uniform at the start) every subnet still computes what the plain supernet computes, and the router has a
             gradient from the first step. It is applied when the mixture is added to a supernet ([`enable_mixture`],
             which the trainer calls); a supernet saved with its mixture reloads its experts as they are.
+        router_init (`str`): `"random"` (the default): the router's output weights ~ N(0, `router_init_std`), alpha
+            near uniform. `"size"`: the router starts routing by subnet size, so that the experts specialize from the
+            first step without any noise. Expert `i` is centred on a size `c_i`, evenly spaced from the largest subnet
+            (expert 0) to the smallest subnet of the search space (the last expert), and
+            `alpha_i(a) = softmax_i(-beta * (s(a) - c_i) ** 2)`, where `s(a)` is the mean of the architecture encoding
+            ([`size_score`]) and `beta` gives each expert 95% of the weight at its own centre when there are two
+            (`router_init_std` then only perturbs the router's other output weights). With identical experts
+            (`expert_init_noise=0`) every subnet still computes exactly what the plain supernet computes, whatever
+            alpha is; but large and small subnets now send their gradients to different experts, which drift apart.
+            The centres come from the search space when the mixture is added.
 
     Example:
 
@@ -69,6 +81,9 @@ class MixtureConfig:
     router_init_std: float = field(default=0.02, metadata={"help": "Std of the router's output weights at init."})
     expert_init_noise: float = field(
         default=0.0, metadata={"help": "Zero-mean noise on the experts at init, in standard deviations of the weight."}
+    )
+    router_init: str = field(
+        default="random", metadata={"help": "random (alpha near uniform) or size (each expert owns a band of sizes)."}
     )
 
     def __post_init__(self) -> None:
@@ -104,6 +119,10 @@ class MixtureConfig:
         if noise < 0:
             raise ValueError(f"`mixture_of_supernets.expert_init_noise` must be >= 0, got {noise}.")
         object.__setattr__(self, "expert_init_noise", noise)
+        if self.router_init not in ROUTER_INITS:
+            raise ValueError(
+                f"`mixture_of_supernets.router_init`={self.router_init!r} is unknown; allowed: {list(ROUTER_INITS)}."
+            )
 
     @property
     def enabled(self) -> bool:

@@ -8,7 +8,7 @@ import torch
 
 from ..search_space import SubnetConfig
 
-__all__ = ["architecture_encoding", "encoding_size"]
+__all__ = ["architecture_encoding", "encoding_size", "size_score"]
 
 
 def encoding_size(config: Any) -> int:
@@ -44,3 +44,19 @@ def architecture_encoding(
         values[2 + 2 * layer] = heads / config.num_attention_heads
         values[3 + 2 * layer] = ffn / config.intermediate_size
     return torch.tensor(values, device=device, dtype=dtype or torch.get_default_dtype())
+
+
+def size_score(encoding: torch.Tensor) -> torch.Tensor:
+    """The size of a subnet as the size-routing router reads it (`MixtureConfig.router_init="size"`): the mean of its
+    architecture encoding, 1 for the largest subnet and smaller for every smaller one.
+
+    Example:
+
+    ```python
+    >>> import torch
+    >>> from hf_nas.mixture import size_score
+    >>> size_score(torch.tensor([0.5, 0.5, 0.0, 0.0, 0.5, 0.25])).item()
+    0.2916666567325592
+    ```
+    """
+    return encoding.mean(-1)

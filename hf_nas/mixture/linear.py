@@ -57,6 +57,7 @@ class MixtureElasticLinear(ElasticLinear):
         *,
         mixture: MixtureConfig,
         encoding_size: int,
+        size_range: tuple[float, float] | None = None,
         device: Any = None,
         dtype: torch.dtype | None = None,
     ):
@@ -72,20 +73,37 @@ class MixtureElasticLinear(ElasticLinear):
             self.expert_biases = nn.Parameter(torch.empty(mixture.num_experts - 1, out_features, **factory))
         else:
             self.register_parameter("expert_biases", None)
+        if mixture.router_init == "size" and size_range is None:
+            raise ValueError(
+                "MixtureConfig(router_init='size') needs `size_range`: the size_score of the smallest and the largest "
+                "subnet (attach_mixture computes it from the supernet's search space)."
+            )
         router_class = get_router_class(mixture.mode)
         self.router: Router = router_class(
-            encoding_size, mixture.router_hidden_size, mixture.num_experts, out_features, mixture.router_init_std
+            encoding_size,
+            mixture.router_hidden_size,
+            mixture.num_experts,
+            out_features,
+            mixture.router_init_std,
+            size_range=size_range if mixture.router_init == "size" else None,
         ).to(**{k: v for k, v in factory.items() if v is not None})
         self.architecture = nn.Buffer(torch.ones(encoding_size, **factory), persistent=False)
         self._mixture_cache: tuple | None = None
         self.reset_mixture()
 
     @classmethod
-    def from_linear(cls, linear: nn.Module, mixture: MixtureConfig, encoding_size: int) -> MixtureElasticLinear:
+    def from_linear(
+        cls,
+        linear: nn.Module,
+        mixture: MixtureConfig,
+        encoding_size: int,
+        size_range: tuple[float, float] | None = None,
+    ) -> MixtureElasticLinear:
         """A mixture layer that takes over `linear`'s `weight` and `bias` (the same parameters) and active sizes, with
         every other expert a copy of that weight: it computes what `linear` computed, for every active size (with
         `mixture.expert_init_noise` > 0 the experts are then perturbed, see `perturb_experts`: exactly so only while
-        alpha is uniform, i.e. with `router_init_std=0`).
+        alpha is uniform, i.e. with `router_init_std=0`). `size_range` is the router's (see [`Router`]), needed with
+        `mixture.router_init="size"`.
 
         Raises `TypeError` if `linear` is not a plain [`ElasticLinear`] (a mixture needs the elastic slicing)."""
         if not isinstance(linear, ElasticLinear) or isinstance(linear, MixtureElasticLinear):
@@ -102,6 +120,7 @@ class MixtureElasticLinear(ElasticLinear):
                 bias=linear.bias is not None,
                 mixture=mixture,
                 encoding_size=encoding_size,
+                size_range=size_range,
             )
         new = new.to_empty(device=weight.device).to(dtype=weight.dtype)
         new.weight, new.bias = linear.weight, linear.bias

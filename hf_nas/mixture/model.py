@@ -17,7 +17,7 @@ from torch import nn
 
 from ..search_space import SubnetConfig
 from .config import MixtureConfig, mixture_config_of
-from .encoding import architecture_encoding, encoding_size
+from .encoding import architecture_encoding, encoding_size, size_score
 from .linear import MixtureElasticLinear
 from .router import Router
 
@@ -29,6 +29,7 @@ __all__ = [
     "has_mixture",
     "init_mixture_weights",
     "mixture_linears",
+    "mixture_size_range",
     "route_subnet",
     "target_linears",
 ]
@@ -73,19 +74,33 @@ def attach_mixture(model: nn.Module, mixture: MixtureConfig) -> int:
     outputs do not change: every expert starts as a copy of the weight it replaces."""
     config = model.config
     size = encoding_size(config)
+    size_range = mixture_size_range(model) if mixture.router_init == "size" else None
     converted = 0
     for layer in model.elastic_layers():
         names = {id(module): name for name, module in layer.named_modules()}
         for linear in target_linears(layer, mixture.target_modules):
             if isinstance(linear, MixtureElasticLinear):
                 continue
-            new = MixtureElasticLinear.from_linear(linear, mixture, size)
+            new = MixtureElasticLinear.from_linear(linear, mixture, size, size_range=size_range)
             parent_name, _, attribute = names[id(linear)].rpartition(".")
             setattr(layer.get_submodule(parent_name) if parent_name else layer, attribute, new)
             converted += 1
     if converted:
         route_subnet(model, model.active_subnet, force=True)
     return converted
+
+
+def mixture_size_range(model: Any) -> tuple[float, float]:
+    """The [`size_score`] of the smallest and of the largest subnet of `model`'s search space: the range over which a
+    size-routing router (`MixtureConfig.router_init="size"`) spreads its experts."""
+    config = model.config
+    space = model.search_space
+    # plain floats (from_pretrained builds the model with meta tensors as the default device)
+    low, high = (
+        float(size_score(architecture_encoding(subnet, config, device="cpu", dtype=torch.float64)))
+        for subnet in (space.smallest(), space.largest())
+    )
+    return low, high
 
 
 def enable_mixture(model: Any, mixture: MixtureConfig | dict | str) -> Any:

@@ -148,6 +148,14 @@ class SupernetTrainingArguments(TrainingArguments):
             "mixture_router_init_std=0 every subnet still computes what the plain supernet computed."
         },
     )
+    mixture_router_init: str = field(
+        default="random",
+        metadata={
+            "help": "Mixture-of-Supernets: how the routers start: random (alpha near uniform) or size (expert 0 owns "
+            "the largest subnets, the last expert the smallest, so the experts specialize from the first step; with "
+            "mixture_expert_init_noise=0 every subnet still computes what the plain supernet computed)."
+        },
+    )
     switchable_layer_norms: str | None = field(
         default=None,
         metadata={
@@ -334,6 +342,7 @@ class SupernetTrainingArguments(TrainingArguments):
             target_modules=self.mixture_target_modules,
             router_init_std=self.mixture_router_init_std,
             expert_init_noise=self.mixture_expert_init_noise,
+            router_init=self.mixture_router_init,
         )
         return mixture if mixture.enabled else None
 
