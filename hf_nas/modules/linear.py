@@ -115,7 +115,45 @@ def _take_over(new: ElasticLinear, linear: ElasticLinear) -> ElasticLinear:
     return new
 
 
-class SwitchableElasticLinear(ElasticLinear):
+class _BudgetLinear(ElasticLinear):
+    """What the linear layers that switch with the subnet budget share: `num_budgets` (checked), the `active_budget`
+    the supernet sets on every subnet change ([`set_budget`]), and a forward that is the plain one for budget 0 and
+    otherwise computes with the subclass's `active_weight` / `active_bias` of the active budget."""
+
+    def __init__(self, in_features: int, out_features: int, bias: bool, device, dtype, num_budgets: int):
+        super().__init__(in_features, out_features, bias=bias, device=device, dtype=dtype)
+        if isinstance(num_budgets, bool) or not isinstance(num_budgets, int) or num_budgets < 2:
+            raise ValueError(
+                f"{type(self).__name__} needs num_budgets >= 2 (one budget is a plain ElasticLinear), got "
+                f"{num_budgets!r}."
+            )
+        self.num_budgets = num_budgets
+        self.active_budget = 0
+
+    def set_budget(self, budget: int) -> None:
+        """Compute with budget `budget` (0: the layer's own `weight` and `bias`; `b` > 0: entry `b - 1` of the budget
+        tensors)."""
+        if isinstance(budget, bool) or not isinstance(budget, int) or not 0 <= budget < self.num_budgets:
+            raise ValueError(f"`budget` must be an int in 0..{self.num_budgets - 1}, got {budget!r}.")
+        self.active_budget = budget
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.active_budget == 0:
+            return super().forward(x)
+        return F.linear(x, self.active_weight(), self.active_bias())
+
+    def budget_repr(self) -> str:
+        """What `extra_repr` adds to the elastic layer's: the subclass's own settings."""
+        return ""
+
+    def extra_repr(self) -> str:
+        return (
+            f"{super().extra_repr()}, num_budgets={self.num_budgets}{self.budget_repr()}, "
+            f"active_budget={self.active_budget}"
+        )
+
+
+class SwitchableElasticLinear(_BudgetLinear):
     """[`ElasticLinear`] with one weight and bias per subnet budget (a switchable head).
 
     The budgets are those of the switchable layer norms (see [`hf_nas.switchable_norms`]): `weight` and `bias` (the
@@ -146,20 +184,13 @@ class SwitchableElasticLinear(ElasticLinear):
     def __init__(
         self, in_features: int, out_features: int, bias: bool = True, device=None, dtype=None, *, num_budgets: int
     ):
-        super().__init__(in_features, out_features, bias=bias, device=device, dtype=dtype)
-        if isinstance(num_budgets, bool) or not isinstance(num_budgets, int) or num_budgets < 2:
-            raise ValueError(
-                f"SwitchableElasticLinear needs num_budgets >= 2 (one budget is a plain ElasticLinear), got "
-                f"{num_budgets!r}."
-            )
+        super().__init__(in_features, out_features, bias, device, dtype, num_budgets)
         factory = {"device": self.weight.device, "dtype": self.weight.dtype}
-        self.num_budgets = num_budgets
         self.switch_weights = nn.Parameter(torch.empty(num_budgets - 1, out_features, in_features, **factory))
         if bias:
             self.switch_biases = nn.Parameter(torch.empty(num_budgets - 1, out_features, **factory))
         else:
             self.register_parameter("switch_biases", None)
-        self.active_budget = 0
         if not self.weight.is_meta:
             self.reset_budgets()
 
@@ -186,12 +217,6 @@ class SwitchableElasticLinear(ElasticLinear):
         if self.bias is not None:
             init.copy_(self.switch_biases, self.bias.detach()[None].expand_as(self.switch_biases))
 
-    def set_budget(self, budget: int) -> None:
-        """Compute with budget `budget` (0: `weight` and `bias`; `b` > 0: entry `b - 1` of the switch tensors)."""
-        if isinstance(budget, bool) or not isinstance(budget, int) or not 0 <= budget < self.num_budgets:
-            raise ValueError(f"`budget` must be an int in 0..{self.num_budgets - 1}, got {budget!r}.")
-        self.active_budget = budget
-
     def active_weight(self) -> torch.Tensor:
         b = self.active_budget
         weight = self.weight if b == 0 else self.switch_weights[b - 1]
@@ -202,11 +227,6 @@ class SwitchableElasticLinear(ElasticLinear):
             return None
         b = self.active_budget
         return (self.bias if b == 0 else self.switch_biases[b - 1])[: self.active_out_features]
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.active_budget == 0:
-            return super().forward(x)
-        return F.linear(x, self.active_weight(), self.active_bias())
 
     @torch.no_grad()
     def permute_out_features(self, index: torch.Tensor) -> None:
@@ -220,11 +240,8 @@ class SwitchableElasticLinear(ElasticLinear):
         super().permute_in_features(index)
         self.switch_weights.copy_(self.switch_weights[:, :, index])
 
-    def extra_repr(self) -> str:
-        return f"{super().extra_repr()}, num_budgets={self.num_budgets}, active_budget={self.active_budget}"
 
-
-class BudgetElasticLinear(ElasticLinear):
+class BudgetElasticLinear(_BudgetLinear):
     """[`ElasticLinear`] whose bias and/or a low-rank delta of its weight switch with the subnet budget.
 
     The budgets are those of the switchable layer norms (see [`hf_nas.switchable_norms`]); budget 0, the one the
@@ -272,13 +289,7 @@ class BudgetElasticLinear(ElasticLinear):
         switch_bias: bool = True,
         delta_rank: int = 0,
     ):
-        super().__init__(in_features, out_features, bias=bias, device=device, dtype=dtype)
-        if isinstance(num_budgets, bool) or not isinstance(num_budgets, int) or num_budgets < 2:
-            raise ValueError(
-                f"BudgetElasticLinear needs num_budgets >= 2 (one budget is a plain ElasticLinear), got {num_budgets!r}."
-            )
-        self.num_budgets = num_budgets
-        self.active_budget = 0
+        super().__init__(in_features, out_features, bias, device, dtype, num_budgets)
         self.register_parameter("bias_budgets", None)
         self.register_parameter("delta_up", None)
         self.register_parameter("delta_down", None)
@@ -374,13 +385,6 @@ class BudgetElasticLinear(ElasticLinear):
         if self.delta_up is not None:
             self._reset_deltas()
 
-    def set_budget(self, budget: int) -> None:
-        """Compute with budget `budget` (0: the layer's own weight and bias; `b` > 0: entry `b - 1` of the budget
-        tensors)."""
-        if isinstance(budget, bool) or not isinstance(budget, int) or not 0 <= budget < self.num_budgets:
-            raise ValueError(f"`budget` must be an int in 0..{self.num_budgets - 1}, got {budget!r}.")
-        self.active_budget = budget
-
     def active_weight(self) -> torch.Tensor:
         weight = super().active_weight()
         b = self.active_budget
@@ -394,11 +398,6 @@ class BudgetElasticLinear(ElasticLinear):
         if b == 0 or self.bias_budgets is None:
             return super().active_bias()
         return self.bias_budgets[b - 1, : self.active_out_features]
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.active_budget == 0:
-            return super().forward(x)
-        return F.linear(x, self.active_weight(), self.active_bias())
 
     @torch.no_grad()
     def permute_out_features(self, index: torch.Tensor) -> None:
@@ -414,8 +413,5 @@ class BudgetElasticLinear(ElasticLinear):
         if self.delta_down is not None:
             self.delta_down.copy_(self.delta_down[:, :, index])
 
-    def extra_repr(self) -> str:
-        return (
-            f"{super().extra_repr()}, num_budgets={self.num_budgets}, switch_bias={self.bias_budgets is not None}, "
-            f"delta_rank={self.delta_rank}, active_budget={self.active_budget}"
-        )
+    def budget_repr(self) -> str:
+        return f", switch_bias={self.bias_budgets is not None}, delta_rank={self.delta_rank}"
