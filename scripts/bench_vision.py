@@ -81,6 +81,7 @@ from hf_nas.data import (
     prepare_image_datasets,
 )
 from hf_nas.mixture.config import MIXTURE_MODES as ALL_MIXTURE_MODES
+from hf_nas.mixture.config import ROUTER_INITS
 from hf_nas.models.auto import elastic_class_for
 from hf_nas.models.families import get_family
 from hf_nas.switchable_norms import check_norm_boundaries
@@ -667,15 +668,21 @@ LEVERS = {
     "mixture_expert_init_noise": ("mn", float),
     "mixture_router_init_std": ("mstd", float),
     "mixture_router_learning_rate": ("mrlr", float),
+    "mixture_router_init": ("mri", str),  # random (near uniform) or size (each expert owns a band of subnet sizes)
 }
 MIXTURE_MODES = tuple(m for m in ALL_MIXTURE_MODES if m != "off")
 # The levers of a word: a teacher-first supernet distills with an external teacher.
-CHOICES = {"distillation": EXTERNAL_TEACHER_MODES, "mixture_of_supernets": MIXTURE_MODES}
+CHOICES = {
+    "distillation": EXTERNAL_TEACHER_MODES,
+    "mixture_of_supernets": MIXTURE_MODES,
+    "mixture_router_init": ROUTER_INITS,
+}
 MIXTURE_LEVERS = (
     "mixture_num_experts",
     "mixture_expert_init_noise",
     "mixture_router_init_std",
     "mixture_router_learning_rate",
+    "mixture_router_init",
 )
 
 
@@ -925,7 +932,7 @@ def render_summary(reports: dict[str, dict]) -> str:
         "architecture trained alone with the same teacher, losses and steps. *Levers* are the changes from the "
         "published recipe (`--supernet_levers`: n random subnets, mt sampler shares, pg gradient protection, sln "
         "switchable-norm budgets, nlr their learning rate, sh/hlr switchable heads, sb/blr switchable biases, sd/dlr "
-        "switchable low-rank deltas, mos/me/mn/mstd/mrlr "
+        "switchable low-rank deltas, mos/me/mn/mstd/mrlr/mri "
         "Mixture-of-Supernets, dist distillation, u/tol uniform share and band, lr learning rate). The teacher and the "
         "trained-alone rows are shared by reports of the same steps, so rows of one model and steps are paired. "
         "Training times are wall times as measured (some runs shared the machine with another job).",
@@ -1133,7 +1140,13 @@ def levers_words(s: dict) -> list[str]:
                     if levers.get("mixture_expert_init_noise")
                     else ""
                 )
-                + f", router output weights ~ N(0, {lever_text(levers.get('mixture_router_init_std', 0.02))})"
+                + (
+                    ", routers starting by subnet size (expert 0 centred on the largest subnet, the last on the "
+                    "smallest), their other output weights"
+                    if levers.get("mixture_router_init") == "size"
+                    else ", router output weights"
+                )
+                + f" ~ N(0, {lever_text(levers.get('mixture_router_init_std', 0.02))})"
                 + (
                     f", routers at their own learning rate {lever_text(levers['mixture_router_learning_rate'])}"
                     if "mixture_router_learning_rate" in levers

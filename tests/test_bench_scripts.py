@@ -395,6 +395,16 @@ def test_vision_mixture_levers_reach_the_training_arguments(load):
     for bad in ("mos=layer,me=1", "mos=layer,mrlr=0", "mos=neuron,mn=-1"):
         with pytest.raises(ValueError, match=r"mixture_num_experts must be >= 2"):
             bench.parse_levers(bad)
+    # size routing: `mri=size`
+    sized = bench.VisionBenchArguments(sampler="targeted", supernet_levers="n=4,mos=layer,mstd=0,mri=size")
+    args = bench.SupernetTrainingArguments("o", distillation="teacher", **bench.supernet_recipe(sized))
+    assert args.mixture_config().router_init == "size"
+    assert bench.report_name_of(dataclasses.asdict(sized)) == "vision_targeted_n4_moslayer_mstd0_mrisize"
+    assert "routers starting by subnet size" in " ".join(bench.levers_words(dataclasses.asdict(sized)))
+    with pytest.raises(ValueError, match=r"mixture_router_init takes random or size, got 'big'"):
+        bench.parse_levers("mos=layer,mri=big")
+    with pytest.raises(ValueError, match=r"levers of a mixture: set mos=layer\|neuron too"):
+        bench.parse_levers("mri=size")
 
 
 def test_vision_chain_distillation_lever_reaches_the_trainer(load):
