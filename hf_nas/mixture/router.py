@@ -74,9 +74,13 @@ class Router(nn.Module, ABC):
         """`alpha(a)` laid out for mixing the first `rows` rows of the experts: shape `(num_experts, rows)`, or
         `(num_experts, 1)` when every row shares one mixture."""
 
-    @abstractmethod
     def expert_logits(self, expert: int) -> slice:
-        """The outputs of `logits` that hold expert `expert`'s logit (one per mixture)."""
+        """The outputs of `logits` that hold expert `expert`'s logit (one per mixture); needed only for size routing,
+        so a router kind without it still works with the random start."""
+        raise NotImplementedError(
+            f"{type(self).__name__} does not lay out its logits for size routing (router_init='size'): implement "
+            "`expert_logits`, or use router_init='random'."
+        )
 
     def permute_outputs(self, index: torch.Tensor) -> None:
         """Follow a reordering of the routed layer's output neurons (`index`: a permutation of its rows)."""
