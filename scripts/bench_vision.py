@@ -169,7 +169,8 @@ class VisionBenchArguments:
         metadata={
             "help": "Changes to the supernet's recipe only, as comma-separated key=value pairs: "
             "uniform_subnet_probability (u), sampler_mac_tolerance (tol, targeted sampler), sampler_mac_targets (mt, "
-            "targeted sampler: shares separated by '/', a repeated share draws its band more often), num_random_subnets (n), "
+            "targeted sampler: shares separated by '/', a repeated share draws its band more often), sampler_include_smallest "
+            "(sm, 0 or 1, targeted sampler: 0 trains no smallest subnet), num_random_subnets (n), "
             "learning_rate (lr), protect_largest_gradient (pg, 0 or 1), switchable_layer_norms (sln, MAC shares "
             "separated by '/'), switchable_norm_learning_rate (nlr), switchable_heads (sh, 0 or 1), "
             "switchable_head_learning_rate (hlr), switchable_biases (sb, 0 or 1), switchable_bias_learning_rate (blr), "
@@ -652,6 +653,7 @@ LEVERS = {
     "sampler_mac_tolerance": ("tol", float),
     "num_random_subnets": ("n", int),
     "sampler_mac_targets": ("mt", list),  # the targeted sampler's shares, "/"-separated, repeats weight a band
+    "sampler_include_smallest": ("sm", bool),  # 0: the targeted sampler trains no smallest subnet of the space
     "learning_rate": ("lr", float),
     "protect_largest_gradient": ("pg", bool),
     "switchable_layer_norms": ("sln", tuple),  # MAC-share boundaries, "/"-separated: sln=0.75/0.375
@@ -841,7 +843,7 @@ def supernet_recipe(args: VisionBenchArguments) -> dict:
     levers.pop("distillation", None)
     if "switchable_layer_norms" in levers:  # the training argument takes them comma-separated
         levers["switchable_layer_norms"] = ",".join(format(v, "g") for v in levers["switchable_layer_norms"])
-    for key in ("sampler_mac_tolerance", "sampler_mac_targets"):
+    for key in ("sampler_mac_tolerance", "sampler_mac_targets", "sampler_include_smallest"):
         if key in levers and args.sampler != "targeted":
             raise ValueError(f"--supernet_levers: {key} is a lever of --sampler targeted only.")
     if "sampler_mac_targets" in levers:  # the training argument takes them comma-separated
@@ -930,7 +932,8 @@ def render_summary(reports: dict[str, dict]) -> str:
         "folder; each row's make target reproduces its report, which records the command, commit and data. CIFAR-10 "
         "test accuracy (10,000 images), differences in points with paired 95% bootstrap intervals; *alone* is the same "
         "architecture trained alone with the same teacher, losses and steps. *Levers* are the changes from the "
-        "published recipe (`--supernet_levers`: n random subnets, mt sampler shares, pg gradient protection, sln "
+        "published recipe (`--supernet_levers`: n random subnets, mt sampler shares, sm the smallest subnet trained "
+        "or not, pg gradient protection, sln "
         "switchable-norm budgets, nlr their learning rate, sh/hlr switchable heads, sb/blr switchable biases, sd/dlr "
         "switchable low-rank deltas, mos/me/mn/mstd/mrlr/mri "
         "Mixture-of-Supernets, dist distillation, u/tol uniform share and band, lr learning rate). The teacher and the "
@@ -1032,8 +1035,9 @@ def sampler_words(r: dict) -> str:
     targets = ", ".join(f"{100 * float(t):.0f}%" for t in r["sampler_mac_targets"].split(","))
     tolerance = r.get("sampler_mac_tolerance")
     band = "just below" if tolerance is None else f"at most {100 * tolerance:g} points below"
+    extremes = "largest, smallest, and" if r.get("sampler_include_smallest", True) else "largest (**no** smallest) and"
     return (
-        f"**targeted** sandwich rule (largest, smallest, and {n} random subnets, {uniform} uniform, each drawn with "
+        f"**targeted** sandwich rule ({extremes} {n} random subnets, {uniform} uniform, each drawn with "
         f"its linear-layer MACs {band} one of {targets} of the largest's, in turn)"
     )
 

@@ -282,6 +282,16 @@ def test_vision_mac_targets_lever_weights_the_bands_of_the_targeted_sampler(load
     assert "one of 50%, 50%, 50%, 25% of the largest's, in turn" in bench.sampler_words(recipe)
     with pytest.raises(ValueError, match="sampler_mac_targets is a lever of --sampler targeted only"):
         bench.supernet_recipe(bench.VisionBenchArguments(supernet_levers="mt=0.5"))
+    # sm=0: the same sampler without the space's smallest subnet, in the training arguments and the report's words
+    lean = bench.VisionBenchArguments(sampler="targeted", supernet_levers="n=4,mt=0.5/0.5/0.5/0.25,sm=0")
+    lean_recipe = bench.supernet_recipe(lean)
+    lean_args = bench.SupernetTrainingArguments("o", distillation="teacher", **lean_recipe)
+    assert lean_args.sampler_include_smallest is False and args.sampler_include_smallest is True
+    assert bench.report_name_of(dataclasses.asdict(lean)) == "vision_targeted_n4_mt0.5-0.5-0.5-0.25_sm0"
+    assert "largest (**no** smallest) and 4 random subnets" in bench.sampler_words(lean_recipe)
+    assert "largest, smallest, and 4 random subnets" in bench.sampler_words(recipe)
+    with pytest.raises(ValueError, match="sampler_include_smallest is a lever of --sampler targeted only"):
+        bench.supernet_recipe(bench.VisionBenchArguments(supernet_levers="sm=0"))
     for bad in ("mt=0", "mt=1.5", "mt=half", "mt=0.5//0.25"):
         with pytest.raises(ValueError, match=r"sampler_mac_targets takes MAC shares in \(0, 1\], separated by '/'"):
             bench.parse_levers(bad)

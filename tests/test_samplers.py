@@ -388,6 +388,23 @@ def test_targeted_draws_just_below_each_target_in_turn(space):
     assert 0.15 <= one.share(one.sample(1)[-1]) <= 0.25
 
 
+def test_targeted_without_the_smallest_trains_the_largest_and_the_same_targeted_draws(space):
+    """`include_smallest=False` drops only the space's smallest subnet: the largest stays first (gradient protection
+    and in-place distillation need it there) and the targeted draws are those of the full sandwich, step by step."""
+    full = TargetedSampler(space, seed=3, mac_targets=(0.5, 0.5, 0.25), num_random_subnets=3)
+    lean = TargetedSampler(space, seed=3, mac_targets=(0.5, 0.5, 0.25), num_random_subnets=3, include_smallest=False)
+    assert lean.largest_first and "include_smallest=False" in repr(lean)
+    for step in range(20):
+        largest, smallest, *targeted = full.sample(step)
+        assert smallest == space.smallest()
+        assert lean.sample(step) == [largest, *targeted]
+        assert all(lean.share(s) >= 0.15 for s in lean.sample(step))  # nothing far below the lowest target
+    with pytest.raises(TypeError, match="`include_smallest` must be a bool"):
+        TargetedSampler(space, include_smallest=0)
+    with pytest.raises(ValueError, match="`include_extremes=False` trains no extremes at all"):
+        TargetedSampler(space, include_smallest=False, include_extremes=False)
+
+
 def test_targeted_uniform_draws_and_the_closest_fallback(space):
     uniform = TargetedSampler(space, seed=0, uniform_probability=1.0, include_extremes=False)
     for step in range(10):

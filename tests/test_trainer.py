@@ -938,6 +938,18 @@ def test_the_targeted_sampler_takes_its_targets_from_the_arguments(tmp_path):
     assert [trainer.sampler.sample(step) for step in range(3)] == [expected.sample(step) for step in range(3)]
     assert trainer.train().global_step == 3
     assert SupernetTrainingArguments("o", sampler="targeted").mac_targets() == (0.5, 0.25)
+    # sampler_include_smallest=False: the same steps without the space's smallest subnet
+    lean = SupernetTrainer(
+        model=make_model(), train_dataset=make_dataset(),
+        args=make_args(
+            tmp_path, sampler="targeted", sampler_mac_targets="0.6,0.3", sampler_mac_tolerance=0.2,
+            uniform_subnet_probability=0.5, num_random_subnets=3, sampler_include_smallest=False,
+        ),
+    )  # fmt: skip
+    smallest = trainer.model.search_space.smallest()
+    for step in range(3):
+        assert lean.sampler.sample(step) == [s for i, s in enumerate(expected.sample(step)) if i != 1]
+        assert smallest not in lean.sampler.sample(step)
 
 
 @pytest.mark.parametrize(
@@ -950,6 +962,10 @@ def test_the_targeted_sampler_takes_its_targets_from_the_arguments(tmp_path):
         ({"sampler": "targeted", "sampler_mac_targets": "half"}, r"comma-separated shares in \(0, 1\] such as"),
         ({"sampler": "targeted", "sampler_mac_targets": "0.5,1.2"}, r"shares in \(0, 1\], got \[1.2\]"),
         ({"sampler": "targeted", "sampler_mac_tolerance": 0.0}, r"`sampler_mac_tolerance` must be in \(0, 1\]"),
+        (
+            {"sampler_include_smallest": False},
+            r"`sampler_include_smallest=False` is an option of the targeted sampler, not of 'sandwich'",
+        ),
     ],
 )
 def test_bad_targeted_sampler_arguments(tmp_path, overrides, match):

@@ -623,6 +623,9 @@ class TargetedSampler(_UniformDraws, SubnetSampler):
         tolerance (`float`, *optional*, defaults to 0.1): width of the band below each target, in (0, 1].
         num_random_subnets (`int`, *optional*, defaults to 2): targeted subnets per step (>= 1).
         include_extremes (`bool`, *optional*, defaults to `True`): put the largest and the smallest subnet first.
+        include_smallest (`bool`, *optional*, defaults to `True`): with `include_extremes`, keep the smallest subnet
+            of the space; `False` trains the largest and the targeted subnets only, so no step is spent on subnets far
+            below the lowest target.
         uniform_probability (`float`, *optional*, defaults to 0.0): probability that a draw has one head count and FFN
             width in every layer.
         complexity_fn (`Callable[[SubnetConfig], float]`, *optional*): the complexity of a subnet; defaults to the
@@ -657,6 +660,7 @@ class TargetedSampler(_UniformDraws, SubnetSampler):
         tolerance: float = 0.1,
         num_random_subnets: int = 2,
         include_extremes: bool = True,
+        include_smallest: bool = True,
         uniform_probability: float = 0.0,
         complexity_fn: Callable[[SubnetConfig], float] | None = None,
         max_attempts: int = 1000,
@@ -675,7 +679,15 @@ class TargetedSampler(_UniformDraws, SubnetSampler):
         self.num_random_subnets = check_int("num_random_subnets", num_random_subnets, 1)
         if not isinstance(include_extremes, bool):
             raise TypeError(f"`include_extremes` must be a bool, got {include_extremes!r}.")
+        if not isinstance(include_smallest, bool):
+            raise TypeError(f"`include_smallest` must be a bool, got {include_smallest!r}.")
+        if not include_smallest and not include_extremes:
+            raise ValueError(
+                "`include_smallest=False` drops the smallest subnet from the extremes, but `include_extremes=False` "
+                "trains no extremes at all: leave `include_smallest` at True, or set `include_extremes=True`."
+            )
         self.include_extremes = include_extremes
+        self.include_smallest = include_smallest
         self._init_uniform(uniform_probability)
         self.complexity_fn = _complexity_fn(complexity_fn, search_space)
         self.max_attempts = check_int("max_attempts", max_attempts, 1)
@@ -702,7 +714,9 @@ class TargetedSampler(_UniformDraws, SubnetSampler):
     def sample(self, step: int, micro_step: int = 0) -> list[SubnetConfig]:
         rng = self.generator(step, micro_step)
         space = self.search_space
-        subnets = [space.largest(), space.smallest()] if self.include_extremes else []
+        subnets = [space.largest()] if self.include_extremes else []
+        if self.include_extremes and self.include_smallest:
+            subnets.append(space.smallest())
         subnets.extend(self._draw_at(rng, self.target_of(step, i)) for i in range(self.num_random_subnets))
         return subnets
 
@@ -710,7 +724,8 @@ class TargetedSampler(_UniformDraws, SubnetSampler):
         return (
             f"{type(self).__name__}(name={self.name!r}, seed={self.seed}, mac_targets={list(self.mac_targets)}, "
             f"tolerance={self.tolerance}, num_random_subnets={self.num_random_subnets}, "
-            f"include_extremes={self.include_extremes}, uniform_probability={self.uniform_probability})"
+            f"include_extremes={self.include_extremes}, include_smallest={self.include_smallest}, "
+            f"uniform_probability={self.uniform_probability})"
         )
 
 

@@ -293,7 +293,11 @@ class SupernetTrainer(Trainer):
         if args.sampler in ("sandwich", "shiftnas", "targeted"):
             kwargs["num_random_subnets"] = args.num_random_subnets
         if args.sampler == "targeted":
-            kwargs.update(mac_targets=args.mac_targets(), tolerance=args.sampler_mac_tolerance)
+            kwargs.update(
+                mac_targets=args.mac_targets(),
+                tolerance=args.sampler_mac_tolerance,
+                include_smallest=args.sampler_include_smallest,
+            )
         if args.uniform_subnet_probability > 0:
             if args.sampler == "shiftnas":
                 raise ValueError(

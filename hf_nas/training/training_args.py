@@ -53,6 +53,13 @@ class SupernetTrainingArguments(TrainingArguments):
         default=0.1,
         metadata={"help": "targeted sampler: a subnet is at target t when its MAC share is in [t - tolerance, t]."},
     )
+    sampler_include_smallest: bool = field(
+        default=True,
+        metadata={
+            "help": "targeted sampler: train the space's smallest subnet every step beside the largest (the sandwich "
+            "rule); False trains only the largest and the targeted subnets, none far below the lowest target."
+        },
+    )
     sampler_seed: int | None = field(default=None, metadata={"help": "Seed of the sampler (default: `seed`)."})
     sampler_stages: str | None = field(
         default=None,
@@ -240,6 +247,11 @@ class SupernetTrainingArguments(TrainingArguments):
             raise ValueError(
                 f"`sampler_mac_targets` is an option of the targeted sampler, not of {self.sampler!r}: set "
                 "sampler='targeted' or leave it unset."
+            )
+        if not self.sampler_include_smallest and self.sampler != "targeted":
+            raise ValueError(
+                f"`sampler_include_smallest=False` is an option of the targeted sampler, not of {self.sampler!r}: "
+                "set sampler='targeted' or leave it at True."
             )
         if self.sampler == "targeted":
             self.mac_targets()  # a malformed list fails here, before training
