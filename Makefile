@@ -189,7 +189,8 @@ bench-vision-levers: bench-vision-targeted-u1-tol0.05 bench-vision-targeted-lr0.
 	bench-vision-targeted-n4-mt0.5-0.5-0.5-0.25-sln0.75-0.375-nlr0.1 bench-vision-targeted-n4-sln0.75-0.375-nlr0.3 \
 	bench-vision-targeted-s1080-n4-pg0-sln0.75-0.375-nlr0.03 bench-vision-targeted-n4-sln0.75-0.375-nlr0.1-sb1-blr0.03 \
 	bench-vision-targeted-n4-sln0.75-0.375-nlr0.1-sd8-dlr0.001 bench-vision-targeted-n4-sln0.75-0.375-nlr0.1-sd8-dlr0.0002 \
-	bench-vision-targeted-s1080-n4-mt0.5-0.5-0.5-0.25-sln0.75-0.375-nlr0.1
+	bench-vision-targeted-s1080-n4-mt0.5-0.5-0.5-0.25-sln0.75-0.375-nlr0.1 \
+	bench-vision-targeted-s1080-n4-mt0.5-0.5-0.5-0.25-pg0-sln0.75-0.375-nlr0.03
 
 bench-gradient-search: $(VENV)/.stamp-bench
 	$(BIN)/python scripts/bench_gradient_search.py
