@@ -51,6 +51,7 @@ import sys
 import tempfile
 import time
 import zipfile
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
@@ -178,6 +179,15 @@ class VisionBenchArguments:
             "distillation (dist), mixture_of_supernets (mos) and its levers "
             "(me, mn, mstd, mrlr). The supernet gets its own rows, model and report (suffixed _u1_tol0.05 and so on); "
             "the teacher and the trained-alone rows are shared."
+        },
+    )
+    baseline_levers: str | None = field(
+        default=None,
+        metadata={
+            "help": "The supernet levers of a baseline supernet (same sampler and steps; '' for none) to compare "
+            "against, paired on the same test images: its rows are reused from the work dir (or trained), and the "
+            "report gains, at each MAC point, the baseline's selected subnet, its accuracy and this supernet minus "
+            "the baseline, so two lever settings are read side by side rather than each against its own twins."
         },
     )
     summary: bool = field(
@@ -354,12 +364,12 @@ class LearningCurve(TrainerCallback):
 # ------------------------------------------------------------------------------------------------------------------
 # the benchmark of one model
 class Bench:
-    def __init__(self, args: VisionBenchArguments, kind: str, path: str):
+    def __init__(self, args: VisionBenchArguments, kind: str, path: str, loaded: tuple | None = None):
         self.args, self.kind, self.path = args, kind, path
         self.family = get_family(kind)
         self.rows = Rows(args.work_dir)
         self.models = os.path.join(args.work_dir, "models")
-        self.splits, self.labels = load_splits(args, path)
+        self.splits, self.labels = load_splits(args, path) if loaded is None else loaded
 
     def name(self, row: str) -> str:
         return f"{self.kind}_{row}"
@@ -570,6 +580,18 @@ class Bench:
 
         return self.rows.compute(self.name(name), run)
 
+    def baseline(self) -> dict | None:
+        """The subnets selected from the supernet of `--baseline_levers` (same teacher, sampler and steps; its rows
+        reused or trained), or None without that option."""
+        levers = self.args.baseline_levers
+        if levers is None:
+            return None
+        args = dataclasses.replace(self.args, supernet_levers=levers or None, baseline_levers=None)
+        other = Bench(args, self.kind, self.path, loaded=(self.splits, self.labels))
+        model, _ = other.supernet()
+        chosen = other.selected(model)["chosen"]
+        return {"supernet_levers": levers, "name": other.supernet_name("supernet", kind=False), "chosen": chosen}
+
     def run(self) -> dict:
         teacher = self.teacher()
         model, trained = self.supernet()
@@ -577,6 +599,7 @@ class Bench:
         space = model.search_space.to_dict()
         full_macs = count_macs(model, model.max_subnet(), image_size=self.args.image_size)
         del model
+        baseline = self.baseline()
         alone = {}
         for point in MAC_POINTS[1:]:
             subnet = SubnetConfig.from_dict(chosen[str(point)]["subnet"])
@@ -586,11 +609,11 @@ class Bench:
             "kind": self.kind,
             "search_space": space,
             "full_macs": full_macs,
-            **self.report(teacher, trained, chosen, alone),
+            **self.report(teacher, trained, chosen, alone, baseline),
         }
 
     # -- report -----------------------------------------------------------------------------------------------------
-    def report(self, teacher: dict, trained: dict, chosen: dict, alone: dict) -> dict:
+    def report(self, teacher: dict, trained: dict, chosen: dict, alone: dict, baseline: dict | None = None) -> dict:
         a = self.args
         ci = lambda x, y: paired_interval(x, y, a.bootstrap_samples, a.seed)  # noqa: E731
         points = []
@@ -608,6 +631,10 @@ class Bench:
                 b = alone[str(point)]
                 entry["alone"] = {"test": accuracy(b["test"]), "train_seconds": b["train_seconds"]}
                 entry["minus_alone"] = ci(c["test"], b["test"])
+            if baseline is not None:
+                o = baseline["chosen"][str(point)]
+                entry["baseline"] = {"subnet": o["subnet"], "mac_ratio": o["mac_ratio"], "test": accuracy(o["test"])}
+                entry["minus_baseline"] = ci(c["test"], o["test"])
             points.append(entry)
         by_point = {p["point"]: p for p in points}
         targets = {
@@ -616,7 +643,9 @@ class Bench:
             "at_50_not_below_alone": "met" if by_point[0.5]["minus_alone"]["high"] >= 0 else "NOT met",
             "at_25_within_4_of_teacher": within(by_point[0.25]["minus_teacher"], TARGETS["gap_at_25"]),
         }
+        compared = {} if baseline is None else {"baseline": {k: baseline[k] for k in ("supernet_levers", "name")}}
         return {
+            **compared,
             "teacher": {
                 "test": accuracy(teacher["test"]),
                 "validation": accuracy(teacher["validation"]),
@@ -853,12 +882,25 @@ def supernet_recipe(args: VisionBenchArguments) -> dict:
     return {**RECIPE, "sampler": args.sampler, "sampler_mac_targets": args.mac_targets, **levers}
 
 
+def check_baseline(args: VisionBenchArguments) -> None:
+    """Refuse a `--baseline_levers` that does not parse, or that names this run's own supernet."""
+    if args.baseline_levers is None:
+        return
+    supernet_recipe(dataclasses.replace(args, supernet_levers=args.baseline_levers or None))
+    if levers_suffix(parse_levers(args.baseline_levers)) == levers_suffix(parse_levers(args.supernet_levers)):
+        raise ValueError(
+            f"--baseline_levers {args.baseline_levers!r} names the same supernet as --supernet_levers "
+            f"{args.supernet_levers!r}: give the levers of another supernet ('' for the published recipe)."
+        )
+
+
 def main() -> None:
     args = parse_args(VisionBenchArguments)
     if args.summary:
         write_summary(args.output_dir)
         return
     supernet_recipe(args)  # an unknown sampler fails here, before any data is read
+    check_baseline(args)
     setup_logging()
     started = time.perf_counter()
     kinds = [k.strip() for k in args.models.split(",") if k.strip()]
@@ -973,6 +1015,31 @@ def render_summary(reports: dict[str, dict]) -> str:
             lines.append("| " + " | ".join(cells) + " |")
         lines.append("")
     return "\n".join(lines)
+
+
+def baseline_lines(m: dict, arch: Callable[[dict], str]) -> list[str]:
+    """The report's table against the baseline supernet of `--baseline_levers`: per MAC point the baseline's selected
+    subnet and accuracy, and this supernet minus it on the same test images (paired)."""
+    levers = m["baseline"]["supernet_levers"] or "none"
+
+    def iv(x: dict) -> str:
+        return f"{x['diff']:+.2f} [{x['low']:+.2f}, {x['high']:+.2f}]"
+
+    lines = [
+        "",
+        f"Against the baseline supernet of levers `{levers}` (same teacher, sampler and steps; its subnets selected "
+        "the same way), paired on the same test images:",
+        "",
+        "| MACs | baseline subnet | same architecture | baseline test acc. | supernet minus baseline |",
+        "|---|---|---|---|---|",
+    ]
+    for p in m["points"]:
+        b = p["baseline"]
+        lines.append(
+            f"| {100 * p['mac_ratio']:.1f}% | {arch(b['subnet'])} ({100 * b['mac_ratio']:.1f}%) | "
+            f"{'yes' if b['subnet'] == p['subnet'] else 'no'} | {b['test']:.2f}% | {iv(p['minus_baseline'])} |"
+        )
+    return lines
 
 
 def write_summary(folder: str) -> str:
@@ -1252,6 +1319,8 @@ def render_markdown(r: dict) -> str:
         }
         lines += ["", "| target | |", "|---|---|"]
         lines += [f"| {names[k]} | {v} |" for k, v in m["targets"].items()]
+        if m.get("baseline") is not None:
+            lines += baseline_lines(m, arch)
         if s.get("teacher_max_steps") not in (None, s["max_steps"]):
             lines += [
                 "",

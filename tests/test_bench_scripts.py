@@ -659,3 +659,74 @@ def test_a_killed_benchmark_run_resumes_to_the_uninterrupted_result(load, tmp_pa
     assert bench.checkpoint_kwargs(0) == {}
     with pytest.raises(ValueError, match=r"--checkpoint_every must be an int >= 0 \(0: no checkpoints\), got -1"):
         bench.checkpoint_kwargs(-1)
+
+
+def test_vision_baseline_levers_compare_two_supernets_paired_on_the_same_images(load, monkeypatch, tmp_path):
+    """`--baseline_levers`: the baseline supernet's rows are those of its own lever setting (same sampler and steps,
+    shared data), and the report gains, at each MAC point, the baseline's subnet and this supernet minus it, paired;
+    the markdown says whether the two selected the same architecture. A baseline that is this run's own supernet, or
+    that does not parse, is refused."""
+    bench = load("bench_vision")
+    n = 2000
+    base = [1] * 1200 + [0] * 800
+
+    def changed(points: float) -> list[int]:  # `points` more (or fewer) of the same images right
+        k = round(abs(points) / 100 * n)
+        return base[:1200] + [1] * k + base[1200 + k :] if points > 0 else base[: 1200 - k] + [0] * k + base[1200:]
+
+    args = bench.VisionBenchArguments(
+        sampler="targeted",
+        max_steps=1080,
+        teacher_max_steps=360,
+        bootstrap_samples=200,
+        supernet_levers="n=4,sm=0",
+        baseline_levers="n=4",
+        work_dir=str(tmp_path),
+    )
+    seen = []
+
+    def supernet(self):
+        seen.append(self.supernet_name("supernet_subnets"))
+        return None, {}
+
+    def selected(self, model):
+        layers = {"1.0": 12, "0.5": 8, "0.25": 6}
+        return {
+            "chosen": {
+                p: {"subnet": {"num_hidden_layers": d}, "mac_ratio": float(p), "validation": 50.0, "test": base}
+                for p, d in layers.items()
+            }
+        }
+
+    monkeypatch.setattr(bench.Bench, "supernet", supernet)
+    monkeypatch.setattr(bench.Bench, "selected", selected)
+    shared = ({"test": "the same tensors"}, {"num_labels": 10})
+    runner = bench.Bench(args, "vit", "unused", loaded=shared)
+    baseline = runner.baseline()
+    assert seen == ["vit_supernet_subnets_targeted_s1080_n4"]
+    assert baseline["supernet_levers"] == "n=4" and baseline["name"] == "supernet_targeted_s1080_n4"
+    assert runner.args.supernet_levers == "n=4,sm=0"
+
+    chosen = {
+        "1.0": {"subnet": {"num_hidden_layers": 12}, "mac_ratio": 1.0, "validation": 50.0, "test": changed(0.5)},
+        "0.5": {"subnet": {"num_hidden_layers": 7}, "mac_ratio": 0.49, "validation": 50.0, "test": changed(1.0)},
+        "0.25": {"subnet": {"num_hidden_layers": 6}, "mac_ratio": 0.25, "validation": 50.0, "test": changed(-2.0)},
+    }
+    alone = {p: {"test": base, "train_seconds": 1.0} for p in ("0.5", "0.25")}
+    teacher = {"test": base, "validation": [1], "train_seconds": 1.0, "curve": []}
+    report = bench.Bench.report(runner, teacher, {"train_seconds": 2.0, "curve": []}, chosen, alone, baseline)
+    by_point = {p["point"]: p for p in report["points"]}
+    assert [by_point[p]["minus_baseline"]["diff"] for p in (1.0, 0.5, 0.25)] == pytest.approx([0.5, 1.0, -2.0])
+    assert by_point[0.25]["minus_baseline"]["high"] < 0 < by_point[0.5]["minus_baseline"]["low"]
+    assert report["baseline"] == {"supernet_levers": "n=4", "name": "supernet_targeted_s1080_n4"}
+    lines = bench.baseline_lines(report, lambda sub: f"L{sub['num_hidden_layers']}")
+    rows = [line for line in lines if line.startswith("| ") and "%" in line]
+    assert [row.split(" | ")[2] for row in rows] == ["yes", "no", "yes"]
+    assert "levers `n=4`" in "\n".join(lines)
+    assert "baseline" not in bench.Bench.report(runner, teacher, {"train_seconds": 2.0, "curve": []}, chosen, alone)
+
+    bench.check_baseline(dataclasses.replace(args, baseline_levers=""))
+    with pytest.raises(ValueError, match="same supernet"):
+        bench.check_baseline(dataclasses.replace(args, baseline_levers="sm=0,n=4"))
+    with pytest.raises(ValueError, match="not key=value"):
+        bench.check_baseline(dataclasses.replace(args, baseline_levers="bogus=1"))
