@@ -179,10 +179,11 @@ bench-vision-targeted-s1080-n4-mt0.5-0.5-0.5-0.25-pg0-sln0.75-0.375-nlr0.03: $(V
 bench-vision-targeted-n4-mt0.5-0.5-0.5-0.25-sm0-sln0.75-0.375-nlr0.1: $(VENV)/.stamp-bench
 	$(BIN)/python scripts/bench_vision.py --work_dir $(VISION_WORK_DIR) --sampler targeted --models vit \
 		--supernet_levers n=4,mt=0.5/0.5/0.5/0.25,sm=0,sln=0.75/0.375,nlr=0.1
-# The same on BEiT at 1080 steps, on top of its best setting (pg=0, nlr=3e-2).
+# The same on BEiT at 1080 steps, on top of its best setting (pg=0, nlr=3e-2), paired against that setting's supernet.
 bench-vision-targeted-s1080-n4-mt0.5-0.5-0.5-0.25-sm0-pg0-sln0.75-0.375-nlr0.03: $(VENV)/.stamp-bench
 	$(BIN)/python scripts/bench_vision.py --work_dir $(VISION_WORK_DIR) --sampler targeted --models beit \
 		--max_steps 1080 --teacher_max_steps 360 --checkpoint_every 120 \
+		--baseline_levers n=4,pg=0,mt=0.5/0.5/0.5/0.25,sln=0.75/0.375,nlr=3e-2 \
 		--supernet_levers n=4,pg=0,mt=0.5/0.5/0.5/0.25,sm=0,sln=0.75/0.375,nlr=3e-2
 # The summary of every published vision report (docs/benchmarks/vision_levers.md), from their JSON; every run rewrites it.
 bench-vision-summary: $(VENV)/.stamp-bench

@@ -550,6 +550,9 @@ def test_vision_report_of_the_longer_training_lever_shows_both_curves_and_the_bu
     assert plain.count("|") == header.count("|") and plain.rstrip(" |").endswith("-")
     assert "The teacher was trained for 360 steps and the supernet for 1080" in markdown
     assert "make bench-vision-targeted-s1080" in markdown
+    assert "rows of earlier runs" not in markdown  # trained in this run: its wall time covers the training
+    rerun = bench.render_markdown({**result, "wall_seconds": 60.0})  # a rerun that found every row finished
+    assert "Wall time 1 min (finished rows of earlier runs in the work dir reused" in rerun
 
 
 def test_vision_longer_training_lever_gets_its_own_rows_and_shares_the_teacher(load, tmp_path):
