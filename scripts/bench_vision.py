@@ -949,6 +949,11 @@ def short_arch(subnet: dict) -> str:
     )
 
 
+def interval_text(x: dict) -> str:
+    """A paired difference and its interval, in points: `+0.38 [-0.16, +0.90]`."""
+    return f"{x['diff']:+.2f} [{x['low']:+.2f}, {x['high']:+.2f}]"
+
+
 def render_summary(reports: dict[str, dict]) -> str:
     """One table per model over the reports (`{name: report JSON}`): each report's make target, steps and levers, the
     full model's gap to the teacher, and at 50% and 25% of the MACs the selected architecture and its gaps to the
@@ -956,7 +961,7 @@ def render_summary(reports: dict[str, dict]) -> str:
     the trained-alone twin, best first."""
 
     def iv(x: dict | None) -> str:
-        return "-" if x is None else f"{x['diff']:+.2f} [{x['low']:+.2f}, {x['high']:+.2f}]"
+        return "-" if x is None else interval_text(x)
 
     by_kind: dict[str, list[tuple]] = {}
     for name, r in reports.items():
@@ -1021,10 +1026,6 @@ def baseline_lines(m: dict, arch: Callable[[dict], str]) -> list[str]:
     """The report's table against the baseline supernet of `--baseline_levers`: per MAC point the baseline's selected
     subnet and accuracy, and this supernet minus it on the same test images (paired)."""
     levers = m["baseline"]["supernet_levers"] or "none"
-
-    def iv(x: dict) -> str:
-        return f"{x['diff']:+.2f} [{x['low']:+.2f}, {x['high']:+.2f}]"
-
     lines = [
         "",
         f"Against the baseline supernet of levers `{levers}` (same teacher, sampler and steps; its subnets selected "
@@ -1037,7 +1038,7 @@ def baseline_lines(m: dict, arch: Callable[[dict], str]) -> list[str]:
         b = p["baseline"]
         lines.append(
             f"| {100 * p['mac_ratio']:.1f}% | {arch(b['subnet'])} ({100 * b['mac_ratio']:.1f}%) | "
-            f"{'yes' if b['subnet'] == p['subnet'] else 'no'} | {b['test']:.2f}% | {iv(p['minus_baseline'])} |"
+            f"{'yes' if b['subnet'] == p['subnet'] else 'no'} | {b['test']:.2f}% | {interval_text(p['minus_baseline'])} |"
         )
     return lines
 
@@ -1243,8 +1244,7 @@ def render_markdown(r: dict) -> str:
     s = r["settings"]
     t = r["targets"]
 
-    def iv(x: dict) -> str:
-        return f"{x['diff']:+.2f} [{x['low']:+.2f}, {x['high']:+.2f}]"
+    iv = interval_text
 
     def arch(sub: dict) -> str:
         layers = sub.get("layers")
