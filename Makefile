@@ -16,9 +16,10 @@ MOS_LONG_WORK_DIR ?= /tmp/hf_nas_bench_mos_long
 MOS_ATTENTION_WORK_DIR ?= /tmp/hf_nas_bench_mos_attention
 MOS_EXPERTS4_WORK_DIR ?= /tmp/hf_nas_bench_mos_experts4
 MOS_SIZE_WORK_DIR ?= /tmp/hf_nas_bench_mos_size
+MOS_TARGETED_WORK_DIR ?= /tmp/hf_nas_bench_mos_targeted
 COMPRESS_E2E_WORK_DIR ?= /tmp/hf_nas_bench_compress_e2e
 
-.PHONY: venv demo test lint bench bench-supernet bench-search bench-vision bench-gradient-search bench-mos bench-bossnas bench-compress bench-compress-long bench-vision-targeted bench-vision-targeted-s1080 bench-vision-levers bench-vision-summary bench-vision-targeted-u1-tol0.05 bench-vision-targeted-lr0.0003 bench-vision-targeted-lr5e-05 bench-vision-targeted-n4 bench-vision-targeted-pg0 bench-vision-targeted-n4-pg0 bench-vision-targeted-n4-pg0-sln0.75-0.375 bench-vision-targeted-n4-pg0-sln0.75-0.375-nlr0.003 bench-vision-targeted-n4-pg0-sln0.75-0.375-nlr0.03 bench-vision-targeted-n4-pg0-sln0.75-0.375-nlr0.1 bench-vision-targeted-n4-pg0-sln0.75-0.375-nlr0.03-moslayer-mn0.05-mstd0-mrlr0.003 bench-vision-targeted-n4-pg0-sln0.75-0.375-nlr0.03-distchain bench-vision-targeted-n4-sln0.75-0.375-nlr0.1 bench-vision-targeted-n4-sln0.75-0.375-nlr0.03 bench-vision-targeted-n6-sln0.75-0.375-nlr0.1 bench-vision-targeted-n4-sln0.75-0.375-nlr0.1-sh1-hlr0.001 bench-vision-targeted-n4-sln0.75-0.375-nlr0.1-mosneuron-mn0.05-mstd0-mrlr0.003 bench-vision-targeted-s1080-n4-sln0.75-0.375-nlr0.1 bench-vision-targeted-n4-mt0.5-0.5-0.5-0.25-sln0.75-0.375-nlr0.1 bench-vision-targeted-n4-sln0.75-0.375-nlr0.3 bench-vision-targeted-s1080-n4-pg0-sln0.75-0.375-nlr0.03 bench-vision-targeted-n4-sln0.75-0.375-nlr0.1-sb1-blr0.03 bench-vision-targeted-n4-sln0.75-0.375-nlr0.1-sd8-dlr0.001 bench-vision-targeted-n4-sln0.75-0.375-nlr0.1-sd8-dlr0.0002 bench-vision-targeted-s1080-n4-mt0.5-0.5-0.5-0.25-sln0.75-0.375-nlr0.1 bench-vision-targeted-s1080-n4-mt0.5-0.5-0.5-0.25-pg0-sln0.75-0.375-nlr0.03 bench-vision-targeted-n4-mt0.5-0.5-0.5-0.25-sm0-sln0.75-0.375-nlr0.1 bench-vision-targeted-s1080-n4-mt0.5-0.5-0.5-0.25-sm0-pg0-sln0.75-0.375-nlr0.03 bench-vision-targeted-s1080-n5-mt0.5-0.5-0.5-0.5-0.25-sm0-pg0-sln0.75-0.375-nlr0.03 bench-mos-long bench-mos-attention bench-mos-experts4 bench-mos-size bench-compress-e2e
+.PHONY: venv demo test lint bench bench-supernet bench-search bench-vision bench-gradient-search bench-mos bench-bossnas bench-compress bench-compress-long bench-vision-targeted bench-vision-targeted-s1080 bench-vision-levers bench-vision-summary bench-vision-targeted-u1-tol0.05 bench-vision-targeted-lr0.0003 bench-vision-targeted-lr5e-05 bench-vision-targeted-n4 bench-vision-targeted-pg0 bench-vision-targeted-n4-pg0 bench-vision-targeted-n4-pg0-sln0.75-0.375 bench-vision-targeted-n4-pg0-sln0.75-0.375-nlr0.003 bench-vision-targeted-n4-pg0-sln0.75-0.375-nlr0.03 bench-vision-targeted-n4-pg0-sln0.75-0.375-nlr0.1 bench-vision-targeted-n4-pg0-sln0.75-0.375-nlr0.03-moslayer-mn0.05-mstd0-mrlr0.003 bench-vision-targeted-n4-pg0-sln0.75-0.375-nlr0.03-distchain bench-vision-targeted-n4-sln0.75-0.375-nlr0.1 bench-vision-targeted-n4-sln0.75-0.375-nlr0.03 bench-vision-targeted-n6-sln0.75-0.375-nlr0.1 bench-vision-targeted-n4-sln0.75-0.375-nlr0.1-sh1-hlr0.001 bench-vision-targeted-n4-sln0.75-0.375-nlr0.1-mosneuron-mn0.05-mstd0-mrlr0.003 bench-vision-targeted-s1080-n4-sln0.75-0.375-nlr0.1 bench-vision-targeted-n4-mt0.5-0.5-0.5-0.25-sln0.75-0.375-nlr0.1 bench-vision-targeted-n4-sln0.75-0.375-nlr0.3 bench-vision-targeted-s1080-n4-pg0-sln0.75-0.375-nlr0.03 bench-vision-targeted-n4-sln0.75-0.375-nlr0.1-sb1-blr0.03 bench-vision-targeted-n4-sln0.75-0.375-nlr0.1-sd8-dlr0.001 bench-vision-targeted-n4-sln0.75-0.375-nlr0.1-sd8-dlr0.0002 bench-vision-targeted-s1080-n4-mt0.5-0.5-0.5-0.25-sln0.75-0.375-nlr0.1 bench-vision-targeted-s1080-n4-mt0.5-0.5-0.5-0.25-pg0-sln0.75-0.375-nlr0.03 bench-vision-targeted-n4-mt0.5-0.5-0.5-0.25-sm0-sln0.75-0.375-nlr0.1 bench-vision-targeted-s1080-n4-mt0.5-0.5-0.5-0.25-sm0-pg0-sln0.75-0.375-nlr0.03 bench-vision-targeted-s1080-n5-mt0.5-0.5-0.5-0.5-0.25-sm0-pg0-sln0.75-0.375-nlr0.03 bench-mos-long bench-mos-attention bench-mos-experts4 bench-mos-size bench-mos-targeted bench-compress-e2e
 
 venv: $(VENV)/.stamp
 
@@ -249,6 +250,16 @@ bench-mos-size: $(VENV)/.stamp-bench
 	$(BIN)/python scripts/bench_mos.py --supernet_work_dir $(SUPERNET_WORK_DIR) --work_dir $(MOS_SIZE_WORK_DIR) \
 		--max_steps 1000 --modes layer --router_init size --router_init_std 0 --expert_init_noise 0 \
 		--router_learning_rate 3e-3 --rows main,baselines,measure,report --report_name mos_size
+
+# The targeted-sampler lever of the MoS target: bench-mos-long's settings with the standard and the MoS supernet
+# both trained by the targeted sampler (each step the largest, the smallest and one subnet just below 50% and 25% of
+# the MACs, as many passes as the sandwich rule), so the 25% subnets get steps of their own; its own work dir and
+# report (docs/benchmarks/mos_targeted.{json,md}).
+bench-mos-targeted: $(VENV)/.stamp-bench
+	$(BIN)/python scripts/bench_mos.py --supernet_work_dir $(SUPERNET_WORK_DIR) --work_dir $(MOS_TARGETED_WORK_DIR) \
+		--max_steps 1000 --modes layer --router_init_std 0 --expert_init_noise 0.05 --router_learning_rate 3e-3 \
+		--recipe_levers '{"sampler": "targeted", "sampler_mac_targets": "0.5,0.25"}' \
+		--rows main,baselines,measure,report --report_name mos_targeted
 
 # Block-wise training and rating (BossNAS) vs the sandwich supernet, with the supernet benchmark's teacher and one-pass
 # supernet from its work dir (run bench-supernet first); its own runs and rows go to their own work dir.

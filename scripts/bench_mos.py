@@ -13,7 +13,10 @@ and *reported* on the official dev set, every difference with a paired 95% boots
   times measured side by side in one fresh process.
 - `alone`: each architecture the standard supernet selected, trained alone for `max_steps` steps with the same teacher,
   losses and initial weights: the supernet benchmark's `kd_*` row of that architecture, else trained here.
-- `measure`: the training step time (teacher forward + sandwich step + optimizer step) and the peak-memory increase
+- `--recipe_levers`: a JSON object of training settings that replace the recipe's for the standard and every MoS
+  supernet alike (e.g. the targeted sampler, which trains a subnet at each MAC target every step); the report names
+  them. A work dir holds one recipe: rows trained with another are refused, not reused.
+- `measure`: the training step time (teacher forward + sampled subnets + optimizer step) and the peak-memory increase
   of each variant in fresh processes, the eval-mode forward of a subnet (mixture cached) and the cost of a subnet
   change.
 
@@ -104,6 +107,14 @@ class MosBenchArguments(SupernetBenchArguments):
     router_init: str = field(
         default="random", metadata={"help": "How the routers start: random (near uniform) or size (by subnet size)."}
     )
+    recipe_levers: str | None = field(
+        default=None,
+        metadata={
+            "help": "A JSON object of `SupernetTrainingArguments` that replace the recipe's for the standard and every "
+            'MoS supernet alike, e.g. \'{"sampler": "targeted", "sampler_mac_targets": "0.5,0.25"}\' (run it '
+            "in its own --work_dir: finished rows of another recipe are refused)."
+        },
+    )
     report_name: str = field(
         default="mos",
         metadata={
@@ -130,6 +141,32 @@ class MosBenchArguments(SupernetBenchArguments):
             )
         if "off" in self.mode_list or not self.mode_list:
             raise ValueError(f"--modes must name MoS modes (layer, neuron), got {self.modes!r}.")
+        SupernetTrainingArguments("o", **{**self.recipe(), "distillation": "teacher"})  # bad values fail here
+
+    def levers(self) -> dict:
+        """`--recipe_levers` parsed: the recipe settings this run changes (empty by default)."""
+        if self.recipe_levers is None:
+            return {}
+        try:
+            levers = json.loads(self.recipe_levers)
+        except json.JSONDecodeError as error:
+            raise ValueError(f"--recipe_levers must be a JSON object, got {self.recipe_levers!r}: {error}.") from None
+        if not isinstance(levers, dict):
+            raise ValueError(f"--recipe_levers must be a JSON object, got {self.recipe_levers!r}.")
+        names = {f.name for f in dataclasses.fields(SupernetTrainingArguments)}
+        owned = {"distillation", "mixture_of_supernets"} | {n for n in names if n.startswith("mixture_")}
+        unknown = sorted(k for k in levers if k not in names or k in owned)
+        if unknown:
+            raise ValueError(
+                f"--recipe_levers: {unknown} are not recipe settings this benchmark lets you change; allowed: "
+                "fields of SupernetTrainingArguments other than the distillation and the mixture (the MoS options "
+                "have their own flags), e.g. sampler, sampler_mac_targets, num_random_subnets."
+            )
+        return levers
+
+    def recipe(self) -> dict:
+        """The training recipe of the standard and the MoS supernets: the supernet benchmark's, with the levers."""
+        return {**RECIPE, **self.levers()}
 
     @property
     def mode_list(self) -> list[str]:
@@ -180,6 +217,21 @@ class MosBench(Bench):
     def teacher_dir(self) -> str:
         return self.supernet.teacher_dir()
 
+    def check_recipe(self) -> None:
+        """Refuse a work dir whose finished supernets were trained with another recipe: their rows would be reused."""
+        recipe = self.args.recipe()
+        names = [STANDARD, *(f"mos_{m}" for m in self.args.mode_list), *(f"mos_{m}_time" for m in self.args.mode_list)]
+        for name in names:
+            trained = self.rows.get(f"{name}_trained")
+            if trained is None:
+                continue
+            differ = sorted(k for k, v in recipe.items() if trained.get("recipe", {}).get(k) != v)
+            if differ:
+                raise ValueError(
+                    f"{self.args.work_dir} holds the supernet {name!r} trained with another recipe (it differs in "
+                    f"{differ}): give this recipe its own --work_dir, or remove that folder's rows."
+                )
+
     # -- the standard supernet and its baselines --------------------------------------------------------------------
     def standard(self) -> dict:
         """The standard supernet's evaluated subnets: the teacher-first recipe without a mixture, trained here (the
@@ -187,7 +239,7 @@ class MosBench(Bench):
         evaluated = self.rows.get(f"{STANDARD}_subnets")
         if evaluated is None:
             self.supernet.teacher()  # trained there if missing
-            model, _ = self.train_supernet(STANDARD, self.args.max_steps)
+            model, _ = self.train_supernet(STANDARD, self.args.max_steps, **self.args.levers())
             evaluated = {"subnets": self.evaluate_subnets(STANDARD, model, MAC_POINTS, cloud=self.args.cloud_size)}
         return evaluated["subnets"]
 
@@ -211,7 +263,7 @@ class MosBench(Bench):
 
     # -- the mixture supernets --------------------------------------------------------------------------------------
     def mos_rows(self, name: str, mode: str, steps: int) -> None:
-        model, _ = self.train_supernet(name, steps, **mixture_levers(self.args, mode))
+        model, _ = self.train_supernet(name, steps, **self.args.levers(), **mixture_levers(self.args, mode))
         self.evaluate_subnets(name, model, MAC_POINTS, cloud=self.args.cloud_size)
 
     def main_rows(self) -> None:
@@ -257,7 +309,7 @@ def measure(args: MosBenchArguments) -> dict:
     def trainer_for(variant: str) -> SupernetTrainer:
         set_seed(args.seed)
         model = sup.initial_supernet(sup.teacher_dir())
-        recipe = {**RECIPE, "distillation": "teacher", **mixture_levers(args, variant)}
+        recipe = {**args.recipe(), "distillation": "teacher", **mixture_levers(args, variant)}
         targs = train_args(
             args, f"measure_{variant}", args.max_steps, SupernetTrainingArguments, eval_subnets="", **recipe
         )
@@ -446,7 +498,7 @@ def report(bench: MosBench, args: MosBenchArguments) -> dict:
             "data_dir": os.path.relpath(args.data_dir, ROOT),
             "output_dir": os.path.relpath(args.output_dir, ROOT),
         },
-        "recipe": RECIPE,
+        "recipe": args.recipe(),
         "mixture": {
             m: MixtureConfig(
                 mode=m,
@@ -531,7 +583,7 @@ def render_markdown(r: dict) -> str:
         "",
         f"- **standard**: the teacher-first supernet (plain weight sharing), trained in this run: initialised from the "
         f"teacher (dev "
-        f"{r['teacher']['dev']:.2f}%), importance-reordered, {s['max_steps']} sandwich steps with distillation from "
+        f"{r['teacher']['dev']:.2f}%), importance-reordered, {s['max_steps']} {r['recipe']['sampler']} steps with distillation from "
         "the teacher; levers " + json.dumps(r["recipe"]) + ".",
         f"- **MoS**: the same recipe, data order and initial weights with Mixture-of-Supernets on the "
         f"{' and '.join(mixture.get('target_modules', []))} linear layers ({mixture.get('num_experts')} experts, routers "
@@ -636,7 +688,7 @@ def render_markdown(r: dict) -> str:
             )
         lines += [
             "",
-            f"A training step: the teacher's forward and {len(t['subnets'])} sandwich subnets' forward + backward, "
+            f"A training step: the teacher's forward and {len(t['subnets'])} {r['recipe']['sampler']} subnets' forward + backward, "
             "then the optimizer step (medians over paired rounds). Peak memory: increase of peak RSS over each "
             "process's level before 3 training steps with the optimizer. Eval forward: the middle subnet "
             f"({arch(t['eval_subnet'])}) on one batch, the mixture cached; subnet change: setting a subnet in eval "
@@ -664,6 +716,7 @@ def main() -> None:
     if unknown:
         raise ValueError(f"Unknown --rows {sorted(unknown)}; allowed: {', '.join(GROUPS)}, all.")
     bench = MosBench(args, Bench(args.supernet_args()))
+    bench.check_recipe()
     order = [
         ("main", bench.main_rows),
         ("baselines", bench.baseline_rows),

@@ -132,3 +132,48 @@ def test_the_supernet_benchmarks_trained_alone_rows_are_reused_only_at_equal_ste
     bench.args = bench_mos.MosBenchArguments(max_steps=1000)  # theirs were trained for 300 steps: not comparable
     assert set(bench.baselines()) == {json.dumps(ours)}
     assert bench.args.supernet_args().max_steps == 300  # the supernet benchmark's own runs keep their steps
+
+
+def test_recipe_levers_reach_every_supernet_and_a_work_dir_keeps_one_recipe(bench_mos, tmp_path, monkeypatch):
+    """`--recipe_levers` changes the recipe of the standard and the MoS supernets alike (the targeted sampler here),
+    bad levers are refused naming what is allowed, and rows trained with another recipe are refused, not reused."""
+    supernet_bench = importlib.import_module("bench_supernet")
+    targeted = '{"sampler": "targeted", "sampler_mac_targets": "0.5,0.25"}'
+    args = bench_mos.MosBenchArguments(modes="layer", recipe_levers=targeted, work_dir=str(tmp_path / "mos"))
+    assert args.recipe() == {**supernet_bench.RECIPE, "sampler": "targeted", "sampler_mac_targets": "0.5,0.25"}
+    assert bench_mos.MosBenchArguments().recipe() == supernet_bench.RECIPE
+
+    bench = bench_mos.MosBench.__new__(bench_mos.MosBench)
+    bench.args, bench.rows = args, supernet_bench.Rows(args.work_dir)
+    trained = []
+    monkeypatch.setattr(
+        bench, "train_supernet", lambda name, steps, **levers: trained.append((name, levers)) or (None, 0.0)
+    )
+    monkeypatch.setattr(bench, "evaluate_subnets", lambda *a, **k: {})
+    bench.mos_rows("mos_layer", "layer", 10)
+    ((name, levers),) = trained
+    assert levers["sampler"] == "targeted" and levers["sampler_mac_targets"] == "0.5,0.25"
+    assert levers["mixture_of_supernets"] == "layer"
+    training = bench_mos.SupernetTrainingArguments("o", **{**supernet_bench.RECIPE, **levers})
+    assert training.sampler == "targeted" and training.mac_targets() == (0.5, 0.25)
+
+    bench.check_recipe()  # nothing trained yet
+    bench.rows.put("standard_trained", {"train_seconds": 1.0, "recipe": {**supernet_bench.RECIPE, "layer_rule": "x"}})
+    with pytest.raises(
+        ValueError,
+        match=r"'standard' trained with another recipe .*\['sampler', 'sampler_mac_targets'\].*own --work_dir",
+    ):
+        bench.check_recipe()
+    bench.rows.put("standard_trained", {"train_seconds": 1.0, "recipe": args.recipe()})
+    bench.check_recipe()
+
+    for bad, match in (
+        ("[1]", "must be a JSON object"),
+        ("{sampler: targeted}", "must be a JSON object"),
+        ('{"distillation": "inplace"}', r"\['distillation'\] are not recipe settings"),
+        ('{"mixture_num_experts": 3}', r"the MoS options have their own flags"),
+        ('{"samplr": "targeted"}', r"\['samplr'\]"),
+        ('{"sampler": "targeted", "sampler_mac_targets": "2"}', "shares in"),
+    ):
+        with pytest.raises(ValueError, match=match):
+            bench_mos.MosBenchArguments(recipe_levers=bad)
