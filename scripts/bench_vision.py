@@ -132,7 +132,14 @@ class VisionBenchArguments:
     max_steps: int = field(default=360, metadata={"help": "Optimizer steps of every training run."})
     batch_size: int = 32
     learning_rate: float = 1e-4
-    seed: int = 42
+    seed: int = field(
+        default=42,
+        metadata={
+            "help": "Seed of the data split, the training runs and the intervals. Another seed than 42 keeps its rows, "
+            "models and runs in <work_dir>/seed<N> (the same --work_dir serves every seed) and suffixes its report "
+            "with _seed<N>."
+        },
+    )
     importance_batches: int = 8
     curve_every: int = field(default=60, metadata={"help": "Steps between points of the learning curves."})
     per_point: int = field(default=4, metadata={"help": "Candidate subnets evaluated on validation per MAC point."})
@@ -367,8 +374,8 @@ class Bench:
     def __init__(self, args: VisionBenchArguments, kind: str, path: str, loaded: tuple | None = None):
         self.args, self.kind, self.path = args, kind, path
         self.family = get_family(kind)
-        self.rows = Rows(args.work_dir)
-        self.models = os.path.join(args.work_dir, "models")
+        self.rows = Rows(work_root(args))
+        self.models = os.path.join(work_root(args), "models")
         self.splits, self.labels = load_splits(args, path) if loaded is None else loaded
 
     def name(self, row: str) -> str:
@@ -388,7 +395,7 @@ class Bench:
         learning_rate: float | None = None,
         **kwargs,
     ):
-        output_dir = os.path.join(self.args.work_dir, "runs", self.name(name))
+        output_dir = os.path.join(work_root(self.args), "runs", self.name(name))
         a = self.args
         steps = a.max_steps if max_steps is None else max_steps
         lr = a.learning_rate if learning_rate is None else learning_rate
@@ -674,6 +681,22 @@ def suffix_of_steps(max_steps: int, teacher_max_steps: int | None) -> str:
 
 def steps_suffix(args) -> str:
     return suffix_of_steps(args.max_steps, args.teacher_max_steps)
+
+
+DEFAULT_SEED = 42
+
+
+def suffix_of_seed(seed: int) -> str:
+    """The report's suffix of a repeat with another seed: none for the default seed."""
+    return "" if seed == DEFAULT_SEED else f"_seed{seed}"
+
+
+def work_root(args) -> str:
+    """Where a run keeps its rows, models and runs: `--work_dir`, or its `seed<N>` folder for another seed than the
+    default (a teacher or twin of one seed is never reused by another: the data split differs too)."""
+    if args.seed == DEFAULT_SEED:
+        return args.work_dir
+    return os.path.join(args.work_dir, f"seed{args.seed}")
 
 
 # The supernet levers `--supernet_levers` may change, with the short names of their suffix.
@@ -984,7 +1007,8 @@ def render_summary(reports: dict[str, dict]) -> str:
         "switchable-norm budgets, nlr their learning rate, sh/hlr switchable heads, sb/blr switchable biases, sd/dlr "
         "switchable low-rank deltas, mos/me/mn/mstd/mrlr/mri "
         "Mixture-of-Supernets, dist distillation, u/tol uniform share and band, lr learning rate). The teacher and the "
-        "trained-alone rows are shared by reports of the same steps, so rows of one model and steps are paired. "
+        "trained-alone rows are shared by reports of the same steps and seed, so rows of one model, steps and seed are "
+        "paired (another seed than 42 draws its own data split, teacher and twins). "
         "Training times are wall times as measured (some runs shared the machine with another job).",
         "",
     ]
@@ -1005,6 +1029,7 @@ def render_summary(reports: dict[str, dict]) -> str:
                     [
                         s.get("sampler") or "sandwich",
                         *(s["supernet_levers"].split(",") if s.get("supernet_levers") else []),
+                        *([f"seed {s['seed']}"] if s.get("seed", DEFAULT_SEED) != DEFAULT_SEED else []),
                     ]
                 ),
                 iv(points[1.0]["minus_teacher"]),
@@ -1083,6 +1108,7 @@ def report_name_of(settings: dict) -> str:
     sampler = settings.get("sampler", "sandwich")
     name = "vision" if sampler == "sandwich" else f"vision_{sampler}"
     name += suffix_of_steps(settings.get("max_steps", 360), settings.get("teacher_max_steps"))
+    name += suffix_of_seed(settings.get("seed", DEFAULT_SEED))
     return name + levers_suffix(parse_levers(settings.get("supernet_levers")))
 
 

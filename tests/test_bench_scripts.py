@@ -733,3 +733,26 @@ def test_vision_baseline_levers_compare_two_supernets_paired_on_the_same_images(
         bench.check_baseline(dataclasses.replace(args, baseline_levers="sm=0,n=4"))
     with pytest.raises(ValueError, match="not key=value"):
         bench.check_baseline(dataclasses.replace(args, baseline_levers="bogus=1"))
+
+
+def test_vision_another_seed_keeps_its_own_rows_and_report(load, tmp_path):
+    """`--seed 43` repeats a setting: its rows, models and runs go to `<work_dir>/seed43` (another seed draws its own
+    data split, so no teacher or twin of seed 42 is reused), its report and make target get `_seed43`, and the summary
+    names the seed; the default seed keeps today's names and folders."""
+    bench = load("bench_vision")
+    work = str(tmp_path / "vision")
+    default = bench.VisionBenchArguments(sampler="targeted", max_steps=1080, teacher_max_steps=360, work_dir=work)
+    repeat = dataclasses.replace(default, seed=43)
+    assert bench.work_root(default) == work and bench.work_root(repeat) == os.path.join(work, "seed43")
+    loaded = ({}, ["a", "b"])
+    first, second = bench.Bench(default, "vit", "p", loaded), bench.Bench(repeat, "vit", "p", loaded)
+    assert first.rows.folder == os.path.join(work, "rows") and first.models == os.path.join(work, "models")
+    assert second.rows.folder == os.path.join(work, "seed43", "rows")
+    assert second.models == os.path.join(work, "seed43", "models")
+    first.rows.put("vit_teacher", {"test": [1]})
+    assert second.rows.get("vit_teacher") is None  # the seed-42 teacher is not this seed's
+    assert second.train_args("teacher").output_dir == os.path.join(work, "seed43", "runs", "vit_teacher")
+    levers = {"supernet_levers": "n=5,sm=0"}
+    assert bench.report_name_of({**dataclasses.asdict(default), **levers}) == "vision_targeted_s1080_n5_sm0"
+    assert bench.report_name_of({**dataclasses.asdict(repeat), **levers}) == "vision_targeted_s1080_seed43_n5_sm0"
+    assert bench.make_target_of(dataclasses.asdict(repeat)) == "bench-vision-targeted-s1080-seed43"
