@@ -19,7 +19,7 @@ MOS_SIZE_WORK_DIR ?= /tmp/hf_nas_bench_mos_size
 MOS_TARGETED_WORK_DIR ?= /tmp/hf_nas_bench_mos_targeted
 COMPRESS_E2E_WORK_DIR ?= /tmp/hf_nas_bench_compress_e2e
 
-.PHONY: venv demo test lint bench bench-supernet bench-search bench-vision bench-gradient-search bench-mos bench-bossnas bench-compress bench-compress-long bench-vision-targeted bench-vision-targeted-s1080 bench-vision-levers bench-vision-summary bench-vision-targeted-u1-tol0.05 bench-vision-targeted-lr0.0003 bench-vision-targeted-lr5e-05 bench-vision-targeted-n4 bench-vision-targeted-pg0 bench-vision-targeted-n4-pg0 bench-vision-targeted-n4-pg0-sln0.75-0.375 bench-vision-targeted-n4-pg0-sln0.75-0.375-nlr0.003 bench-vision-targeted-n4-pg0-sln0.75-0.375-nlr0.03 bench-vision-targeted-n4-pg0-sln0.75-0.375-nlr0.1 bench-vision-targeted-n4-pg0-sln0.75-0.375-nlr0.03-moslayer-mn0.05-mstd0-mrlr0.003 bench-vision-targeted-n4-pg0-sln0.75-0.375-nlr0.03-distchain bench-vision-targeted-n4-sln0.75-0.375-nlr0.1 bench-vision-targeted-n4-sln0.75-0.375-nlr0.03 bench-vision-targeted-n6-sln0.75-0.375-nlr0.1 bench-vision-targeted-n4-sln0.75-0.375-nlr0.1-sh1-hlr0.001 bench-vision-targeted-n4-sln0.75-0.375-nlr0.1-mosneuron-mn0.05-mstd0-mrlr0.003 bench-vision-targeted-s1080-n4-sln0.75-0.375-nlr0.1 bench-vision-targeted-n4-mt0.5-0.5-0.5-0.25-sln0.75-0.375-nlr0.1 bench-vision-targeted-n4-sln0.75-0.375-nlr0.3 bench-vision-targeted-s1080-n4-pg0-sln0.75-0.375-nlr0.03 bench-vision-targeted-n4-sln0.75-0.375-nlr0.1-sb1-blr0.03 bench-vision-targeted-n4-sln0.75-0.375-nlr0.1-sd8-dlr0.001 bench-vision-targeted-n4-sln0.75-0.375-nlr0.1-sd8-dlr0.0002 bench-vision-targeted-s1080-n4-mt0.5-0.5-0.5-0.25-sln0.75-0.375-nlr0.1 bench-vision-targeted-s1080-n4-mt0.5-0.5-0.5-0.25-pg0-sln0.75-0.375-nlr0.03 bench-vision-targeted-n4-mt0.5-0.5-0.5-0.25-sm0-sln0.75-0.375-nlr0.1 bench-vision-targeted-s1080-n4-mt0.5-0.5-0.5-0.25-sm0-pg0-sln0.75-0.375-nlr0.03 bench-vision-targeted-s1080-n5-mt0.5-0.5-0.5-0.5-0.25-sm0-pg0-sln0.75-0.375-nlr0.03 bench-vision-targeted-s1080-n5-mt0.5-0.5-0.5-0.5-0.25-sm0-sln0.75-0.375-nlr0.1 bench-vision-targeted-s1080-n6-mt0.5-0.5-0.5-0.5-0.5-0.25-sm0-sln0.75-0.375-nlr0.1 bench-mos-long bench-mos-attention bench-mos-experts4 bench-mos-size bench-mos-targeted bench-compress-e2e
+.PHONY: venv demo test lint bench bench-supernet bench-search bench-vision bench-gradient-search bench-mos bench-bossnas bench-compress bench-compress-long bench-vision-targeted bench-vision-targeted-s1080 bench-vision-levers bench-vision-summary bench-vision-targeted-u1-tol0.05 bench-vision-targeted-lr0.0003 bench-vision-targeted-lr5e-05 bench-vision-targeted-n4 bench-vision-targeted-pg0 bench-vision-targeted-n4-pg0 bench-vision-targeted-n4-pg0-sln0.75-0.375 bench-vision-targeted-n4-pg0-sln0.75-0.375-nlr0.003 bench-vision-targeted-n4-pg0-sln0.75-0.375-nlr0.03 bench-vision-targeted-n4-pg0-sln0.75-0.375-nlr0.1 bench-vision-targeted-n4-pg0-sln0.75-0.375-nlr0.03-moslayer-mn0.05-mstd0-mrlr0.003 bench-vision-targeted-n4-pg0-sln0.75-0.375-nlr0.03-distchain bench-vision-targeted-n4-sln0.75-0.375-nlr0.1 bench-vision-targeted-n4-sln0.75-0.375-nlr0.03 bench-vision-targeted-n6-sln0.75-0.375-nlr0.1 bench-vision-targeted-n4-sln0.75-0.375-nlr0.1-sh1-hlr0.001 bench-vision-targeted-n4-sln0.75-0.375-nlr0.1-mosneuron-mn0.05-mstd0-mrlr0.003 bench-vision-targeted-s1080-n4-sln0.75-0.375-nlr0.1 bench-vision-targeted-n4-mt0.5-0.5-0.5-0.25-sln0.75-0.375-nlr0.1 bench-vision-targeted-n4-sln0.75-0.375-nlr0.3 bench-vision-targeted-s1080-n4-pg0-sln0.75-0.375-nlr0.03 bench-vision-targeted-n4-sln0.75-0.375-nlr0.1-sb1-blr0.03 bench-vision-targeted-n4-sln0.75-0.375-nlr0.1-sd8-dlr0.001 bench-vision-targeted-n4-sln0.75-0.375-nlr0.1-sd8-dlr0.0002 bench-vision-targeted-s1080-n4-mt0.5-0.5-0.5-0.25-sln0.75-0.375-nlr0.1 bench-vision-targeted-s1080-n4-mt0.5-0.5-0.5-0.25-pg0-sln0.75-0.375-nlr0.03 bench-vision-targeted-n4-mt0.5-0.5-0.5-0.25-sm0-sln0.75-0.375-nlr0.1 bench-vision-targeted-s1080-n4-mt0.5-0.5-0.5-0.25-sm0-pg0-sln0.75-0.375-nlr0.03 bench-vision-targeted-s1080-n5-mt0.5-0.5-0.5-0.5-0.25-sm0-pg0-sln0.75-0.375-nlr0.03 bench-vision-targeted-s1080-n5-mt0.5-0.5-0.5-0.5-0.25-sm0-sln0.75-0.375-nlr0.1 bench-vision-targeted-s1080-n6-mt0.5-0.5-0.5-0.5-0.5-0.25-sm0-sln0.75-0.375-nlr0.1 bench-vision-targeted-s1080-n5-mt0.5-0.5-0.5-0.5-0.25-sm0-sln0.75-0.375-nlr0.1-distchain bench-mos-long bench-mos-attention bench-mos-experts4 bench-mos-size bench-mos-targeted bench-compress-e2e
 
 venv: $(VENV)/.stamp
 
@@ -204,6 +204,13 @@ bench-vision-targeted-s1080-n6-mt0.5-0.5-0.5-0.5-0.5-0.25-sm0-sln0.75-0.375-nlr0
 		--max_steps 1080 --teacher_max_steps 360 --checkpoint_every 120 \
 		--baseline_levers n=5,mt=0.5/0.5/0.5/0.5/0.25,sm=0,sln=0.75/0.375,nlr=0.1 \
 		--supernet_levers n=6,mt=0.5/0.5/0.5/0.5/0.5/0.25,sm=0,sln=0.75/0.375,nlr=0.1
+# ViT, the five-subnet setting with chained distillation (the teacher teaches the largest subnet, the largest the
+# others), paired against the same setting distilled from the teacher.
+bench-vision-targeted-s1080-n5-mt0.5-0.5-0.5-0.5-0.25-sm0-sln0.75-0.375-nlr0.1-distchain: $(VENV)/.stamp-bench
+	$(BIN)/python scripts/bench_vision.py --work_dir $(VISION_WORK_DIR) --sampler targeted --models vit \
+		--max_steps 1080 --teacher_max_steps 360 --checkpoint_every 120 \
+		--baseline_levers n=5,mt=0.5/0.5/0.5/0.5/0.25,sm=0,sln=0.75/0.375,nlr=0.1 \
+		--supernet_levers n=5,mt=0.5/0.5/0.5/0.5/0.25,sm=0,sln=0.75/0.375,nlr=0.1,dist=chain
 # The summary of every published vision report (docs/benchmarks/vision_levers.md), from their JSON; every run rewrites it.
 bench-vision-summary: $(VENV)/.stamp-bench
 	$(BIN)/python scripts/bench_vision.py --summary
@@ -224,7 +231,8 @@ bench-vision-levers: bench-vision-targeted-u1-tol0.05 bench-vision-targeted-lr0.
 	bench-vision-targeted-s1080-n4-mt0.5-0.5-0.5-0.25-sm0-pg0-sln0.75-0.375-nlr0.03 \
 	bench-vision-targeted-s1080-n5-mt0.5-0.5-0.5-0.5-0.25-sm0-pg0-sln0.75-0.375-nlr0.03 \
 	bench-vision-targeted-s1080-n5-mt0.5-0.5-0.5-0.5-0.25-sm0-sln0.75-0.375-nlr0.1 \
-	bench-vision-targeted-s1080-n6-mt0.5-0.5-0.5-0.5-0.5-0.25-sm0-sln0.75-0.375-nlr0.1
+	bench-vision-targeted-s1080-n6-mt0.5-0.5-0.5-0.5-0.5-0.25-sm0-sln0.75-0.375-nlr0.1 \
+	bench-vision-targeted-s1080-n5-mt0.5-0.5-0.5-0.5-0.25-sm0-sln0.75-0.375-nlr0.1-distchain
 
 bench-gradient-search: $(VENV)/.stamp-bench
 	$(BIN)/python scripts/bench_gradient_search.py
