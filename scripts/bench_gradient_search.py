@@ -39,7 +39,7 @@ from bench_common import (
     write_results,
 )
 from torch.utils.data import DataLoader
-from transformers import AutoTokenizer, DataCollatorWithPadding, Trainer, set_seed
+from transformers import AutoTokenizer, DataCollatorWithPadding, set_seed
 
 import hf_nas
 from hf_nas import count_macs
@@ -47,7 +47,7 @@ from hf_nas.gradient import GradientSearchArguments, GradientSearchTrainer
 from hf_nas.metrics import build_compute_metrics
 from hf_nas.search import Constraint, SubnetSearch, get_objective, get_strategy
 from hf_nas.search.objectives import TaskMetricObjective
-from hf_nas.training import SupernetTrainer, SupernetTrainingArguments
+from hf_nas.training import ResumableTrainer, SupernetTrainer, SupernetTrainingArguments
 from hf_nas.utils import checkpoint_name, default_text_checkpoint
 
 logger = logging.getLogger("hf_nas.bench_gradient_search")
@@ -116,7 +116,7 @@ def evaluate_subnet(args, bench, model, subnet, tokenizer, train, dev) -> dict:
     collator = DataCollatorWithPadding(tokenizer)
     metrics = build_compute_metrics(["accuracy"])
     tuned_bench = dataclasses.replace(bench, max_steps=max(1, args.finetune_steps))
-    trainer = Trainer(
+    trainer = ResumableTrainer(
         model=small,
         args=common_args(tuned_bench, "finetune"),
         train_dataset=train,

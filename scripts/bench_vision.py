@@ -6,7 +6,7 @@ Protocol (see DESIGN.md), the same as `scripts/bench_supernet.py`: every subnet 
 official test split (all 10,000 images) is *reported*. Every gap comes with a paired 95% bootstrap interval over the
 test images. Rows, for each model:
 
-- `teacher`: the full vanilla model fine-tuned alone (plain transformers Trainer): the accuracy reference and the fixed
+- `teacher`: the full vanilla model fine-tuned alone (the transformers Trainer, as `ResumableTrainer`): the accuracy reference and the fixed
   teacher; its validation accuracy every `--curve_every` steps is the plain fine-tuning learning curve.
 - `supernet`: the teacher-first recipe through the same library code as `train_supernet.py --recipe teacher_first`: the
   supernet initialised from the teacher, heads and neurons reordered by importance on it, then the sandwich rule with
@@ -69,7 +69,7 @@ from bench_common import (
     within,
     write_results,
 )
-from transformers import Trainer, TrainerCallback, TrainingArguments, set_seed
+from transformers import TrainerCallback, TrainingArguments, set_seed
 
 import hf_nas
 from hf_nas import SearchSpace, SubnetConfig, count_macs, reorder_by_importance
@@ -86,7 +86,7 @@ from hf_nas.mixture.config import ROUTER_INITS
 from hf_nas.models.auto import elastic_class_for
 from hf_nas.models.families import get_family
 from hf_nas.switchable_norms import check_norm_boundaries
-from hf_nas.training import SupernetTrainer, SupernetTrainingArguments
+from hf_nas.training import ResumableTrainer, SupernetTrainer, SupernetTrainingArguments
 from hf_nas.training.recipes import RECIPE_DEFAULTS
 from hf_nas.training.training_args import EXTERNAL_TEACHER_MODES
 from hf_nas.utils import atomic_write_text, checkpoint_name
@@ -421,7 +421,7 @@ class Bench:
                 self.path, attn_implementation="sdpa", **self.labels
             )
             curve = LearningCurve(model, self.splits["validation"], self.args.curve_every)
-            trainer = Trainer(
+            trainer = ResumableTrainer(
                 model=model,
                 args=self.train_args("teacher", max_steps=teacher_steps(self.args)),
                 train_dataset=self.splits["train"],

@@ -42,6 +42,7 @@ from transformers.utils import ModelOutput
 from ..models.families import get_family
 from ..models.supernet import SupernetMixin
 from ..search_space import SubnetConfig
+from ..training.checkpoint_weights import CheckpointWeightsMixin
 from ..training.distillation import hidden_state_loss, teacher_layer_map
 from ..training.recipes import vanilla_auto_class
 from ..training.samplers import SAMPLERS, SubnetSampler, get_sampler
@@ -424,7 +425,7 @@ class _EMACallback(TrainerCallback):
 
 # --------------------------------------------------------------------------------------------------------------------
 # the trainer
-class BlockwiseTrainer(Trainer):
+class BlockwiseTrainer(CheckpointWeightsMixin, Trainer):
     """[`Trainer`] that trains the blocks of a supernet in isolation (supervised against a teacher, or
     self-supervised by ensemble bootstrapping).
 

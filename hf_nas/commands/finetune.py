@@ -26,7 +26,7 @@ from collections.abc import Sequence
 
 import torch
 import transformers
-from transformers import HfArgumentParser, Trainer, TrainingArguments, set_seed
+from transformers import HfArgumentParser, TrainingArguments, set_seed
 
 from hf_nas.commands import parse_arguments
 from hf_nas.commands.train import (
@@ -42,6 +42,7 @@ from hf_nas.data import TextDataArguments
 from hf_nas.metrics import build_compute_metrics
 from hf_nas.models.auto import vanilla_model_type
 from hf_nas.models.families import get_task
+from hf_nas.training.checkpoint_weights import ResumableTrainer
 from hf_nas.training.recipes import finetune_teacher
 
 logger = logging.getLogger(__name__)
@@ -115,7 +116,7 @@ def main(argv: Sequence[str] | None = None, *, prog: str | None = None) -> None:
         **evaluation,
     )
     if training_args.do_eval and evaluation:
-        trainer = Trainer(
+        trainer = ResumableTrainer(
             model=model,
             args=training_args,
             data_collator=data.collator,

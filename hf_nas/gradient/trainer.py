@@ -34,6 +34,7 @@ from ..models.families import get_family
 from ..models.supernet import SupernetMixin
 from ..search_space import SubnetConfig
 from ..switchable_norms import check_no_switchable_norms
+from ..training.checkpoint_weights import CheckpointWeightsMixin
 from ..utils import atomic_write_text
 from .cost import expected_macs
 from .mixture import MIXTURE_REFUSAL, NORMS_REFUSAL, MixedForward
@@ -173,7 +174,7 @@ def _check_arch_parameters(
     return arch_parameters
 
 
-class GradientSearchTrainer(Trainer):
+class GradientSearchTrainer(CheckpointWeightsMixin, Trainer):
     """[`Trainer`] that searches a supernet by gradient descent on architecture parameters (TangleNAS), alternating
     weight steps on the training set with architecture steps on a separate architecture split.
 

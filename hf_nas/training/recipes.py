@@ -21,10 +21,11 @@ import os
 from dataclasses import dataclass, field
 from typing import Any
 
-from transformers import PreTrainedModel, Trainer, TrainingArguments
+from transformers import PreTrainedModel, TrainingArguments
 
 from ..models.families import get_family
 from ..utils import atomic_directory, atomic_write_text
+from .checkpoint_weights import ResumableTrainer
 from .training_args import SupernetTrainingArguments
 
 __all__ = [
@@ -178,7 +179,7 @@ def finetune_teacher(
     processing_class: Any = None,
     **trainer_kwargs: Any,
 ) -> PreTrainedModel:
-    """Fine-tune the full (vanilla) model on the task with a plain `Trainer` and save it, with its tokenizer or
+    """Fine-tune the full (vanilla) model on the task with a plain `Trainer` ([`ResumableTrainer`]) and save it, with its tokenizer or
     image processor, atomically to `save_directory`. Returns the fine-tuned model in eval mode.
 
     Example:
@@ -206,7 +207,7 @@ def finetune_teacher(
     """
     if not isinstance(model, PreTrainedModel):
         raise TypeError(f"`model` must be a PreTrainedModel, got {type(model).__name__}.")
-    trainer = Trainer(
+    trainer = ResumableTrainer(
         model=model,
         args=args,
         train_dataset=train_dataset,

@@ -48,6 +48,7 @@ from ..switchable_norms import (
     enable_switchable_norms,
 )
 from ..utils import atomic_write_text
+from .checkpoint_weights import CheckpointWeightsMixin
 from .distillation import attention_relation_loss, hidden_state_loss, layer_hidden_state_loss, soft_cross_entropy
 from .recipes import vanilla_auto_class
 from .samplers import StagedSampler, SubnetSampler, get_sampler
@@ -206,7 +207,7 @@ class TeacherTargets:
     hidden: tuple[torch.Tensor, ...] | None = None
 
 
-class SupernetTrainer(Trainer):
+class SupernetTrainer(CheckpointWeightsMixin, Trainer):
     """[`Trainer`] that trains a supernet with a subnet sampler and distillation.
 
     Args:
