@@ -141,6 +141,42 @@ def test_resumable_trainer_resumes_a_vanilla_vision_model(kind, tmp_path):
     assert_same_weights(resumed.model, straight.model)
 
 
+def test_load_best_model_at_end_restores_the_best_checkpoints_encoder(tmp_path):
+    """`load_best_model_at_end` on a ViT: the model ends with the weights of the best checkpoint (the first one, by a
+    metric that only falls), encoder included."""
+    from safetensors.torch import load_file
+    from transformers import TrainerCallback, TrainingArguments
+
+    class FallingScore(TrainerCallback):
+        def on_evaluate(self, args, state, control, metrics=None, **kwargs):
+            metrics["eval_score"] = -float(state.global_step)
+
+    args = args_for(
+        tmp_path / "out",
+        TrainingArguments,
+        eval_strategy="steps",
+        eval_steps=2,
+        save_strategy="steps",
+        save_steps=2,
+        load_best_model_at_end=True,
+        metric_for_best_model="score",
+        greater_is_better=True,
+        save_total_limit=None,
+    )
+    model = vanilla("vit")
+    trainer = ResumableTrainer(
+        model=model, args=args, train_dataset=Images(), eval_dataset=Images(8), callbacks=[FallingScore()]
+    )
+    trainer.train()
+    assert trainer.state.best_model_checkpoint.endswith("checkpoint-2")
+    best = vanilla("vit")
+    load_checkpoint_weights(best, trainer.state.best_model_checkpoint)
+    assert_same_weights(trainer.model, best)
+    last = load_file(tmp_path / "out" / "checkpoint-4" / "model.safetensors")
+    key = "vit.encoder.layer.0.attention.attention.query.weight"
+    assert not torch.equal(last[key], trainer.model.vit.layers[0].attention.q_proj.weight), "no training after step 2"
+
+
 def test_saved_key_names_are_those_save_pretrained_writes(tmp_path):
     from safetensors.torch import load_file
 
