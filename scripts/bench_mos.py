@@ -6,7 +6,8 @@ and *reported* on the official dev set, every difference with a paired 95% boots
 
 - `standard`: the teacher-first supernet (plain weight sharing), trained here with the code of the MoS runs:
   initialised from the supernet benchmark's fine-tuned teacher, importance-reordered on it, `max_steps` sandwich steps
-  with distillation from that teacher.
+  with distillation from that teacher (`--distillation chain`: the teacher teaches the largest subnet, the largest the
+  others, for the standard and every MoS supernet alike; the trained-alone baselines keep the teacher).
 - `mos_<mode>`: the same recipe, data order and steps with Mixture-of-Supernets added before training
   (`--num_experts` experts per FFN linear layer, routers of width `--router_hidden_size`): equal steps.
 - `mos_<mode>_time`: the same at equal wall time: `max_steps x (standard step time / MoS step time)` steps, the step
@@ -107,6 +108,14 @@ class MosBenchArguments(SupernetBenchArguments):
     router_init: str = field(
         default="random", metadata={"help": "How the routers start: random (near uniform) or size (by subnet size)."}
     )
+    distillation: str = field(
+        default="teacher",
+        metadata={
+            "help": "How the standard and the MoS supernets distill: teacher (every subnet learns from the fixed "
+            "teacher) or chain (the teacher teaches the largest subnet, the largest the others). The trained-alone "
+            "baselines always learn from the teacher. Run a new value in its own --work_dir."
+        },
+    )
     recipe_levers: str | None = field(
         default=None,
         metadata={
@@ -141,7 +150,9 @@ class MosBenchArguments(SupernetBenchArguments):
             )
         if "off" in self.mode_list or not self.mode_list:
             raise ValueError(f"--modes must name MoS modes (layer, neuron), got {self.modes!r}.")
-        SupernetTrainingArguments("o", **{**self.recipe(), "distillation": "teacher"})  # bad values fail here
+        if self.distillation not in ("teacher", "chain"):
+            raise ValueError(f"--distillation must be 'teacher' or 'chain', got {self.distillation!r}.")
+        SupernetTrainingArguments("o", **self.recipe())  # bad values fail here
 
     def levers(self) -> dict:
         """`--recipe_levers` parsed: the recipe settings this run changes (empty by default)."""
@@ -166,7 +177,11 @@ class MosBenchArguments(SupernetBenchArguments):
 
     def recipe(self) -> dict:
         """The training recipe of the standard and the MoS supernets: the supernet benchmark's, with the levers."""
-        return {**RECIPE, **self.levers()}
+        return {**RECIPE, **self.training_levers()}
+
+    def training_levers(self) -> dict:
+        """The levers and the distillation: what the standard and every MoS supernet change in the recipe."""
+        return {**self.levers(), "distillation": self.distillation}
 
     @property
     def mode_list(self) -> list[str]:
@@ -185,6 +200,12 @@ class MosBenchArguments(SupernetBenchArguments):
                 "measure": None,
             }
         )
+
+
+DISTILLATION_WORDS = {
+    "teacher": "distillation from the teacher",
+    "chain": "chained distillation (the teacher teaches the largest subnet, the largest the others)",
+}
 
 
 def mixture_levers(args: MosBenchArguments, mode: str) -> dict:
@@ -239,7 +260,7 @@ class MosBench(Bench):
         evaluated = self.rows.get(f"{STANDARD}_subnets")
         if evaluated is None:
             self.supernet.teacher()  # trained there if missing
-            model, _ = self.train_supernet(STANDARD, self.args.max_steps, **self.args.levers())
+            model, _ = self.train_supernet(STANDARD, self.args.max_steps, **self.args.training_levers())
             evaluated = {"subnets": self.evaluate_subnets(STANDARD, model, MAC_POINTS, cloud=self.args.cloud_size)}
         return evaluated["subnets"]
 
@@ -263,7 +284,7 @@ class MosBench(Bench):
 
     # -- the mixture supernets --------------------------------------------------------------------------------------
     def mos_rows(self, name: str, mode: str, steps: int) -> None:
-        model, _ = self.train_supernet(name, steps, **self.args.levers(), **mixture_levers(self.args, mode))
+        model, _ = self.train_supernet(name, steps, **self.args.training_levers(), **mixture_levers(self.args, mode))
         self.evaluate_subnets(name, model, MAC_POINTS, cloud=self.args.cloud_size)
 
     def main_rows(self) -> None:
@@ -309,7 +330,7 @@ def measure(args: MosBenchArguments) -> dict:
     def trainer_for(variant: str) -> SupernetTrainer:
         set_seed(args.seed)
         model = sup.initial_supernet(sup.teacher_dir())
-        recipe = {**args.recipe(), "distillation": "teacher", **mixture_levers(args, variant)}
+        recipe = {**args.recipe(), **mixture_levers(args, variant)}
         targs = train_args(
             args, f"measure_{variant}", args.max_steps, SupernetTrainingArguments, eval_subnets="", **recipe
         )
@@ -583,8 +604,8 @@ def render_markdown(r: dict) -> str:
         "",
         f"- **standard**: the teacher-first supernet (plain weight sharing), trained in this run: initialised from the "
         f"teacher (dev "
-        f"{r['teacher']['dev']:.2f}%), importance-reordered, {s['max_steps']} {r['recipe']['sampler']} steps with distillation from "
-        "the teacher; levers " + json.dumps(r["recipe"]) + ".",
+        f"{r['teacher']['dev']:.2f}%), importance-reordered, {s['max_steps']} {r['recipe']['sampler']} steps with "
+        f"{DISTILLATION_WORDS[r['recipe'].get('distillation', 'teacher')]}; levers " + json.dumps(r["recipe"]) + ".",
         f"- **MoS**: the same recipe, data order and initial weights with Mixture-of-Supernets on the "
         f"{' and '.join(mixture.get('target_modules', []))} linear layers ({mixture.get('num_experts')} experts, routers "
         f"of width {mixture.get('router_hidden_size')}, {experts_words(mixture)}, {router_words(mixture)}, router "

@@ -292,7 +292,7 @@ class Bench:
             recipe["distillation"] = "inplace"
         else:
             teacher = self.load_teacher()
-            recipe["distillation"] = "teacher"
+            recipe.setdefault("distillation", "teacher")  # or "chain", a lever of bench_mos.py
         set_seed(self.args.seed)
         start = time.perf_counter()
         trainer = SupernetTrainer(

@@ -140,8 +140,9 @@ def test_recipe_levers_reach_every_supernet_and_a_work_dir_keeps_one_recipe(benc
     supernet_bench = importlib.import_module("bench_supernet")
     targeted = '{"sampler": "targeted", "sampler_mac_targets": "0.5,0.25"}'
     args = bench_mos.MosBenchArguments(modes="layer", recipe_levers=targeted, work_dir=str(tmp_path / "mos"))
-    assert args.recipe() == {**supernet_bench.RECIPE, "sampler": "targeted", "sampler_mac_targets": "0.5,0.25"}
-    assert bench_mos.MosBenchArguments().recipe() == supernet_bench.RECIPE
+    expected = {**supernet_bench.RECIPE, "sampler": "targeted", "sampler_mac_targets": "0.5,0.25"}
+    assert args.recipe() == {**expected, "distillation": "teacher"}
+    assert bench_mos.MosBenchArguments().recipe() == {**supernet_bench.RECIPE, "distillation": "teacher"}
 
     bench = bench_mos.MosBench.__new__(bench_mos.MosBench)
     bench.args, bench.rows = args, supernet_bench.Rows(args.work_dir)
@@ -158,7 +159,8 @@ def test_recipe_levers_reach_every_supernet_and_a_work_dir_keeps_one_recipe(benc
     assert training.sampler == "targeted" and training.mac_targets() == (0.5, 0.25)
 
     bench.check_recipe()  # nothing trained yet
-    bench.rows.put("standard_trained", {"train_seconds": 1.0, "recipe": {**supernet_bench.RECIPE, "layer_rule": "x"}})
+    recipe = {**supernet_bench.RECIPE, "distillation": "teacher", "layer_rule": "x"}  # as train_supernet stores it
+    bench.rows.put("standard_trained", {"train_seconds": 1.0, "recipe": recipe})
     with pytest.raises(
         ValueError,
         match=r"'standard' trained with another recipe .*\['sampler', 'sampler_mac_targets'\].*own --work_dir",
@@ -177,3 +179,47 @@ def test_recipe_levers_reach_every_supernet_and_a_work_dir_keeps_one_recipe(benc
     ):
         with pytest.raises(ValueError, match=match):
             bench_mos.MosBenchArguments(recipe_levers=bad)
+
+
+def test_chained_distillation_reaches_every_supernet_and_the_report(bench_mos, tmp_path, monkeypatch):
+    """`--distillation chain` reaches the training arguments of the standard and the MoS supernets (through the
+    supernet benchmark's `train_supernet`), the report says so, rows trained with the teacher are refused, and any
+    other value is refused naming the allowed ones."""
+    supernet_bench = importlib.import_module("bench_supernet")
+    args = bench_mos.MosBenchArguments(modes="layer", distillation="chain", work_dir=str(tmp_path / "mos"))
+    assert args.recipe() == {**supernet_bench.RECIPE, "distillation": "chain"}
+
+    # MosBench -> Bench.train_supernet -> SupernetTrainer: the trainer gets distillation="chain" and the teacher
+    bench = bench_mos.MosBench.__new__(bench_mos.MosBench)
+    bench.args, bench.rows = args, supernet_bench.Rows(args.work_dir)
+    bench.models, bench.splits, bench.collator = str(tmp_path / "models"), {"train": []}, None
+    bench.supernet = type("SupernetBench", (), {"teacher": lambda self: {}})()
+    monkeypatch.setattr(bench, "teacher_dir", lambda: "teacher")
+    monkeypatch.setattr(bench, "initial_supernet", lambda *a: "supernet")
+    monkeypatch.setattr(bench, "load_teacher", lambda: "the teacher")
+    seen = []
+
+    class Stop(Exception):
+        pass
+
+    def trainer(model, teacher_model, args, **kwargs):
+        seen.append((model, teacher_model, args.distillation, args.mixture_of_supernets))
+        raise Stop
+
+    monkeypatch.setattr(supernet_bench, "SupernetTrainer", trainer)
+    for run in (lambda: bench.mos_rows("mos_layer", "layer", 3), lambda: bench.standard()):
+        with pytest.raises(Stop):
+            run()
+    assert seen == [("supernet", "the teacher", "chain", "layer"), ("supernet", "the teacher", "chain", "off")]
+
+    bench.rows.put(
+        "standard_trained",
+        {"train_seconds": 1.0, "recipe": {**supernet_bench.RECIPE, "distillation": "teacher", "layer_rule": "x"}},
+    )
+    with pytest.raises(ValueError, match=r"'standard' trained with another recipe .*\['distillation'\]"):
+        bench.check_recipe()
+    for variant in ("teacher", "chain"):
+        words = bench_mos.DISTILLATION_WORDS[variant]
+        assert ("largest" in words) == (variant == "chain")
+    with pytest.raises(ValueError, match=r"--distillation must be 'teacher' or 'chain', got 'inplace'"):
+        bench_mos.MosBenchArguments(distillation="inplace")
