@@ -490,7 +490,7 @@ def test_script_bad_input_fails_before_training(tmp_path, monkeypatch, tiny_chec
     path, data = tiny_checkpoint
     monkeypatch.setattr(SupernetTrainer, "train", lambda *a, **k: pytest.fail("training started"))
     monkeypatch.setattr(
-        hf_nas.training.recipes.Trainer, "train", lambda *a, **k: pytest.fail("teacher training started")
+        hf_nas.training.recipes.ResumableTrainer, "train", lambda *a, **k: pytest.fail("teacher training started")
     )
     with pytest.raises(ValueError, match=match):
         run_train_supernet(monkeypatch, *common(path, data, tmp_path / "out"), "--do_train", *argv)
