@@ -18,18 +18,9 @@ from hf_nas.training import (
 
 from .conftest import make_supernet
 from .test_trainer import StopAtStep
+from .test_vision_training import TINY_VISION
 
-TINY = {
-    "hidden_size": 32,
-    "num_hidden_layers": 3,
-    "num_attention_heads": 4,
-    "intermediate_size": 64,
-    "patch_size": 8,
-    "image_size": 32,
-    "num_labels": 3,
-    "hidden_dropout_prob": 0.0,
-    "attention_probs_dropout_prob": 0.0,
-}
+TINY = {**TINY_VISION, "num_labels": 3}
 BEIT = {"drop_path_rate": 0.0, "use_relative_position_bias": True, "layer_scale_init_value": 0.1}
 ELASTIC = {
     "vit": (hf_nas.ElasticViTConfig, hf_nas.ElasticViTForImageClassification, {}),
